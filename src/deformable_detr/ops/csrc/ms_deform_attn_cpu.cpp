@@ -1,0 +1,262 @@
+// Fused CPU kernel for multi-scale deformable attention, forward and backward.
+//
+// Semantics are exactly F.grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)
+// on each level at grid 2 * loc - 1, weighted by attention_weights and summed over levels and
+// points: the pixel coordinate of a normalized location is x = loc_x * W_l - 0.5, the four
+// neighbouring pixels are read, and neighbours outside the map read zero.
+//
+// Layouts (all contiguous):
+//   value               (B, S, M, D)
+//   spatial_shapes      (L, 2) int64, (H_l, W_l)
+//   level_start_index   (L,) int64
+//   sampling_locations  (B, Lq, M, L, P, 2), (x, y)
+//   attention_weights   (B, Lq, M, L, P)
+//   output              (B, Lq, M, D)
+//
+// Arithmetic runs in at::opmath_type<scalar_t>: float for float/half/bfloat16, double for double.
+// Threads come from at::parallel_for, so torch.set_num_threads applies.
+//   forward:  parallel over (batch, query); each task owns its output rows.
+//   backward: parallel over (batch, head, query chunk). A (batch, head) pair owns a disjoint
+//             slice of grad_value, so tasks never write the same element; query chunks only
+//             exist when there are more threads than (batch, head) pairs, and then each chunk
+//             accumulates into its own copy of grad_value, summed at the end. No atomics and no
+//             (B, Lq, M, L, P, D) intermediate.
+
+#include <torch/extension.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <vector>
+
+namespace {
+
+struct Sizes {
+  int64_t B, S, M, D, Lq, L, P;
+};
+
+// The four neighbours of a sampling point: flat pixel index inside the level (or -1 when the
+// neighbour is outside the map), bilinear weight, and d(weight)/dx, d(weight)/dy in pixel units.
+template <typename acc_t>
+struct Corners {
+  int64_t index[4];
+  acc_t weight[4];
+  acc_t dweight_dx[4];
+  acc_t dweight_dy[4];
+};
+
+// Returns false when no neighbour can contribute (far outside, or a non-finite coordinate).
+template <typename acc_t>
+inline bool bilinear_corners(acc_t x, acc_t y, int64_t height, int64_t width, Corners<acc_t>& c) {
+  // x in (-1, W) and y in (-1, H) is where some neighbour has non-zero weight; at exactly -1
+  // the weight is zero but the gradient is not, so keep a margin. NaN fails every comparison.
+  if (!(x > -2 && y > -2 && x < width + 1 && y < height + 1)) return false;
+  const acc_t x_floor = std::floor(x);
+  const acc_t y_floor = std::floor(y);
+  const int64_t x0 = static_cast<int64_t>(x_floor);
+  const int64_t y0 = static_cast<int64_t>(y_floor);
+  const acc_t lx = x - x_floor, ly = y - y_floor;  // distances to the top-left neighbour
+  const acc_t hx = 1 - lx, hy = 1 - ly;
+  const int64_t xs[4] = {x0, x0 + 1, x0, x0 + 1};
+  const int64_t ys[4] = {y0, y0, y0 + 1, y0 + 1};
+  c.weight[0] = hy * hx; c.dweight_dx[0] = -hy; c.dweight_dy[0] = -hx;
+  c.weight[1] = hy * lx; c.dweight_dx[1] = hy;  c.dweight_dy[1] = -lx;
+  c.weight[2] = ly * hx; c.dweight_dx[2] = -ly; c.dweight_dy[2] = hx;
+  c.weight[3] = ly * lx; c.dweight_dx[3] = ly;  c.dweight_dy[3] = lx;
+  for (int k = 0; k < 4; ++k) {
+    const bool inside = xs[k] >= 0 && xs[k] < width && ys[k] >= 0 && ys[k] < height;
+    c.index[k] = inside ? ys[k] * width + xs[k] : -1;
+  }
+  return true;
+}
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* value, const int64_t* spatial_shapes, const int64_t* level_start_index,
+                    const scalar_t* sampling_locations, const scalar_t* attention_weights, scalar_t* output,
+                    const Sizes& n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t D = n.D, M = n.M, L = n.L, P = n.P;
+  const int64_t pixel_stride = M * D;  // between neighbouring pixels of one head
+  // ~M * L * P * 4 * D flops per query: a few hundred queries per task amortise the scheduling.
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * L * P * D));
+  at::parallel_for(0, n.B * n.Lq, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> accumulator(D);
+    acc_t* acc = accumulator.data();
+    Corners<acc_t> c;
+    for (int64_t bq = begin; bq < end; ++bq) {
+      const int64_t b = bq / n.Lq;
+      const scalar_t* batch_value = value + b * n.S * pixel_stride;
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t d = 0; d < D; ++d) acc[d] = 0;
+        const scalar_t* loc = sampling_locations + (bq * M + m) * L * P * 2;  // (L, P, 2)
+        const scalar_t* weight = attention_weights + (bq * M + m) * L * P;   // (L, P)
+        for (int64_t l = 0; l < L; ++l) {
+          const int64_t height = spatial_shapes[2 * l], width = spatial_shapes[2 * l + 1];
+          const scalar_t* level_value = batch_value + level_start_index[l] * pixel_stride + m * D;
+          for (int64_t p = 0; p < P; ++p) {
+            const int64_t lp = l * P + p;
+            const acc_t x = static_cast<acc_t>(loc[2 * lp]) * width - acc_t(0.5);
+            const acc_t y = static_cast<acc_t>(loc[2 * lp + 1]) * height - acc_t(0.5);
+            // Forward may skip exactly-zero samples: every neighbour outside or at weight 0.
+            if (!(x > -1 && y > -1 && x < width && y < height)) continue;
+            bilinear_corners<acc_t>(x, y, height, width, c);
+            const acc_t a = static_cast<acc_t>(weight[lp]);
+            for (int k = 0; k < 4; ++k) {
+              if (c.index[k] < 0) continue;
+              const acc_t cw = a * c.weight[k];
+              const scalar_t* v = level_value + c.index[k] * pixel_stride;
+#pragma omp simd
+              for (int64_t d = 0; d < D; ++d) acc[d] += cw * static_cast<acc_t>(v[d]);
+            }
+          }
+        }
+        scalar_t* out = output + (bq * M + m) * D;
+        for (int64_t d = 0; d < D; ++d) out[d] = static_cast<scalar_t>(acc[d]);
+      }
+    }
+  });
+}
+
+// grad_value_acc: (chunks, B, S, M, D) in acc_t, zero on entry.
+template <typename scalar_t>
+void backward_kernel(const scalar_t* grad_output, const scalar_t* value, const int64_t* spatial_shapes,
+                     const int64_t* level_start_index, const scalar_t* sampling_locations,
+                     const scalar_t* attention_weights, at::opmath_type<scalar_t>* grad_value_acc,
+                     scalar_t* grad_sampling_locations, scalar_t* grad_attention_weights, const Sizes& n,
+                     int64_t chunks) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t D = n.D, M = n.M, L = n.L, P = n.P, Lq = n.Lq;
+  const int64_t pixel_stride = M * D;
+  const int64_t queries_per_chunk = (Lq + chunks - 1) / chunks;
+  at::parallel_for(0, n.B * M * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> grad_buffer(D);
+    acc_t* g = grad_buffer.data();
+    Corners<acc_t> c;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t chunk = task % chunks;
+      const int64_t m = (task / chunks) % M;
+      const int64_t b = task / (chunks * M);
+      const scalar_t* batch_value = value + b * n.S * pixel_stride;
+      acc_t* batch_grad_value = grad_value_acc + (chunk * n.B + b) * n.S * pixel_stride;
+      const int64_t q_end = std::min(Lq, (chunk + 1) * queries_per_chunk);
+      for (int64_t q = chunk * queries_per_chunk; q < q_end; ++q) {
+        const int64_t bqm = (b * Lq + q) * M + m;
+        const scalar_t* go = grad_output + bqm * D;
+        for (int64_t d = 0; d < D; ++d) g[d] = static_cast<acc_t>(go[d]);
+        const scalar_t* loc = sampling_locations + bqm * L * P * 2;
+        const scalar_t* weight = attention_weights + bqm * L * P;
+        scalar_t* grad_loc = grad_sampling_locations + bqm * L * P * 2;
+        scalar_t* grad_weight = grad_attention_weights + bqm * L * P;
+        for (int64_t l = 0; l < L; ++l) {
+          const int64_t height = spatial_shapes[2 * l], width = spatial_shapes[2 * l + 1];
+          const int64_t level_offset = level_start_index[l] * pixel_stride + m * D;
+          const scalar_t* level_value = batch_value + level_offset;
+          acc_t* level_grad_value = batch_grad_value + level_offset;
+          for (int64_t p = 0; p < P; ++p) {
+            const int64_t lp = l * P + p;
+            const acc_t x = static_cast<acc_t>(loc[2 * lp]) * width - acc_t(0.5);
+            const acc_t y = static_cast<acc_t>(loc[2 * lp + 1]) * height - acc_t(0.5);
+            acc_t sample_dot = 0, grad_x = 0, grad_y = 0;  // <g, sample>, d<g, sample>/dx, /dy
+            if (bilinear_corners<acc_t>(x, y, height, width, c)) {
+              const acc_t a = static_cast<acc_t>(weight[lp]);
+              for (int k = 0; k < 4; ++k) {
+                if (c.index[k] < 0) continue;
+                const acc_t cw = a * c.weight[k];
+                const scalar_t* v = level_value + c.index[k] * pixel_stride;
+                acc_t* gv = level_grad_value + c.index[k] * pixel_stride;
+                acc_t dot = 0;
+#pragma omp simd reduction(+ : dot)
+                for (int64_t d = 0; d < D; ++d) {
+                  dot += g[d] * static_cast<acc_t>(v[d]);
+                  gv[d] += cw * g[d];
+                }
+                sample_dot += c.weight[k] * dot;
+                grad_x += c.dweight_dx[k] * dot;
+                grad_y += c.dweight_dy[k] * dot;
+              }
+              grad_x *= a * width;  // d x / d loc_x = W_l
+              grad_y *= a * height;
+            }
+            grad_weight[lp] = static_cast<scalar_t>(sample_dot);
+            grad_loc[2 * lp] = static_cast<scalar_t>(grad_x);
+            grad_loc[2 * lp + 1] = static_cast<scalar_t>(grad_y);
+          }
+        }
+      }
+    }
+  });
+}
+
+Sizes check_and_size(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+                     const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
+  TORCH_CHECK(value.device().is_cpu(), "ms_deform_attn_cpu: tensors must be on the CPU");
+  TORCH_CHECK(value.dim() == 4 && sampling_locations.dim() == 6 && attention_weights.dim() == 5,
+              "ms_deform_attn_cpu: bad ranks");
+  TORCH_CHECK(value.is_contiguous() && sampling_locations.is_contiguous() && attention_weights.is_contiguous() &&
+                  spatial_shapes.is_contiguous() && level_start_index.is_contiguous(),
+              "ms_deform_attn_cpu: inputs must be contiguous");
+  TORCH_CHECK(spatial_shapes.scalar_type() == at::kLong && level_start_index.scalar_type() == at::kLong,
+              "ms_deform_attn_cpu: spatial_shapes and level_start_index must be int64");
+  TORCH_CHECK(sampling_locations.scalar_type() == value.scalar_type() &&
+                  attention_weights.scalar_type() == value.scalar_type(),
+              "ms_deform_attn_cpu: value, sampling_locations and attention_weights must share a dtype");
+  return Sizes{value.size(0), value.size(1), value.size(2), value.size(3),
+               sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
+}
+
+}  // namespace
+
+at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                  const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                                  const at::Tensor& attention_weights) {
+  const Sizes n = check_and_size(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  at::Tensor output = at::empty({n.B, n.Lq, n.M * n.D}, value.options());
+  if (output.numel() == 0) return output;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward", [&] {
+    forward_kernel<scalar_t>(value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
+                             level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<scalar_t>(),
+                             attention_weights.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), n);
+  });
+  return output;
+}
+
+std::vector<at::Tensor> ms_deform_attn_backward(const at::Tensor& grad_output, const at::Tensor& value,
+                                                const at::Tensor& spatial_shapes,
+                                                const at::Tensor& level_start_index,
+                                                const at::Tensor& sampling_locations,
+                                                const at::Tensor& attention_weights) {
+  const Sizes n = check_and_size(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
+                  grad_output.numel() == n.B * n.Lq * n.M * n.D,
+              "ms_deform_attn_cpu: grad_output must be a contiguous (B, Lq, M * D) tensor of value's dtype");
+  at::Tensor grad_sampling_locations = at::zeros_like(sampling_locations);
+  at::Tensor grad_attention_weights = at::zeros_like(attention_weights);
+  if (n.B * n.Lq * n.M * n.D == 0 || n.S == 0) {
+    return {at::zeros_like(value), grad_sampling_locations, grad_attention_weights};
+  }
+  // Split queries into chunks only when the (batch, head) pairs cannot keep every thread busy.
+  const int64_t pairs = n.B * n.M;
+  const int64_t threads = at::get_num_threads();
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((threads + pairs - 1) / pairs, n.Lq));
+  const auto acc_type = at::toOpMathType(value.scalar_type());
+  const bool accumulate_in_place = chunks == 1 && acc_type == value.scalar_type();
+  at::Tensor grad_value_acc = accumulate_in_place
+                                  ? at::zeros_like(value)
+                                  : at::zeros({chunks, n.B, n.S, n.M, n.D}, value.options().dtype(acc_type));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    backward_kernel<scalar_t>(grad_output.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(),
+                              spatial_shapes.data_ptr<int64_t>(), level_start_index.data_ptr<int64_t>(),
+                              sampling_locations.data_ptr<scalar_t>(), attention_weights.data_ptr<scalar_t>(),
+                              grad_value_acc.data_ptr<acc_t>(), grad_sampling_locations.data_ptr<scalar_t>(),
+                              grad_attention_weights.data_ptr<scalar_t>(), n, chunks);
+  });
+  at::Tensor grad_value =
+      accumulate_in_place ? grad_value_acc : grad_value_acc.sum(0).to(value.scalar_type());  // (B, S, M, D)
+  return {grad_value, grad_sampling_locations, grad_attention_weights};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &ms_deform_attn_forward, "multi-scale deformable attention forward (CPU)");
+  m.def("backward", &ms_deform_attn_backward, "multi-scale deformable attention backward (CPU)");
+}
