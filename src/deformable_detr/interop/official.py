@@ -1,0 +1,349 @@
+"""Load checkpoints of the official implementation (fundamentalvision/Deformable-DETR) into `DeformableDETR`.
+
+An official file is `torch.save({"model": state_dict, "optimizer": ..., "args": argparse.Namespace, ...})`.
+It is read with `torch.load(weights_only=True)`, allowing only `argparse.Namespace` besides tensors and
+plain containers: a crafted file cannot run code. The layout and the rename rules are in
+../shared/INTEROP.md; in short (official -> ours):
+
+    backbone.0.body.X                              -> backbone.body.X
+    transformer.encoder.layers.i.norm1 / norm2     -> .norm_attn / .norm_ffn
+    transformer.decoder.layers.i.norm1/norm2/norm3 -> .norm_cross_attn / .norm_self_attn / .norm_ffn
+    class_embed.j / bbox_embed.j                   -> class_heads.j / box_heads.j (de-aliased, see below)
+
+Heads are saved aliased: a plain model stores one Linear under 6 names, box refinement stores
+`transformer.decoder.bbox_embed.j` beside `bbox_embed.j` (same storage), two-stage also
+`transformer.decoder.class_embed.j`. We keep one copy per distinct head and check that the dropped
+copies hold the same values (a file whose "aliases" differ was edited, and loading it would silently
+pick one).
+
+Loading goes through `official_state_dict_to_ours` (pure renaming) and `config_from_official`
+(variant and sizes from the keys, shapes and `args`), then a strict load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from deformable_detr.interop.state_dict import load_state_dict_strict
+from deformable_detr.models.config import ModelConfig
+
+_IGNORED_SUFFIXES = ("total_ops", "total_params", "num_batches_tracked")  # profiler leftovers, BN counters
+_RESNET_NAMES = {  # (block type, blocks per stage) -> torchvision name
+    ("basic", (2, 2, 2, 2)): "resnet18",
+    ("basic", (3, 4, 6, 3)): "resnet34",
+    ("bottleneck", (3, 4, 6, 3)): "resnet50",
+    ("bottleneck", (3, 4, 23, 3)): "resnet101",
+}
+_DEFAULT_HEADS = 8  # official --nheads default; no tensor stores the head count
+_DEFAULT_QUERIES = 300  # official --num_queries default; two-stage files store no query tensor
+
+
+def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read an official `.pth` file without unpickling anything but tensors and `argparse.Namespace`.
+
+    Args:
+        path: a file written by the official `main.py` (dict with "model" and "args") or a plain state dict.
+
+    Returns:
+        (state_dict, args): the model's tensors under official key names, and `vars(args)` ({} if absent).
+
+    Raises:
+        ValueError: the file holds other pickled objects (it is refused, never executed) or no state dict.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file; pass the path of an official .pth")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{path}: refused to unpickle: the file holds objects other than tensors and argparse.Namespace "
+            f"({reason}); re-save only its state dict (torch.save(ckpt['model'], path)) from a trusted source"
+        ) from error
+    return split_official_checkpoint(obj, source=path)
+
+
+def split_official_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Separate an already-loaded official checkpoint into (state_dict, args dict).
+
+    Args:
+        obj: {"model": state_dict, "args": Namespace | dict, ...} or a state dict (name -> tensor).
+        source: name used in error messages.
+
+    Returns:
+        (state_dict, args) as in `read_official_checkpoint`.
+    """
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{source}: expected a dict with 'model' or a state dict, got {type(obj).__name__}")
+    args: Any = {}
+    if "model" in obj and isinstance(obj["model"], Mapping):
+        args = obj.get("args") or {}
+        obj = obj["model"]
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    if not isinstance(args, Mapping):
+        raise ValueError(f"{source}: 'args' is a {type(args).__name__}; expected argparse.Namespace or dict")
+    state_dict = {key: value for key, value in obj.items() if isinstance(value, torch.Tensor)}
+    if not state_dict:
+        raise ValueError(f"{source}: no tensors found; expected a dict with 'model' or a state dict")
+    return state_dict, dict(args)
+
+
+def _drop_ignored(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove profiler leftovers, BN step counters and an ImageNet classifier (`fc.*`)."""
+    kept = {}
+    for key, value in state_dict.items():
+        if key.endswith(_IGNORED_SUFFIXES) or re.match(r"backbone\.0\.body\.fc\.", key):
+            continue
+        kept[key] = value
+    return kept
+
+
+def _check_position_embedding(state_dict: Mapping[str, torch.Tensor], args: Mapping[str, Any], source: str) -> None:
+    if "backbone.1.row_embed.weight" in state_dict or args.get("position_embedding") == "learned":
+        raise ValueError(
+            f"{source}: learned position embedding (--position_embedding learned) is not supported; "
+            "only the sine embedding of the released configs is"
+        )
+
+
+def _layer_count(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    indices = {int(match.group(1)) for key in state_dict if (match := pattern.match(key))}
+    return 1 + max(indices) if indices else 0
+
+
+def _head_indices(state_dict: Mapping[str, torch.Tensor], prefix: str) -> list[int]:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return sorted({int(match.group(1)) for key in state_dict if (match := pattern.match(key))})
+
+
+def _head_tensors(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Tensors under `prefix` ("class_embed.3."), keyed by the rest of the name ("weight")."""
+    return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
+def _same(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[name].shape == b[name].shape and torch.equal(a[name], b[name]) for name in a
+    )
+
+
+def _heads_differ(state_dict: Mapping[str, torch.Tensor], kind: str) -> bool:
+    indices = _head_indices(state_dict, f"{kind}.")
+    first = _head_tensors(state_dict, f"{kind}.{indices[0]}.") if indices else {}
+    return any(not _same(first, _head_tensors(state_dict, f"{kind}.{j}.")) for j in indices[1:])
+
+
+def backbone_from_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any]:
+    """Read the ResNet's block type, blocks per stage and base width from torchvision-named keys.
+
+    Args:
+        state_dict: tensors with torchvision ResNet names under `prefix` (e.g. "backbone.0.body.").
+        prefix: where the ResNet's keys start.
+
+    Returns:
+        {"backbone": name, "backbone_depths": (n1, n2, n3, n4) or None, "backbone_base_width": int}
+        where name is "resnet18/34/50/101"; depths and width are only non-default for non-standard nets.
+    """
+    if f"{prefix}conv1.weight" not in state_dict:
+        raise ValueError(f"no ResNet found: '{prefix}conv1.weight' is missing from the checkpoint")
+    depths = tuple(_layer_count(state_dict, f"{prefix}layer{stage}.") for stage in range(1, 5))
+    block = "bottleneck" if f"{prefix}layer1.0.conv3.weight" in state_dict else "basic"
+    base_width = int(state_dict[f"{prefix}conv1.weight"].shape[0])
+    name = _RESNET_NAMES.get((block, depths))
+    if name is not None and base_width == 64:
+        return {"backbone": name, "backbone_depths": None, "backbone_base_width": 64}
+    reference = "resnet50" if block == "bottleneck" else "resnet18"
+    return {"backbone": reference, "backbone_depths": depths, "backbone_base_width": base_width}
+
+
+def config_from_official(
+    state_dict: Mapping[str, torch.Tensor], args: Mapping[str, Any] | None = None, source: str = "checkpoint"
+):
+    """Infer the `ModelConfig` of an official checkpoint from its keys, shapes and `args` (INTEROP.md §4).
+
+    Args:
+        state_dict: official key names (after `read_official_checkpoint`).
+        args: `vars(args)` of the checkpoint; supplies what no tensor stores: `nheads` (default 8),
+            `num_queries` for two-stage (default 300), `dilation` (DC5, default False), `dropout`.
+        source: name used in error messages.
+
+    Returns:
+        ModelConfig describing the checkpoint.
+    """
+    args = dict(args or {})
+    state_dict = _drop_ignored(state_dict)
+    _check_position_embedding(state_dict, args, source)
+    if "transformer.level_embed" not in state_dict:
+        raise ValueError(f"{source}: 'transformer.level_embed' is missing: not an official Deformable DETR state dict")
+    num_levels, d_model = state_dict["transformer.level_embed"].shape
+    n_heads = int(args.get("nheads", _DEFAULT_HEADS))
+    enc = "transformer.encoder.layers.0."
+    dec = "transformer.decoder.layers.0."
+    enc_rows = state_dict[f"{enc}self_attn.attention_weights.weight"].shape[0]  # M * L * P
+    dec_rows = state_dict[f"{dec}cross_attn.attention_weights.weight"].shape[0]
+    for rows, what in ((enc_rows, "encoder"), (dec_rows, "decoder")):
+        if rows % (n_heads * num_levels):
+            raise ValueError(
+                f"{source}: {what} attention_weights has {rows} rows, not a multiple of heads*levels="
+                f"{n_heads}*{num_levels}; pass the right nheads in args or an explicit config"
+            )
+    ffn = state_dict[f"{enc}linear1.weight"].shape[0]
+    two_stage = "transformer.enc_output.weight" in state_dict
+    with_box_refine = "transformer.decoder.bbox_embed.0.layers.0.weight" in state_dict or _heads_differ(
+        state_dict, "bbox_embed"
+    )
+    if "query_embed.weight" in state_dict:
+        num_queries = state_dict["query_embed.weight"].shape[0]
+    else:
+        num_queries = int(args.get("num_queries", _DEFAULT_QUERIES))
+    fields = dict(
+        backbone_from_state_dict(state_dict, "backbone.0.body."),
+        d_model=int(d_model),
+        n_heads=n_heads,
+        num_encoder_layers=_layer_count(state_dict, "transformer.encoder.layers."),
+        num_decoder_layers=_layer_count(state_dict, "transformer.decoder.layers."),
+        dim_feedforward=int(ffn),
+        enc_n_points=int(enc_rows // (n_heads * num_levels)),
+        dec_n_points=int(dec_rows // (n_heads * num_levels)),
+        num_feature_levels=int(num_levels),
+        num_queries=int(num_queries),
+        num_classes=int(state_dict["class_embed.0.weight"].shape[0]),
+        with_box_refine=bool(with_box_refine),
+        two_stage=bool(two_stage),
+        dilation=bool(args.get("dilation", False)),
+    )
+    if "dropout" in args:
+        fields["dropout"] = float(args["dropout"])
+    return make_model_config(fields)
+
+
+def make_model_config(fields: Mapping[str, Any]) -> ModelConfig:
+    """`ModelConfig(**fields)`, with a message that names the checkpoint when the config rejects a value."""
+    try:
+        return ModelConfig(**fields)
+    except ValueError as error:
+        raise ValueError(f"cannot express this checkpoint as a ModelConfig: {error}") from error
+
+
+def official_state_dict_to_ours(
+    state_dict: Mapping[str, torch.Tensor],
+    num_decoder_layers: int,
+    with_box_refine: bool,
+    two_stage: bool,
+    source: str = "checkpoint",
+) -> dict[str, torch.Tensor]:
+    """Rename official keys to ours and keep one copy of each distinct prediction head.
+
+    Args:
+        state_dict: official key names.
+        num_decoder_layers: decoder depth (number of per-layer heads without two-stage).
+        with_box_refine: per-layer heads (kept j = 0..n-1, or 0..n with two-stage); else one shared head (j=0).
+        two_stage: the file also has `transformer.decoder.class_embed.*` and an encoder-proposal head j = n.
+        source: name used in error messages.
+
+    Returns:
+        State dict in our layout (see the team brief), ready for a strict load.
+
+    Raises:
+        ValueError: aliased copies of a head hold different values, or a needed head is absent.
+    """
+    state_dict = _drop_ignored(state_dict)
+    _check_position_embedding(state_dict, {}, source)
+    ours: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith(("class_embed.", "bbox_embed.", "transformer.decoder.class_embed.", "transformer.decoder.bbox_embed.")):
+            continue  # heads are handled below
+        ours[_rename(key)] = value
+    num_heads = num_decoder_layers + 1 if two_stage else num_decoder_layers
+    for kind, ours_kind in (("class_embed", "class_heads"), ("bbox_embed", "box_heads")):
+        copies: dict[int, list[tuple[str, dict[str, torch.Tensor]]]] = {}
+        for prefix in (f"{kind}.", f"transformer.decoder.{kind}."):
+            for j in _head_indices(state_dict, prefix):
+                copies.setdefault(j, []).append((f"{prefix}{j}", _head_tensors(state_dict, f"{prefix}{j}.")))
+        extra = sorted(j for j in copies if j >= num_heads)
+        if extra:
+            raise ValueError(
+                f"{source}: {kind} has heads {extra} beyond the {num_heads} this variant uses; "
+                "check decoder depth / two_stage in the config"
+            )
+        kept = range(num_heads) if with_box_refine else range(1)
+        for j in kept:
+            if j not in copies:
+                raise ValueError(f"{source}: '{kind}.{j}.*' is missing; the config expects {len(kept)} {kind} heads")
+        # one shared head: every copy of every j must equal head 0; per-layer heads: the copies of each j agree
+        groups = [[c for j in sorted(copies) for c in copies[j]]] if not with_box_refine else [copies[j] for j in kept]
+        for group in groups:
+            first_name, first = group[0]
+            for name, tensors in group[1:]:
+                if not _same(first, tensors):
+                    raise ValueError(
+                        f"{source}: '{name}' differs from '{first_name}' but they should be the same head "
+                        f"({'shared head' if not with_box_refine else 'decoder alias'}); "
+                        "the file was edited or the variant is wrong (with_box_refine?)"
+                    )
+        for j in kept:
+            for name, value in copies[j][0][1].items():
+                ours[f"{ours_kind}.{j}.{name}"] = value
+    return ours
+
+
+_ENCODER_NORMS = {"norm1": "norm_attn", "norm2": "norm_ffn"}
+_DECODER_NORMS = {"norm1": "norm_cross_attn", "norm2": "norm_self_attn", "norm3": "norm_ffn"}
+
+
+def _rename(key: str) -> str:
+    """Official name -> our name for everything but the prediction heads."""
+    if key.startswith("backbone.0.body."):
+        return "backbone.body." + key[len("backbone.0.body.") :]
+    match = re.match(r"transformer\.(encoder|decoder)\.layers\.(\d+)\.(norm\d)\.(.*)", key)
+    if match:
+        part, index, norm, rest = match.groups()
+        table = _ENCODER_NORMS if part == "encoder" else _DECODER_NORMS
+        return f"transformer.{part}.layers.{index}.{table[norm]}.{rest}"
+    return key
+
+
+def load_official(path_or_state_dict, config=None):
+    """Build a `DeformableDETR` from an official checkpoint.
+
+    Args:
+        path_or_state_dict: path of an official `.pth` (dict with "model" and "args"), such a dict already
+            loaded, or a bare official state dict.
+        config: a `ModelConfig` to use instead of inferring one from keys, shapes and args (needed for
+            non-default head counts without args, or to force DC5 on a file that lacks args).
+
+    Returns:
+        DeformableDETR in eval mode holding the checkpoint's weights.
+
+    Raises:
+        CheckpointMismatchError: keys or shapes do not fit the config (all listed at once).
+        ValueError: unsupported content (learned position embedding, differing head aliases, foreign pickles).
+    """
+    from deformable_detr.models.detector import DeformableDETR
+
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        source = os.fspath(path_or_state_dict)
+        state_dict, args = read_official_checkpoint(source)
+    else:
+        source = "official state dict"
+        state_dict, args = split_official_checkpoint(path_or_state_dict, source)
+    _check_position_embedding(state_dict, args, source)
+    if config is None:
+        config = config_from_official(state_dict, args, source)
+    ours = official_state_dict_to_ours(
+        state_dict, config.num_decoder_layers, config.with_box_refine, config.two_stage, source
+    )
+    model = DeformableDETR(config)
+    load_state_dict_strict(model, ours, source)
+    return model.eval()

@@ -1,0 +1,314 @@
+"""Load Hugging Face `DeformableDetrForObjectDetection` weights into `DeformableDETR`.
+
+Accepted: a model instance, a state dict (with an optional HF config), or a directory written by
+`save_pretrained` (config.json + model.safetensors / pytorch_model.bin, possibly sharded). `transformers`
+itself is never imported here: files are read with safetensors or `torch.load(weights_only=True)`.
+
+Keys are first renamed to the official layout (../shared/INTEROP.md §3, applied in reverse), then
+`official.official_state_dict_to_ours` finishes the job, so both loaders share one de-aliasing and one
+strict load. HF quirks handled here (INTEROP.md §5):
+
+- two file generations: v4 names (`backbone.conv_encoder.model.`, `layers.N.fc1`, decoder `self_attn.out_proj`)
+  and v5 names (`backbone.model.`, `layers.N.mlp.fc1`, `self_attn.o_proj`);
+- the native HF ResNet names (`embedder.embedder.convolution`, `encoder.stages.{s-1}.layers.{b}.layer.{c-1}`,
+  `shortcut`) besides timm's torchvision names;
+- q/k/v projections of the decoder self-attention split into three Linears (we concatenate them back into
+  `nn.MultiheadAttention.in_proj_*`, rows q, k, v);
+- `save_pretrained` omits tied copies of the heads: only `class_embed.0` / `bbox_embed.0` (shared heads and the
+  class heads that HF ties under box refinement), or only `model.decoder.{class,bbox}_embed.j`;
+- two-stage takes its query count from `two_stage_num_proposals`, not `num_queries`;
+- a native ResNet silently ignores `dilation=True` (DC5 needs timm), so such a model is loaded without DC5;
+- `pixel_mask` is 1 = valid pixel; our `padding_mask` is True = padding (`padding_mask = ~pixel_mask.bool()`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from deformable_detr.interop.official import (
+    backbone_from_state_dict,
+    config_from_official,
+    make_model_config,
+    official_state_dict_to_ours,
+)
+from deformable_detr.interop.state_dict import load_state_dict_strict
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def read_transformers_directory(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a `save_pretrained` directory: (state_dict with HF names, config.json as a dict).
+
+    Args:
+        directory: holds config.json and model.safetensors, pytorch_model.bin or a sharded index of either.
+
+    Returns:
+        (state_dict, config_dict). Nothing is unpickled beyond tensors (`weights_only=True`).
+    """
+    directory = os.fspath(directory)
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{config_path}: not found; pass a directory written by save_pretrained")
+    with open(config_path) as file:
+        config = json.load(file)
+    for name in _WEIGHT_FILES:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return _read_weights(path), config
+    for name in _SHARD_INDEXES:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            with open(path) as file:
+                shards = sorted(set(json.load(file)["weight_map"].values()))
+            state_dict: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state_dict.update(_read_weights(os.path.join(directory, shard)))
+            return state_dict, config
+    raise FileNotFoundError(
+        f"{directory}: no weights found; expected one of {list(_WEIGHT_FILES + _SHARD_INDEXES)}"
+    )
+
+
+def _read_weights(path: str) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _v5_name(key: str) -> str:
+    """Rename a v4-era HF key to its transformers 5.x name (INTEROP.md §3.3)."""
+    key = key.replace("model.backbone.conv_encoder.model.", "model.backbone.model.")
+    key = key.replace("model.backbone.conv_encoder.", "model.backbone.")
+    key = re.sub(r"(\.layers\.\d+)\.fc([12])\.", r"\1.mlp.fc\2.", key)
+    key = re.sub(r"(decoder\.layers\.\d+\.self_attn)\.out_proj\.", r"\1.o_proj.", key)
+    return key
+
+
+def _backbone_name(rest: str) -> str:
+    """HF native ResNet name (after `model.backbone.model.`) -> torchvision name; timm names pass unchanged."""
+    match = re.fullmatch(r"embedder\.embedder\.(convolution|normalization)\.(.+)", rest)
+    if match:
+        module, tensor = match.groups()
+        return f"{'conv1' if module == 'convolution' else 'bn1'}.{tensor}"
+    match = re.fullmatch(
+        r"encoder\.stages\.(\d+)\.layers\.(\d+)\.(?:layer\.(\d+)|(shortcut))\.(convolution|normalization)\.(.+)", rest
+    )
+    if match:
+        stage, block, conv, shortcut, module, tensor = match.groups()
+        prefix = f"layer{int(stage) + 1}.{block}."
+        if shortcut:
+            return f"{prefix}downsample.{0 if module == 'convolution' else 1}.{tensor}"
+        name = "conv" if module == "convolution" else "bn"
+        return f"{prefix}{name}{int(conv) + 1}.{tensor}"
+    return rest
+
+
+_ENCODER_LAYER = {"self_attn_layer_norm": "norm1", "final_layer_norm": "norm2", "mlp.fc1": "linear1", "mlp.fc2": "linear2"}
+_DECODER_LAYER = {
+    "encoder_attn_layer_norm": "norm1",
+    "self_attn_layer_norm": "norm2",
+    "final_layer_norm": "norm3",
+    "mlp.fc1": "linear1",
+    "mlp.fc2": "linear2",
+    "encoder_attn": "cross_attn",
+    "self_attn.o_proj": "self_attn.out_proj",
+}
+
+
+def _official_name(key: str) -> str:
+    """One v5 HF key -> official key (q/k/v projections are merged separately)."""
+    if key.startswith("model.backbone.model."):
+        return "backbone.0.body." + _backbone_name(key[len("model.backbone.model.") :])
+    if key.startswith("model.query_position_embeddings."):
+        return "query_embed." + key[len("model.query_position_embeddings.") :]
+    if key.startswith("model.input_proj."):
+        return key[len("model.") :]
+    match = re.fullmatch(r"model\.(encoder|decoder)\.layers\.(\d+)\.(.+)", key)
+    if match:
+        part, index, rest = match.groups()
+        for hf, official in (_ENCODER_LAYER if part == "encoder" else _DECODER_LAYER).items():
+            if rest.startswith(hf + "."):
+                rest = official + rest[len(hf) :]
+                break
+        return f"transformer.{part}.layers.{index}.{rest}"
+    if key.startswith("model."):
+        return "transformer." + key[len("model.") :]
+    return key  # class_embed.*, bbox_embed.*
+
+
+def transformers_state_dict_to_official(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Rename an HF state dict (v4 or v5 names) to the official layout.
+
+    Args:
+        state_dict: `DeformableDetrForObjectDetection` tensors, possibly without the tied copies HF omits.
+        source: name used in error messages.
+
+    Returns:
+        Official-layout state dict; decoder self-attention q/k/v are concatenated into in_proj_{weight,bias}
+        ([3C, C] / [3C], rows q, k, v). Omitted tied heads stay omitted (see `load_transformers`).
+    """
+    official: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for hf_key, value in state_dict.items():
+        key = _v5_name(hf_key)
+        if re.match(r"model\.(backbone\.)?position_embedding\.", key):
+            raise ValueError(
+                f"{source}: '{hf_key}': learned position embedding (position_embedding_type='learned') "
+                "is not supported; only the sine embedding is"
+            )
+        match = re.fullmatch(r"model\.decoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", key)
+        if match:
+            index, projection, tensor = match.groups()
+            qkv.setdefault(f"transformer.decoder.layers.{index}.self_attn.in_proj_{tensor}", {})[projection] = value
+            continue
+        official[_official_name(key)] = value
+    for key, parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise ValueError(f"{source}: {key}: decoder self-attention has only {sorted(parts)} of q/k/v projections")
+        official[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)  # (3C, C) or (3C,)
+    return official
+
+
+def _fill_tied_heads(official: dict[str, torch.Tensor], num_heads: int) -> None:
+    """Give every head j < num_heads a copy, following HF's tie rule `{kind}.(j>0) -> {kind}.0`.
+
+    `save_pretrained` drops tied names; a head that has neither `{kind}.j` nor `transformer.decoder.{kind}.j`
+    was tied to head 0 in the saved model.
+    """
+    for kind in ("class_embed", "bbox_embed"):
+        head0 = {k[len(f"{kind}.0.") :]: v for k, v in official.items() if k.startswith(f"{kind}.0.")}
+        if not head0:
+            continue
+        for j in range(1, num_heads):
+            if not any(k.startswith((f"{kind}.{j}.", f"transformer.decoder.{kind}.{j}.")) for k in official):
+                official.update({f"{kind}.{j}.{name}": value for name, value in head0.items()})
+
+
+def config_from_transformers(hf_config: Any, official_state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"):
+    """Translate an HF `DeformableDetrConfig` (object or config.json dict) into our `ModelConfig`.
+
+    Args:
+        hf_config: the HF config; sizes come from it, the backbone's depth and width from the weights.
+        official_state_dict: the weights, already renamed to the official layout (for the backbone).
+        source: name used in error messages.
+
+    Returns:
+        ModelConfig.
+    """
+    if hasattr(hf_config, "to_dict"):
+        num_labels = hf_config.num_labels
+        hf_config = hf_config.to_dict()
+    else:
+        hf_config = dict(hf_config)
+        num_labels = len(hf_config["id2label"]) if "id2label" in hf_config else hf_config.get("num_labels", 91)
+    get = hf_config.get
+    if get("position_embedding_type", "sine") != "sine":
+        raise ValueError(f"{source}: position_embedding_type={get('position_embedding_type')!r} is not supported; use 'sine'")
+    if get("activation_function", "relu") != "relu":
+        raise ValueError(f"{source}: activation_function={get('activation_function')!r} is not supported; use 'relu'")
+    for ours, (enc, dec, default) in {
+        "n_heads": ("encoder_attention_heads", "decoder_attention_heads", 8),
+        "dim_feedforward": ("encoder_ffn_dim", "decoder_ffn_dim", 1024),
+    }.items():
+        if get(enc, default) != get(dec, default):
+            raise ValueError(f"{source}: {enc}={get(enc)} differs from {dec}={get(dec)}; {ours} must be the same for both")
+    backbone_config = get("backbone_config") or {}
+    is_timm = backbone_config.get("model_type") == "timm_backbone" or (
+        not backbone_config and get("use_timm_backbone", True)
+    )
+    dilation = bool(get("dilation", False)) or backbone_config.get("output_stride") == 16
+    if dilation and not is_timm:
+        warnings.warn(
+            f"{source}: dilation=True is ignored by HF's native ResNet backbone (DC5 needs timm); "
+            "loading without DC5 so outputs match the HF model",
+            stacklevel=3,
+        )
+        dilation = False
+    if backbone_config.get("downsample_in_bottleneck"):
+        raise ValueError(f"{source}: backbone_config.downsample_in_bottleneck=True is not supported (stride must be on the 3x3 conv)")
+    two_stage = bool(get("two_stage", False))
+    fields = dict(
+        backbone_from_state_dict(official_state_dict, "backbone.0.body."),
+        d_model=int(get("d_model", 256)),
+        n_heads=int(get("encoder_attention_heads", 8)),
+        num_encoder_layers=int(get("encoder_layers", 6)),
+        num_decoder_layers=int(get("decoder_layers", 6)),
+        dim_feedforward=int(get("encoder_ffn_dim", 1024)),
+        enc_n_points=int(get("encoder_n_points", 4)),
+        dec_n_points=int(get("decoder_n_points", 4)),
+        num_feature_levels=int(get("num_feature_levels", 4)),
+        num_queries=int(get("two_stage_num_proposals", 300) if two_stage else get("num_queries", 300)),
+        num_classes=int(num_labels),
+        with_box_refine=bool(get("with_box_refine", False)),
+        two_stage=two_stage,
+        dilation=dilation,
+        dropout=float(get("dropout", 0.1)),
+    )
+    return make_model_config(fields)
+
+
+def load_transformers(model_or_state_dict_or_path, config=None):
+    """Build a `DeformableDETR` from Hugging Face `DeformableDetrForObjectDetection` weights.
+
+    Args:
+        model_or_state_dict_or_path: an HF model instance (its `config` is used), a state dict (HF names,
+            v4 or v5), or a `save_pretrained` directory (config.json + weights).
+        config: an HF `DeformableDetrConfig` / config dict, or our `ModelConfig`. Without any config the
+            variant is inferred from the weights (8 heads, 300 two-stage proposals assumed).
+
+    Returns:
+        DeformableDETR in eval mode; given images and `padding_mask = ~pixel_mask.bool()` it reproduces
+        the HF model's logits and boxes.
+
+    Raises:
+        CheckpointMismatchError: keys or shapes do not fit the config (all listed at once).
+        ValueError: unsupported HF options (learned position embedding, non-ReLU activation, ...).
+    """
+    from deformable_detr.models.config import ModelConfig
+    from deformable_detr.models.detector import DeformableDETR
+
+    source = "transformers state dict"
+    obj = model_or_state_dict_or_path
+    if isinstance(obj, (str, os.PathLike)):
+        source = os.fspath(obj)
+        if os.path.isdir(source):
+            state_dict, file_config = read_transformers_directory(source)
+        elif os.path.isfile(source):
+            state_dict, file_config = _read_weights(source), None
+        else:
+            raise FileNotFoundError(f"{source}: no such file or directory; pass a save_pretrained directory")
+        config = config if config is not None else file_config
+    elif isinstance(obj, torch.nn.Module):
+        source = type(obj).__name__
+        state_dict = obj.state_dict()
+        config = config if config is not None else getattr(obj, "config", None)
+    elif isinstance(obj, Mapping):
+        state_dict = dict(obj)
+    else:
+        raise TypeError(f"expected an HF model, a state dict or a directory, got {type(obj).__name__}")
+
+    official = transformers_state_dict_to_official(state_dict, source)
+    if config is None:
+        two_stage = "transformer.enc_output.weight" in official
+        num_decoder_layers = 1 + max(
+            int(m.group(1)) for k in official if (m := re.match(r"transformer\.decoder\.layers\.(\d+)\.", k))
+        )
+        _fill_tied_heads(official, num_decoder_layers + int(two_stage))
+        config = config_from_official(official, {}, source)
+    elif not isinstance(config, ModelConfig):
+        config = config_from_transformers(config, official, source)
+    _fill_tied_heads(official, config.num_decoder_layers + int(config.two_stage))
+    ours = official_state_dict_to_ours(official, config.num_decoder_layers, config.with_box_refine, config.two_stage, source)
+    model = DeformableDETR(config)
+    load_state_dict_strict(model, ours, source)
+    return model.eval()
