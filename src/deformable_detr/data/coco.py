@@ -1,0 +1,145 @@
+"""COCO-format detection dataset and the batch collate function.
+
+Layout: an images folder plus an instances JSON (`images`, `annotations`, `categories`). COCO
+category ids (any integers) map to contiguous labels 0..K-1 in sorted id order, and back with
+`label_to_category_id`. Crowd annotations (`iscrowd` = 1) are ignored, as DETR does for training.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .transforms import ToTensorNormalize
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, unreadable or malformed; the message names the file and the fix."""
+
+
+def load_rgb_image(path: Path) -> Image.Image:
+    """Open an image, apply its EXIF orientation and convert it (grayscale, RGBA, palette, ...) to RGB.
+
+    Raises:
+        DatasetError: one line naming the file when it is missing or cannot be decoded.
+    """
+    try:
+        with Image.open(path) as raw:
+            image = ImageOps.exif_transpose(raw)
+            image.load()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file not found; check the images folder or the file_name in the annotations") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DatasetError(f"{path}: cannot decode image ({error}); replace the file or remove it from the annotations") from None
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """(image, target) pairs from a COCO instances file.
+
+    Args:
+        images_dir: folder holding the files named by `images[*].file_name`.
+        annotations_file: COCO instances JSON.
+        transforms: callable (PIL image, target with xyxy pixel boxes) -> (tensor, target), e.g.
+            `make_transforms(train=True)`; None -> `ToTensorNormalize()` only.
+
+    Item: image (3, H, W) float32 normalized; target dict with `boxes` (T, 4) float32 cxcywh
+    normalized to the image, `labels` (T,) int64 contiguous, `image_id` int, `orig_size` (2,) int64
+    (h, w) of the decoded image, `size` (2,) int64 (h, w) after the transforms.
+    """
+
+    def __init__(self, images_dir: str | Path, annotations_file: str | Path, transforms: Callable | None = None):
+        self.images_dir = Path(images_dir)
+        self.annotations_file = Path(annotations_file)
+        self.transforms = transforms if transforms is not None else ToTensorNormalize()
+        try:
+            coco = json.loads(self.annotations_file.read_text())
+        except FileNotFoundError:
+            raise DatasetError(f"{self.annotations_file}: annotations file not found; pass the instances JSON") from None
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"{self.annotations_file}: not valid JSON ({error}); fix or regenerate the file") from None
+        for key in ("images", "annotations", "categories"):
+            if key not in coco:
+                raise DatasetError(f"{self.annotations_file}: missing top-level key '{key}'; a COCO instances file needs images, annotations, categories")
+        self.categories = sorted(coco["categories"], key=lambda c: c["id"])
+        self.label_to_category_id = [c["id"] for c in self.categories]
+        self.category_id_to_label = {cid: label for label, cid in enumerate(self.label_to_category_id)}
+        self.images = sorted(coco["images"], key=lambda im: im["id"])
+        self.annotations_by_image: dict[int, list[dict]] = {im["id"]: [] for im in self.images}
+        for index, ann in enumerate(coco["annotations"]):
+            if ann.get("iscrowd", 0):
+                continue
+            if ann["category_id"] not in self.category_id_to_label:
+                raise DatasetError(
+                    f"{self.annotations_file}: annotation {index} has category_id {ann['category_id']} not in categories "
+                    f"{self.label_to_category_id}; add the category or fix the id"
+                )
+            self.annotations_by_image.setdefault(ann["image_id"], []).append(ann)
+        self._warned_degenerate = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_target(self, index: int, width: int, height: int) -> dict:
+        """Target of image `index` with boxes (T, 4) xyxy pixels clipped to (width, height)."""
+        info = self.images[index]
+        anns = self.annotations_by_image.get(info["id"], [])
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)  # (T, 4) xywh
+        boxes[:, 2:] += boxes[:, :2]  # (T, 4) xyxy
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        labels = torch.tensor([self.category_id_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # (T,)
+        if not bool(keep.all()) and not self._warned_degenerate:
+            self._warned_degenerate = True
+            warnings.warn(
+                f"{self.annotations_file}: image {info['id']} has {int((~keep).sum())} box(es) of zero width or height "
+                "after clipping; such boxes are dropped (warned once per dataset); fix the annotations to silence this",
+                stacklevel=2,
+            )
+        size = torch.tensor([height, width], dtype=torch.int64)
+        return {
+            "boxes": boxes[keep],
+            "labels": labels[keep],
+            "image_id": int(info["id"]),
+            "orig_size": size,
+            "size": size.clone(),
+        }
+
+    def __getitem__(self, index: int):
+        info = self.images[index]
+        image = load_rgb_image(self.images_dir / info["file_name"])
+        target = self.load_target(index, image.width, image.height)
+        return self.transforms(image, target)
+
+
+def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Pad images to the batch's largest height and width (bottom/right) and mark the padding.
+
+    Args:
+        batch: list of (image (3, H_i, W_i), target) pairs.
+
+    Returns:
+        images (B, 3, H_max, W_max) zero-padded; padding_mask (B, H_max, W_max) bool, True = padding;
+        targets, the list of target dicts (unchanged).
+    """
+    images, targets = zip(*batch)
+    height = max(image.shape[1] for image in images)
+    width = max(image.shape[2] for image in images)
+    padded = images[0].new_zeros((len(images), 3, height, width))  # (B, 3, H_max, W_max)
+    padding_mask = torch.ones((len(images), height, width), dtype=torch.bool)  # (B, H_max, W_max)
+    for i, image in enumerate(images):
+        padded[i, :, : image.shape[1], : image.shape[2]] = image
+        padding_mask[i, : image.shape[1], : image.shape[2]] = False
+    return padded, padding_mask, list(targets)
