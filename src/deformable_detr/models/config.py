@@ -172,7 +172,7 @@ def deformable_detr_single_scale_dc5() -> ModelConfig:
 def tiny() -> ModelConfig:
     """CPU-sized model with box refinement: 1-block ResNet-18 of widths 32-64-128-256, d_model 64, 2+2 layers.
 
-    Trainable BatchNorm and nothing frozen, so it can learn from scratch. About 1.2M parameters.
+    Trainable BatchNorm and nothing frozen, so it can learn from scratch. About 1.7M parameters.
     Vary any field with `ModelConfig.preset("tiny", num_queries=100, ...)`.
     """
     return ModelConfig(

@@ -1,0 +1,183 @@
+"""Deformable DETR: backbone -> input projections -> deformable transformer -> class and box heads.
+
+    model = DeformableDETR(ModelConfig.preset("deformable-detr"))
+    out = model(images, padding_mask)          # see `DeformableDETR.forward`
+    detections = model.postprocess(out, target_sizes)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from deformable_detr.models.backbone import Backbone, downsample_mask
+from deformable_detr.models.config import ModelConfig
+from deformable_detr.models.decoder import inverse_sigmoid
+from deformable_detr.models.position_encoding import sine_position_encoding
+from deformable_detr.models.postprocess import postprocess
+from deformable_detr.models.transformer import DeformableTransformer
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them: in_dim -> hidden_dim (x num_layers-1) -> out_dim."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in_dim) -> (..., out_dim)."""
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+
+def _input_projections(backbone_channels: list[int], num_levels: int, d_model: int) -> nn.ModuleList:
+    """1x1 conv + GroupNorm(32) per backbone level; each further level a 3x3 stride-2 conv + GroupNorm,
+    the first on the raw last backbone map, the others on the previous projected level."""
+    projections = [nn.Sequential(nn.Conv2d(c, d_model, 1), nn.GroupNorm(32, d_model)) for c in backbone_channels]
+    in_channels = backbone_channels[-1]
+    for _ in range(num_levels - len(backbone_channels)):
+        projections.append(nn.Sequential(nn.Conv2d(in_channels, d_model, 3, stride=2, padding=1),
+                                         nn.GroupNorm(32, d_model)))
+        in_channels = d_model
+    for projection in projections:  # as the reference code
+        nn.init.xavier_uniform_(projection[0].weight, gain=1)
+        nn.init.constant_(projection[0].bias, 0)
+    return nn.ModuleList(projections)
+
+
+class DeformableDETR(nn.Module):
+    """The Deformable DETR detector (Zhu et al., ICLR 2021), every variant from one `ModelConfig`.
+
+    Heads: `class_heads` (Linear C -> K) and `box_heads` (MLP C -> C -> C -> 4). One shared pair, used by
+    every decoder layer (and in two-stage by the encoder proposals), or with box refinement one pair
+    per decoder layer plus, in two-stage, a last pair for the encoder proposals.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        d_model = config.d_model
+        self.backbone = Backbone(config.backbone, config.resnet_depths, config.backbone_base_width,
+                                 return_interm_layers=config.num_feature_levels > 1, dilation=config.dilation,
+                                 frozen_bn=config.backbone_frozen_bn, train_backbone=config.train_backbone,
+                                 freeze_stem_and_layer1=config.freeze_stem_and_layer1)
+        self.input_proj = _input_projections(self.backbone.num_channels, config.num_feature_levels, d_model)
+        self.transformer = DeformableTransformer(
+            d_model, config.n_heads, config.num_encoder_layers, config.num_decoder_layers, config.dim_feedforward,
+            config.dropout, config.num_feature_levels, config.enc_n_points, config.dec_n_points, config.two_stage,
+            config.num_queries, config.attention_backend)
+        if not config.two_stage:
+            self.query_embed = nn.Embedding(config.num_queries, 2 * d_model)  # [position | content], N(0, 1)
+        self.class_heads, self.box_heads = self._build_heads(config)
+
+    @staticmethod
+    def _build_heads(config: ModelConfig) -> tuple[nn.ModuleList, nn.ModuleList]:
+        """Heads initialised as the reference code: copies of one initialised pair."""
+        class_head = nn.Linear(config.d_model, config.num_classes)
+        nn.init.constant_(class_head.bias, -math.log((1 - 0.01) / 0.01))  # focal-loss prior 0.01, as RetinaNet
+        box_head = MLP(config.d_model, config.d_model, 4, 3)
+        nn.init.constant_(box_head.layers[-1].weight, 0)
+        nn.init.constant_(box_head.layers[-1].bias, 0)
+        count = config.num_prediction_heads
+        class_heads = nn.ModuleList(copy.deepcopy(class_head) for _ in range(count))
+        box_heads = nn.ModuleList(copy.deepcopy(box_head) for _ in range(count))
+        # First box head starts at w = h = sigmoid(-2); two-stage boxes start from the proposals' sizes.
+        box_bias = 0.0 if config.two_stage else -2.0
+        nn.init.constant_(box_heads[0].layers[-1].bias[2:], box_bias)
+        return class_heads, box_heads
+
+    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None) -> dict[str, Any]:
+        """Detect objects.
+
+        Args:
+            images: (B, 3, H, W) normalized, padded to a common size.
+            padding_mask: (B, H, W) bool, True = padding; None = every pixel valid.
+
+        Returns:
+            dict with
+            "pred_logits": (B, Lq, K) raw class logits (sigmoid, no background class);
+            "pred_boxes": (B, Lq, 4) (cx, cy, w, h) in [0, 1], normalized by each image's valid size;
+            "aux_outputs": list over decoder layers 0..n-2 of {"pred_logits", "pred_boxes"};
+            "enc_outputs" (two-stage only): {"pred_logits" (B, S, K), "pred_boxes" (B, S, 4)} of every
+            encoder proposal (boxes of invalid proposals are 1).
+        """
+        if padding_mask is None:
+            padding_mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+        features = self.backbone(images, padding_mask)  # [(B, C_l, H_l, W_l), (B, H_l, W_l)]
+        sources = [projection(feature) for projection, (feature, _) in zip(self.input_proj, features)]
+        masks = [mask for _, mask in features]
+        for level in range(len(features), self.config.num_feature_levels):
+            source = self.input_proj[level](features[-1][0] if level == len(features) else sources[-1])
+            sources.append(source)
+            masks.append(downsample_mask(padding_mask, source.shape[-2:]))
+        positions = [sine_position_encoding(mask, self.config.d_model // 2).to(source.dtype)
+                     for source, mask in zip(sources, masks)]  # (B, C, H_l, W_l) each
+
+        refine = self.config.with_box_refine
+        two_stage = self.config.two_stage
+        output = self.transformer(
+            sources, masks, positions,
+            query_embed=None if two_stage else self.query_embed.weight,
+            box_heads=self.box_heads if refine else None,
+            proposal_heads=(self.class_heads[-1], self.box_heads[-1]) if two_stage else None,
+        )
+
+        all_logits, all_boxes = [], []
+        for layer, (hidden, reference) in enumerate(zip(output.hidden_states, output.reference_points)):
+            head = layer if refine else 0
+            box_logits = self.box_heads[head](hidden)  # (B, Lq, 4)
+            if reference.shape[-1] == 4:
+                box_logits = box_logits + inverse_sigmoid(reference)
+            else:
+                box_logits = torch.cat((box_logits[..., :2] + inverse_sigmoid(reference), box_logits[..., 2:]), -1)
+            all_logits.append(self.class_heads[head](hidden))
+            all_boxes.append(box_logits.sigmoid())
+        out = {
+            "pred_logits": all_logits[-1],
+            "pred_boxes": all_boxes[-1],
+            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(all_logits[:-1], all_boxes[:-1])],
+        }
+        if two_stage:
+            out["enc_outputs"] = {"pred_logits": output.enc_logits, "pred_boxes": output.enc_box_logits.sigmoid()}
+        return out
+
+    def postprocess(self, out: dict[str, Any], target_sizes: torch.Tensor, score_threshold: float = 0.0,
+                    top_k: int = 100) -> list[dict[str, torch.Tensor]]:
+        """Top-k detections per image in pixels; see `deformable_detr.models.postprocess.postprocess`."""
+        return postprocess(out, target_sizes, score_threshold=score_threshold, top_k=top_k)
+
+    # Checkpoint interop: thin delegations to deformable_detr.interop / models.pretrained.
+    @classmethod
+    def from_official(cls, source: str | os.PathLike | dict, config: ModelConfig | None = None) -> DeformableDETR:
+        """Load a checkpoint of the reference implementation (path or its state dict); see interop.official."""
+        from deformable_detr.interop.official import load_official
+
+        return load_official(source, config=config)
+
+    @classmethod
+    def from_transformers(cls, source: Any, config: ModelConfig | None = None) -> DeformableDETR:
+        """Load a Hugging Face DeformableDetrForObjectDetection (model, state dict or directory)."""
+        from deformable_detr.interop.transformers import load_transformers
+
+        return load_transformers(source, config=config)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> DeformableDETR:
+        """Load a directory written by `save_pretrained` (safetensors weights + config JSON)."""
+        from deformable_detr.models.pretrained import from_pretrained
+
+        return from_pretrained(directory)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write safetensors weights and the config as JSON into `directory`."""
+        from deformable_detr.models.pretrained import save_pretrained
+
+        save_pretrained(self, directory)

@@ -1,0 +1,186 @@
+"""Deformable transformer: flatten the levels, encode, pick the queries (learned or two-stage), decode.
+
+Two-stage (paper, appendix A.4): every encoder pixel proposes a box around itself (size 0.05 * 2^l on
+level l); a class head scores them, a box head refines them, and the top `num_queries` proposals
+become the decoder's reference boxes and, through their sine encoding, its queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from deformable_detr.models.decoder import DeformableDecoder
+from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
+from deformable_detr.models.encoder import DeformableEncoder
+from deformable_detr.models.position_encoding import sine_box_encoding
+
+
+@dataclass
+class TransformerOutput:
+    """What the detection heads need.
+
+    hidden_states: per decoder layer, (B, Lq, C).
+    reference_points: per decoder layer, the (B, Lq, 2 | 4) reference its boxes are relative to.
+    enc_logits: two-stage only, (B, S, K) class logits of every encoder proposal.
+    enc_box_logits: two-stage only, (B, S, 4) inverse-sigmoid boxes of every proposal (+inf where invalid).
+    """
+
+    hidden_states: list[torch.Tensor]
+    reference_points: list[torch.Tensor]
+    enc_logits: torch.Tensor | None = None
+    enc_box_logits: torch.Tensor | None = None
+
+
+def valid_ratios_of(padding_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, H_l, W_l) bool True = padding -> (B, 2) (w, h) fraction of valid columns/rows (first row/column)."""
+    height, width = padding_mask.shape[-2:]
+    valid_height = (~padding_mask[:, :, 0]).sum(1)  # (B,)
+    valid_width = (~padding_mask[:, 0, :]).sum(1)  # (B,)
+    return torch.stack((valid_width.to(dtype) / width, valid_height.to(dtype) / height), -1)
+
+
+def encoder_proposals(padding_mask: torch.Tensor, spatial_shapes: list[tuple[int, int]],
+                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """One box per encoder pixel: centred on it, 0.05 * 2^l wide and high on level l.
+
+    Args:
+        padding_mask: (B, S) bool, True = padding.
+        spatial_shapes: [(H_l, W_l)].
+        dtype: of the returned proposals.
+
+    Returns:
+        proposal_logits: (B, S, 4) inverse-sigmoid (cx, cy, w, h) normalized to the valid region;
+            +inf where padded or where any coordinate is outside (0.01, 0.99).
+        valid: (B, S, 1) bool, False where the proposal is set to +inf.
+    """
+    batch = padding_mask.shape[0]
+    proposals = []
+    start = 0
+    for level, (height, width) in enumerate(spatial_shapes):
+        level_mask = padding_mask[:, start:start + height * width].view(batch, height, width)
+        valid_height = (~level_mask[:, :, 0]).sum(1)  # (B,)
+        valid_width = (~level_mask[:, 0, :]).sum(1)  # (B,)
+        y, x = torch.meshgrid(torch.linspace(0, height - 1, height, dtype=dtype, device=padding_mask.device),
+                              torch.linspace(0, width - 1, width, dtype=dtype, device=padding_mask.device),
+                              indexing="ij")
+        grid = torch.stack((x, y), -1)  # (H_l, W_l, 2)
+        valid_size = torch.stack((valid_width, valid_height), -1).view(batch, 1, 1, 2)
+        centres = (grid[None] + 0.5) / valid_size  # (B, H_l, W_l, 2)
+        sizes = torch.full_like(centres, 0.05 * 2.0**level)
+        proposals.append(torch.cat((centres, sizes), -1).view(batch, height * width, 4))
+        start += height * width
+    proposals = torch.cat(proposals, 1)  # (B, S, 4)
+    valid = ((proposals > 0.01) & (proposals < 0.99)).all(-1, keepdim=True)  # (B, S, 1)
+    valid = valid & ~padding_mask[..., None]
+    proposal_logits = torch.log(proposals / (1 - proposals)).masked_fill(~valid, float("inf"))
+    return proposal_logits, valid
+
+
+class DeformableTransformer(nn.Module):
+    """Level embedding, encoder, query initialisation (learned or two-stage) and decoder.
+
+    Args:
+        d_model, n_heads, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout: sizes.
+        num_feature_levels: L.
+        enc_n_points, dec_n_points: sampling points per head and level.
+        two_stage: queries from encoder proposals (adds enc_output/pos_trans layers) instead of
+            learned reference points.
+        num_queries: two-stage only: proposals kept.
+        backend: attention operator backend.
+    """
+
+    def __init__(self, d_model: int = 256, n_heads: int = 8, num_encoder_layers: int = 6,
+                 num_decoder_layers: int = 6, dim_feedforward: int = 1024, dropout: float = 0.1,
+                 num_feature_levels: int = 4, enc_n_points: int = 4, dec_n_points: int = 4,
+                 two_stage: bool = False, num_queries: int = 300, backend: str = "auto"):
+        super().__init__()
+        self.d_model = d_model
+        self.two_stage = two_stage
+        self.num_queries = num_queries
+        self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
+        self.encoder = DeformableEncoder(num_encoder_layers, d_model, num_feature_levels, n_heads, enc_n_points,
+                                         dim_feedforward, dropout, backend)
+        self.decoder = DeformableDecoder(num_decoder_layers, d_model, num_feature_levels, n_heads, dec_n_points,
+                                         dim_feedforward, dropout, backend)
+        if two_stage:
+            self.enc_output = nn.Linear(d_model, d_model)
+            self.enc_output_norm = nn.LayerNorm(d_model)
+            self.pos_trans = nn.Linear(2 * d_model, 2 * d_model)
+            self.pos_trans_norm = nn.LayerNorm(2 * d_model)
+        else:
+            self.reference_points = nn.Linear(d_model, 2)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """The reference code's init: xavier-uniform for every matrix outside the deformable attentions
+        (which keep their own init), level_embed ~ N(0, 1)."""
+        attention_params = {id(p) for m in self.modules() if isinstance(m, MultiScaleDeformableAttention)
+                            for p in m.parameters()}
+        for parameter in self.parameters():
+            if parameter.dim() > 1 and id(parameter) not in attention_params:
+                nn.init.xavier_uniform_(parameter)
+        if not self.two_stage:
+            nn.init.constant_(self.reference_points.bias, 0.0)
+        nn.init.normal_(self.level_embed)
+
+    def forward(self, sources: list[torch.Tensor], masks: list[torch.Tensor], positions: list[torch.Tensor],
+                query_embed: torch.Tensor | None = None, box_heads: nn.ModuleList | None = None,
+                proposal_heads: tuple[nn.Module, nn.Module] | None = None) -> TransformerOutput:
+        """Encode the levels and decode the queries.
+
+        Args:
+            sources: per level, (B, C, H_l, W_l) projected features.
+            masks: per level, (B, H_l, W_l) bool, True = padding.
+            positions: per level, (B, C, H_l, W_l) sine position encoding.
+            query_embed: (Lq, 2C) learned queries, [position | content]; not with two-stage.
+            box_heads: decoder box heads for iterative refinement (see `DeformableDecoder`), or None.
+            proposal_heads: two-stage only: (class head C -> K, box head C -> 4) scoring and refining
+                the encoder proposals.
+
+        Returns:
+            `TransformerOutput`.
+        """
+        spatial_shapes_list = [tuple(source.shape[-2:]) for source in sources]
+        memory_input = torch.cat([s.flatten(2).transpose(1, 2) for s in sources], 1)  # (B, S, C)
+        padding_mask = torch.cat([m.flatten(1) for m in masks], 1)  # (B, S)
+        position = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[level][None, None]
+                              for level, p in enumerate(positions)], 1)  # (B, S, C)
+        spatial_shapes = torch.as_tensor(spatial_shapes_list, dtype=torch.long, device=memory_input.device)  # (L, 2)
+        level_start_index = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))  # (L,)
+        valid_ratios = torch.stack([valid_ratios_of(m, memory_input.dtype) for m in masks], 1)  # (B, L, 2)
+
+        memory = self.encoder(memory_input, position, spatial_shapes_list, spatial_shapes, level_start_index,
+                              valid_ratios, padding_mask)  # (B, S, C)
+
+        enc_logits = enc_box_logits = None
+        if self.two_stage:
+            if proposal_heads is None:
+                raise ValueError("two-stage transformer needs proposal_heads=(class_head, box_head)")
+            if memory.shape[1] < self.num_queries:
+                raise ValueError(f"two-stage: the image has {memory.shape[1]} feature pixels, fewer than "
+                                 f"num_queries={self.num_queries}; use larger images or fewer queries")
+            class_head, box_head = proposal_heads
+            proposal_logits, valid = encoder_proposals(padding_mask, spatial_shapes_list, memory.dtype)
+            proposal_features = self.enc_output_norm(self.enc_output(memory.masked_fill(~valid, 0.0)))  # (B, S, C)
+            enc_logits = class_head(proposal_features)  # (B, S, K)
+            enc_box_logits = box_head(proposal_features) + proposal_logits  # (B, S, 4)
+            top = torch.topk(enc_logits[..., 0], self.num_queries, dim=1)[1]  # (B, Lq)
+            top_box_logits = torch.gather(enc_box_logits, 1, top[..., None].expand(-1, -1, 4)).detach()  # (B, Lq, 4)
+            reference_points = top_box_logits.sigmoid()
+            box_encoding = sine_box_encoding(reference_points, self.d_model // 2).to(memory.dtype)  # (B, Lq, 2C)
+            query_pos, target = self.pos_trans_norm(self.pos_trans(box_encoding)).split(self.d_model, -1)
+        else:
+            if query_embed is None:
+                raise ValueError("transformer needs query_embed (Lq, 2 * d_model) when not two-stage")
+            batch = memory.shape[0]
+            query_pos, target = query_embed.split(self.d_model, -1)  # (Lq, C) each
+            query_pos = query_pos[None].expand(batch, -1, -1)  # (B, Lq, C)
+            target = target[None].expand(batch, -1, -1)  # (B, Lq, C)
+            reference_points = self.reference_points(query_pos).sigmoid()  # (B, Lq, 2)
+
+        hidden_states, references = self.decoder(target, query_pos, reference_points, memory, spatial_shapes,
+                                                 level_start_index, valid_ratios, padding_mask, box_heads)
+        return TransformerOutput(hidden_states, references, enc_logits, enc_box_logits)
