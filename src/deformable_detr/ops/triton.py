@@ -1,0 +1,346 @@
+"""Triton backend: fused forward and backward kernels of multi-scale deformable attention.
+
+Same semantics as `reference` (per level `F.grid_sample(bilinear, zeros, align_corners=False)` at
+grid `2 * loc - 1`): a location (x, y) in [0, 1] of level l reads pixel coordinate
+`x * W_l - 0.5, y * H_l - 0.5` (the official CUDA kernel's formula); of its 4 neighbours, those
+outside the map contribute 0.
+
+Kernel layout. One program per (block of BLOCK_Q rows of B * Lq, head m); it holds a
+(BLOCK_Q, BLOCK_D) tile, BLOCK_D = next_power_of_2(D) with the tail masked, so any D works.
+Levels and points are unrolled (`NUM_LEVELS`, `NUM_POINTS` are compile-time; a model has one or
+two (L, P) pairs); each level's (H_l, W_l) and start are loaded from the `spatial_shapes` and
+`level_start_index` tensors. Accumulation is fp32 (fp64 for fp64 inputs).
+
+- forward: for each (l, p), gather the 4 neighbours' (BLOCK_Q, BLOCK_D) rows of `value` and add
+  them with weight `attention_weight * bilinear_weight`; store (B, Lq, M * D) in `value`'s dtype.
+- backward: recomputes the same gathers; grad_attention_weights and grad_sampling_locations
+  are per (b, q, m, l, p) sums over D inside the program (no atomics, no (.., D) intermediates);
+  grad_value is scattered with `tl.atomic_add` into an fp32 (fp64) buffer of value's shape,
+  cast to `value`'s dtype at the end.
+
+Kernels run on CUDA tensors, or on CPU tensors when `TRITON_INTERPRET=1` was set before `triton`
+was first imported (how the test suite runs them without a GPU).
+"""
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+"""Dtypes of `value` (and of locations/weights) these kernels accept."""
+
+_TILE_ELEMENTS = 2048  # BLOCK_Q * BLOCK_D per program: 16 fp32 registers per thread and tile at 4 warps
+_NUM_WARPS = 4
+
+
+@triton.jit
+def _bilinear_corners(
+    sampling_locations_ptr, point, row_mask, height, width, ACC_DTYPE: tl.constexpr
+):
+    """Pixel corner (x0, y0) and fractions (fx, fy) of one point per row; all (BLOCK_Q,)."""
+    loc_x = tl.load(sampling_locations_ptr + 2 * point, mask=row_mask, other=0.0).to(ACC_DTYPE)
+    loc_y = tl.load(sampling_locations_ptr + 2 * point + 1, mask=row_mask, other=0.0).to(ACC_DTYPE)
+    x = loc_x * width.to(ACC_DTYPE) - 0.5  # align_corners=False: pixel i spans [i - 0.5, i + 0.5)
+    y = loc_y * height.to(ACC_DTYPE) - 0.5
+    x_floor = tl.floor(x)
+    y_floor = tl.floor(y)
+    fx = x - x_floor
+    fy = y - y_floor
+    # Clamp before the int cast so far-away points cannot overflow; clamped ones read nothing.
+    x0 = tl.minimum(tl.maximum(x_floor, -2.0), width.to(ACC_DTYPE) + 1.0).to(tl.int64)
+    y0 = tl.minimum(tl.maximum(y_floor, -2.0), height.to(ACC_DTYPE) + 1.0).to(tl.int64)
+    return x0, y0, fx, fy
+
+
+@triton.jit
+def _corner_offsets(level_base, x, y, height, width, row_mask, m, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Element offset of value[b, start_l + y * W_l + x, m, 0] and whether (x, y) is inside; (BLOCK_Q,)."""
+    inside = row_mask & (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    key = tl.where(inside, level_base + y * width + x, 0)  # index along B * S
+    return (key * NUM_HEADS + m) * HEAD_DIM, inside
+
+
+@triton.jit
+def _forward_kernel(
+    value_ptr,  # (B, S, M, D)
+    spatial_shapes_ptr,  # (L, 2) int64
+    level_start_index_ptr,  # (L,) int64
+    sampling_locations_ptr,  # (B, Lq, M, L, P, 2)
+    attention_weights_ptr,  # (B, Lq, M, L, P)
+    output_ptr,  # (B, Lq, M, D)
+    num_rows,  # B * Lq
+    num_queries,  # Lq
+    num_keys,  # S
+    NUM_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    NUM_LEVELS: tl.constexpr,
+    NUM_POINTS: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+):
+    m = tl.program_id(1)
+    rows = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)  # b * Lq + q
+    row_mask = rows < num_rows
+    batch = rows // num_queries
+    channels = tl.arange(0, BLOCK_D)
+    channel_mask = channels < HEAD_DIM
+    acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=ACC_DTYPE)
+    for level in tl.static_range(NUM_LEVELS):
+        height = tl.load(spatial_shapes_ptr + 2 * level)
+        width = tl.load(spatial_shapes_ptr + 2 * level + 1)
+        level_base = batch * num_keys + tl.load(level_start_index_ptr + level)  # (BLOCK_Q,)
+        for p in tl.static_range(NUM_POINTS):
+            point = ((rows * NUM_HEADS + m) * NUM_LEVELS + level) * NUM_POINTS + p  # (BLOCK_Q,)
+            weight = tl.load(attention_weights_ptr + point, mask=row_mask, other=0.0).to(ACC_DTYPE)
+            x0, y0, fx, fy = _bilinear_corners(sampling_locations_ptr, point, row_mask, height, width, ACC_DTYPE)
+            for corner in tl.static_range(4):
+                dx = corner % 2
+                dy = corner // 2
+                offset, inside = _corner_offsets(
+                    level_base, x0 + dx, y0 + dy, height, width, row_mask, m, NUM_HEADS, HEAD_DIM
+                )
+                corner_weight = (fx if dx == 1 else 1.0 - fx) * (fy if dy == 1 else 1.0 - fy)
+                corner_value = tl.load(
+                    value_ptr + offset[:, None] + channels[None, :],
+                    mask=inside[:, None] & channel_mask[None, :],
+                    other=0.0,
+                ).to(ACC_DTYPE)  # (BLOCK_Q, BLOCK_D)
+                acc += (weight * corner_weight)[:, None] * corner_value
+    out_offsets = (rows * NUM_HEADS + m) * HEAD_DIM
+    tl.store(
+        output_ptr + out_offsets[:, None] + channels[None, :],
+        acc.to(output_ptr.dtype.element_ty),
+        mask=row_mask[:, None] & channel_mask[None, :],
+    )
+
+
+@triton.jit
+def _backward_kernel(
+    grad_output_ptr,  # (B, Lq, M, D)
+    value_ptr,  # (B, S, M, D)
+    spatial_shapes_ptr,  # (L, 2) int64
+    level_start_index_ptr,  # (L,) int64
+    sampling_locations_ptr,  # (B, Lq, M, L, P, 2)
+    attention_weights_ptr,  # (B, Lq, M, L, P)
+    grad_value_ptr,  # (B, S, M, D) in ACC_DTYPE, zero-initialised, atomically accumulated
+    grad_sampling_locations_ptr,  # (B, Lq, M, L, P, 2)
+    grad_attention_weights_ptr,  # (B, Lq, M, L, P)
+    num_rows,  # B * Lq
+    num_queries,  # Lq
+    num_keys,  # S
+    NUM_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    NUM_LEVELS: tl.constexpr,
+    NUM_POINTS: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+):
+    m = tl.program_id(1)
+    rows = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)  # b * Lq + q
+    row_mask = rows < num_rows
+    batch = rows // num_queries
+    channels = tl.arange(0, BLOCK_D)
+    channel_mask = channels < HEAD_DIM
+    out_offsets = (rows * NUM_HEADS + m) * HEAD_DIM
+    grad_output = tl.load(
+        grad_output_ptr + out_offsets[:, None] + channels[None, :],
+        mask=row_mask[:, None] & channel_mask[None, :],
+        other=0.0,
+    ).to(ACC_DTYPE)  # (BLOCK_Q, BLOCK_D)
+    for level in tl.static_range(NUM_LEVELS):
+        height = tl.load(spatial_shapes_ptr + 2 * level)
+        width = tl.load(spatial_shapes_ptr + 2 * level + 1)
+        level_base = batch * num_keys + tl.load(level_start_index_ptr + level)  # (BLOCK_Q,)
+        for p in tl.static_range(NUM_POINTS):
+            point = ((rows * NUM_HEADS + m) * NUM_LEVELS + level) * NUM_POINTS + p  # (BLOCK_Q,)
+            weight = tl.load(attention_weights_ptr + point, mask=row_mask, other=0.0).to(ACC_DTYPE)
+            x0, y0, fx, fy = _bilinear_corners(sampling_locations_ptr, point, row_mask, height, width, ACC_DTYPE)
+            weighted_grad = weight[:, None] * grad_output  # (BLOCK_Q, BLOCK_D)
+            sample = tl.zeros((BLOCK_Q, BLOCK_D), dtype=ACC_DTYPE)
+            grad_fx = tl.zeros((BLOCK_Q, BLOCK_D), dtype=ACC_DTYPE)  # d sample / d fx
+            grad_fy = tl.zeros((BLOCK_Q, BLOCK_D), dtype=ACC_DTYPE)  # d sample / d fy
+            for corner in tl.static_range(4):
+                dx = corner % 2
+                dy = corner // 2
+                offset, inside = _corner_offsets(
+                    level_base, x0 + dx, y0 + dy, height, width, row_mask, m, NUM_HEADS, HEAD_DIM
+                )
+                corner_mask = inside[:, None] & channel_mask[None, :]
+                corner_value = tl.load(
+                    value_ptr + offset[:, None] + channels[None, :], mask=corner_mask, other=0.0
+                ).to(ACC_DTYPE)  # (BLOCK_Q, BLOCK_D)
+                weight_x = fx if dx == 1 else 1.0 - fx
+                weight_y = fy if dy == 1 else 1.0 - fy
+                sign_x = 1.0 if dx == 1 else -1.0
+                sign_y = 1.0 if dy == 1 else -1.0
+                sample += (weight_x * weight_y)[:, None] * corner_value
+                grad_fx += (sign_x * weight_y)[:, None] * corner_value
+                grad_fy += (sign_y * weight_x)[:, None] * corner_value
+                tl.atomic_add(
+                    grad_value_ptr + offset[:, None] + channels[None, :],
+                    (weight_x * weight_y)[:, None] * weighted_grad,
+                    mask=corner_mask,
+                    sem="relaxed",
+                )
+            tl.store(
+                grad_attention_weights_ptr + point,
+                tl.sum(grad_output * sample, axis=1).to(grad_attention_weights_ptr.dtype.element_ty),
+                mask=row_mask,
+            )
+            # d x / d loc_x = W_l, d y / d loc_y = H_l
+            grad_x = tl.sum(weighted_grad * grad_fx, axis=1) * width.to(ACC_DTYPE)
+            grad_y = tl.sum(weighted_grad * grad_fy, axis=1) * height.to(ACC_DTYPE)
+            tl.store(
+                grad_sampling_locations_ptr + 2 * point,
+                grad_x.to(grad_sampling_locations_ptr.dtype.element_ty),
+                mask=row_mask,
+            )
+            tl.store(
+                grad_sampling_locations_ptr + 2 * point + 1,
+                grad_y.to(grad_sampling_locations_ptr.dtype.element_ty),
+                mask=row_mask,
+            )
+
+
+def _kernels_interpreted() -> bool:
+    """True when the kernels were decorated under TRITON_INTERPRET=1 (they then take CPU tensors)."""
+    return isinstance(_forward_kernel, InterpretedFunction)
+
+
+def _block_sizes(num_rows: int, head_dim: int) -> tuple[int, int]:
+    """(BLOCK_Q, BLOCK_D): BLOCK_D covers D, BLOCK_Q fills a tile of about `_TILE_ELEMENTS`."""
+    block_d = triton.next_power_of_2(head_dim)
+    block_q = max(1, min(_TILE_ELEMENTS // block_d, 128, triton.next_power_of_2(num_rows)))
+    return block_q, block_d
+
+
+def _prepare(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Check device and dtypes; return contiguous inputs, level tensors as int64 on value's device."""
+    if not value.is_cuda and not _kernels_interpreted():
+        raise ValueError(
+            f"triton backend: value is on {value.device} but the Triton kernels need CUDA tensors; "
+            "move the inputs to a GPU or use backend='cpu'"
+        )
+    for name, tensor in (
+        ("value", value),
+        ("sampling_locations", sampling_locations),
+        ("attention_weights", attention_weights),
+    ):
+        if tensor.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(
+                f"triton backend: {name} has dtype {tensor.dtype}, expected one of {SUPPORTED_DTYPES}; "
+                "cast it or use backend='reference'"
+            )
+    if sampling_locations.shape[3] != spatial_shapes.shape[0]:
+        raise ValueError(
+            f"triton backend: sampling_locations has {sampling_locations.shape[3]} levels but spatial_shapes "
+            f"has {spatial_shapes.shape[0]}; they must agree"
+        )
+    device = value.device
+    return (
+        value.contiguous(),
+        spatial_shapes.to(device=device, dtype=torch.int64).contiguous(),
+        level_start_index.to(device=device, dtype=torch.int64).contiguous(),
+        sampling_locations.contiguous(),
+        attention_weights.contiguous(),
+    )
+
+
+def _accumulator_dtype(value: torch.Tensor) -> tuple[torch.dtype, "tl.dtype"]:
+    return (torch.float64, tl.float64) if value.dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+def forward(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Bilinearly sample every level at `sampling_locations` and sum with `attention_weights`.
+
+    Args:
+        value: (B, S, M, D) CUDA tensor, a dtype in `SUPPORTED_DTYPES`; levels flattened one after another.
+        spatial_shapes: (L, 2) integer, (H_l, W_l) per level; sum of H_l * W_l equals S.
+        level_start_index: (L,) integer, where level l starts along S.
+        sampling_locations: (B, Lq, M, L, P, 2) (x, y), 0..1 over each level's map; outside reads zeros.
+        attention_weights: (B, Lq, M, L, P).
+
+    Returns:
+        (B, Lq, M * D), dtype of `value`; accumulated in fp32 (fp64 for fp64 value).
+    """
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = _prepare(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    B, S, M, D = value.shape
+    _, Lq, _, L, P, _ = sampling_locations.shape
+    output = torch.zeros((B, Lq, M, D), dtype=value.dtype, device=value.device)  # (B, Lq, M, D)
+    if output.numel() == 0 or L * P == 0:
+        return output.view(B, Lq, M * D)
+    _, tl_acc = _accumulator_dtype(value)
+    block_q, block_d = _block_sizes(B * Lq, D)
+    grid = (triton.cdiv(B * Lq, block_q), M)
+    with torch.cuda.device(value.device) if value.is_cuda else contextlib.nullcontext():
+        _forward_kernel[grid](
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, output,
+            B * Lq, Lq, S,
+            NUM_HEADS=M, HEAD_DIM=D, NUM_LEVELS=L, NUM_POINTS=P,
+            BLOCK_Q=block_q, BLOCK_D=block_d, ACC_DTYPE=tl_acc,
+            num_warps=_NUM_WARPS,
+        )  # fmt: skip
+    return output.view(B, Lq, M * D)  # (B, Lq, M*D)
+
+
+def backward(
+    grad_output: torch.Tensor,
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of `forward` w.r.t. value, sampling_locations and attention_weights.
+
+    Args:
+        grad_output: (B, Lq, M * D), gradient of the loss w.r.t. `forward`'s output; any float dtype.
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights: as in `forward`.
+
+    Returns:
+        grad_value (B, S, M, D) in value's dtype (accumulated with fp32 atomics, fp64 for fp64 value),
+        grad_sampling_locations (B, Lq, M, L, P, 2) in sampling_locations' dtype,
+        grad_attention_weights (B, Lq, M, L, P) in attention_weights' dtype.
+    """
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = _prepare(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    B, S, M, D = value.shape
+    _, Lq, _, L, P, _ = sampling_locations.shape
+    grad_output = grad_output.to(value.device).contiguous()
+    torch_acc, tl_acc = _accumulator_dtype(value)
+    grad_value = torch.zeros((B, S, M, D), dtype=torch_acc, device=value.device)  # (B, S, M, D)
+    grad_sampling_locations = torch.zeros_like(sampling_locations)  # (B, Lq, M, L, P, 2)
+    grad_attention_weights = torch.zeros_like(attention_weights)  # (B, Lq, M, L, P)
+    if B * Lq * M * D * L * P != 0:
+        block_q, block_d = _block_sizes(B * Lq, D)
+        grid = (triton.cdiv(B * Lq, block_q), M)
+        with torch.cuda.device(value.device) if value.is_cuda else contextlib.nullcontext():
+            _backward_kernel[grid](
+                grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                grad_value, grad_sampling_locations, grad_attention_weights,
+                B * Lq, Lq, S,
+                NUM_HEADS=M, HEAD_DIM=D, NUM_LEVELS=L, NUM_POINTS=P,
+                BLOCK_Q=block_q, BLOCK_D=block_d, ACC_DTYPE=tl_acc,
+                num_warps=_NUM_WARPS,
+            )  # fmt: skip
+    return grad_value.to(value.dtype), grad_sampling_locations, grad_attention_weights
