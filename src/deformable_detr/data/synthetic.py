@@ -291,7 +291,10 @@ _STAR_INNER = 0.45  # inner/outer radius of the five-pointed star
 
 
 def _star(u, v):
-    """Exact five-pointed star polygon, one point up."""
+    """Exact five-pointed star polygon, one point up, stretched to fill [-1, 1]^2 like the other shapes."""
+    # A star of outer radius 1 spans x in [-sin 72, sin 72] and y in [-1, cos 36] (y down): map onto it.
+    half_width, bottom = math.sin(math.radians(72)), math.cos(math.radians(36))
+    u, v = u * half_width, -1.0 + (v + 1.0) * (1.0 + bottom) / 2
     theta = np.arctan2(v, u) + math.pi / 2  # 0 at the top point
     sector = 2 * math.pi / 5
     phi = np.mod(theta, sector)

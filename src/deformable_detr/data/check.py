@@ -1,0 +1,224 @@
+"""Checks of a COCO-format dataset (images folder + instances JSON) that list every problem found.
+
+Problems (each makes `DatasetReport.ok` False, and `deformable-detr check-data` exit 1):
+malformed entries, missing / empty (0 bytes or 0 size) / unreadable images, image size differing
+from the JSON's width/height, duplicate image/annotation/category ids, annotations naming unknown
+image or category ids, degenerate boxes (w or h <= 0) and boxes outside their image.
+
+Warnings (reported, but the dataset stays usable): category ids that are not 1..K (COCO itself
+uses 1..90 with gaps; the data layer maps any ids to contiguous labels) and files named by two
+image entries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from numbers import Real
+from pathlib import Path
+
+from PIL import Image
+
+from .coco import DatasetError
+
+# kind -> what to do about it (shown once per kind in the report).
+PROBLEM_KINDS = {
+    "malformed_entry": "give every entry the COCO fields (ids int, bbox [x, y, w, h], file_name, width, height)",
+    "missing_image": "add the file to the images folder or remove its entry",
+    "empty_image": "replace the 0-byte / 0-size image or remove its entry",
+    "unreadable_image": "replace the corrupt file or remove its entry",
+    "size_mismatch": "fix width/height in the JSON or the image file",
+    "duplicate_image_id": "give every image a unique id",
+    "duplicate_annotation_id": "give every annotation a unique id",
+    "duplicate_category_id": "give every category a unique id",
+    "unknown_image_id": "point the annotation at an existing image or drop it",
+    "unknown_category_id": "add the category or fix the annotation's category_id",
+    "degenerate_box": "boxes need w > 0 and h > 0; fix or drop the annotation",
+    "out_of_bounds_box": "clip the box to the image or fix it",
+}
+WARNING_KINDS = {
+    "noncontiguous_category_ids": "fine for training (ids are mapped to labels); renumber 1..K to silence",
+    "duplicate_file_name": "two image entries share one file; usually a copy-paste mistake",
+}
+_BOX_TOLERANCE = 1e-3  # px; boxes may touch the border but not cross it by more than this
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    """Result of `check_dataset`: every problem and warning found, one message per occurrence."""
+
+    images_dir: Path
+    annotations_file: Path
+    num_images: int
+    num_annotations: int
+    num_categories: int
+    problems: dict[str, list[str]] = field(default_factory=dict)  # kind -> messages
+    warnings: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem (warnings allowed) was found."""
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        """Number of occurrences of each problem and warning kind found."""
+        return {kind: len(messages) for kind, messages in {**self.problems, **self.warnings}.items()}
+
+    def format(self, examples: int = 3) -> str:
+        """Human-readable report: a summary line, then each kind with its count, fix and a few examples."""
+        lines = [
+            f"{self.annotations_file}: {self.num_images} images, {self.num_annotations} annotations, "
+            f"{self.num_categories} categories; {sum(map(len, self.problems.values()))} problems, "
+            f"{sum(map(len, self.warnings.values()))} warnings"
+        ]
+        for level, found, hints in (("problem", self.problems, PROBLEM_KINDS), ("warning", self.warnings, WARNING_KINDS)):
+            for kind, messages in found.items():
+                lines.append(f"  {level} {kind}: {len(messages)} ({hints[kind]})")
+                lines.extend(f"    - {message}" for message in messages[:examples])
+                if len(messages) > examples:
+                    lines.append(f"    - ... and {len(messages) - examples} more")
+        return "\n".join(lines)
+
+
+def check_dataset(images_dir: str | Path, annotations_file: str | Path, num_threads: int | None = None) -> DatasetReport:
+    """Check a COCO-format dataset and list every problem with counts.
+
+    Args:
+        images_dir: folder holding the files named by `images[*].file_name`.
+        annotations_file: COCO instances JSON.
+        num_threads: threads decoding images; None -> 2 x CPU cores (decoding releases the GIL).
+
+    Returns:
+        A `DatasetReport`; `report.ok` is False when any problem was found.
+
+    Raises:
+        FileNotFoundError: the annotations file or the images folder does not exist.
+        DatasetError: the JSON is malformed or lacks the images/annotations/categories lists.
+    """
+    images_dir, annotations_file = Path(images_dir), Path(annotations_file)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"{images_dir}: images folder not found; pass the folder holding the image files")
+    data = _load_instances(annotations_file)
+    problems: dict[str, list[str]] = {}
+    warnings: dict[str, list[str]] = {}
+
+    def add(found: dict, kind: str, message: str) -> None:
+        found.setdefault(kind, []).append(message)
+
+    categories = _check_categories(data["categories"], lambda k, m: add(problems, k, m), lambda k, m: add(warnings, k, m))
+    images = _check_images(data["images"], lambda k, m: add(problems, k, m), lambda k, m: add(warnings, k, m))
+    _check_annotations(data["annotations"], images, categories, lambda k, m: add(problems, k, m))
+    with ThreadPoolExecutor(num_threads or 2 * (os.cpu_count() or 1)) as pool:
+        file_problems = pool.map(lambda item: _check_image_file(images_dir, *item), images.items())
+        for image_id, found in zip(images, file_problems):
+            if found is not None:
+                add(problems, found[0], f"image id {image_id} ({images[image_id]['file_name']}): {found[1]}")
+    return DatasetReport(
+        images_dir, annotations_file, len(data["images"]), len(data["annotations"]), len(data["categories"]),
+        {kind: problems[kind] for kind in PROBLEM_KINDS if kind in problems},
+        {kind: warnings[kind] for kind in WARNING_KINDS if kind in warnings},
+    )
+
+
+def _load_instances(annotations_file: Path) -> dict:
+    try:
+        data = json.loads(annotations_file.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{annotations_file}: annotations file not found; pass the COCO instances JSON") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{annotations_file}: not valid JSON ({error}); fix or regenerate the file") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+        raise DatasetError(f"{annotations_file}: needs top-level lists 'images', 'annotations' and 'categories' (COCO instances format)")
+    return data
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_categories(categories: list, problem, warning) -> set:
+    """Category ids (first occurrence of each well-formed one), reporting malformed/duplicate/non-contiguous."""
+    ids = set()
+    for index, category in enumerate(categories):
+        if not isinstance(category, dict) or not _is_int(category.get("id")):
+            problem("malformed_entry", f"categories[{index}]: needs an integer 'id', got {category!r:.80}")
+        elif category["id"] in ids:
+            problem("duplicate_category_id", f"categories[{index}]: id {category['id']} used before")
+        else:
+            ids.add(category["id"])
+    if ids and sorted(ids) != list(range(1, len(ids) + 1)):
+        warning("noncontiguous_category_ids", f"category ids {sorted(ids)[:10]}{'...' if len(ids) > 10 else ''} are not 1..{len(ids)}")
+    return ids
+
+
+def _check_images(images: list, problem, warning) -> dict:
+    """{image id: entry} of the well-formed, non-duplicate image entries."""
+    by_id: dict = {}
+    file_names = Counter()
+    for index, image in enumerate(images):
+        if not isinstance(image, dict) or not _is_int(image.get("id")) or not isinstance(image.get("file_name"), str) \
+                or not _is_int(image.get("width")) or not _is_int(image.get("height")):
+            problem("malformed_entry", f"images[{index}]: needs integer id/width/height and a file_name, got {image!r:.80}")
+        elif image["id"] in by_id:
+            problem("duplicate_image_id", f"images[{index}]: id {image['id']} used before")
+        else:
+            by_id[image["id"]] = image
+            file_names[image["file_name"]] += 1
+            if image["width"] <= 0 or image["height"] <= 0:
+                problem("empty_image", f"images[{index}] ({image['file_name']}): size {image['width']}x{image['height']} in the JSON")
+    for name, count in file_names.items():
+        if count > 1:
+            warning("duplicate_file_name", f"{name} is named by {count} image entries")
+    return by_id
+
+
+def _check_annotations(annotations: list, images: dict, categories: set, problem) -> None:
+    ids = set()
+    for index, ann in enumerate(annotations):
+        where = f"annotations[{index}]"
+        bbox = ann.get("bbox") if isinstance(ann, dict) else None
+        if not isinstance(ann, dict) or not _is_int(ann.get("id")) or not isinstance(bbox, (list, tuple)) or len(bbox) != 4 \
+                or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
+            problem("malformed_entry", f"{where}: needs an integer id and bbox of 4 finite numbers, got {ann!r:.80}")
+            continue
+        where = f"{where} (id {ann['id']})"
+        if ann["id"] in ids:
+            problem("duplicate_annotation_id", f"{where}: id used before")
+        ids.add(ann["id"])
+        if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
+            problem("unknown_category_id", f"{where}: category_id {ann.get('category_id')!r} not in categories")
+        x, y, w, h = bbox
+        if w <= 0 or h <= 0:
+            problem("degenerate_box", f"{where}: bbox {list(bbox)} has w or h <= 0")
+        image = images.get(ann["image_id"]) if _is_int(ann.get("image_id")) else None
+        if image is None:
+            problem("unknown_image_id", f"{where}: image_id {ann.get('image_id')!r} not in images")
+        elif x < -_BOX_TOLERANCE or y < -_BOX_TOLERANCE or x + w > image["width"] + _BOX_TOLERANCE \
+                or y + h > image["height"] + _BOX_TOLERANCE:
+            problem("out_of_bounds_box", f"{where}: bbox {list(bbox)} outside image {image['id']} ({image['width']}x{image['height']})")
+
+
+def _check_image_file(images_dir: Path, image_id, image: dict) -> tuple[str, str] | None:
+    """(problem kind, message) for one image file, or None when it decodes to the JSON's size."""
+    path = images_dir / image["file_name"]
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty_image", "file has 0 bytes"
+        with Image.open(path) as decoded:
+            decoded.load()
+            width, height = decoded.size
+            if decoded.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: displayed rotated by 90 degrees
+                width, height = height, width
+    except FileNotFoundError:
+        return "missing_image", f"not found in {images_dir}"
+    except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
+        return "unreadable_image", f"cannot decode ({type(error).__name__}: {error})"
+    if width == 0 or height == 0:
+        return "empty_image", f"decodes to {width}x{height}"
+    if (width, height) != (image["width"], image["height"]):
+        return "size_mismatch", f"file is {width}x{height}, JSON says {image['width']}x{image['height']}"
+    return None
