@@ -264,12 +264,12 @@ def _ms_deform_attn_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients w.r.t. (value (B, S, M, D), sampling_locations (B, Lq, M, L, P, 2), attention_weights (B, Lq, M, L, P))."""
     chosen = _resolve_backend(backend, value)
-    if chosen == "reference":  # recompute the grid_sample graph and differentiate it
-        with torch.enable_grad():
-            inputs = [t.detach().requires_grad_() for t in (value, sampling_locations, attention_weights)]
-            out = reference.forward(inputs[0], spatial_shapes, level_start_index, inputs[1], inputs[2])
-            grads = torch.autograd.grad(out, inputs, grad_output)
-        return grads[0], grads[1], grads[2]
+    if chosen == "reference":  # differentiate the grid_sample graph (torch.func works below the autograd key)
+        _, vjp = torch.func.vjp(
+            lambda v, loc, w: reference.forward(v, spatial_shapes, level_start_index, loc, w),
+            value, sampling_locations, attention_weights,
+        )
+        return vjp(grad_output)
     return _backend_module(chosen).backward(
         grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )
