@@ -1,0 +1,111 @@
+"""Training checkpoints: written atomically, loaded with `weights_only=True` and strict keys.
+
+A checkpoint holds everything `--resume` needs to continue as if never stopped: model, optimizer,
+epoch and step, elapsed training seconds (for time-budget schedules), RNG states (python, numpy,
+torch) and the configs as plain dicts. The schedule is a pure function of (step, epoch, progress),
+so it has no state; the data order is a function of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch RNG states, as tensors/plain types loadable with weights_only=True."""
+    py_version, py_internal, py_gauss = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "python": {"version": py_version, "state": torch.tensor(py_internal, dtype=torch.int64), "gauss": py_gauss},
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of `rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, then os.replace (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int, step: int,
+                    elapsed_s: float, config: dict, best_ap: float, extra: dict | None = None) -> None:
+    """Write a resumable checkpoint; `epoch` is the number of completed epochs."""
+    atomic_save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "elapsed_s": float(elapsed_s),
+            "best_ap": float(best_ap),
+            "rng": rng_state(),
+            "config": config,
+            **(extra or {}),
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint with `weights_only=True`; a one-line error when missing or not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found; pass a file written by `deformable-detr train` (OUT/checkpoint.pth)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt/unsafe files
+        raise ValueError(f"{path}: cannot load checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path}: not a training checkpoint (no 'model' entry)")
+    return state
+
+
+def load_model_state(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+    """Strict load; one error listing missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    misshaped = sorted(k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+        if misshaped:
+            parts.append("mis-shaped " + ", ".join(f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in misshaped[:8]))
+        raise ValueError(f"{source}: state dict does not match the model: {'; '.join(parts)}; build the model with the checkpoint's config")
+    model.load_state_dict(state_dict, strict=True)

@@ -1,0 +1,107 @@
+"""Optimizer and learning-rate schedule: named parameter groups, AdamW, step drop / warm-up / cosine.
+
+Groups (official Deformable DETR `main.py`): the backbone at `lr_backbone`; every parameter whose
+name contains `sampling_offsets` or `reference_points` (`lr_linear_proj_names`) at `lr * 0.1`;
+everything else at `lr`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+LINEAR_PROJ_NAMES = ("sampling_offsets", "reference_points")
+SCHEDULES = ("step", "cosine", "linear")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and schedule settings (paper: lr 2e-4, backbone 2e-5, ×0.1 linear projections, wd 1e-4,
+    clip 0.1, lr dropped ×0.1 at epoch 40 of 50).
+
+    schedule: "step" (×`lr_drop_factor` at `lr_drop` epochs), "cosine" or "linear" decay to
+    `min_lr_ratio * lr` over training (over the time budget when training has `max_minutes`).
+    warmup_steps: linear warm-up from 0 over this many optimizer steps (0 = none).
+    """
+
+    lr: float = 2e-4
+    lr_backbone: float = 2e-5
+    lr_linear_proj_mult: float = 0.1
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_max_norm: float = 0.1
+    schedule: str = "step"
+    lr_drop: int = 40
+    lr_drop_factor: float = 0.1
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"OptimConfig.schedule = {self.schedule!r}; choose one of {SCHEDULES}")
+        if self.lr <= 0 or self.lr_backbone < 0:
+            raise ValueError(f"OptimConfig: lr = {self.lr}, lr_backbone = {self.lr_backbone}; need lr > 0, lr_backbone >= 0")
+        if self.warmup_steps < 0:
+            raise ValueError(f"OptimConfig.warmup_steps = {self.warmup_steps} must be >= 0")
+
+
+def param_groups(model: nn.Module, config: OptimConfig) -> list[dict]:
+    """Split trainable parameters into named groups.
+
+    Returns:
+        list of dicts with `name` ("backbone", "linear_proj", "rest"), `params`, `lr` and
+        `base_lr` (the schedule scales `base_lr`); empty groups are left out.
+    """
+    groups = {"backbone": [], "linear_proj": [], "rest": []}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.startswith("backbone.") or ".backbone." in name:
+            groups["backbone"].append(param)
+        elif any(key in name for key in LINEAR_PROJ_NAMES):
+            groups["linear_proj"].append(param)
+        else:
+            groups["rest"].append(param)
+    lrs = {"backbone": config.lr_backbone, "linear_proj": config.lr * config.lr_linear_proj_mult, "rest": config.lr}
+    return [
+        {"name": name, "params": params, "lr": lrs[name], "base_lr": lrs[name]}
+        for name, params in groups.items()
+        if params
+    ]
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over `param_groups(model, config)`."""
+    return torch.optim.AdamW(param_groups(model, config), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+
+def lr_factor(config: OptimConfig, step: int, epoch: int, progress: float) -> float:
+    """Multiplier of each group's base lr.
+
+    Args:
+        step: optimizer steps done so far (for warm-up).
+        epoch: current epoch (for the step schedule).
+        progress: fraction of training done in [0, 1] (epochs or time budget), for cosine/linear.
+    """
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
+    progress = min(max(progress, 0.0), 1.0)
+    if config.schedule == "step":
+        decay = config.lr_drop_factor ** (epoch // config.lr_drop) if config.lr_drop > 0 else 1.0
+    elif config.schedule == "cosine":
+        decay = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        decay = config.min_lr_ratio + (1 - config.min_lr_ratio) * (1 - progress)
+    return warmup * decay
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    """Set every group's lr to base_lr * factor; returns the `rest` group's lr (for logging)."""
+    logged = 0.0
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+        if group.get("name") == "rest":
+            logged = group["lr"]
+    return logged
