@@ -1,0 +1,89 @@
+"""Loading Hugging Face Deformable DETR weights: parity with `transformers` on every variant HF supports.
+
+Not tested: single-scale DC5. HF builds DC5 only with a timm backbone (timm is not installed here), and its
+native ResNet silently ignores `dilation=True` (INTEROP.md pitfall 6).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from deformable_detr.interop.transformers import load_transformers
+from hf_reference import VARIANTS, assert_same_outputs, make_hf_model, reference
+
+
+def _ours(model, images, pixel_mask):
+    with torch.no_grad():
+        return model(images, padding_mask=~pixel_mask.bool())  # HF pixel_mask 1 = valid; ours True = padding
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_from_transformers_instance_matches_hf(variant, batch):
+    hf_model, expected = reference(variant)
+    model = load_transformers(hf_model)
+    assert model.config.two_stage == hf_model.config.two_stage
+    assert model.config.with_box_refine == hf_model.config.with_box_refine
+    assert model.config.n_heads == 4 and model.config.backbone_depths == (1, 2, 1, 1)
+    assert_same_outputs(_ours(model, *batch), expected)
+
+
+@pytest.mark.parametrize("variant", ["multi-scale", "box-refine", "two-stage"])
+def test_from_transformers_directory_without_tied_copies(variant, batch, tmp_path):
+    """save_pretrained drops tied head copies (INTEROP.md §2.2); the loader restores them as HF does."""
+    hf_model, expected = reference(variant)
+    hf_model.save_pretrained(tmp_path)
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "model.safetensors")
+    assert len(saved) < len(hf_model.state_dict())  # some aliases really are omitted
+    model = load_transformers(tmp_path)
+    assert_same_outputs(_ours(model, *batch), expected)
+
+
+def _v4_name(key: str) -> str:
+    """transformers 5.x key -> v4-era key (INTEROP.md §3.3), the inverse of what 5.x does on load."""
+    key = key.replace("model.backbone.model.", "model.backbone.conv_encoder.model.")
+    key = re.sub(r"(\.layers\.\d+)\.mlp\.fc([12])\.", r"\1.fc\2.", key)
+    return re.sub(r"(decoder\.layers\.\d+\.self_attn)\.o_proj\.", r"\1.out_proj.", key)
+
+
+def test_from_transformers_v4_names(batch):
+    """v4-era names (the SenseTime/* hub files): conv_encoder, layers.N.fc1, decoder self_attn.out_proj."""
+    hf_model, expected = reference("box-refine")
+    state_dict = {_v4_name(key): value for key, value in hf_model.state_dict().items()}
+    assert any(".conv_encoder." in key for key in state_dict) and any(".out_proj." in key for key in state_dict)
+    model = load_transformers(state_dict, config=hf_model.config)
+    assert_same_outputs(_ours(model, *batch), expected)
+
+
+@pytest.mark.parametrize("variant", ["single-scale", "box-refine"])
+def test_from_transformers_state_dict_infers_config(variant, batch):
+    """No config at all: variant and sizes from keys and shapes (8 heads assumed: no tensor stores it)."""
+    hf_model, expected = reference(variant, num_heads=8)
+    model = load_transformers(hf_model.state_dict())
+    assert model.config == load_transformers(hf_model).config
+    assert_same_outputs(_ours(model, *batch), expected)
+
+
+def test_from_transformers_two_stage_query_count():
+    """HF two-stage keeps `two_stage_num_proposals` proposals and ignores `num_queries` (pitfall 5)."""
+    hf_model = make_hf_model("two-stage", num_heads=8)
+    hf_model.config.num_queries = 123
+    assert load_transformers(hf_model).config.num_queries == hf_model.config.two_stage_num_proposals
+    inferred = load_transformers(hf_model.state_dict()).config  # no tensor holds it: 300, HF's default
+    assert inferred.two_stage and inferred.with_box_refine and inferred.num_queries == 300
+
+
+def test_from_transformers_wrong_head_count_is_reported():
+    hf_model, _ = reference("multi-scale")  # 4 heads; without a config 8 are assumed
+    with pytest.raises(ValueError, match="not a multiple of heads"):
+        load_transformers(hf_model.state_dict())
+
+
+def test_from_transformers_rejects_learned_position_embedding():
+    state_dict = {"model.position_embedding.row_embeddings.weight": torch.zeros(50, 16)}
+    with pytest.raises(ValueError, match="learned position embedding"):
+        load_transformers(state_dict)
