@@ -124,6 +124,24 @@ def check_dataset(images_dir: str | Path, annotations_file: str | Path, num_thre
     )
 
 
+def find_splits(root: str | Path) -> list[tuple[Path, Path]]:
+    """(images_dir, annotations_file) of each split under `root`.
+
+    `root` is either one split (`root/images/` + `root/annotations.json`) or a dataset holding
+    splits as subfolders (`root/train/...`, `root/val/...`, as `make_dataset` writes them).
+
+    Raises:
+        FileNotFoundError: neither layout is found under `root`.
+    """
+    root = Path(root)
+    if (root / "annotations.json").is_file():
+        return [(root / "images", root / "annotations.json")]
+    splits = [(d / "images", d / "annotations.json") for d in sorted(root.glob("*")) if (d / "annotations.json").is_file()]
+    if not splits:
+        raise FileNotFoundError(f"{root}: no annotations.json in it or its subfolders; pass --images and --annotations")
+    return splits
+
+
 def _load_instances(annotations_file: Path) -> dict:
     try:
         data = json.loads(annotations_file.read_text())

@@ -1,0 +1,126 @@
+"""The command line, run in-process through `main([...])` (one subprocess test of the console script)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deformable_detr import __version__
+from deformable_detr.cli import build_parser, main
+
+
+def _command_names():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    return sorted(subparsers.choices)
+
+
+def _run(argv, capsys):
+    """(exit status, stdout, stderr) of `main(argv)`, whether it returns or raises SystemExit."""
+    try:
+        status = main(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from deformable_detr.data.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("cli"), num_train=4, num_val=2, image_size=96, seed=0)
+
+
+def test_foundation_commands_are_registered():
+    assert {"make-dataset", "eval", "check-data", "demo"} <= set(_command_names())
+
+
+@pytest.mark.parametrize("command", [[]] + [[name] for name in _command_names()])
+def test_every_help_exits_zero(command, capsys):
+    status, out, _ = _run(command + ["--help"], capsys)
+    assert status == 0 and "usage:" in out
+
+
+def test_version(capsys):
+    status, out, _ = _run(["--version"], capsys)
+    assert status == 0 and __version__ in out
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        ([], "required: COMMAND"),
+        (["no-such-command"], "invalid choice"),
+        (["make-dataset"], "required: OUT"),
+        (["make-dataset", "out", "--train", "many"], "invalid int value"),
+        (["eval", "--annotations", "a.json"], "one of the arguments --predictions"),
+        (["eval", "--predictions", "p.json"], "needs --annotations"),
+        (["check-data"], "either DIR or both"),
+        (["check-data", "--images", "x"], "either DIR or both"),
+        (["eval", "--predictions", "missing.json", "--annotations", "missing.json"], "missing.json"),
+        (["make-dataset", "out", "--image-size", "8"], "image_size=8"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = _run(argv, capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and match in err
+
+
+def test_debug_adds_the_traceback(capsys, tmp_path):
+    status, _, err = _run(["--debug", "eval", "--predictions", str(tmp_path / "p.json"),
+                           "--annotations", str(tmp_path / "a.json")], capsys)
+    assert status == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_make_dataset_command(tmp_path, capsys):
+    status, out, _ = _run(["make-dataset", str(tmp_path / "d"), "--train", "2", "--val", "1", "--image-size", "64"], capsys)
+    assert status == 0 and "annotations.json" in out
+    assert len(json.loads((tmp_path / "d" / "val" / "annotations.json").read_text())["images"]) == 1
+
+
+def test_check_data_clean_then_broken(dataset, tmp_path, capsys):
+    root = dataset["train"].images_dir.parent.parent
+    status, out, _ = _run(["check-data", str(root)], capsys)
+    assert status == 0 and out.count("0 problems") == 2
+    split = tmp_path / "split"
+    shutil.copytree(root / "val", split)
+    next((split / "images").iterdir()).unlink()
+    status, out, _ = _run(["check-data", "--images", str(split / "images"), "--annotations", str(split / "annotations.json")], capsys)
+    assert status == 1 and "missing_image: 1" in out
+    (split / "annotations.json").write_text("{oops")
+    status, _, err = _run(["check-data", str(split)], capsys)
+    assert status == 1 and err.startswith("error: ") and "not valid JSON" in err
+
+
+def test_eval_command_prints_table_and_writes_json(dataset, tmp_path, capsys):
+    gt = json.loads(dataset["val"].annotations_file.read_text())
+    predictions = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+                   for a in gt["annotations"]]
+    (tmp_path / "p.json").write_text(json.dumps(predictions))
+    status, out, _ = _run(["eval", "--predictions", str(tmp_path / "p.json"), "--annotations",
+                           str(dataset["val"].annotations_file), "--out", str(tmp_path / "m.json")], capsys)
+    assert status == 0 and "AP50" in out and "100.0" in out
+    assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(1.0)
+
+
+def test_console_script_runs():
+    script = Path(sys.executable).with_name("deformable-detr")
+    if not script.exists():
+        pytest.skip("console script not installed (run `make setup`)")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_demo_runs_end_to_end_on_a_tiny_dataset(tmp_path, capsys, monkeypatch):
+    from deformable_detr import cli
+
+    monkeypatch.setattr(cli, "DEMO_DATA", dict(num_train=4, num_val=2, image_size=96, seed=0))
+    status, out, _ = _run(["demo", "--out", str(tmp_path / "demo")], capsys)
+    assert status == 0 and "AP50" in out
+    assert (tmp_path / "demo" / "data" / "val" / "annotations.json").is_file()
