@@ -349,30 +349,37 @@ def _texture(rng: np.random.Generator, box_h: int, box_w: int, below: np.ndarray
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """(H, W, 3) float32 clutter: muted gradient + coarse blotches + pixel noise + distractor strokes."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     direction = rng.uniform(0, 2 * math.pi)
-    ramp = xs * math.cos(direction) + ys * math.sin(direction)
+    ramp = (np.arange(width, dtype=np.float32) * math.cos(direction))[None, :] \
+        + (np.arange(height, dtype=np.float32) * math.sin(direction))[:, None]  # (H, W)
     ramp = ((ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0))[..., None]  # (H, W, 1) in [0, 1]
     grey = rng.uniform(60, 190)
     start, end = (grey + rng.uniform(-45, 45, size=(2, 3))).astype(np.float32)  # muted colours near grey
-    canvas = start * (1 - ramp) + end * ramp  # (H, W, 3)
+    canvas = start + (end - start) * ramp  # (H, W, 3)
     canvas += _blotches(rng, height, width, amplitude=rng.uniform(10, 30))
-    canvas += rng.normal(0, rng.uniform(3, 10), size=canvas.shape).astype(np.float32)
+    canvas += rng.standard_normal(size=canvas.shape, dtype=np.float32) * np.float32(rng.uniform(3, 10))
     for _ in range(int(rng.integers(4, 13))):
         _draw_stroke(rng, canvas)
     return canvas
 
 
-def _blotches(rng: np.random.Generator, height: int, width: int, amplitude: float) -> np.ndarray:
-    """(H, W, 3) smooth low-frequency noise: a coarse random grid upsampled bilinearly."""
-    grid = rng.uniform(-amplitude, amplitude, size=(6, 6, 3)).astype(np.float32)
-    gy = np.linspace(0, 5, height, dtype=np.float32)
-    gx = np.linspace(0, 5, width, dtype=np.float32)
-    y0, x0 = np.minimum(gy.astype(int), 4), np.minimum(gx.astype(int), 4)
-    fy, fx = (gy - y0)[:, None, None], (gx - x0)[None, :, None]
-    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx  # (H, W, 3)
-    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
+def _blotches(rng: np.random.Generator, height: int, width: int, amplitude: float, cells: int = 6) -> np.ndarray:
+    """(H, W, 3) smooth low-frequency noise: a coarse random (cells x cells) grid upsampled bilinearly."""
+    grid = rng.uniform(-amplitude, amplitude, size=(cells, cells, 3)).astype(np.float32)
+    rows = _linear_weights(height, cells)  # (H, cells)
+    cols = _linear_weights(width, cells)  # (W, cells)
+    along_rows = sum(rows[:, i, None] * grid[i].reshape(1, cells * 3) for i in range(cells))  # (H, cells * 3)
+    along_rows = along_rows.reshape(height, cells, 3)  # (H, cells, 3)
+    along_rows = along_rows.transpose(0, 2, 1).reshape(height * 3, cells)  # (H * 3, cells)
+    # Sum of outer products rather than `@`: a multithreaded BLAS call this small is slower under load.
+    flat = sum(along_rows[:, j, None] * cols[None, :, j] for j in range(cells))  # (H * 3, W)
+    return flat.reshape(height, 3, width).transpose(0, 2, 1)  # (H, W, 3)
+
+
+def _linear_weights(size: int, cells: int) -> np.ndarray:
+    """(size, cells) weights interpolating `cells` evenly spaced knots linearly at `size` positions."""
+    position = np.linspace(0, cells - 1, size, dtype=np.float32)[:, None]  # (size, 1)
+    return np.maximum(0, 1 - np.abs(position - np.arange(cells, dtype=np.float32)[None, :]))  # hat functions
 
 
 def _draw_stroke(rng: np.random.Generator, canvas: np.ndarray) -> None:
