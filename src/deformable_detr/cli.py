@@ -166,9 +166,48 @@ def _run_demo(args) -> None:
     print(format_metrics_table(metrics))
 
 
+# ----------------------------------------------------------------------------- bench
+def _add_bench(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks (each prints a table and writes JSON)",
+                                   description="Benchmarks; each TARGET prints a table and writes JSON under "
+                                               "benchmarks/results/. No assertions on time.")
+    targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for add_target in BENCH_TARGETS:
+        add_target(targets)
+
+
+def _add_bench_model(targets) -> None:
+    parser = targets.add_parser("model", help="our detector vs Hugging Face's, same weights: CPU time, memory, parity",
+                                description="Our DeformableDETR vs HF DeformableDetrForObjectDetection with identical "
+                                            "random weights (default config, R50): forward time fp32 and bf16 "
+                                            "autocast, peak RSS (one subprocess each), max |output difference|.")
+    parser.add_argument("--height", type=int, default=800, help="image height (default 800)")
+    parser.add_argument("--width", type=int, default=1066, help="image width (default 1066)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed forwards after one warm-up (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    parser.add_argument("--smoke", action="store_true", help="tiny model instead of the default config")
+    parser.add_argument("--out", type=Path, metavar="JSON", help="default benchmarks/results/model_cpu[_smoke].json")
+    parser.set_defaults(handler=_bench_model)
+
+
+def _bench_model(args) -> None:
+    from .interop.benchmark import format_model_benchmark, run_model_benchmark, write_model_benchmark
+
+    out = args.out or Path("benchmarks/results") / f"model_cpu{'_smoke' if args.smoke else ''}.json"
+    result = run_model_benchmark(args.height, args.width, args.repeats, args.threads, args.smoke,
+                                 progress=lambda message: print(message, file=sys.stderr))
+    print(format_model_benchmark(result))
+    write_model_benchmark(result, out)
+    print(f"wrote {out}")
+
+
+# `bench` targets, in `--help` order. To add one, append its `_add_bench_<name>(targets)` function here.
+BENCH_TARGETS = [_add_bench_model]
+
+
 # ----------------------------------------------------------------------------- registry
 # Every command, in `--help` order. To add one, append its `_add_<name>` function here.
-COMMANDS = [_add_make_dataset, _add_eval, _add_check_data, _add_demo]
+COMMANDS = [_add_make_dataset, _add_eval, _add_check_data, _add_demo, _add_bench]
 
 if __name__ == "__main__":
     sys.exit(main())
