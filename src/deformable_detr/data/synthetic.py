@@ -24,6 +24,7 @@ import json
 import math
 import multiprocessing
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -102,7 +103,7 @@ def make_dataset(
 
 
 def _map(function, tasks: list, workers: int, progress) -> list:
-    """Ordered map over `tasks`, in a spawn process pool when that pays off."""
+    """Ordered map over `tasks`, in a process pool when that pays off."""
     if workers <= 1 or len(tasks) < _PARALLEL_MIN_IMAGES:
         results = []
         for task in tasks:
@@ -111,7 +112,9 @@ def _map(function, tasks: list, workers: int, progress) -> list:
                 progress(1)
         return results
     chunksize = max(1, min(32, len(tasks) // (4 * workers)))
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    # fork where available (Linux): spawn would re-run an unguarded calling script in every worker.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux") else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
         results = []
         for result in pool.imap(function, tasks, chunksize=chunksize):
             results.append(result)
