@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from deformable_detr.interop.official import load_official
-from hf_reference import NUM_HEADS, VARIANTS, assert_same_outputs, make_hf_model, reference
+from hf_reference import NUM_HEADS, VARIANTS, assert_same_outputs, reference, transformers
 
 
 def _torchvision_name(native: str) -> str:
@@ -189,3 +189,28 @@ def test_from_official_refuses_foreign_pickles(tmp_path):
     with pytest.raises(ValueError, match=r"crafted\.pth: refused to unpickle"):
         load_official(path)
     assert not marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "preset, official_keys, million_parameters",
+    [("deformable-detr", 561, 40.07), ("deformable-detr-single-scale", 549, 34.07),
+     ("deformable-detr-refine", 597, 40.85), ("deformable-detr-two-stage", 630, 41.18)],
+)
+def test_full_size_official_layout(preset, official_keys, million_parameters):
+    """Paper-size R50 models: the official file has INTEROP.md §1.3's key count, the inferred config is the
+    preset, and the strict load succeeds (the unique parameter counts are the README's 40/34/41/41M)."""
+    from deformable_detr.models.config import ModelConfig
+
+    config = ModelConfig.preset(preset)
+    out_features = ["stage2", "stage3", "stage4"] if config.num_feature_levels > 1 else ["stage4"]
+    hf_config = transformers.DeformableDetrConfig(
+        backbone_config=transformers.ResNetConfig(layer_type="bottleneck", out_features=out_features),
+        num_labels=91, num_feature_levels=config.num_feature_levels,
+        with_box_refine=config.with_box_refine, two_stage=config.two_stage,
+    )
+    state = hf_to_official(transformers.DeformableDetrForObjectDetection(hf_config).state_dict())
+    assert len(state) == official_keys
+    model = load_official({"model": state, "args": argparse.Namespace(nheads=8, num_queries=300)})
+    assert model.config == config
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == million_parameters
