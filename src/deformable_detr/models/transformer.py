@@ -150,7 +150,9 @@ class DeformableTransformer(nn.Module):
                               for level, p in enumerate(positions)], 1)  # (B, S, C)
         spatial_shapes = torch.as_tensor(spatial_shapes_list, dtype=torch.long, device=memory_input.device)  # (L, 2)
         level_start_index = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))  # (L,)
-        valid_ratios = torch.stack([valid_ratios_of(m, memory_input.dtype) for m in masks], 1)  # (B, L, 2)
+        # Geometry in float32 at least (as the reference code), also under bf16 autocast.
+        geometry_dtype = torch.promote_types(memory_input.dtype, torch.float32)
+        valid_ratios = torch.stack([valid_ratios_of(m, geometry_dtype) for m in masks], 1)  # (B, L, 2)
 
         memory = self.encoder(memory_input, position, spatial_shapes_list, spatial_shapes, level_start_index,
                               valid_ratios, padding_mask)  # (B, S, C)
@@ -163,7 +165,7 @@ class DeformableTransformer(nn.Module):
                 raise ValueError(f"two-stage: the image has {memory.shape[1]} feature pixels, fewer than "
                                  f"num_queries={self.num_queries}; use larger images or fewer queries")
             class_head, box_head = proposal_heads
-            proposal_logits, valid = encoder_proposals(padding_mask, spatial_shapes_list, memory.dtype)
+            proposal_logits, valid = encoder_proposals(padding_mask, spatial_shapes_list, geometry_dtype)
             proposal_features = self.enc_output_norm(self.enc_output(memory.masked_fill(~valid, 0.0)))  # (B, S, C)
             enc_logits = class_head(proposal_features)  # (B, S, K)
             enc_box_logits = box_head(proposal_features) + proposal_logits  # (B, S, 4)
