@@ -116,11 +116,3 @@ def test_console_script_runs():
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and __version__ in result.stdout
 
-
-def test_demo_runs_end_to_end_on_a_tiny_dataset(tmp_path, capsys, monkeypatch):
-    from deformable_detr import cli
-
-    monkeypatch.setattr(cli, "DEMO_DATA", dict(num_train=4, num_val=2, image_size=96, seed=0))
-    status, out, _ = _run(["demo", "--out", str(tmp_path / "demo")], capsys)
-    assert status == 0 and "AP50" in out
-    assert (tmp_path / "demo" / "data" / "val" / "annotations.json").is_file()
