@@ -214,3 +214,10 @@ def test_full_size_official_layout(preset, official_keys, million_parameters):
     model = load_official({"model": state, "args": argparse.Namespace(nheads=8, num_queries=300)})
     assert model.config == config
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == million_parameters
+
+
+def test_from_official_strips_ddp_prefix(batch):
+    hf_model, expected = reference("single-scale")
+    state = {"module." + key: value for key, value in hf_to_official(hf_model.state_dict()).items()}
+    model = load_official({"model": state, "args": {"nheads": NUM_HEADS}})
+    assert_same_outputs(_ours(model, *batch), expected)

@@ -93,6 +93,8 @@ def split_official_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dic
     if not isinstance(args, Mapping):
         raise ValueError(f"{source}: 'args' is a {type(args).__name__}; expected argparse.Namespace or dict")
     state_dict = {key: value for key, value in obj.items() if isinstance(value, torch.Tensor)}
+    if state_dict and all(key.startswith("module.") for key in state_dict):  # saved from a DDP wrapper
+        state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
     if not state_dict:
         raise ValueError(f"{source}: no tensors found; expected a dict with 'model' or a state dict")
     return state_dict, dict(args)
