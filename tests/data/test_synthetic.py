@@ -117,3 +117,17 @@ def test_bad_arguments_name_the_field(tmp_path):
         make_dataset(tmp_path, 1, 1, image_size=32, seed=0)
     with pytest.raises(ValueError, match="num_train=-1"):
         make_dataset(tmp_path, -1, 1, image_size=128, seed=0)
+
+
+def test_no_object_is_more_than_half_hidden():
+    # Place many objects on a small canvas; recount each one's visible pixels from the owner map.
+    rng = np.random.default_rng(0)
+    canvas = np.full((120, 120, 3), 128, np.float32)
+    owner = np.full((120, 120), -1, np.int32)
+    full, visible, placed = [], [], 0
+    for area in [100.0**2, 95.0**2] + [40.0**2] * 10 + [15.0**2] * 30:
+        placed += synthetic._place_object(rng, canvas, owner, full, visible, area, int(rng.integers(6))) is not None
+    assert placed == len(full) and 5 <= placed < 42  # some placements had to be refused
+    counted = np.bincount(owner.ravel() + 1, minlength=len(full) + 1)[1:]
+    np.testing.assert_array_equal(counted, visible)
+    assert (np.array(visible) >= (1 - synthetic.MAX_HIDDEN_FRACTION) * np.array(full)).all()
