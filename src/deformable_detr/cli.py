@@ -88,6 +88,9 @@ def _add_eval(subparsers) -> None:
                                    description="COCO box evaluation (pycocotools) of a predictions file.")
     source = parser.add_mutually_exclusive_group(required=True)  # what to evaluate; add --checkpoint here
     source.add_argument("--predictions", type=Path, metavar="FILE", help="COCO results JSON (list of detections)")
+    source.add_argument("--checkpoint", type=Path, metavar="FILE", help="trained checkpoint (OUT/checkpoint.pth or best.pth) to run on --data")
+    parser.add_argument("--data", type=Path, metavar="DIR", help="with --checkpoint: dataset folder (images/ + annotations.json, or one with val/)")
+    parser.add_argument("--device", default="cpu", help="with --checkpoint: cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--annotations", type=Path, metavar="FILE", help="COCO ground-truth instances JSON")
     parser.add_argument("--out", type=Path, metavar="JSON", help="also write the metrics to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="show pycocotools' own output")
@@ -97,13 +100,27 @@ def _add_eval(subparsers) -> None:
 def _eval(args) -> None:
     from .evaluation.coco_eval import evaluate_detections, format_metrics_table
 
-    if args.annotations is None:
+    if args.checkpoint is not None:
+        metrics = _eval_checkpoint(args)
+    elif args.annotations is None:
         raise ValueError("eval --predictions needs --annotations FILE (the ground truth)")
-    metrics = evaluate_detections(args.annotations, args.predictions, verbose=args.verbose)
+    else:
+        metrics = evaluate_detections(args.annotations, args.predictions, verbose=args.verbose)
     print(format_metrics_table(metrics))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def _eval_checkpoint(args) -> dict:
+    """eval --checkpoint CKPT --data DIR: DIR holds images/ + annotations.json, or a val/ split with them."""
+    from .training.engine import evaluate_checkpoint
+
+    if args.data is None:
+        raise ValueError("eval --checkpoint needs --data DIR (images/ + annotations.json, or a folder with val/)")
+    split = args.data / "val" if (args.data / "val" / "annotations.json").is_file() else args.data
+    images_dir = args.annotations.parent / "images" if args.annotations else split / "images"
+    return evaluate_checkpoint(args.checkpoint, images_dir, args.annotations or split / "annotations.json", args.device)
 
 
 # ----------------------------------------------------------------------------- check-data
@@ -137,33 +154,114 @@ def _check_data(args) -> int:
 
 # ----------------------------------------------------------------------------- demo
 DEMO_DIR = Path("demo_out")
-DEMO_DATA = dict(num_train=2000, num_val=250, image_size=256, seed=0)
+DEMO_DATA = dict(num_train=2000, num_val=250, image_size=256, seed=0)  # the synthetic dataset the demo renders
 
 
 def _add_demo(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="end-to-end demo on the synthetic dataset",
-                                   description="Make the synthetic dataset (if absent) under OUT/data and evaluate on it.")
+    parser = subparsers.add_parser("demo", help="make synthetic data, train a small detector on the CPU, evaluate, draw",
+                                   description="End to end in about 10 minutes on 2 CPU cores: render the synthetic shapes "
+                                               "dataset (if absent) under OUT/data, train the `demo` preset, print the val AP "
+                                               "table, write curves and a picture of validation predictions.")
     parser.add_argument("--out", type=Path, default=DEMO_DIR, help=f"output folder (default {DEMO_DIR})")
+    parser.add_argument("--minutes", type=float, help="training time budget (default: the demo preset's)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (for a quick check)")
     parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args) -> None:
-    """Placeholder until training lands: dataset + the trivial mean-box baseline's AP on val."""
-    from tqdm import tqdm
+    from .evaluation.coco_eval import format_metrics_table
+    from .training.demo import run_demo
 
-    from .data.synthetic import make_dataset
-    from .evaluation.baseline import mean_box_detections
-    from .evaluation.coco_eval import evaluate_detections, format_metrics_table
+    result = run_demo(args.out, DEMO_DATA, minutes=args.minutes, max_steps=args.max_steps)
+    train = result.train
+    print(f"trained {train.steps} steps ({train.train_seconds / 60:.1f} min of training); validation AP:")
+    print(format_metrics_table(train.metrics))
+    print(f"data:         {result.data_dir}\ncheckpoint:   {train.checkpoint}\ncurves:       {train.output_dir / 'curves.png'}")
+    print(f"predictions:  {result.predictions_image}\nmetrics:      {result.metrics_file}, {train.output_dir / 'metrics.jsonl'}")
+    print(f"total time:   {result.seconds / 60:.1f} min")
 
-    data_dir = args.out / "data"
-    if not all((data_dir / split / "annotations.json").is_file() for split in ("train", "val")):
-        with tqdm(total=DEMO_DATA["num_train"] + DEMO_DATA["num_val"], unit="img", desc="rendering", delay=1) as bar:
-            make_dataset(data_dir, **DEMO_DATA, progress=bar.update)
-    train, val = (json.loads((data_dir / split / "annotations.json").read_text()) for split in ("train", "val"))
-    metrics = evaluate_detections(val, mean_box_detections(train, val["images"]))
-    (args.out / "baseline_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"trivial baseline (each class's mean training box on every val image), {data_dir / 'val'}:")
-    print(format_metrics_table(metrics))
+
+# ----------------------------------------------------------------------------- train
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a detector on a COCO-format dataset (DDP under torchrun)",
+                                   description="Train from a preset (or a config.json) plus overrides. Multi-process: "
+                                               "torchrun --nproc-per-node K -m deformable_detr.cli train ...")
+    parser.add_argument("--preset", default="paper", help="training preset: paper, demo (default paper)")
+    parser.add_argument("--config", type=Path, metavar="JSON", help="a TrainConfig JSON (e.g. OUT/config.json) instead of --preset")
+    parser.add_argument("--model", metavar="PRESET", help="model preset replacing the training preset's (e.g. tiny, deformable-detr-refine)")
+    parser.add_argument("--data", help="dataset folder with train/ and val/ (each images/ + annotations.json)")
+    parser.add_argument("--out", help="output folder (checkpoints, metrics.jsonl, curves.png)")
+    parser.add_argument("--resume", type=Path, metavar="OUT", help="continue the run in OUT exactly where it stopped")
+    for flag, kind, field in (("--epochs", int, "epochs"), ("--batch-size", int, "batch_size"), ("--workers", int, "workers"),
+                              ("--seed", int, "seed"), ("--max-minutes", float, "max_minutes"), ("--max-steps", int, "max_steps"),
+                              ("--eval-every", int, "eval_every"), ("--threads", int, "threads"), ("--device", str, "device"),
+                              ("--grad-accum-steps", int, "grad_accum_steps")):
+        parser.add_argument(flag, type=kind, dest=field, help=f"override TrainConfig.{field}")
+    parser.add_argument("--lr", type=float, help="override OptimConfig.lr (backbone lr scales along)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    parser.set_defaults(handler=_train)
+
+
+def _train(args) -> None:
+    from .training.engine import fit
+
+    result = fit(_train_config(args), resume=args.resume is not None)
+    if result.metrics:
+        from .evaluation.coco_eval import format_metrics_table
+
+        print(format_metrics_table(result.metrics))
+    print(f"{result.steps} steps, {result.epochs} epochs; checkpoint {result.checkpoint}; metrics {result.output_dir / 'metrics.jsonl'}")
+
+
+def _train_config(args):
+    """TrainConfig from --resume / --config / --preset, then the command-line overrides."""
+    import dataclasses
+
+    from .models.config import ModelConfig
+    from .training.config import TrainConfig
+
+    if args.resume is not None:
+        config = TrainConfig.from_dict(json.loads((args.resume / "config.json").read_text()))
+        config = dataclasses.replace(config, output_dir=str(args.resume))
+    elif args.config is not None:
+        config = TrainConfig.from_dict(json.loads(args.config.read_text()))
+    else:
+        config = TrainConfig.preset(args.preset)
+    overrides = {f: getattr(args, f) for f in ("epochs", "batch_size", "workers", "seed", "max_minutes", "max_steps",
+                                                "eval_every", "threads", "device", "grad_accum_steps", "amp") if getattr(args, f) is not None}
+    overrides.update({k: v for k, v in (("data_dir", args.data), ("output_dir", args.out)) if v is not None})
+    if args.model is not None:
+        overrides["model"] = ModelConfig.preset(args.model)
+    if args.lr is not None:
+        ratio = config.optim.lr_backbone / config.optim.lr
+        overrides["optim"] = dataclasses.replace(config.optim, lr=args.lr, lr_backbone=args.lr * ratio)
+    return dataclasses.replace(config, **overrides)
+
+
+# ----------------------------------------------------------------------------- predict
+def _add_predict(subparsers) -> None:
+    parser = subparsers.add_parser("predict", help="detect objects in image files with a trained checkpoint",
+                                   description="Writes OUT/detections.json and OUT/<image>.png with the boxes drawn.")
+    parser.add_argument("checkpoint", type=Path, help="checkpoint written by train (OUT/checkpoint.pth or best.pth)")
+    parser.add_argument("images", type=Path, nargs="+", help="image files")
+    parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default predictions)")
+    parser.add_argument("--threshold", type=float, default=0.3, help="minimum score kept (default 0.3)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.set_defaults(handler=_predict)
+
+
+def _predict(args) -> None:
+    from .training.checkpoint import load_trained_model
+    from .training.predict import predict_images
+
+    model, config, categories = load_trained_model(args.checkpoint, args.device)
+    records, drawn = predict_images(model, config, categories, args.images, args.threshold, args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "detections.json").write_text(json.dumps(records, indent=2) + "\n")
+    for record, image in zip(records, drawn):
+        image.save(args.out / (Path(record["file"]).stem + ".png"))
+        print(f"{record['file']}: {len(record['detections'])} detections")
+    print(f"wrote {args.out / 'detections.json'} and {len(drawn)} drawn image(s) in {args.out}")
 
 
 # ----------------------------------------------------------------------------- bench
@@ -201,13 +299,35 @@ def _bench_model(args) -> None:
     print(f"wrote {out}")
 
 
+def _add_bench_train(targets) -> None:
+    parser = targets.add_parser("train", help="seconds per training step: ours vs Hugging Face, same weights and batch",
+                                description="Forward + loss + backward + AdamW step of our model vs HF's with identical "
+                                            "weights (default config, R50), same batch, same run; plus demo-preset images/s.")
+    parser.add_argument("--image-size", type=int, default=512, help="square image side (default 512)")
+    parser.add_argument("--batch-size", type=int, default=2, help="images per step (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per model after one warm-up (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_cpu.json"), help="JSON output")
+    parser.set_defaults(handler=_bench_train)
+
+
+def _bench_train(args) -> None:
+    from .training.benchmark import benchmark_training, format_training_benchmark
+
+    results = benchmark_training(args.image_size, args.batch_size, args.threads, args.repeats)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_training_benchmark(results))
+    print(f"wrote {args.out}")
+
+
 # `bench` targets, in `--help` order. To add one, append its `_add_bench_<name>(targets)` function here.
-BENCH_TARGETS = [_add_bench_model]
+BENCH_TARGETS = [_add_bench_model, _add_bench_train]
 
 
 # ----------------------------------------------------------------------------- registry
 # Every command, in `--help` order. To add one, append its `_add_<name>` function here.
-COMMANDS = [_add_make_dataset, _add_eval, _add_check_data, _add_demo, _add_bench]
+COMMANDS = [_add_make_dataset, _add_eval, _add_check_data, _add_demo, _add_train, _add_predict, _add_bench]
 
 if __name__ == "__main__":
     sys.exit(main())

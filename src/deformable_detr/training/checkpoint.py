@@ -109,3 +109,21 @@ def load_model_state(model: nn.Module, state_dict: dict, source: str = "checkpoi
             parts.append("mis-shaped " + ", ".join(f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in misshaped[:8]))
         raise ValueError(f"{source}: state dict does not match the model: {'; '.join(parts)}; build the model with the checkpoint's config")
     model.load_state_dict(state_dict, strict=True)
+
+
+def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, TrainConfig, categories) from a checkpoint written by `fit` (checkpoint.pth or best.pth).
+
+    `categories` is the COCO category list (`id`, `name`) in label order.
+    """
+    from ..models.detector import DeformableDETR
+    from .config import TrainConfig
+
+    state = load_checkpoint(path, map_location=device)
+    if "config" not in state:
+        raise ValueError(f"{path}: checkpoint has no 'config'; it was not written by `deformable-detr train`")
+    config = TrainConfig.from_dict(state["config"])
+    model = DeformableDETR(config.model)
+    load_model_state(model, state["model"], str(path))
+    categories = state.get("categories") or [{"id": i + 1, "name": str(i)} for i in range(config.model.num_classes)]
+    return model.to(device).eval(), config, categories

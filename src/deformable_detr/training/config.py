@@ -30,6 +30,7 @@ class TrainConfig:
     Loop:
         epochs: upper bound on epochs; max_minutes: optional time budget (training steps only) that
             ends training cleanly and, with a cosine/linear schedule, sets the schedule's length.
+        max_steps: optional cap on optimizer steps; sets the cosine/linear length when there is no time budget.
         batch_size: images per process per optimizer micro-step; grad_accum_steps micro-steps per step.
         eval_every: evaluate every N epochs (0 = only at the end). amp: bf16 autocast.
         device: "cpu", "cuda" or "cuda:N". workers: DataLoader worker processes. threads: torch
@@ -51,6 +52,7 @@ class TrainConfig:
     max_train_images: int | None = None
     epochs: int = 50
     max_minutes: float | None = None
+    max_steps: int | None = None
     batch_size: int = 2
     grad_accum_steps: int = 1
     eval_every: int = 1
@@ -65,6 +67,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} = {getattr(self, name)} must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"TrainConfig.max_steps = {self.max_steps} must be >= 1 (or None for no cap)")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"TrainConfig.max_minutes = {self.max_minutes} must be > 0 (or None for no budget)")
         if self.workers < 0 or self.eval_every < 0:

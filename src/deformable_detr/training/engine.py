@@ -172,7 +172,7 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> Tra
     val_loader, _ = _make_loader(val_set, config, False, None, device)
     if len(train_loader) == 0:
         raise DatasetError(f"{train_set.annotations_file}: {len(train_set)} images < batch_size {config.batch_size} x {distributed.world_size()} processes; lower --batch-size")
-    total_steps = config.epochs * len(train_loader) // config.grad_accum_steps
+    total_steps = config.max_steps or config.epochs * len(train_loader) // config.grad_accum_steps
     budget_s = config.max_minutes * 60 if config.max_minutes else None
     metrics: dict[str, float] = {}
     epoch = start_epoch
@@ -217,7 +217,7 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> Tra
             bar.update(1)
             if step % config.log_every == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-            if budget_s is not None and train_seconds >= budget_s:
+            if (budget_s is not None and train_seconds >= budget_s) or (config.max_steps and step >= config.max_steps):
                 out_of_time = True
                 break
         bar.close()
@@ -230,10 +230,11 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> Tra
             record.update(metrics)
         history.append(record)
         if main:
-            _write_epoch_files(out, record, history, model, optimizer, epoch, step, train_seconds, config, best_ap)
+            _write_epoch_files(out, record, history, model, optimizer, epoch, step, train_seconds, config, best_ap, train_set.categories)
             if "AP" in record and record["AP"] > best_ap:
                 best_ap = record["AP"]
-                ckpt.atomic_save({"model": model.state_dict(), "config": config.to_dict(), "epoch": epoch + 1, "AP": best_ap}, out / "best.pth")
+                ckpt.atomic_save({"model": model.state_dict(), "config": config.to_dict(), "epoch": epoch + 1, "AP": best_ap,
+                                  "categories": train_set.categories}, out / "best.pth")
         if progress and main:
             logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
         if out_of_time:
@@ -260,12 +261,12 @@ def _evaluate_on_main(model, val_loader, val_set, device, amp, progress) -> dict
     return {k: float(v) for k, v in metrics.items()}
 
 
-def _write_epoch_files(out, record, history, model, optimizer, epoch, step, train_seconds, config, best_ap) -> None:
+def _write_epoch_files(out, record, history, model, optimizer, epoch, step, train_seconds, config, best_ap, categories) -> None:
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     best = max(best_ap, record.get("AP", -1.0))
     ckpt.save_checkpoint(out / "checkpoint.pth", model, optimizer, epoch=epoch + 1, step=step,
-                         elapsed_s=train_seconds, config=config.to_dict(), best_ap=best)
+                         elapsed_s=train_seconds, config=config.to_dict(), best_ap=best, extra={"categories": categories})
     from ..viz.curves import plot_curves
 
     plot_curves(history, out / "curves.png")
@@ -280,3 +281,20 @@ def _read_history(path: Path, epochs_done: int, rewrite: bool) -> list[dict]:
     if rewrite:
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return records
+
+
+def evaluate_checkpoint(checkpoint_path: str | Path, images_dir: str | Path, annotations_file: str | Path,
+                        device: str = "cpu", batch_size: int = 8, workers: int = 0, progress: bool = True) -> dict[str, float]:
+    """COCO AP of a trained checkpoint on a COCO-format dataset, at the checkpoint's validation size.
+
+    Returns:
+        dict with AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl.
+    """
+    model, config, _ = ckpt.load_trained_model(checkpoint_path, device)
+    transforms = make_transforms(False, config.train_scales, config.max_size, val_size=config.val_size)
+    dataset = CocoDetection(images_dir, annotations_file, transforms)
+    if dataset.num_classes != config.model.num_classes:
+        raise DatasetError(f"{annotations_file}: {dataset.num_classes} categories, but the checkpoint predicts "
+                           f"{config.model.num_classes}; evaluate on data with the training categories")
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers)
+    return evaluate(model, loader, str(annotations_file), dataset.label_to_category_id, device, config.amp, progress)

@@ -1,0 +1,44 @@
+"""The demo and the train / eval / predict commands, end to end on a tiny dataset (a few steps)."""
+
+import json
+
+import pytest
+
+from deformable_detr import cli
+
+TINY_DATA = dict(num_train=4, num_val=2, image_size=96, seed=0)
+
+
+@pytest.mark.slow
+def test_demo_command_end_to_end(tmp_path, capsys, monkeypatch, one_thread):
+    monkeypatch.setattr(cli, "DEMO_DATA", TINY_DATA)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--max-steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    for key in ("AP50", "APs", "curves", "predictions"):
+        assert key in printed
+    for path in ("train/checkpoint.pth", "train/curves.png", "train/metrics.jsonl", "val_predictions.png", "metrics.json"):
+        assert (out / path).is_file(), path
+    assert "AP" in json.loads((out / "metrics.json").read_text())
+
+
+def test_train_eval_predict_commands(tmp_path, capsys, tiny_dataset, one_thread):
+    run = tmp_path / "run"
+    model = ["--preset", "demo", "--data", str(tiny_dataset), "--out", str(run), "--threads", "1"]
+    assert cli.main(["train", *model, "--epochs", "1", "--batch-size", "2", "--max-minutes", "5"]) == 0
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    capsys.readouterr()
+    result = tmp_path / "metrics.json"
+    assert cli.main(["eval", "--checkpoint", str(run / "checkpoint.pth"), "--data", str(tiny_dataset), "--out", str(result)]) == 0
+    assert "AP50" in capsys.readouterr().out and "APs" in json.loads(result.read_text())
+    image = next((tiny_dataset / "val" / "images").iterdir())
+    assert cli.main(["predict", str(run / "checkpoint.pth"), str(image), "--out", str(tmp_path / "pred")]) == 0
+    records = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    assert records[0]["file"] == str(image) and (tmp_path / "pred" / (image.stem + ".png")).is_file()
+
+
+def test_train_bad_data_is_one_line_error(tmp_path, capsys):
+    assert cli.main(["train", "--preset", "demo", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "annotations.json: not found" in err and err.count("\n") == 1
