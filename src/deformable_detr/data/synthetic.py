@@ -257,15 +257,16 @@ def _shape_coverage(category: int, half_w: float, half_h: float, angle: float) -
     The shape is defined in its own frame (u, v) in [-1, 1]^2 (v down), scaled by (half_w, half_h),
     then rotated by `angle`; each pixel is sampled at 2 x 2 sub-pixel points.
     """
-    radius = math.hypot(half_w, half_h)
-    size = 2 * math.ceil(radius) + 2
-    offsets = (np.arange(2 * size) + 0.5) / 2 - size / 2  # sub-pixel sample positions, centred
-    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")  # (2h, 2w)
     cos, sin = math.cos(angle), math.sin(angle)
-    u = (cos * dx + sin * dy) / half_w  # rotate into the shape's frame, then normalize
+    extent_x = abs(cos) * half_w + abs(sin) * half_h  # half-extents of the rotated frame's box
+    extent_y = abs(sin) * half_w + abs(cos) * half_h
+    size_x, size_y = 2 * math.ceil(extent_x) + 2, 2 * math.ceil(extent_y) + 2
+    dx = ((np.arange(2 * size_x, dtype=np.float32) + 0.5) / 2 - size_x / 2)[None, :]  # (1, 2w) sub-pixel samples
+    dy = ((np.arange(2 * size_y, dtype=np.float32) + 0.5) / 2 - size_y / 2)[:, None]  # (2h, 1)
+    u = (cos * dx + sin * dy) / half_w  # (2h, 2w): rotate into the shape's frame, then normalize
     v = (-sin * dx + cos * dy) / half_h
     inside = _SHAPES[CATEGORIES[category]](u, v)  # (2h, 2w) bool
-    return inside.reshape(size, 2, size, 2).mean(axis=(1, 3))  # (h, w)
+    return inside.reshape(size_y, 2, size_x, 2).mean(axis=(1, 3), dtype=np.float32)  # (h, w)
 
 
 def _circle(u, v):
