@@ -1,0 +1,133 @@
+"""`bench train`: seconds per training step, ours vs Hugging Face's `DeformableDetrForObjectDetection`.
+
+One step = forward + loss + backward + AdamW step, in train mode, same batch, same weights: a random
+HF model (paper-default config, HF's own ResNet-50 since timm is not installed) is copied into ours with
+`DeformableDETR.from_transformers`. Each side uses its own loss (HF: the loss it computes from `labels`;
+ours: `SetCriterion`), both with the paper's matcher costs and weights. Steps alternate ours/HF after one
+warm-up each, in one process, so both see the same machine load. Also: training images/s of the `demo`
+preset at its own resolution and batch size. No assertions on time anywhere.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import torch
+
+from ..models.detector import DeformableDETR
+from .criterion import LossConfig, SetCriterion
+from .optim import OptimConfig, build_optimizer
+
+
+def _batch(batch_size: int, image_size: int, num_classes: int, seed: int = 0):
+    """Random normalized images (B, 3, S, S) and 3 random boxes per image (cxcywh normalized)."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
+    targets = []
+    for _ in range(batch_size):
+        centres = torch.rand(3, 2, generator=generator) * 0.6 + 0.2
+        sizes = torch.rand(3, 2, generator=generator) * 0.2 + 0.05
+        targets.append({"labels": torch.randint(0, num_classes, (3,), generator=generator),
+                        "boxes": torch.cat([centres, sizes], dim=1)})
+    return images, targets
+
+
+def _hf_model(seed: int = 0):
+    from transformers import DeformableDetrConfig, DeformableDetrForObjectDetection, ResNetConfig
+
+    torch.manual_seed(seed)
+    backbone = ResNetConfig(layer_type="bottleneck", out_features=["stage2", "stage3", "stage4"])  # HF's ResNet-50
+    return DeformableDetrForObjectDetection(DeformableDetrConfig(backbone_config=backbone, num_labels=91))
+
+
+def _our_step(model, criterion, optimizer, images, targets, amp: bool = False):
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            outputs = model(images)
+        losses = criterion(outputs, targets)
+        criterion.weighted_sum(losses).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def _hf_step(model, optimizer, images, targets):
+    labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
+
+    def step():
+        output = model(pixel_values=images, labels=labels)
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def _timed(step) -> float:
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
+
+
+def benchmark_training(image_size: int = 512, batch_size: int = 2, threads: int = 2, repeats: int = 3,
+                       demo_steps: int = 4) -> dict:
+    """Time training steps; returns a JSON-ready dict (seconds per step, speed-up, demo images/s)."""
+    torch.set_num_threads(threads)
+    hf = _hf_model().train()
+    ours = DeformableDETR.from_transformers(hf).train()
+    images, targets = _batch(batch_size, image_size, 91)
+    optim = OptimConfig()
+    hf_optimizer = torch.optim.AdamW([p for p in hf.parameters() if p.requires_grad], lr=optim.lr, weight_decay=optim.weight_decay)
+    steps = {"ours": _our_step(ours, SetCriterion.from_config(91, LossConfig()), build_optimizer(ours, optim), images, targets),
+             "hf": _hf_step(hf, hf_optimizer, images, targets)}
+    times = {"ours": [], "hf": []}
+    for name, step in steps.items():
+        _timed(step)  # warm-up: allocator, kernel caches
+    for _ in range(repeats):
+        for name, step in steps.items():
+            times[name].append(_timed(step))
+    del hf, ours, steps
+    result = {
+        "what": "training step (forward + loss + backward + clip + AdamW) in train mode, same weights and batch",
+        "config": "paper default (R50, 4 levels, d 256, 6+6 layers, 300 queries, 91 classes)",
+        "image_size": image_size, "batch_size": batch_size, "threads": threads, "repeats": repeats,
+        "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "ours_s_per_step": statistics.median(times["ours"]), "hf_s_per_step": statistics.median(times["hf"]),
+        "ours_times_s": times["ours"], "hf_times_s": times["hf"],
+    }
+    result["speedup"] = result["hf_s_per_step"] / result["ours_s_per_step"]
+    result["demo"] = benchmark_demo_preset(demo_steps)
+    return result
+
+
+def benchmark_demo_preset(steps: int = 4) -> dict:
+    """Training images/s of the `demo` preset (model, batch size, resolution), random data, current threads."""
+    from .config import TrainConfig
+
+    config = TrainConfig.preset("demo")
+    model_config = config.model.__class__.from_dict({**config.model.to_dict(), "num_classes": 6})
+    model = DeformableDETR(model_config).train()
+    size = max(config.train_scales)
+    images, targets = _batch(config.batch_size, size, 6)
+    step = _our_step(model, SetCriterion.from_config(6, config.loss), build_optimizer(model, config.optim), images, targets, config.amp)
+    _timed(step)
+    times = [_timed(step) for _ in range(steps)]
+    seconds = statistics.median(times)
+    return {"batch_size": config.batch_size, "image_size": size, "amp": config.amp, "s_per_step": seconds,
+            "images_per_s": config.batch_size / seconds}
+
+
+def format_training_benchmark(result: dict) -> str:
+    """The result as a small text table."""
+    demo = result["demo"]
+    return "\n".join([
+        f"training step, {result['batch_size']} x {result['image_size']}px, {result['threads']} threads, median of {result['repeats']}:",
+        f"  ours  {result['ours_s_per_step']:8.3f} s/step",
+        f"  HF    {result['hf_s_per_step']:8.3f} s/step",
+        f"  speed-up {result['speedup']:.2f}x",
+        f"demo preset: batch {demo['batch_size']} x {demo['image_size']}px, amp={demo['amp']}: "
+        f"{demo['s_per_step']:.3f} s/step = {demo['images_per_s']:.1f} images/s",
+    ])
