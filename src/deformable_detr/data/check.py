@@ -103,25 +103,35 @@ def check_dataset(images_dir: str | Path, annotations_file: str | Path, num_thre
     if not images_dir.is_dir():
         raise FileNotFoundError(f"{images_dir}: images folder not found; pass the folder holding the image files")
     data = _load_instances(annotations_file)
-    problems: dict[str, list[str]] = {}
-    warnings: dict[str, list[str]] = {}
-
-    def add(found: dict, kind: str, message: str) -> None:
-        found.setdefault(kind, []).append(message)
-
-    categories = _check_categories(data["categories"], lambda k, m: add(problems, k, m), lambda k, m: add(warnings, k, m))
-    images = _check_images(data["images"], lambda k, m: add(problems, k, m), lambda k, m: add(warnings, k, m))
-    _check_annotations(data["annotations"], images, categories, lambda k, m: add(problems, k, m))
+    found = _Findings()
+    categories = _check_categories(data["categories"], found)
+    images = _check_images(data["images"], found)
+    _check_annotations(data["annotations"], images, categories, found)
     with ThreadPoolExecutor(num_threads or 2 * (os.cpu_count() or 1)) as pool:
         file_problems = pool.map(lambda item: _check_image_file(images_dir, *item), images.items())
-        for image_id, found in zip(images, file_problems):
-            if found is not None:
-                add(problems, found[0], f"image id {image_id} ({images[image_id]['file_name']}): {found[1]}")
+        for image_id, file_problem in zip(images, file_problems):
+            if file_problem is not None:
+                kind, message = file_problem
+                found.problem(kind, f"image id {image_id} ({images[image_id]['file_name']}): {message}")
     return DatasetReport(
         images_dir, annotations_file, len(data["images"]), len(data["annotations"]), len(data["categories"]),
-        {kind: problems[kind] for kind in PROBLEM_KINDS if kind in problems},
-        {kind: warnings[kind] for kind in WARNING_KINDS if kind in warnings},
+        {kind: found.problems[kind] for kind in PROBLEM_KINDS if kind in found.problems},
+        {kind: found.warnings[kind] for kind in WARNING_KINDS if kind in found.warnings},
     )
+
+
+class _Findings:
+    """Messages collected by kind while checking."""
+
+    def __init__(self):
+        self.problems: dict[str, list[str]] = {}
+        self.warnings: dict[str, list[str]] = {}
+
+    def problem(self, kind: str, message: str) -> None:
+        self.problems.setdefault(kind, []).append(message)
+
+    def warning(self, kind: str, message: str) -> None:
+        self.warnings.setdefault(kind, []).append(message)
 
 
 def find_splits(root: str | Path) -> list[tuple[Path, Path]]:
@@ -158,66 +168,66 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_categories(categories: list, problem, warning) -> set:
+def _check_categories(categories: list, found: _Findings) -> set:
     """Category ids (first occurrence of each well-formed one), reporting malformed/duplicate/non-contiguous."""
     ids = set()
     for index, category in enumerate(categories):
         if not isinstance(category, dict) or not _is_int(category.get("id")):
-            problem("malformed_entry", f"categories[{index}]: needs an integer 'id', got {category!r:.80}")
+            found.problem("malformed_entry", f"categories[{index}]: needs an integer 'id', got {category!r:.80}")
         elif category["id"] in ids:
-            problem("duplicate_category_id", f"categories[{index}]: id {category['id']} used before")
+            found.problem("duplicate_category_id", f"categories[{index}]: id {category['id']} used before")
         else:
             ids.add(category["id"])
     if ids and sorted(ids) != list(range(1, len(ids) + 1)):
-        warning("noncontiguous_category_ids", f"category ids {sorted(ids)[:10]}{'...' if len(ids) > 10 else ''} are not 1..{len(ids)}")
+        found.warning("noncontiguous_category_ids", f"category ids {sorted(ids)[:10]}{'...' if len(ids) > 10 else ''} are not 1..{len(ids)}")
     return ids
 
 
-def _check_images(images: list, problem, warning) -> dict:
+def _check_images(images: list, found: _Findings) -> dict:
     """{image id: entry} of the well-formed, non-duplicate image entries."""
     by_id: dict = {}
     file_names = Counter()
     for index, image in enumerate(images):
         if not isinstance(image, dict) or not _is_int(image.get("id")) or not isinstance(image.get("file_name"), str) \
                 or not _is_int(image.get("width")) or not _is_int(image.get("height")):
-            problem("malformed_entry", f"images[{index}]: needs integer id/width/height and a file_name, got {image!r:.80}")
+            found.problem("malformed_entry", f"images[{index}]: needs integer id/width/height and a file_name, got {image!r:.80}")
         elif image["id"] in by_id:
-            problem("duplicate_image_id", f"images[{index}]: id {image['id']} used before")
+            found.problem("duplicate_image_id", f"images[{index}]: id {image['id']} used before")
         else:
             by_id[image["id"]] = image
             file_names[image["file_name"]] += 1
             if image["width"] <= 0 or image["height"] <= 0:
-                problem("empty_image", f"images[{index}] ({image['file_name']}): size {image['width']}x{image['height']} in the JSON")
+                found.problem("empty_image", f"images[{index}] ({image['file_name']}): size {image['width']}x{image['height']} in the JSON")
     for name, count in file_names.items():
         if count > 1:
-            warning("duplicate_file_name", f"{name} is named by {count} image entries")
+            found.warning("duplicate_file_name", f"{name} is named by {count} image entries")
     return by_id
 
 
-def _check_annotations(annotations: list, images: dict, categories: set, problem) -> None:
+def _check_annotations(annotations: list, images: dict, categories: set, found: _Findings) -> None:
     ids = set()
     for index, ann in enumerate(annotations):
         where = f"annotations[{index}]"
         bbox = ann.get("bbox") if isinstance(ann, dict) else None
         if not isinstance(ann, dict) or not _is_int(ann.get("id")) or not isinstance(bbox, (list, tuple)) or len(bbox) != 4 \
                 or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
-            problem("malformed_entry", f"{where}: needs an integer id and bbox of 4 finite numbers, got {ann!r:.80}")
+            found.problem("malformed_entry", f"{where}: needs an integer id and bbox of 4 finite numbers, got {ann!r:.80}")
             continue
         where = f"{where} (id {ann['id']})"
         if ann["id"] in ids:
-            problem("duplicate_annotation_id", f"{where}: id used before")
+            found.problem("duplicate_annotation_id", f"{where}: id used before")
         ids.add(ann["id"])
         if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
-            problem("unknown_category_id", f"{where}: category_id {ann.get('category_id')!r} not in categories")
+            found.problem("unknown_category_id", f"{where}: category_id {ann.get('category_id')!r} not in categories")
         x, y, w, h = bbox
         if w <= 0 or h <= 0:
-            problem("degenerate_box", f"{where}: bbox {list(bbox)} has w or h <= 0")
+            found.problem("degenerate_box", f"{where}: bbox {list(bbox)} has w or h <= 0")
         image = images.get(ann["image_id"]) if _is_int(ann.get("image_id")) else None
         if image is None:
-            problem("unknown_image_id", f"{where}: image_id {ann.get('image_id')!r} not in images")
+            found.problem("unknown_image_id", f"{where}: image_id {ann.get('image_id')!r} not in images")
         elif x < -_BOX_TOLERANCE or y < -_BOX_TOLERANCE or x + w > image["width"] + _BOX_TOLERANCE \
                 or y + h > image["height"] + _BOX_TOLERANCE:
-            problem("out_of_bounds_box", f"{where}: bbox {list(bbox)} outside image {image['id']} ({image['width']}x{image['height']})")
+            found.problem("out_of_bounds_box", f"{where}: bbox {list(bbox)} outside image {image['id']} ({image['width']}x{image['height']})")
 
 
 def _check_image_file(images_dir: Path, image_id, image: dict) -> tuple[str, str] | None:
