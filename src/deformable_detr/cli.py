@@ -203,14 +203,15 @@ def _add_train(subparsers) -> None:
 
 
 def _train(args) -> None:
+    from .evaluation.coco_eval import format_metrics_table
     from .training.engine import fit
+    from .util import distributed
 
     result = fit(_train_config(args), resume=args.resume is not None)
-    if result.metrics:
-        from .evaluation.coco_eval import format_metrics_table
-
-        print(format_metrics_table(result.metrics))
-    print(f"{result.steps} steps, {result.epochs} epochs; checkpoint {result.checkpoint}; metrics {result.output_dir / 'metrics.jsonl'}")
+    if distributed.is_main_process():  # under torchrun only rank 0 prints
+        print(format_metrics_table(result.metrics) if result.metrics else "(not evaluated)")
+        print(f"{result.steps} steps, {result.epochs} epochs; checkpoint {result.checkpoint}; metrics {result.output_dir / 'metrics.jsonl'}")
+    distributed.destroy()
 
 
 def _train_config(args):
