@@ -117,8 +117,8 @@ def test_from_official_file_matches_hf(variant, batch, tmp_path):
     hf_model, expected = reference(variant)
     state = hf_to_official(hf_model.state_dict())
     expected_keys = {"multi-scale": 0, "single-scale": 0, "box-refine": 1, "two-stage": 2}[variant]
-    assert sum(k.startswith("transformer.decoder.bbox_embed.0.layers.0.w") or k == "transformer.decoder.class_embed.0.weight"
-               for k in state) == expected_keys  # the aliases are really in the file
+    aliases = ("transformer.decoder.bbox_embed.0.layers.0.weight", "transformer.decoder.class_embed.0.weight")
+    assert sum(key in state for key in aliases) == expected_keys  # the aliases are really in the file
     state["backbone.0.body.layer1.0.bn1.num_batches_tracked"] = torch.tensor(0)  # ignored leftovers
     state["class_embed.0.total_ops"] = torch.zeros(1)
     path = tmp_path / "checkpoint.pth"
@@ -142,7 +142,8 @@ def test_from_official_raw_state_dict_with_config(batch):
 def test_from_official_box_refine_detected_without_decoder_alias():
     """A converter that dropped `transformer.decoder.bbox_embed.*`: differing bbox heads still mean refine."""
     hf_model, _ = reference("box-refine")
-    state = {k: v for k, v in hf_to_official(hf_model.state_dict()).items() if not k.startswith("transformer.decoder.bbox")}
+    state = hf_to_official(hf_model.state_dict())
+    state = {key: value for key, value in state.items() if not key.startswith("transformer.decoder.bbox")}
     model = load_official({"model": state, "args": argparse.Namespace(nheads=NUM_HEADS)})
     assert model.config.with_box_refine and not model.config.two_stage
 

@@ -43,7 +43,8 @@ def test_config_mismatch_is_one_clear_error(tmp_path):
     _random_model(ModelConfig.preset("tiny", num_queries=5, num_classes=3)).save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(dict(config, num_classes=4)))
-    with pytest.raises(CheckpointMismatchError, match=r"model\.safetensors: .* mis-shaped \(class_heads\.0\.weight: checkpoint \[3, 64\] vs model \[4, 64\]"):
+    expected = r"model\.safetensors: .* mis-shaped \(class_heads\.0\.weight: checkpoint \[3, 64\] vs model \[4, 64\]"
+    with pytest.raises(CheckpointMismatchError, match=expected):
         DeformableDETR.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(dict(config, mask_loss_coefficient=1)))
     with pytest.raises(ValueError, match=r"config\.json: unknown ModelConfig field\(s\) mask_loss_coefficient"):

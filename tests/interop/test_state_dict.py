@@ -33,7 +33,8 @@ def test_mismatch_lists_missing_unexpected_and_mis_shaped(model):
 
 def test_mismatch_shortens_long_lists(model):
     state = {key: value for key, value in model.state_dict().items() if not key.startswith("backbone.")}
-    with pytest.raises(CheckpointMismatchError, match=r"\d+ missing \(backbone\.body\.\S+(, \S+){11}, \.\.\. and \d+ more\)"):
+    twelve_then_count = r"\d+ missing \(backbone\.body\.\S+(, \S+){11}, \.\.\. and \d+ more\)"
+    with pytest.raises(CheckpointMismatchError, match=twelve_then_count):
         load_state_dict_strict(model, state, "ckpt.pth")
 
 

@@ -65,7 +65,8 @@ def _rss_mb() -> float:
         return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _worker(impl: str, dtype: str, directory: str, height: int, width: int, repeats: int, threads: int, out: str) -> None:
+def _worker(impl: str, dtype: str, directory: str, height: int, width: int, repeats: int, threads: int,
+            out: str) -> None:
     """One measurement in this process: build `impl`, warm up, time `repeats` forwards, save outputs + stats."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -136,7 +137,8 @@ def run_model_benchmark(height: int = 800, width: int = 1066, repeats: int = 3, 
     say = progress or (lambda message: None)
     result: dict[str, Any] = {
         "setup": dict(image=[height, width], batch=1, threads=threads, repeats=repeats, warmup=1,
-                      config="tiny (smoke)" if smoke else "default: R50, 4 levels, d 256, 6+6 layers, 300 queries, 91 classes",
+                      config="tiny (smoke)" if smoke
+                      else "default: R50, 4 levels, d 256, 6+6 layers, 300 queries, 91 classes",
                       torch=torch.__version__, transformers=transformers.__version__,
                       cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
                       mode="eval, torch.inference_mode, batch of one unpadded image"),
@@ -161,7 +163,9 @@ def run_model_benchmark(height: int = 800, width: int = 1066, repeats: int = 3, 
     ours32, hf32 = runs["ours", "float32"], runs["hf", "float32"]
     result["speedup_fp32"] = result["hf"]["fp32_ms"] / result["ours"]["fp32_ms"]
     result["speedup_bf16"] = result["hf"]["bf16_ms"] / result["ours"]["bf16_ms"]
-    result["max_abs_diff"] = {name: (ours32[name] - hf32[name]).abs().max().item() for name in ("pred_logits", "pred_boxes")}
+    result["max_abs_diff"] = {
+        name: (ours32[name] - hf32[name]).abs().max().item() for name in ("pred_logits", "pred_boxes")
+    }
     result["bf16_box_drift"] = {
         impl: (runs[impl, "bfloat16"]["pred_boxes"] - runs[impl, "float32"]["pred_boxes"]).abs().max().item()
         for impl in ("ours", "hf")
@@ -173,15 +177,17 @@ def format_model_benchmark(result: dict[str, Any]) -> str:
     """The benchmark result as a plain-text table."""
     setup = result["setup"]
     ours, hf = result["ours"], result["hf"]
+    memory_ratio = hf["peak_rss_mb"] / ours["peak_rss_mb"]
+    drift = result["bf16_box_drift"]
     lines = [
         f"bench model: {setup['config']}; image {setup['image'][0]}x{setup['image'][1]}, {setup['threads']} threads, "
         f"median of {setup['repeats']} warm forwards",
         f"{'':28}{'ours':>12}{'HF':>12}{'HF / ours':>12}",
         f"{'forward fp32 (ms)':28}{ours['fp32_ms']:12.0f}{hf['fp32_ms']:12.0f}{result['speedup_fp32']:11.2f}x",
         f"{'forward bf16 autocast (ms)':28}{ours['bf16_ms']:12.0f}{hf['bf16_ms']:12.0f}{result['speedup_bf16']:11.2f}x",
-        f"{'peak RSS fp32 (MB)':28}{ours['peak_rss_mb']:12.0f}{hf['peak_rss_mb']:12.0f}{hf['peak_rss_mb'] / ours['peak_rss_mb']:11.2f}x",
+        f"{'peak RSS fp32 (MB)':28}{ours['peak_rss_mb']:12.0f}{hf['peak_rss_mb']:12.0f}{memory_ratio:11.2f}x",
         f"{'RSS growth in forward (MB)':28}{ours['forward_rss_growth_mb']:12.0f}{hf['forward_rss_growth_mb']:12.0f}",
-        f"{'bf16 box drift (max abs)':28}{result['bf16_box_drift']['ours']:12.2e}{result['bf16_box_drift']['hf']:12.2e}",
+        f"{'bf16 box drift (max abs)':28}{drift['ours']:12.2e}{drift['hf']:12.2e}",
         f"ours vs HF fp32: max |d logits| {result['max_abs_diff']['pred_logits']:.2e}, "
         f"max |d boxes| {result['max_abs_diff']['pred_boxes']:.2e}",
     ]

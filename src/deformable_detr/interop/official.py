@@ -262,42 +262,50 @@ def official_state_dict_to_ours(
     """
     state_dict = _drop_ignored(state_dict)
     _check_position_embedding(state_dict, {}, source)
-    ours: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if key.startswith(("class_embed.", "bbox_embed.", "transformer.decoder.class_embed.", "transformer.decoder.bbox_embed.")):
-            continue  # heads are handled below
-        ours[_rename(key)] = value
+    head_prefixes = ("class_embed.", "bbox_embed.", "transformer.decoder.class_embed.",
+                     "transformer.decoder.bbox_embed.")
+    ours = {_rename(key): value for key, value in state_dict.items() if not key.startswith(head_prefixes)}
     num_heads = num_decoder_layers + 1 if two_stage else num_decoder_layers
     for kind, ours_kind in (("class_embed", "class_heads"), ("bbox_embed", "box_heads")):
-        copies: dict[int, list[tuple[str, dict[str, torch.Tensor]]]] = {}
-        for prefix in (f"{kind}.", f"transformer.decoder.{kind}."):
-            for j in _head_indices(state_dict, prefix):
-                copies.setdefault(j, []).append((f"{prefix}{j}", _head_tensors(state_dict, f"{prefix}{j}.")))
-        extra = sorted(j for j in copies if j >= num_heads)
-        if extra:
-            raise ValueError(
-                f"{source}: {kind} has heads {extra} beyond the {num_heads} this variant uses; "
-                "check decoder depth / two_stage in the config"
-            )
-        kept = range(num_heads) if with_box_refine else range(1)
-        for j in kept:
-            if j not in copies:
-                raise ValueError(f"{source}: '{kind}.{j}.*' is missing; the config expects {len(kept)} {kind} heads")
-        # one shared head: every copy of every j must equal head 0; per-layer heads: the copies of each j agree
-        groups = [[c for j in sorted(copies) for c in copies[j]]] if not with_box_refine else [copies[j] for j in kept]
-        for group in groups:
-            first_name, first = group[0]
-            for name, tensors in group[1:]:
-                if not _same(first, tensors):
-                    raise ValueError(
-                        f"{source}: '{name}' differs from '{first_name}' but they should be the same head "
-                        f"({'shared head' if not with_box_refine else 'decoder alias'}); "
-                        "the file was edited or the variant is wrong (with_box_refine?)"
-                    )
-        for j in kept:
-            for name, value in copies[j][0][1].items():
-                ours[f"{ours_kind}.{j}.{name}"] = value
+        heads = _distinct_heads(state_dict, kind, num_heads, with_box_refine, source)
+        for j, tensors in heads.items():
+            ours.update({f"{ours_kind}.{j}.{name}": value for name, value in tensors.items()})
     return ours
+
+
+def _distinct_heads(
+    state_dict: Mapping[str, torch.Tensor], kind: str, num_heads: int, with_box_refine: bool, source: str
+) -> dict[int, dict[str, torch.Tensor]]:
+    """One copy of each distinct `kind` head ("class_embed" / "bbox_embed"), after checking its aliases agree.
+
+    Copies of head j live at `{kind}.j` and `transformer.decoder.{kind}.j`. With one shared head every copy of
+    every j must equal head 0 and only j = 0 is kept; with per-layer heads the copies of each j must agree.
+    """
+    copies: dict[int, list[tuple[str, dict[str, torch.Tensor]]]] = {}
+    for prefix in (f"{kind}.", f"transformer.decoder.{kind}."):
+        for j in _head_indices(state_dict, prefix):
+            copies.setdefault(j, []).append((f"{prefix}{j}", _head_tensors(state_dict, f"{prefix}{j}.")))
+    extra = sorted(j for j in copies if j >= num_heads)
+    if extra:
+        raise ValueError(
+            f"{source}: {kind} has heads {extra} beyond the {num_heads} this variant uses; "
+            "check decoder depth / two_stage in the config"
+        )
+    kept = range(num_heads) if with_box_refine else range(1)
+    for j in kept:
+        if j not in copies:
+            raise ValueError(f"{source}: '{kind}.{j}.*' is missing; the config expects {len(kept)} {kind} heads")
+    groups = [copies[j] for j in kept] if with_box_refine else [[c for j in sorted(copies) for c in copies[j]]]
+    for group in groups:
+        first_name, first = group[0]
+        for name, tensors in group[1:]:
+            if not _same(first, tensors):
+                raise ValueError(
+                    f"{source}: '{name}' differs from '{first_name}' but they should be the same head "
+                    f"({'decoder alias' if with_box_refine else 'shared head'}); "
+                    "the file was edited or the variant is wrong (with_box_refine?)"
+                )
+    return {j: copies[j][0][1] for j in kept}
 
 
 _ENCODER_NORMS = {"norm1": "norm_attn", "norm2": "norm_ffn"}

@@ -39,6 +39,7 @@ from deformable_detr.interop.official import (
     official_state_dict_to_ours,
 )
 from deformable_detr.interop.state_dict import load_state_dict_strict
+from deformable_detr.models.config import ModelConfig
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -113,7 +114,12 @@ def _backbone_name(rest: str) -> str:
     return rest
 
 
-_ENCODER_LAYER = {"self_attn_layer_norm": "norm1", "final_layer_norm": "norm2", "mlp.fc1": "linear1", "mlp.fc2": "linear2"}
+_ENCODER_LAYER = {
+    "self_attn_layer_norm": "norm1",
+    "final_layer_norm": "norm2",
+    "mlp.fc1": "linear1",
+    "mlp.fc2": "linear2",
+}
 _DECODER_LAYER = {
     "encoder_attn_layer_norm": "norm1",
     "self_attn_layer_norm": "norm2",
@@ -146,7 +152,9 @@ def _official_name(key: str) -> str:
     return key  # class_embed.*, bbox_embed.*
 
 
-def transformers_state_dict_to_official(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+def transformers_state_dict_to_official(
+    state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
     """Rename an HF state dict (v4 or v5 names) to the official layout.
 
     Args:
@@ -194,7 +202,9 @@ def _fill_tied_heads(official: dict[str, torch.Tensor], num_heads: int) -> None:
                 official.update({f"{kind}.{j}.{name}": value for name, value in head0.items()})
 
 
-def config_from_transformers(hf_config: Any, official_state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"):
+def config_from_transformers(
+    hf_config: Any, official_state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> ModelConfig:
     """Translate an HF `DeformableDetrConfig` (object or config.json dict) into our `ModelConfig`.
 
     Args:
@@ -213,7 +223,9 @@ def config_from_transformers(hf_config: Any, official_state_dict: Mapping[str, t
         num_labels = len(hf_config["id2label"]) if "id2label" in hf_config else hf_config.get("num_labels", 91)
     get = hf_config.get
     if get("position_embedding_type", "sine") != "sine":
-        raise ValueError(f"{source}: position_embedding_type={get('position_embedding_type')!r} is not supported; use 'sine'")
+        raise ValueError(
+            f"{source}: position_embedding_type={get('position_embedding_type')!r} is not supported; use 'sine'"
+        )
     if get("activation_function", "relu") != "relu":
         raise ValueError(f"{source}: activation_function={get('activation_function')!r} is not supported; use 'relu'")
     for ours, (enc, dec, default) in {
@@ -221,7 +233,9 @@ def config_from_transformers(hf_config: Any, official_state_dict: Mapping[str, t
         "dim_feedforward": ("encoder_ffn_dim", "decoder_ffn_dim", 1024),
     }.items():
         if get(enc, default) != get(dec, default):
-            raise ValueError(f"{source}: {enc}={get(enc)} differs from {dec}={get(dec)}; {ours} must be the same for both")
+            raise ValueError(
+                f"{source}: {enc}={get(enc)} differs from {dec}={get(dec)}; {ours} must be the same for both"
+            )
     backbone_config = get("backbone_config") or {}
     is_timm = backbone_config.get("model_type") == "timm_backbone" or (
         not backbone_config and get("use_timm_backbone", True)
@@ -235,7 +249,10 @@ def config_from_transformers(hf_config: Any, official_state_dict: Mapping[str, t
         )
         dilation = False
     if backbone_config.get("downsample_in_bottleneck"):
-        raise ValueError(f"{source}: backbone_config.downsample_in_bottleneck=True is not supported (stride must be on the 3x3 conv)")
+        raise ValueError(
+            f"{source}: backbone_config.downsample_in_bottleneck=True is not supported "
+            "(the stride must be on the 3x3 conv, as in torchvision)"
+        )
     two_stage = bool(get("two_stage", False))
     fields = dict(
         backbone_from_state_dict(official_state_dict, "backbone.0.body."),
@@ -274,7 +291,6 @@ def load_transformers(model_or_state_dict_or_path, config=None):
         CheckpointMismatchError: keys or shapes do not fit the config (all listed at once).
         ValueError: unsupported HF options (learned position embedding, non-ReLU activation, ...).
     """
-    from deformable_detr.models.config import ModelConfig
     from deformable_detr.models.detector import DeformableDETR
 
     source = "transformers state dict"
@@ -308,7 +324,9 @@ def load_transformers(model_or_state_dict_or_path, config=None):
     elif not isinstance(config, ModelConfig):
         config = config_from_transformers(config, official, source)
     _fill_tied_heads(official, config.num_decoder_layers + int(config.two_stage))
-    ours = official_state_dict_to_ours(official, config.num_decoder_layers, config.with_box_refine, config.two_stage, source)
+    ours = official_state_dict_to_ours(
+        official, config.num_decoder_layers, config.with_box_refine, config.two_stage, source
+    )
     model = DeformableDETR(config)
     load_state_dict_strict(model, ours, source)
     return model.eval()
