@@ -28,11 +28,10 @@ def _pair_cost(prob, box, label, target_box, alpha=0.25, gamma=2.0):
 def _brute_force(prob, boxes, labels, target_boxes):
     """Minimum total cost over every injective map targets -> queries."""
     num_queries, num_targets = len(boxes), len(target_boxes)
-    best = float("inf")
-    for queries in itertools.permutations(range(num_queries), num_targets):
-        total = sum(float(_pair_cost(prob[q], boxes[q], labels[t], target_boxes[t])) for t, q in enumerate(queries))
-        best = min(best, total)
-    return best
+    pair = [[float(_pair_cost(prob[q], boxes[q], labels[t], target_boxes[t])) for t in range(num_targets)]
+            for q in range(num_queries)]
+    return min(sum(pair[q][t] for t, q in enumerate(queries))
+               for queries in itertools.permutations(range(num_queries), num_targets))
 
 
 @pytest.mark.parametrize("seed", range(6))
