@@ -87,3 +87,8 @@ def test_from_transformers_rejects_learned_position_embedding():
     state_dict = {"model.position_embedding.row_embeddings.weight": torch.zeros(50, 16)}
     with pytest.raises(ValueError, match="learned position embedding"):
         load_transformers(state_dict)
+
+
+def test_from_transformers_rejects_foreign_state_dict():
+    with pytest.raises(ValueError, match="'model.level_embed'.* is missing: not a Deformable DETR state dict"):
+        load_transformers({"encoder.weight": torch.zeros(1)})

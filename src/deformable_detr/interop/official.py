@@ -187,7 +187,10 @@ def config_from_official(
     state_dict = _drop_ignored(state_dict)
     _check_position_embedding(state_dict, args, source)
     if "transformer.level_embed" not in state_dict:
-        raise ValueError(f"{source}: 'transformer.level_embed' is missing: not an official Deformable DETR state dict")
+        raise ValueError(
+            f"{source}: 'transformer.level_embed' (HF: 'model.level_embed') is missing: "
+            "not a Deformable DETR state dict"
+        )
     num_levels, d_model = state_dict["transformer.level_embed"].shape
     n_heads = int(args.get("nheads", _DEFAULT_HEADS))
     enc = "transformer.encoder.layers.0."

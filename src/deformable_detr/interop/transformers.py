@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from deformable_detr.interop.official import (
+    _layer_count,
     backbone_from_state_dict,
     config_from_official,
     make_model_config,
@@ -316,10 +317,7 @@ def load_transformers(model_or_state_dict_or_path, config=None):
     official = transformers_state_dict_to_official(state_dict, source)
     if config is None:
         two_stage = "transformer.enc_output.weight" in official
-        num_decoder_layers = 1 + max(
-            int(m.group(1)) for k in official if (m := re.match(r"transformer\.decoder\.layers\.(\d+)\.", k))
-        )
-        _fill_tied_heads(official, num_decoder_layers + int(two_stage))
+        _fill_tied_heads(official, _layer_count(official, "transformer.decoder.layers.") + int(two_stage))
         config = config_from_official(official, {}, source)
     elif not isinstance(config, ModelConfig):
         config = config_from_transformers(config, official, source)
