@@ -172,6 +172,7 @@ def _run_demo(args) -> None:
     from .evaluation.coco_eval import format_metrics_table
     from .training.demo import run_demo
 
+    _log_progress()
     result = run_demo(args.out, DEMO_DATA, minutes=args.minutes, max_steps=args.max_steps)
     train = result.train
     print(f"trained {train.steps} steps ({train.train_seconds / 60:.1f} min of training); validation AP:")
@@ -182,6 +183,15 @@ def _run_demo(args) -> None:
 
 
 # ----------------------------------------------------------------------------- train
+def _log_progress() -> None:
+    """Show the library's INFO lines (per-epoch summaries) on stderr, rank 0 only under torchrun."""
+    import logging
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
 def _add_train(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a detector on a COCO-format dataset (DDP under torchrun)",
                                    description="Train from a preset (or a config.json) plus overrides. Multi-process: "
@@ -207,6 +217,7 @@ def _train(args) -> None:
     from .training.engine import fit
     from .util import distributed
 
+    _log_progress()
     result = fit(_train_config(args), resume=args.resume is not None)
     if distributed.is_main_process():  # under torchrun only rank 0 prints
         print(format_metrics_table(result.metrics) if result.metrics else "(not evaluated)")

@@ -236,7 +236,9 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> Tra
                 ckpt.atomic_save({"model": model.state_dict(), "config": config.to_dict(), "epoch": epoch + 1, "AP": best_ap,
                                   "categories": train_set.categories}, out / "best.pth")
         if progress and main:
-            logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+            shown = ("lr", "train_loss", "train_loss_ce", "train_loss_bbox", "train_loss_giou", "train_class_error") + AP_KEYS
+            logger.info("epoch %d (step %d, %.0f s): %s", epoch, step, train_seconds,
+                        ", ".join(f"{k.removeprefix('train_')}={record[k]:.4g}" for k in shown if k in record))
         if out_of_time:
             break
     distributed.barrier()
