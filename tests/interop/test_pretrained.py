@@ -11,6 +11,8 @@ from deformable_detr.interop.state_dict import CheckpointMismatchError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 
+_SMALL = dict(backbone_base_width=8, d_model=32, n_heads=4, dim_feedforward=64, num_queries=5, num_classes=3)
+
 
 def _random_model(config: ModelConfig) -> DeformableDETR:
     torch.manual_seed(0)
@@ -24,7 +26,7 @@ def _random_model(config: ModelConfig) -> DeformableDETR:
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-two-stage"])
 def test_round_trip(preset, tmp_path):
-    model = _random_model(ModelConfig.preset(preset, num_queries=5, num_classes=3))
+    model = _random_model(ModelConfig.preset(preset, **_SMALL))
     model.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     loaded = DeformableDETR.from_pretrained(tmp_path)
@@ -32,7 +34,7 @@ def test_round_trip(preset, tmp_path):
     assert loaded.state_dict().keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
-    images = torch.randn(1, 3, 48, 64)
+    images = torch.randn(1, 3, 64, 80)  # smallest level 1x2: GroupNorm(32, 32) needs > 1 value per group
     with torch.no_grad():
         expected, actual = model(images), loaded(images)
     torch.testing.assert_close(actual["pred_logits"], expected["pred_logits"], rtol=0, atol=0)
@@ -40,10 +42,10 @@ def test_round_trip(preset, tmp_path):
 
 
 def test_config_mismatch_is_one_clear_error(tmp_path):
-    _random_model(ModelConfig.preset("tiny", num_queries=5, num_classes=3)).save_pretrained(tmp_path)
+    _random_model(ModelConfig.preset("tiny", **_SMALL)).save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(dict(config, num_classes=4)))
-    expected = r"model\.safetensors: .* mis-shaped \(class_heads\.0\.weight: checkpoint \[3, 64\] vs model \[4, 64\]"
+    expected = r"model\.safetensors: .* mis-shaped \(class_heads\.0\.weight: checkpoint \[3, 32\] vs model \[4, 32\]"
     with pytest.raises(CheckpointMismatchError, match=expected):
         DeformableDETR.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(dict(config, mask_loss_coefficient=1)))
