@@ -16,7 +16,7 @@ Heads are saved aliased: a plain model stores one Linear under 6 names, box refi
 copies hold the same values (a file whose "aliases" differ was edited, and loading it would silently
 pick one).
 
-Loading goes through `official_state_dict_to_ours` (pure renaming) and `config_from_official`
+Loading goes through `official_state_dict_to_ours` (renaming and de-aliasing) and `config_from_official`
 (variant and sizes from the keys, shapes and `args`), then a strict load.
 """
 
