@@ -4,6 +4,10 @@ Without CUDA, tests/conftest.py sets TRITON_INTERPRET=1 before triton is importe
 kernels run on CPU tensors (slowly: shapes here are tiny). `gpu` tests run them for real.
 """
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -144,10 +148,10 @@ def test_pixel_centres_of_odd_levels_forward():
 
 
 def test_rows_split_across_programs(monkeypatch):
-    # A 16-element tile gives BLOCK_Q = 2 at D = 8: blocks straddle the batch boundary (Lq = 7)
-    # and the last one is partly masked.
-    monkeypatch.setattr(triton_backend, "_TILE_ELEMENTS", 16)
-    assert triton_backend._block_sizes(14, 8) == (2, 8)
+    # A 32-element tile gives BLOCK_Q = 4 at D = 8: the second block straddles the batch boundary
+    # (Lq = 7) and the last one is half masked.
+    monkeypatch.setattr(triton_backend, "_TILE_ELEMENTS", 32)
+    assert triton_backend._block_sizes(14, 8) == (4, 8)
     _assert_matches_reference(_inputs(2, 7, 2, 6, [[3, 5], [2, 2]], 2), torch.float64, rtol=1e-10, atol_scale=1e-12)
 
 
@@ -216,6 +220,51 @@ def test_unsupported_dtype_is_a_clear_error():
     value, spatial_shapes, level_start_index, locations, weights = _inputs(1, 2, 1, 4, [[2, 2]], 1)
     with pytest.raises(ValueError, match="value has dtype torch.int32"):
         triton_backend.forward(value.int(), spatial_shapes, level_start_index, locations, weights)
+
+
+_COMPILE_SCRIPT = """
+import inspect
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from deformable_detr.ops import triton as backend
+
+assert not backend._kernels_interpreted()
+for kernel in (backend._forward_kernel, backend._backward_kernel):
+    for dtype in ("fp32", "bf16", "fp16", "fp64"):
+        acc = tl.float64 if dtype == "fp64" else tl.float32
+        constants = dict(NUM_HEADS=8, HEAD_DIM=24, NUM_LEVELS=4, NUM_POINTS=4, BLOCK_Q=16, BLOCK_D=32, ACC_DTYPE=acc)
+        names = list(inspect.signature(kernel.fn).parameters)
+        signature = {}
+        for name in names:
+            if name in constants:
+                signature[name] = "constexpr"
+            elif name in ("spatial_shapes_ptr", "level_start_index_ptr"):
+                signature[name] = "*i64"
+            elif name == "grad_value_ptr":
+                signature[name] = "*fp64" if dtype == "fp64" else "*fp32"
+            else:
+                signature[name] = "*" + dtype if name.endswith("_ptr") else "i32"
+        attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(names) if name.endswith("_ptr")}
+        source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+        assert compiled.asm["cubin"], (kernel, dtype)
+print("compiled")
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90_without_a_gpu():
+    # The interpreter runs Python, not the compiler: compile both kernels for an H100 (sm_90) in
+    # a process without TRITON_INTERPRET, with the 16-byte-aligned pointers the JIT would see.
+    # A GPU is not needed to build PTX and cubin (triton ships ptxas).
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-2000:]
 
 
 @pytest.mark.gpu
