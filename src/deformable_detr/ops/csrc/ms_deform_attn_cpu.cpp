@@ -347,11 +347,12 @@ std::vector<at::Tensor> ms_deform_attn_backward(const at::Tensor& grad_output, c
   TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
                   grad_output.numel() == n.B * n.Lq * n.M * n.D,
               "ms_deform_attn_cpu: grad_output must be a contiguous (B, Lq, M * D) tensor of value's dtype");
-  at::Tensor grad_sampling_locations = at::zeros_like(sampling_locations);
-  at::Tensor grad_attention_weights = at::zeros_like(attention_weights);
   if (n.B * n.Lq * n.M * n.D == 0 || n.S == 0) {
-    return {at::zeros_like(value), grad_sampling_locations, grad_attention_weights};
+    return {at::zeros_like(value), at::zeros_like(sampling_locations), at::zeros_like(attention_weights)};
   }
+  // Every element of these two is written by the kernel (zero where a point reads nothing).
+  at::Tensor grad_sampling_locations = at::empty_like(sampling_locations);
+  at::Tensor grad_attention_weights = at::empty_like(attention_weights);
   // Split queries into chunks only when the (batch, head) pairs cannot keep every thread busy.
   const int64_t pairs = n.B * n.M;
   const int64_t threads = at::get_num_threads();
