@@ -185,7 +185,7 @@ def run_op_benchmark(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     results: dict = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "machine": {"cpu": _cpu_model(), "cpu_count": os.cpu_count(),
                     "torch": torch.__version__, "load_average_before": os.getloadavg()},
         "repeats": repeats, "threads": threads, "dtype": "float32", "cases": {},
     }
@@ -218,6 +218,16 @@ def run_op_benchmark(
         torch.set_num_threads(previous_threads)
     results["machine"]["load_average_after"] = os.getloadavg()
     return results
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def format_op_benchmark(results: dict) -> str:
