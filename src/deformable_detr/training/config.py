@@ -132,8 +132,9 @@ def paper() -> TrainConfig:
 def demo() -> TrainConfig:
     """The `make demo` run: a from-scratch small model on the synthetic set, 2 CPU cores, about 8 minutes."""
     return TrainConfig(
-        model=ModelConfig.preset("demo") if "demo" in _model_presets() else ModelConfig.preset("tiny", num_queries=30),
+        model=ModelConfig.preset("demo"),
         optim=OptimConfig(lr=1e-3, lr_backbone=1e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.05),
+        amp=True,
         train_scales=(192,),
         max_size=256,
         crop_resize=(160, 192),
@@ -147,12 +148,6 @@ def demo() -> TrainConfig:
         threads=2,
         log_every=5,
     )
-
-
-def _model_presets():
-    from ..models.config import PRESETS as MODEL_PRESETS
-
-    return MODEL_PRESETS
 
 
 PRESETS: dict[str, Callable[[], TrainConfig]] = {"paper": paper, "demo": demo}
