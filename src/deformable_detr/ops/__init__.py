@@ -69,7 +69,7 @@ def multi_scale_deformable_attention(
     B, _, M, D = value.shape
     Lq = sampling_locations.shape[1]
     if Lq == 0:
-        return value.new_zeros((B, 0, M * D)) + value.sum() * 0  # (B, 0, M*D), still attached to autograd
+        return value[:, :0].reshape(B, 0, M * D).clone()  # (B, 0, M*D), still attached to autograd
     if _is_tracing():
         # Dynamo / export: stay inside one opaque op; `auto` is resolved when the op runs.
         return torch.ops.deformable_detr.ms_deform_attn(
