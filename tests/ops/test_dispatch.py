@@ -1,5 +1,6 @@
 """The public function: input validation, backend choice and fallbacks, torch.library registration."""
 
+import sys
 import warnings
 
 import pytest
@@ -76,7 +77,7 @@ def test_auto_falls_back_to_reference_with_one_warning(inputs, monkeypatch):
 
 
 def test_triton_backend_missing_raises_clear_error(inputs, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "deformable_detr.ops.triton", None)  # import fails
+    monkeypatch.setitem(sys.modules, "deformable_detr.ops.triton", None)  # the import fails
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(RuntimeError, match="triton backend is unavailable"):
         call(inputs, backend="triton")
