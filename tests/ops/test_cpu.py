@@ -128,3 +128,17 @@ def test_zero_queries_return_empty_output(make_inputs, backend):
     assert out.shape == (2, 0, 32)
     out.sum().backward()
     assert torch.equal(value.grad, torch.zeros_like(value))
+
+
+def test_non_finite_inputs_surface_as_nan_like_reference(make_inputs):
+    """grid_sample turns a NaN/inf location, or a non-finite weight on a point outside the map, into NaN
+    for that head; the kernel does the same instead of silently reading zeros."""
+    value, spatial_shapes, level_start_index, locations, weights = make_inputs(1, 4, 2, 8, [[5, 3]], 2, dtype=torch.float32)
+    locations[0, 0, 0, 0, 0, 0] = float("nan")
+    locations[0, 1, 1, 0, 1, 1] = float("inf")
+    locations[0, 2, 0, 0, 0] = 5.0  # outside ...
+    weights[0, 2, 0, 0, 0] = float("inf")  # ... with an infinite weight
+    expected = reference.forward(value, spatial_shapes, level_start_index, locations, weights)
+    actual = cpu.forward(value, spatial_shapes, level_start_index, locations, weights)
+    assert expected.isnan().any()
+    torch.testing.assert_close(actual, expected, equal_nan=True)

@@ -29,6 +29,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -145,6 +146,7 @@ void forward_kernel(const scalar_t* __restrict__ value, const int64_t* spatial_s
       const scalar_t* batch_value = value + b * n.S * pixel_stride;
       for (int64_t m = 0; m < M; ++m) {
         for (int64_t d = 0; d < D; ++d) acc[d] = 0;
+        bool poisoned = false;
         const scalar_t* loc = sampling_locations + (bq * M + m) * L * P * 2;  // (L, P, 2)
         const scalar_t* weight = attention_weights + (bq * M + m) * L * P;   // (L, P)
         for (int64_t l = 0; l < L; ++l) {
@@ -154,9 +156,13 @@ void forward_kernel(const scalar_t* __restrict__ value, const int64_t* spatial_s
             const int64_t lp = l * P + p;
             const acc_t x = static_cast<acc_t>(loc[2 * lp]) * width - acc_t(0.5);
             const acc_t y = static_cast<acc_t>(loc[2 * lp + 1]) * height - acc_t(0.5);
-            // Forward may skip exactly-zero samples: every neighbour outside or at weight 0.
-            if (!(x > -1 && y > -1 && x < width && y < height)) continue;
             const acc_t a = static_cast<acc_t>(weight[lp]);
+            // Forward may skip exactly-zero samples: every neighbour outside or at weight 0. As in
+            // grid_sample, a non-finite location or weight still poisons the sum (weight * 0 = NaN).
+            if (!(x > -1 && y > -1 && x < width && y < height)) {
+              if (!(std::isfinite(x) && std::isfinite(y) && std::isfinite(a))) poisoned = true;
+              continue;
+            }
             if (x >= 0 && y >= 0 && x < width - 1 && y < height - 1) {
               // Fast path, all four neighbours inside: one pass over the channels.
               const acc_t x_floor = std::floor(x), y_floor = std::floor(y);
@@ -185,6 +191,10 @@ void forward_kernel(const scalar_t* __restrict__ value, const int64_t* spatial_s
           }
         }
         scalar_t* out = output + (bq * M + m) * D;
+        if (poisoned) {
+          for (int64_t d = 0; d < D; ++d) out[d] = std::numeric_limits<scalar_t>::quiet_NaN();
+          continue;
+        }
         for (int64_t d = 0; d < D; ++d) out[d] = static_cast<scalar_t>(acc[d]);
       }
     }
@@ -279,6 +289,9 @@ void backward_kernel(const scalar_t* __restrict__ grad_output, const scalar_t* _
               }
               grad_x *= a * width;  // d x / d loc_x = W_l
               grad_y *= a * height;
+            }
+            if (!(std::isfinite(x) && std::isfinite(y))) {  // let a non-finite location surface as NaN
+              sample_dot = grad_x = grad_y = std::numeric_limits<acc_t>::quiet_NaN();
             }
             grad_weight[lp] = static_cast<scalar_t>(sample_dot);
             grad_loc[2 * lp] = static_cast<scalar_t>(grad_x);
