@@ -25,8 +25,12 @@ import torch
 logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).parent / "csrc" / "ms_deform_attn_cpu.cpp"
-_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast"]
-_LDFLAGS = ["-fopenmp"]
+if platform.system() == "Darwin":  # Apple clang: no -fopenmp (the kernel then runs on one thread), no -march=native on arm64
+    _CFLAGS = ["-O3", "-ffp-contract=fast"] + (["-march=native"] if platform.machine() == "x86_64" else [])
+    _LDFLAGS: list[str] = []
+else:  # -march=native is safe: the binary is built for, and cached on, this machine (see _extension_name)
+    _CFLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast"]
+    _LDFLAGS = ["-fopenmp"]
 
 _lock = threading.Lock()
 _extension: ModuleType | None = None
