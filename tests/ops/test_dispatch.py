@@ -129,3 +129,10 @@ def test_custom_op_registration_passes_opcheck(make_inputs, backend):
     args = (value.requires_grad_(), spatial_shapes, level_start_index, locations.requires_grad_(),
             weights.requires_grad_(), backend)
     torch.library.opcheck(torch.ops.deformable_detr.ms_deform_attn.default, args)
+
+
+def test_jit_trace_records_plain_ops(inputs):
+    """torch.jit.trace (and the TorchScript-based ONNX exporter) get the reference's plain ops under `auto`."""
+    traced = torch.jit.trace(lambda *args: multi_scale_deformable_attention(*args), tuple(inputs), check_trace=False)
+    assert "deformable_detr::ms_deform_attn" not in str(traced.graph)  # no custom-op node
+    torch.testing.assert_close(traced(*inputs), reference.forward(*inputs))

@@ -9,7 +9,8 @@ Backends (each a module with `forward(...)` and, for the fused ones, `backward(.
     cpu        fused C++ kernel (cpu.py, csrc/), compiled on first use and cached on disk.
     triton     Triton kernels for CUDA tensors (triton.py); runs on CPU tensors under TRITON_INTERPRET=1.
     auto       cpu for CPU tensors, triton for CUDA tensors, reference where those cannot run
-               (with one warning saying why); never fails where reference works.
+               (with one warning saying why) and under torch.jit.trace; never fails where
+               reference works.
 
 The fused backends are wrapped in one `torch.library` custom op, `deformable_detr::ms_deform_attn`
 (backward: `deformable_detr::ms_deform_attn_backward`), with fake implementations and autograd,
@@ -68,8 +69,10 @@ def multi_scale_deformable_attention(
     )
     B, _, M, D = value.shape
     Lq = sampling_locations.shape[1]
-    if Lq == 0:
+    if not torch.jit.is_tracing() and Lq == 0:
         return value[:, :0].reshape(B, 0, M * D).clone()  # (B, 0, M*D), still attached to autograd
+    if backend == "auto" and torch.jit.is_tracing():  # e.g. the TorchScript-based ONNX exporter: plain ops only
+        backend = "reference"
     if _is_tracing():
         # Dynamo / export: stay inside one opaque op; `auto` is resolved when the op runs.
         return torch.ops.deformable_detr.ms_deform_attn(
@@ -108,6 +111,8 @@ def _check_inputs(
     """Raise a one-line ValueError for any inconsistency; return the shapes as int64 on value's device."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
+    if torch.jit.is_tracing():  # shapes are traced values here: checking them would only bake in constants
+        return spatial_shapes, level_start_index
     if value.dim() != 4:
         raise ValueError(f"value must be (B, S, M, D), got shape {tuple(value.shape)}")
     if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
