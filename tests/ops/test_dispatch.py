@@ -131,6 +131,7 @@ def test_custom_op_registration_passes_opcheck(make_inputs, backend):
     torch.library.opcheck(torch.ops.deformable_detr.ms_deform_attn.default, args)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_jit_trace_records_plain_ops(inputs):
     """torch.jit.trace (and the TorchScript-based ONNX exporter) get the reference's plain ops under `auto`."""
     traced = torch.jit.trace(lambda *args: multi_scale_deformable_attention(*args), tuple(inputs), check_trace=False)

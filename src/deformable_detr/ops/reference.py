@@ -29,11 +29,11 @@ def forward(
     """
     B, S, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
-    sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
-    level_values = value.split(sizes, dim=1)
+    shapes = spatial_shapes.tolist()  # [[H_l, W_l], ...]
+    level_values = value.split([h * w for h, w in shapes], dim=1)  # L x (B, H_l*W_l, M, D)
     grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
     samples = []
-    for level, (h, w) in enumerate(spatial_shapes.tolist()):
+    for level, (h, w) in enumerate(shapes):
         level_value = level_values[level].flatten(2).transpose(1, 2).reshape(B * M, D, h, w)  # (B*M, D, H_l, W_l)
         level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # (B*M, Lq, P, 2)
         samples.append(
