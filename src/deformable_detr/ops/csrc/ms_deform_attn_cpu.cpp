@@ -15,7 +15,7 @@
 //
 // Arithmetic runs in at::opmath_type<scalar_t>: float for float/half/bfloat16, double for double.
 // Threads come from at::parallel_for, so torch.set_num_threads applies.
-//   forward:  parallel over (batch, query); each task owns its output rows.
+//   forward:  parallel over (batch, query) blocks, taken dynamically; each owns its output rows.
 //   backward: parallel over (query chunk, batch, head). A (batch, head) pair owns a disjoint
 //             slice of grad_value, so tasks never write the same element; query chunks only
 //             exist when there are more threads than (batch, head) pairs, and then each chunk
@@ -30,6 +30,7 @@
 #include <immintrin.h>
 #endif
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -159,14 +160,20 @@ void forward_kernel(const scalar_t* __restrict__ value, const int64_t* spatial_s
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t D = kD > 0 ? kD : n.D, M = n.M, L = n.L, P = n.P;
   const int64_t pixel_stride = M * D;  // between neighbouring pixels of one head
-  // ~M * L * P * 4 * D flops per query: a few hundred queries per task amortise the scheduling.
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * L * P * D));
-  at::parallel_for(0, n.B * n.Lq, grain, [&](int64_t begin, int64_t end) {
+  // Queries are handed out in blocks from a shared counter, so a thread that gets less CPU time
+  // (a busy machine, or a slower core) does less of the work. ~M * L * P * 4 * D flops per query:
+  // a block of a few hundred queries amortises the counter.
+  const int64_t total = n.B * n.Lq;
+  const int64_t block = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * L * P * D));
+  const int64_t blocks = (total + block - 1) / block;
+  std::atomic<int64_t> next_block{0};
+  at::parallel_for(0, std::min<int64_t>(blocks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
     alignas(64) acc_t fixed_accumulator[kD > 0 ? kD : 1];
     std::vector<acc_t> any_accumulator(kD > 0 ? 0 : D);
     acc_t* __restrict__ acc = kD > 0 ? fixed_accumulator : any_accumulator.data();
     Corners<acc_t> c;
-    for (int64_t bq = begin; bq < end; ++bq) {
+    for (int64_t taken = next_block++; taken < blocks; taken = next_block++)
+    for (int64_t bq = taken * block; bq < std::min(total, (taken + 1) * block); ++bq) {
       const int64_t b = bq / n.Lq;
       const scalar_t* batch_value = value + b * n.S * pixel_stride;
       for (int64_t m = 0; m < M; ++m) {
