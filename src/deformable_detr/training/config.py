@@ -133,7 +133,7 @@ def demo() -> TrainConfig:
     """The `make demo` run: a from-scratch small model on the synthetic set, 2 CPU cores, about 8 minutes."""
     return TrainConfig(
         model=ModelConfig.preset("demo"),
-        optim=OptimConfig(lr=1e-3, lr_backbone=1e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.05),
+        optim=OptimConfig(lr=2e-3, lr_backbone=2e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.05),
         amp=True,
         train_scales=(192,),
         max_size=256,
@@ -141,7 +141,7 @@ def demo() -> TrainConfig:
         crop_size=(128, 192),
         val_size=192,
         epochs=1000,
-        max_minutes=7.5,
+        max_minutes=8.0,
         batch_size=8,
         eval_every=0,
         workers=0,

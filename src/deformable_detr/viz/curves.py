@@ -36,6 +36,8 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
         points = [(e, r[key]) for e, r in zip(epochs, history) if key in r and r[key] >= 0]
         if points:
             ax_ap.plot(*zip(*points), marker="o", label=key)
+    if epochs:
+        ax_ap.set_xlim(ax_loss.get_xlim())  # same epoch axis as the losses, even with a single evaluation
     ax_ap.set_xlabel("epoch")
     ax_ap.set_ylabel("COCO AP (val)")
     ax_ap.set_ylim(0, 1)
