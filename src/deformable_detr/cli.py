@@ -165,6 +165,7 @@ def _add_demo(subparsers) -> None:
     parser.add_argument("--out", type=Path, default=DEMO_DIR, help=f"output folder (default {DEMO_DIR})")
     parser.add_argument("--minutes", type=float, help="training time budget (default: the demo preset's)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (for a quick check)")
+    parser.add_argument("--threads", type=int, help="torch threads (default 2; use 1 while other jobs load the CPU)")
     parser.set_defaults(handler=_run_demo)
 
 
@@ -173,7 +174,7 @@ def _run_demo(args) -> None:
     from .training.demo import run_demo
 
     _log_progress()
-    result = run_demo(args.out, DEMO_DATA, minutes=args.minutes, max_steps=args.max_steps)
+    result = run_demo(args.out, DEMO_DATA, minutes=args.minutes, max_steps=args.max_steps, threads=args.threads)
     train = result.train
     print(f"trained {train.steps} steps ({train.train_seconds / 60:.1f} min of training); validation AP:")
     print(format_metrics_table(train.metrics))

@@ -64,13 +64,14 @@ def draw_validation_predictions(checkpoint_path: Path, data_dir: Path, out_path:
 
 
 def run_demo(out_dir: str | Path = "demo_out", data: dict = DEMO_DATA, config: TrainConfig | None = None,
-             minutes: float | None = None, max_steps: int | None = None, progress: bool = True) -> DemoResult:
+             minutes: float | None = None, max_steps: int | None = None, threads: int | None = None,
+             progress: bool = True) -> DemoResult:
     """Make the data if absent, train `TrainConfig.preset("demo")`, evaluate on val, draw predictions.
 
     Args:
         data: `make_dataset` arguments (num_train, num_val, image_size, seed).
         config: training config (default the `demo` preset); `minutes` / `max_steps` override
-            its time budget / step cap.
+            its time budget / step cap; `threads` its torch thread count.
 
     Files: OUT/data (dataset), OUT/train/{checkpoint.pth, metrics.jsonl, curves.png, config.json},
     OUT/metrics.json (final val metrics), OUT/val_predictions.png.
@@ -86,6 +87,8 @@ def run_demo(out_dir: str | Path = "demo_out", data: dict = DEMO_DATA, config: T
         config = dataclasses.replace(config, max_minutes=minutes)
     if max_steps is not None:
         config = dataclasses.replace(config, max_steps=max_steps)
+    if threads is not None:
+        config = dataclasses.replace(config, threads=threads)
     result = fit(config, progress=progress)
     metrics_file = out_dir / "metrics.json"
     metrics_file.write_text(json.dumps({**result.metrics, "steps": result.steps, "train_seconds": result.train_seconds}, indent=2) + "\n")
