@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from deformable_detr.interop.state_dict import CheckpointMismatchError
+from deformable_detr.models.state_dict import CheckpointMismatchError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 

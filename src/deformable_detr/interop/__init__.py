@@ -6,7 +6,7 @@
 """
 
 from deformable_detr.interop.official import load_official
-from deformable_detr.interop.state_dict import CheckpointMismatchError, load_state_dict_strict
+from deformable_detr.models.state_dict import CheckpointMismatchError, load_state_dict_strict
 from deformable_detr.interop.transformers import load_transformers
 
 __all__ = ["CheckpointMismatchError", "load_official", "load_state_dict_strict", "load_transformers"]

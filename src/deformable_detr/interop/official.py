@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from deformable_detr.interop.state_dict import load_state_dict_strict
+from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.models.config import ModelConfig
 
 _IGNORED_SUFFIXES = ("total_ops", "total_params", "num_batches_tracked")  # profiler leftovers, BN counters

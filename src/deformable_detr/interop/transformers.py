@@ -39,7 +39,7 @@ from deformable_detr.interop.official import (
     make_model_config,
     official_state_dict_to_ours,
 )
-from deformable_detr.interop.state_dict import load_state_dict_strict
+from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.models.config import ModelConfig
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

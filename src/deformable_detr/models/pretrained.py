@@ -51,7 +51,7 @@ def from_pretrained(directory: str | os.PathLike):
     """
     from safetensors.torch import load_file
 
-    from deformable_detr.interop.state_dict import load_state_dict_strict
+    from deformable_detr.models.state_dict import load_state_dict_strict
     from deformable_detr.models.detector import DeformableDETR
 
     directory = os.fspath(directory)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.state_dict import load_state_dict_strict
+
 
 def rng_state() -> dict:
     """Python, numpy and torch RNG states, as tensors/plain types loadable with weights_only=True."""
@@ -93,24 +95,6 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return state
 
 
-def load_model_state(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
-    """Strict load; one error listing missing, unexpected and mis-shaped keys."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    misshaped = sorted(k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
-    if missing or unexpected or misshaped:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
-        if misshaped:
-            parts.append("mis-shaped " + ", ".join(f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in misshaped[:8]))
-        raise ValueError(f"{source}: state dict does not match the model: {'; '.join(parts)}; build the model with the checkpoint's config")
-    model.load_state_dict(state_dict, strict=True)
-
-
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, TrainConfig, categories) from a checkpoint written by `fit` (checkpoint.pth or best.pth).
 
@@ -124,6 +108,6 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
         raise ValueError(f"{path}: checkpoint has no 'config'; it was not written by `deformable-detr train`")
     config = TrainConfig.from_dict(state["config"])
     model = DeformableDETR(config.model)
-    load_model_state(model, state["model"], str(path))
+    load_state_dict_strict(model, state["model"], str(path))
     categories = state.get("categories") or [{"id": i + 1, "name": str(i)} for i in range(config.model.num_classes)]
     return model.to(device).eval(), config, categories

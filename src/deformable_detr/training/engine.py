@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ..data.coco import CocoDetection, DatasetError, collate
 from ..data.transforms import make_transforms
 from ..models.detector import DeformableDETR
+from ..models.state_dict import load_state_dict_strict
 from ..util import distributed
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -157,7 +158,7 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> Tra
     start_epoch, step, train_seconds, best_ap, history = 0, 0, 0.0, -1.0, []
     if resume:
         state = ckpt.load_checkpoint(out / "checkpoint.pth", map_location=device)
-        ckpt.load_model_state(model, state["model"], str(out / "checkpoint.pth"))
+        load_state_dict_strict(model, state["model"], str(out / "checkpoint.pth"))
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, train_seconds, best_ap = state["epoch"], state["step"], state["elapsed_s"], state["best_ap"]
         ckpt.set_rng_state(state["rng"])

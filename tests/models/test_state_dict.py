@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deformable_detr.interop.state_dict import CheckpointMismatchError, load_state_dict_strict
+from deformable_detr.models.state_dict import CheckpointMismatchError, load_state_dict_strict
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 
