@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-all bench lint clean
+.PHONY: setup demo test test-slow test-all bench lint clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
