@@ -9,16 +9,9 @@ import pytest
 import torch
 
 from deformable_detr.ops import cpu, multi_scale_deformable_attention, reference
+from op_oracles import reference_with_grads
 
 pytestmark = pytest.mark.skipif(not cpu.is_available(), reason="the fused CPU kernel cannot be built here")
-
-
-def reference_with_grads(grad_output, value, spatial_shapes, level_start_index, locations, weights):
-    """Float64 reference output and (grad_value, grad_locations, grad_weights) by autograd."""
-    leaves = [t.detach().double().requires_grad_() for t in (value, locations, weights)]
-    output = reference.forward(leaves[0], spatial_shapes, level_start_index, leaves[1], leaves[2])
-    output.backward(grad_output.double())
-    return (output.detach(), *(leaf.grad for leaf in leaves))
 
 
 def cpu_with_grads(grad_output, value, spatial_shapes, level_start_index, locations, weights):
