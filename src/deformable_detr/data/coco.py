@@ -13,32 +13,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import DatasetError
+from .images import load_rgb_image
 from .transforms import ToTensorNormalize
 
-
-class DatasetError(ValueError):
-    """A dataset file is missing, unreadable or malformed; the message names the file and the fix."""
-
-
-def load_rgb_image(path: Path) -> Image.Image:
-    """Open an image, apply its EXIF orientation and convert it (grayscale, RGBA, palette, ...) to RGB.
-
-    Raises:
-        DatasetError: one line naming the file when it is missing or cannot be decoded.
-    """
-    try:
-        with Image.open(path) as raw:
-            image = ImageOps.exif_transpose(raw)
-            image.load()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: image file not found; check the images folder or the file_name in the annotations") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise DatasetError(f"{path}: cannot decode image ({error}); replace the file or remove it from the annotations") from None
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image.convert("RGB")
+__all__ = ["CocoDetection", "DatasetError", "collate", "load_rgb_image"]
 
 
 class CocoDetection(torch.utils.data.Dataset):

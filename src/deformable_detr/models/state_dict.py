@@ -13,10 +13,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from deformable_detr.errors import CheckpointError
+
 _MAX_LISTED = 12  # keys listed per category before "... and N more"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
     """A state dict does not fit a model: missing, unexpected or mis-shaped keys (all listed in the message)."""
 
     def __init__(

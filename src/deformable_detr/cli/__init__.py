@@ -1,0 +1,64 @@
+"""The `deformable-detr` command: thin handlers that parse arguments, call one library function, print.
+
+Exit status: 0 success, 1 the work found problems (check-data), 2 bad usage or unusable input
+(one line `error: ...` on stderr; `--debug` adds the traceback).
+
+One module per command (or pair of related commands). Adding a command: a module `cli/<name>.py`
+with `register(subparsers)` that adds its parser with `parser.set_defaults(handler=_<name>)`, the
+handler `_<name>(args) -> int | None` (under ~15 lines; import the library inside it so `--help`
+stays fast), and its `register` appended to `COMMANDS` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from .. import __version__
+from . import bench, data, demo, evaluate, predict, train
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every command in `COMMANDS` registered."""
+    parser = _Parser(
+        prog="deformable-detr",
+        description="Deformable DETR: train, evaluate and inspect object detectors.",
+        epilog="exit status: 0 success, 1 problems found (check-data), 2 bad usage or unusable input",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]) and return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except (ValueError, OSError, KeyError) as error:  # library errors are one-line messages naming the fix
+        if args.debug:
+            traceback.print_exc()
+        message = str(error) if not isinstance(error, KeyError) else f"missing key {error}"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+# Every command, in `--help` order.
+COMMANDS = [data.register_make_dataset, evaluate.register, data.register_check_data, demo.register, train.register,
+            predict.register, bench.register]

@@ -1,0 +1,89 @@
+"""`bench TARGET`: benchmarks that print a table and write JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks (each prints a table and writes JSON)",
+                                   description="Benchmarks; each TARGET prints a table and writes JSON under "
+                                               "benchmarks/results/. No assertions on time.")
+    targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for add_target in BENCH_TARGETS:
+        add_target(targets)
+
+
+def _add_bench_model(targets) -> None:
+    parser = targets.add_parser("model", help="our detector vs Hugging Face's, same weights: CPU time, memory, parity",
+                                description="Our DeformableDETR vs HF DeformableDetrForObjectDetection with identical "
+                                            "random weights (default config, R50): forward time fp32 and bf16 "
+                                            "autocast, peak RSS (one subprocess each), max |output difference|.")
+    parser.add_argument("--height", type=int, default=800, help="image height (default 800)")
+    parser.add_argument("--width", type=int, default=1066, help="image width (default 1066)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed forwards after one warm-up (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    parser.add_argument("--smoke", action="store_true", help="tiny model instead of the default config")
+    parser.add_argument("--out", type=Path, metavar="JSON", help="default benchmarks/results/model_cpu[_smoke].json")
+    parser.set_defaults(handler=_bench_model)
+
+
+def _bench_model(args) -> None:
+    from ..interop.benchmark import format_model_benchmark, run_model_benchmark, write_model_benchmark
+
+    out = args.out or Path("benchmarks/results") / f"model_cpu{'_smoke' if args.smoke else ''}.json"
+    result = run_model_benchmark(args.height, args.width, args.repeats, args.threads, args.smoke,
+                                 progress=lambda message: print(message, file=sys.stderr))
+    print(format_model_benchmark(result))
+    write_model_benchmark(result, out)
+    print(f"wrote {out}")
+
+
+def _add_bench_train(targets) -> None:
+    parser = targets.add_parser("train", help="seconds per training step: ours vs Hugging Face, same weights and batch",
+                                description="Forward + loss + backward + AdamW step of our model vs HF's with identical "
+                                            "weights (default config, R50), same batch, same run; plus demo-preset images/s.")
+    parser.add_argument("--image-size", type=int, default=512, help="square image side (default 512)")
+    parser.add_argument("--batch-size", type=int, default=2, help="images per step (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per model after one warm-up (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_cpu.json"), help="JSON output")
+    parser.set_defaults(handler=_bench_train)
+
+
+def _bench_train(args) -> None:
+    from ..training.benchmark import benchmark_training, format_training_benchmark
+
+    results = benchmark_training(args.image_size, args.batch_size, args.threads, args.repeats)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_training_benchmark(results))
+    print(f"wrote {args.out}")
+
+
+def _add_bench_op(targets) -> None:
+    parser = targets.add_parser("op", help="the deformable-attention operator's backends vs reference: time, GB/s, memory",
+                                description="Forward and forward+backward of each operator backend on the encoder "
+                                            "(realistic and uniform locations), decoder and batch-2 shapes of an "
+                                            "800x1066 image; speed-up over reference in the same run.")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up (default 5)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/op_cpu.json"), help="JSON output")
+    parser.set_defaults(handler=_bench_op)
+
+
+def _bench_op(args) -> None:
+    from ..ops.benchmark import format_op_benchmark, run_op_benchmark, write_op_benchmark
+
+    results = run_op_benchmark(repeats=args.repeats, threads=args.threads, memory=not args.no_memory,
+                               progress=lambda message: print(message, file=sys.stderr))
+    print(format_op_benchmark(results))
+    write_op_benchmark(results, args.out)
+    print(f"wrote {args.out}")
+
+
+# `bench` targets, in `--help` order. To add one, append its `_add_bench_<name>(targets)` function here.
+BENCH_TARGETS = [_add_bench_model, _add_bench_train, _add_bench_op]

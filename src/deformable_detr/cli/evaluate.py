@@ -1,0 +1,46 @@
+"""`eval`: COCO box AP of a predictions file or of a checkpoint on a dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="COCO box AP of detections",
+                                   description="COCO box evaluation (pycocotools) of a predictions file.")
+    source = parser.add_mutually_exclusive_group(required=True)  # what to evaluate; add --checkpoint here
+    source.add_argument("--predictions", type=Path, metavar="FILE", help="COCO results JSON (list of detections)")
+    source.add_argument("--checkpoint", type=Path, metavar="FILE", help="trained checkpoint (OUT/checkpoint.pth or best.pth) to run on --data")
+    parser.add_argument("--data", type=Path, metavar="DIR", help="with --checkpoint: dataset folder (images/ + annotations.json, or one with val/)")
+    parser.add_argument("--device", default="cpu", help="with --checkpoint: cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--annotations", type=Path, metavar="FILE", help="COCO ground-truth instances JSON")
+    parser.add_argument("--out", type=Path, metavar="JSON", help="also write the metrics to this JSON file")
+    parser.add_argument("--verbose", action="store_true", help="show pycocotools' own output")
+    parser.set_defaults(handler=_eval)
+
+
+def _eval(args) -> None:
+    from ..evaluation.coco_eval import evaluate_detections, format_metrics_table
+
+    if args.checkpoint is not None:
+        metrics = _eval_checkpoint(args)
+    elif args.annotations is None:
+        raise ValueError("eval --predictions needs --annotations FILE (the ground truth)")
+    else:
+        metrics = evaluate_detections(args.annotations, args.predictions, verbose=args.verbose)
+    print(format_metrics_table(metrics))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def _eval_checkpoint(args) -> dict:
+    """eval --checkpoint CKPT --data DIR: DIR holds images/ + annotations.json, or a val/ split with them."""
+    from ..training.engine import evaluate_checkpoint
+
+    if args.data is None:
+        raise ValueError("eval --checkpoint needs --data DIR (images/ + annotations.json, or a folder with val/)")
+    split = args.data / "val" if (args.data / "val" / "annotations.json").is_file() else args.data
+    images_dir = args.annotations.parent / "images" if args.annotations else split / "images"
+    return evaluate_checkpoint(args.checkpoint, images_dir, args.annotations or split / "annotations.json", args.device)
