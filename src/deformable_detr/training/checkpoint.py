@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..models.state_dict import load_state_dict_strict
+from ..util.safe_load import load_torch_file
 
 
 def rng_state() -> dict:
@@ -86,12 +88,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found; pass a file written by `deformable-detr train` (OUT/checkpoint.pth)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt/unsafe files
-        raise ValueError(f"{path}: cannot load checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    state = load_torch_file(path, map_location=map_location)
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path}: not a training checkpoint (no 'model' entry)")
+        raise CheckpointError(f"{path}: not a training checkpoint (no 'model' entry)")
     return state
 
 

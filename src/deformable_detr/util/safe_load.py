@@ -1,0 +1,98 @@
+"""Read a `torch.save` file without ever running code it carries: the one place that calls `torch.load`.
+
+Every checkpoint path of the package (training checkpoints, official `.pth` files, HF `pytorch_model.bin`,
+backbone weights) goes through `load_torch_file`. It unpickles with `weights_only=True`, which builds only
+tensors, plain containers and numbers, plus the few classes our formats need (`argparse.Namespace`, the
+`args` of an official checkpoint). A file that names any other Python callable is refused before anything
+is executed, and every failure (missing, truncated, corrupt, not a checkpoint, a pickle that would run
+code) becomes one `CheckpointError` line naming the file. The message never advises disabling the check.
+
+    state = load_torch_file("run/checkpoint.pth")              # tensors land on the CPU
+    state = load_torch_file("run/checkpoint.pth", map_location="cuda")
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import struct
+import warnings
+import zipfile
+from typing import Any
+
+import torch
+
+from deformable_detr.errors import CheckpointError
+
+# Classes a checkpoint of ours or of the official implementation may hold besides tensors and plain types.
+ALLOWED_GLOBALS = (argparse.Namespace,)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+
+
+def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """Unpickle a `torch.save` file safely (tensors, plain containers, numbers, `argparse.Namespace`).
+
+    Args:
+        path: the file.
+        map_location: where tensors go, as `torch.load`'s argument (default "cpu", so a checkpoint
+            saved on a GPU loads on a machine without one).
+
+    Returns:
+        The saved object.
+
+    Raises:
+        CheckpointError: the file is missing, is a directory, is empty, truncated or corrupt, is not a
+            `torch.save` file, or holds objects that would run code when unpickled (refused, never run).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file; pass the path of a checkpoint")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory; pass the checkpoint file inside it")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes); it was not written completely; use another copy")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
+                return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(_unpickling_message(path, str(error))) from None
+    # What torch.load raises on a truncated, corrupt or foreign file (found by feeding it random and cut files).
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError, AttributeError, struct.error,
+            zipfile.BadZipFile, OverflowError, MemoryError) as error:
+        if isinstance(error, RuntimeError) and "cuda" in str(error).lower():
+            raise CheckpointError(
+                f"{path}: cannot place the tensors on {map_location!r} ({_first_line(error)}); "
+                "load it with device='cpu' or on a machine with that device"
+            ) from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint: the file is truncated, corrupt or of another format "
+            f"({type(error).__name__}: {_first_line(error) or 'no detail'}); use a complete copy of the file"
+        ) from None
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read the file ({error.strerror or error})") from None
+
+
+def _unpickling_message(path: str, detail: str) -> str:
+    """One line for a file the restricted unpickler rejected, without torch's advice to disable the check."""
+    blocked = _BLOCKED_GLOBAL.search(_ANSI.sub("", detail))
+    if blocked:
+        return (
+            f"{path}: refused: the file holds a Python object ({blocked.group(1)}) that would run code when "
+            "unpickled; nothing was executed. Use a checkpoint from a source you trust, saved as a state dict "
+            "(tensors only) or safetensors"
+        )
+    return (
+        f"{path}: not a readable PyTorch checkpoint: the file is truncated or corrupt, or holds objects other "
+        "than tensors (nothing was executed); use a complete copy from a source you trust"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = _ANSI.sub("", str(error)).strip()
+    return text.splitlines()[0][:200] if text else ""
