@@ -109,6 +109,20 @@ class DeformableDETR(nn.Module):
             "enc_outputs" (two-stage only): {"pred_logits" (B, S, K), "pred_boxes" (B, S, 4)} of every
             encoder proposal (boxes of invalid proposals are 1).
         """
+        sources, masks = self.image_features(images, padding_mask)
+        return self.detect(sources, masks)
+
+    def image_features(self, images: torch.Tensor,
+                       padding_mask: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Backbone and input projections: the per-level maps the transformer reads.
+
+        Args:
+            images, padding_mask: as `forward`.
+
+        Returns:
+            sources: per level, (B, C, H_l, W_l) projected features;
+            masks: per level, (B, H_l, W_l) bool, True = padding.
+        """
         if padding_mask is None:
             padding_mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
         features = self.backbone(images, padding_mask)  # [(B, C_l, H_l, W_l), (B, H_l, W_l)]
@@ -118,6 +132,17 @@ class DeformableDETR(nn.Module):
             source = self.input_proj[level](features[-1][0] if level == len(features) else sources[-1])
             sources.append(source)
             masks.append(downsample_mask(padding_mask, source.shape[-2:]))
+        return sources, masks
+
+    def detect(self, sources: list[torch.Tensor], masks: list[torch.Tensor]) -> dict[str, Any]:
+        """Transformer and heads on the maps of `image_features` (which may be padded per level).
+
+        Args:
+            sources: per level, (B, C, H_l, W_l); masks: per level, (B, H_l, W_l) bool, True = padding.
+
+        Returns:
+            as `forward`.
+        """
         positions = [sine_position_encoding(mask, self.config.d_model // 2).to(source.dtype)
                      for source, mask in zip(sources, masks)]  # (B, C, H_l, W_l) each
 
