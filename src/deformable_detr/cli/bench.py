@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -31,13 +30,14 @@ def _add_bench_model(targets) -> None:
 
 
 def _bench_model(args) -> None:
-    from ..interop.benchmark import format_model_benchmark, run_model_benchmark, write_model_benchmark
+    from ..bench.harness import write_result
+    from ..bench.model import format_model_benchmark, run_model_benchmark
 
     out = args.out or Path("benchmarks/results") / f"model_cpu{'_smoke' if args.smoke else ''}.json"
     result = run_model_benchmark(args.height, args.width, args.repeats, args.threads, args.smoke,
                                  progress=lambda message: print(message, file=sys.stderr))
     print(format_model_benchmark(result))
-    write_model_benchmark(result, out)
+    write_result(out, result)
     print(f"wrote {out}")
 
 
@@ -54,11 +54,11 @@ def _add_bench_train(targets) -> None:
 
 
 def _bench_train(args) -> None:
-    from ..training.benchmark import benchmark_training, format_training_benchmark
+    from ..bench.harness import write_result
+    from ..bench.train import benchmark_training, format_training_benchmark
 
     results = benchmark_training(args.image_size, args.batch_size, args.threads, args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result(args.out, results)
     print(format_training_benchmark(results))
     print(f"wrote {args.out}")
 
@@ -76,14 +76,40 @@ def _add_bench_op(targets) -> None:
 
 
 def _bench_op(args) -> None:
-    from ..ops.benchmark import format_op_benchmark, run_op_benchmark, write_op_benchmark
+    from ..bench.harness import write_result
+    from ..bench.op import format_op_benchmark, run_op_benchmark
 
     results = run_op_benchmark(repeats=args.repeats, threads=args.threads, memory=not args.no_memory,
                                progress=lambda message: print(message, file=sys.stderr))
     print(format_op_benchmark(results))
-    write_op_benchmark(results, args.out)
+    write_result(args.out, results)
     print(f"wrote {args.out}")
 
 
+def _add_bench_op_triton(targets) -> None:
+    parser = targets.add_parser("op-triton", help="the Triton backend vs reference on a CUDA GPU: time, GB/s, memory",
+                                description="Forward and forward+backward of the triton and reference backends (and the "
+                                            "official CUDA kernel if importable) on the encoder, decoder and batch-2 "
+                                            "shapes, realistic and uniform locations, float32/bfloat16/float16.")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs after two warm-ups (default 20)")
+    parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16", "float16"],
+                        default=["float32", "bfloat16", "float16"])
+    parser.add_argument("--cases", nargs="+", choices=["encoder", "decoder", "encoder-b2"],
+                        default=["encoder", "decoder", "encoder-b2"])
+    parser.add_argument("--locations", nargs="+", choices=["realistic", "uniform"], default=["realistic", "uniform"])
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU under TRITON_INTERPRET=1")
+    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/op_triton_<gpu>.json)")
+    parser.set_defaults(handler=_bench_op_triton)
+
+
+def _bench_op_triton(args) -> None:
+    from ..bench.op_triton import format_table, run_and_write
+
+    rows, out = run_and_write(args.repeats, tuple(args.dtypes), tuple(args.cases), tuple(args.locations), args.smoke,
+                              args.out)
+    print(format_table(rows))
+    print(f"wrote {out}")
+
+
 # `bench` targets, in `--help` order. To add one, append its `_add_bench_<name>(targets)` function here.
-BENCH_TARGETS = [_add_bench_model, _add_bench_train, _add_bench_op]
+BENCH_TARGETS = [_add_bench_model, _add_bench_train, _add_bench_op, _add_bench_op_triton]

@@ -1,9 +1,10 @@
-"""GPU benchmark of the Triton backend vs `reference` (and the official CUDA kernel if importable).
+"""`bench op-triton`: GPU benchmark of the Triton backend vs `reference` (and the official CUDA kernel if
+importable).
 
-Run on a CUDA machine from the source tree:
+Run on a CUDA machine (from the source tree: `PYTHONPATH=src python -m deformable_detr.cli bench op-triton`):
 
-    PYTHONPATH=src python benchmarks/bench_op_triton.py            # full table, ~1-2 min on an H100
-    PYTHONPATH=src python benchmarks/bench_op_triton.py --repeats 5 --dtypes float32
+    deformable-detr bench op-triton                                # full table, ~1-2 min on an H100
+    deformable-detr bench op-triton --repeats 5 --dtypes float32
 
 Cases (DESIGN.md "Machine facts"): the encoder of an 800x1066 image (value (1, 17821, 8, 32),
 levels [[100,134],[50,67],[25,34],[13,17]], P = 4, Lq = S = 17821), the decoder (Lq = 300) and the
@@ -14,21 +15,21 @@ and forward+backward: median of `--repeats` warm runs (CUDA events), speed-up ov
 measured in the same run, effective GB/s (minimum bytes each pass must move / time; value
 gathers count once), peak memory of forward+backward above the inputs, and max |output - reference|.
 
-Prints a table and writes JSON to benchmarks/results/op_triton_<gpu>.json. No assertions on time.
+Prints a table and writes JSON to benchmarks/results/op_triton_<gpu>.json (with `harness.header()`). No assertions on time.
 `--smoke` runs tiny shapes on the CPU under TRITON_INTERPRET=1 to check the script itself.
 """
 
-import argparse
-import json
+from __future__ import annotations
+
 import math
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+
+from .harness import header, write_result
 
 ENCODER_LEVELS = [[100, 134], [50, 67], [25, 34], [13, 17]]  # 800x1066 image, strides 8..64
 SIZES = {  # (levels, M, D, P, decoder Lq)
@@ -250,36 +251,24 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
-    parser.add_argument("--cases", nargs="+", choices=["encoder", "decoder", "encoder-b2"],
-                        default=["encoder", "decoder", "encoder-b2"])  # fmt: skip
-    parser.add_argument("--locations", nargs="+", choices=["realistic", "uniform"], default=["realistic", "uniform"])
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU under TRITON_INTERPRET=1")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
-    args = parser.parse_args(argv)
-    if args.smoke:
+def run_and_write(repeats: int, dtypes: tuple[str, ...], cases: tuple[str, ...], locations: tuple[str, ...],
+                  smoke: bool, out: Path | None) -> tuple[list[dict], Path]:
+    """Run the benchmark and write `{"header", "smoke", "rows"}` JSON; returns the rows and the path.
+
+    Raises:
+        ConfigError: no CUDA device and not `smoke`.
+    """
+    from ..errors import ConfigError
+
+    if smoke:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported
     elif not torch.cuda.is_available():
-        print("bench_op_triton: needs a CUDA device (or --smoke); GPU figures stay unmeasured", file=sys.stderr)
-        return 2
-    rows = run(args.repeats, tuple(args.dtypes), tuple(args.cases), tuple(args.locations), smoke=args.smoke)
-    print(format_table(rows))
-    device_name = "cpu-interpreter" if args.smoke else torch.cuda.get_device_name()
+        raise ConfigError("bench op-triton needs a CUDA device (or --smoke for tiny shapes on the CPU interpreter)")
+    rows = run(repeats, dtypes, cases, locations, smoke=smoke)
     import triton
 
-    meta = {
-        "device": device_name, "torch": torch.__version__, "triton": triton.__version__,
-        "python": platform.python_version(), "repeats": args.repeats, "smoke": args.smoke,
-    }  # fmt: skip
-    out = args.out or Path(__file__).parent / "results" / f"op_triton_{device_name.replace(' ', '_')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    device_name = "cpu-interpreter" if smoke else torch.cuda.get_device_name()
+    out = out or Path("benchmarks/results") / f"op_triton_{device_name.replace(' ', '_')}.json"
+    write_result(out, {"header": header(triton=triton.__version__, device=device_name), "repeats": repeats,
+                       "smoke": smoke, "rows": rows})
+    return rows, out

@@ -1,4 +1,4 @@
-"""Benchmark of the operator's backends on the shapes of a real Deformable DETR (`deformable-detr bench op`).
+"""`bench op`: benchmark of the operator's backends on the shapes of a real Deformable DETR (`deformable-detr bench op`).
 
 Cases (the paper's model on an 800x1066 image: value (B, 17821, 8, 32), levels
 [[100,134],[50,67],[25,34],[13,17]], 4 points):
@@ -9,28 +9,25 @@ Cases (the paper's model on an 800x1066 image: value (B, 17821, 8, 32), levels
 "Realistic" locations are what a trained encoder produces: the query's reference point plus, per
 level, the paper's initial ring of head directions (point p at p + 1 pixels) and ~1 pixel of noise.
 
-Per backend and case: median wall time of `repeats` warm forwards and forward+backwards, speed-up
-over `reference` measured in the same run, effective GB/s (the bytes each pass must move at least:
+Per backend and case: the minimum (and median) wall time of `repeats` warm forwards and forward+backwards,
+the backends interleaved run by run; speed-up over `reference` measured in the same run, effective GB/s (the bytes each pass must move at least:
 inputs read once, outputs written once, divided by the time) and, for the encoder case, the peak
 memory of one forward+backward: in a fresh subprocess, with the inputs built and the backend warmed
 up, the peak resident set size is reset to the current one (Linux /proc/self/clear_refs) and its
 growth during the pass is reported (torch's CPU allocator has no peak counter; tracemalloc cannot see it).
 """
 
-import json
-import os
-import platform
-import resource
+from __future__ import annotations
+
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from . import multi_scale_deformable_attention
+from ..ops import multi_scale_deformable_attention
+from .harness import header, interleaved_times, peak_rss_mib, reset_peak_rss_mib
 
 ENCODER_LEVELS = [[100, 134], [50, 67], [25, 34], [13, 17]]  # 800x1066 image, strides 8, 16, 32, 64
 HEADS, HEAD_DIM, POINTS, DECODER_QUERIES = 8, 32, 4, 300  # the paper's d_model 256, 8 heads, 4 points, 300 queries
@@ -89,16 +86,6 @@ def _bytes_moved(inputs: tuple[torch.Tensor, ...], backward: bool) -> int:
     return forward + (output + tensors if backward else 0)  # backward: read grad_output, write three grads
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (builds kernels, fills caches)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _forward_backward(inputs: tuple[torch.Tensor, ...], backend: str) -> Callable[[], None]:
     value, spatial_shapes, level_start_index, sampling_locations, attention_weights = inputs
     leaves = [t.detach().requires_grad_() for t in (value, sampling_locations, attention_weights)]
@@ -118,44 +105,22 @@ def _forward_backward(inputs: tuple[torch.Tensor, ...], backend: str) -> Callabl
 def peak_memory_mb(case: str, backend: str, threads: int) -> float:
     """Growth of the peak RSS, in MiB, of one forward+backward in a fresh subprocess (see module docstring)."""
     code = (
-        "import sys, torch; from deformable_detr.ops.benchmark import _peak_memory_child; "
-        f"print(_peak_memory_child({case!r}, {backend!r}, {threads}))"
+        "import sys, torch; from deformable_detr.bench.op import peak_memory_child; "
+        f"print(peak_memory_child({case!r}, {backend!r}, {threads}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def _peak_memory_child(case: str, backend: str, threads: int) -> float:
+def peak_memory_child(case: str, backend: str, threads: int) -> float:
     torch.set_num_threads(threads)
     small = make_case("decoder")  # loads the backend (and torch's lazy modules) before the baseline
     _forward_backward(small, backend)()
     run = _forward_backward(make_case(case), backend)
-    before = _reset_peak_rss_kib()
+    before = reset_peak_rss_mib()
     run()
-    return (_peak_rss_kib() - before) / 1024
+    return peak_rss_mib() - before
 
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise OSError(f"/proc/self/status has no {field}")
-
-
-def _reset_peak_rss_kib() -> int:
-    """Reset the peak RSS to the current RSS (Linux: clear_refs 5) and return it, in KiB."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_kib("VmHWM")
-    except OSError:  # not Linux: ru_maxrss cannot be reset, so temporaries before the run may hide its peak
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _peak_rss_kib() -> int:
-    try:
-        return _status_kib("VmHWM")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def run_op_benchmark(
@@ -171,41 +136,45 @@ def run_op_benchmark(
     Args:
         backends: backends to compare; "reference" must be among them for the speed-ups.
         cases: names from `CASES`.
-        repeats: timed runs after one warm-up; the median is reported.
+        repeats: timed rounds after one warm-up; each round runs every backend once (interleaved).
         threads: torch.set_num_threads for the run.
         memory: also measure the peak memory of forward+backward on the encoder case (subprocesses).
         progress: called with a short message before each measurement.
 
     Returns:
-        {"machine": {...}, "repeats", "threads", "cases": {case: {"shape": {...}, "backends": {backend:
-        {"forward_ms", "forward_backward_ms", "forward_speedup", "forward_backward_speedup",
+        {"header": harness.header(), "repeats", "threads", "cases": {case: {"shape": {...}, "backends":
+        {backend: {"forward_ms" (min), "forward_median_ms", "forward_backward_ms" (min),
+        "forward_backward_median_ms", "forward_speedup", "forward_backward_speedup" (of the minima),
         "forward_gbps", "forward_backward_gbps", "peak_memory_mb" (encoder only)}}}}}.
     """
     report = progress or (lambda message: None)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    results: dict = {
-        "machine": {"cpu": _cpu_model(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "load_average_before": os.getloadavg()},
-        "repeats": repeats, "threads": threads, "dtype": "float32", "cases": {},
-    }
+    results: dict = {"header": header(threads=threads), "repeats": repeats, "threads": threads, "dtype": "float32",
+                     "cases": {}}
     try:
         for case in cases:
             inputs = make_case(case)
             value, sampling_locations = inputs[0], inputs[3]
             entry: dict = {"shape": {"value": list(value.shape), "sampling_locations": list(sampling_locations.shape)},
                            "backends": {}}
+            report(f"{case}: {', '.join(backends)} (interleaved)")
+            forwards = {b: (lambda b=b: multi_scale_deformable_attention(*inputs, backend=b)) for b in backends}
+            forward_times = interleaved_times(forwards, repeats)
+            passes = {b: _forward_backward(inputs, b) for b in backends}
+            forward_backward_times = interleaved_times(passes, repeats)
             for backend in backends:
-                report(f"{case}: {backend}")
-                forward = _median_seconds(lambda: multi_scale_deformable_attention(*inputs, backend=backend), repeats)
-                forward_backward = _median_seconds(_forward_backward(inputs, backend), repeats)
+                forward, forward_backward = min(forward_times[backend]), min(forward_backward_times[backend])
                 timing = {
                     "forward_ms": 1e3 * forward,
+                    "forward_median_ms": 1e3 * statistics.median(forward_times[backend]),
                     "forward_backward_ms": 1e3 * forward_backward,
+                    "forward_backward_median_ms": 1e3 * statistics.median(forward_backward_times[backend]),
                     "forward_gbps": _bytes_moved(inputs, backward=False) / forward / 1e9,
                     "forward_backward_gbps": _bytes_moved(inputs, backward=True) / forward_backward / 1e9,
                 }
                 if memory and case == "encoder":
+                    report(f"{case}: {backend} peak memory (subprocess)")
                     timing["peak_memory_mb"] = peak_memory_mb(case, backend, threads)
                 entry["backends"][backend] = timing
             if "reference" in entry["backends"]:
@@ -216,26 +185,16 @@ def run_op_benchmark(
             results["cases"][case] = entry
     finally:
         torch.set_num_threads(previous_threads)
-    results["machine"]["load_average_after"] = os.getloadavg()
     return results
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def format_op_benchmark(results: dict) -> str:
     """A plain-text table of `run_op_benchmark`'s result."""
     header = (f"{'case':<16} {'backend':<10} {'fwd ms':>9} {'x ref':>6} {'GB/s':>6} "
               f"{'fwd+bwd ms':>11} {'x ref':>6} {'GB/s':>6} {'peak MiB':>9}")
-    lines = [f"multi-scale deformable attention, float32, {results['threads']} threads, median of "
-             f"{results['repeats']} (load average before {results['machine']['load_average_before'][0]:.1f})",
+    machine = results["header"]
+    lines = [f"multi-scale deformable attention, float32, {results['threads']} threads, min of {results['repeats']} "
+             f"interleaved runs; {machine['machine']}, load average {machine['load_average'][0]:.1f}",
              header, "-" * len(header)]
     for case, entry in results["cases"].items():
         for backend, t in entry["backends"].items():
@@ -246,9 +205,3 @@ def format_op_benchmark(results: dict) -> str:
                 f"{t.get('forward_backward_speedup', float('nan')):>6.1f} {t['forward_backward_gbps']:>6.2f} {memory:>9}"
             )
     return "\n".join(lines)
-
-
-def write_op_benchmark(results: dict, path: Path) -> None:
-    """Write `results` as JSON to `path` (parents created)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
