@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
 
-from PIL import Image
-
 from .coco import DatasetError
+from .images import image_size
 
 # kind -> what to do about it (shown once per kind in the report).
 PROBLEM_KINDS = {
@@ -233,18 +232,14 @@ def _check_annotations(annotations: list, images: dict, categories: set, found: 
 def _check_image_file(images_dir: Path, image_id, image: dict) -> tuple[str, str] | None:
     """(problem kind, message) for one image file, or None when it decodes to the JSON's size."""
     path = images_dir / image["file_name"]
-    try:
-        if os.path.getsize(path) == 0:
-            return "empty_image", "file has 0 bytes"
-        with Image.open(path) as decoded:
-            decoded.load()
-            width, height = decoded.size
-            if decoded.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: displayed rotated by 90 degrees
-                width, height = height, width
-    except FileNotFoundError:
+    if not path.exists():
         return "missing_image", f"not found in {images_dir}"
-    except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
-        return "unreadable_image", f"cannot decode ({type(error).__name__}: {error})"
+    if path.is_file() and os.path.getsize(path) == 0:
+        return "empty_image", "file has 0 bytes"
+    try:
+        width, height = image_size(path, name=image["file_name"], hint="replace it or remove its entry")
+    except DatasetError as error:
+        return "unreadable_image", str(error).removeprefix(f"{image['file_name']}: ")
     if width == 0 or height == 0:
         return "empty_image", f"decodes to {width}x{height}"
     if (width, height) != (image["width"], image["height"]):

@@ -19,6 +19,7 @@ from .images import load_rgb_image
 from .transforms import ToTensorNormalize
 
 __all__ = ["CocoDetection", "DatasetError", "collate", "load_rgb_image"]
+_IMAGE_HINT = "replace the file or remove its entry from the annotations (or train with --skip-bad)"
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -26,28 +27,43 @@ class CocoDetection(torch.utils.data.Dataset):
 
     Args:
         images_dir: folder holding the files named by `images[*].file_name`.
-        annotations_file: COCO instances JSON.
+        annotations_file: COCO instances JSON, or the instances dict itself (e.g. `DatasetSplit.coco`
+            of a YOLO or VOC dataset read into COCO form).
         transforms: callable (PIL image, target with xyxy pixel boxes) -> (tensor, target), e.g.
             `make_transforms(train=True)`; None -> `ToTensorNormalize()` only.
+        name: how messages name an instances dict (default "annotations").
 
     Item: image (3, H, W) float32 normalized; target dict with `boxes` (T, 4) float32 cxcywh
     normalized to the image, `labels` (T,) int64 contiguous, `image_id` int, `orig_size` (2,) int64
-    (h, w) of the decoded image, `size` (2,) int64 (h, w) after the transforms.
+    (h, w) of the image file (its JSON size), `size` (2,) int64 (h, w) after the transforms.
     """
 
-    def __init__(self, images_dir: str | Path, annotations_file: str | Path, transforms: Callable | None = None):
+    def __init__(self, images_dir: str | Path, annotations_file: str | Path | dict, transforms: Callable | None = None,
+                 name: str | None = None):
         self.images_dir = Path(images_dir)
-        self.annotations_file = Path(annotations_file)
         self.transforms = transforms if transforms is not None else ToTensorNormalize()
+        if isinstance(annotations_file, dict):
+            coco = annotations_file
+            self.annotations_file = Path(name or "annotations")
+        else:
+            self.annotations_file = Path(annotations_file)
+            coco = _read_json(self.annotations_file)
+        self.coco = coco
         try:
-            coco = json.loads(self.annotations_file.read_text())
-        except FileNotFoundError:
-            raise DatasetError(f"{self.annotations_file}: annotations file not found; pass the instances JSON") from None
-        except json.JSONDecodeError as error:
-            raise DatasetError(f"{self.annotations_file}: not valid JSON ({error}); fix or regenerate the file") from None
+            self._index(coco)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            if isinstance(error, DatasetError):
+                raise
+            raise DatasetError(f"{self.annotations_file}: malformed COCO entry ({type(error).__name__}: {error}); "
+                               "`deformable-detr check-data` lists every problem") from None
+        self._warned_degenerate = False
+
+    def _index(self, coco: dict) -> None:
+        if not isinstance(coco, dict):
+            raise DatasetError(f"{self.annotations_file}: top level must be an object with images, annotations, categories")
         for key in ("images", "annotations", "categories"):
-            if key not in coco:
-                raise DatasetError(f"{self.annotations_file}: missing top-level key '{key}'; a COCO instances file needs images, annotations, categories")
+            if not isinstance(coco.get(key), list):
+                raise DatasetError(f"{self.annotations_file}: missing top-level list '{key}'; a COCO instances file needs images, annotations, categories")
         self.categories = sorted(coco["categories"], key=lambda c: c["id"])
         self.label_to_category_id = [c["id"] for c in self.categories]
         self.category_id_to_label = {cid: label for label, cid in enumerate(self.label_to_category_id)}
@@ -62,7 +78,6 @@ class CocoDetection(torch.utils.data.Dataset):
                     f"{self.label_to_category_id}; add the category or fix the id"
                 )
             self.annotations_by_image.setdefault(ann["image_id"], []).append(ann)
-        self._warned_degenerate = False
 
     @property
     def num_classes(self) -> int:
@@ -99,9 +114,31 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         info = self.images[index]
-        image = load_rgb_image(self.images_dir / info["file_name"])
-        target = self.load_target(index, image.width, image.height)
+        image = load_rgb_image(self.images_dir / info["file_name"], hint=_IMAGE_HINT)
+        file_width, file_height = image.info.get("original_size", image.size)
+        if (info.get("width"), info.get("height")) not in ((None, None), (file_width, file_height)):
+            raise DatasetError(
+                f"{self.images_dir / info['file_name']}: image is {file_width}x{file_height} but {self.annotations_file} says "
+                f"{info.get('width')}x{info.get('height')}, so its boxes would be wrong; fix the file or the JSON "
+                "(`deformable-detr check-data` lists every such image)"
+            )
+        target = self.load_target(index, file_width, file_height)
+        if image.size != (file_width, file_height):  # downscaled on decoding: boxes follow the pixels
+            scale = torch.tensor([image.width / file_width, image.height / file_height] * 2)
+            target["boxes"] = target["boxes"] * scale
+            target["size"] = torch.tensor([image.height, image.width], dtype=torch.int64)
         return self.transforms(image, target)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: annotations file not found; pass the instances JSON") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: not valid JSON ({error}); fix or regenerate the file") from None
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error})") from None
 
 
 def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
