@@ -83,7 +83,7 @@ def test_malformed_json_is_one_line_dataset_error(clean, tmp_path):
 
 
 def test_missing_paths_raise_file_not_found(clean, tmp_path):
-    with pytest.raises(FileNotFoundError, match="annotations file not found"):
+    with pytest.raises(DatasetError, match="annotations file not found"):
         check_dataset(clean.images_dir, tmp_path / "none.json")
-    with pytest.raises(FileNotFoundError, match="images folder not found"):
+    with pytest.raises(DatasetError, match="images folder not found"):
         check_dataset(tmp_path / "no_images", clean.annotations_file)

@@ -60,5 +60,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Every command, in `--help` order.
-COMMANDS = [data.register_make_dataset, evaluate.register, data.register_check_data, demo.register, train.register,
+COMMANDS = [data.register_make_dataset, evaluate.register, data.register_check_data, data.register_convert, demo.register, train.register,
             predict.register, bench.register]

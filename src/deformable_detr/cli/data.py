@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -32,10 +31,11 @@ def _make_dataset(args) -> None:
 
 
 def register_check_data(subparsers) -> None:
-    parser = subparsers.add_parser("check-data", help="list every problem of a COCO dataset (exit 1 if any)",
-                                   description="Check a COCO dataset: DIR holding images/ + annotations.json, or "
-                                               "split subfolders (train/, val/); or --images with --annotations.")
-    parser.add_argument("dir", type=Path, nargs="?", metavar="DIR", help="dataset or split folder")
+    parser = subparsers.add_parser("check-data", help="list every problem of a dataset, any format (exit 1 if any)",
+                                   description="Check a COCO, YOLO or Pascal VOC dataset (format detected, or --format): "
+                                               "every split of DIR; or one COCO split given as --images with --annotations.")
+    parser.add_argument("dir", type=Path, nargs="?", metavar="DIR", help="dataset folder")
+    parser.add_argument("--format", default="auto", choices=("auto", "coco", "yolo", "voc"), help="dataset format (default auto)")
     parser.add_argument("--images", type=Path, metavar="DIR", help="images folder (with --annotations)")
     parser.add_argument("--annotations", type=Path, metavar="FILE", help="instances JSON (with --images)")
     parser.add_argument("--examples", type=int, default=3, help="example messages shown per problem kind (default 3)")
@@ -43,17 +43,41 @@ def register_check_data(subparsers) -> None:
 
 
 def _check_data(args) -> int:
-    from ..data.check import check_dataset, find_splits
-    from ..data.coco import DatasetError
+    from ..data.check import check_dataset, check_split
+    from ..data.formats import dataset_splits, read_split
+    from ..errors import ConfigError, DatasetError
 
     explicit = args.images is not None or args.annotations is not None
     if (args.dir is not None) == explicit or (explicit and (args.images is None or args.annotations is None)):
-        raise ValueError("check-data takes either DIR or both --images and --annotations")
-    splits = find_splits(args.dir) if args.dir is not None else [(args.images, args.annotations)]
+        raise ConfigError("check-data takes either DIR or both --images and --annotations")
     try:
-        reports = [check_dataset(images_dir, annotations_file) for images_dir, annotations_file in splits]
+        if explicit:
+            reports = [check_dataset(args.images, args.annotations)]
+        else:
+            reports = [check_split(read_split(args.dir, name, args.format)) for name in dataset_splits(args.dir, args.format)]
     except DatasetError as error:  # a malformed file is a problem found, not a usage error
         print(f"error: {error}", file=sys.stderr)
         return 1
     print("\n".join(report.format(args.examples) for report in reports))
     return 0 if all(report.ok for report in reports) else 1
+
+
+def register_convert(subparsers) -> None:
+    parser = subparsers.add_parser("convert", help="convert a YOLO / Pascal VOC / COCO dataset to COCO format",
+                                   description="Write OUT/<split>/images/ + OUT/<split>/annotations.json for every split "
+                                               "of SRC (images hard-linked where possible, else copied).")
+    parser.add_argument("src", type=Path, metavar="SRC", help="dataset folder")
+    parser.add_argument("--to", required=True, choices=("coco",), help="output format")
+    parser.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty)")
+    parser.add_argument("--format", default="auto", choices=("auto", "coco", "yolo", "voc"), help="SRC's format (default auto)")
+    parser.set_defaults(handler=_convert)
+
+
+def _convert(args) -> int:
+    from ..data.formats import convert_dataset
+
+    written = convert_dataset(args.src, args.out, args.format)
+    for name, (path, images, boxes, problems) in written.items():
+        skipped = f"; {problems} entries could not be converted (see `deformable-detr check-data {args.src}`)" if problems else ""
+        print(f"{name}: {images} images, {boxes} boxes -> {path}{skipped}")
+    return 0

@@ -1,4 +1,8 @@
-"""Checks of a COCO-format dataset (images folder + instances JSON) that list every problem found.
+"""Checks of a dataset split (any format, read into COCO form) that list every problem found.
+
+`check_split(read_split(root, "train"))` checks a COCO, YOLO or VOC split; the readers' own
+problems (a label line with 4 numbers, XML without a size) are reported with file and line.
+`without_bad` drops what `--skip-bad` skips: every image with a problem, and malformed annotations.
 
 Problems (each makes `DatasetReport.ok` False, and `deformable-detr check-data` exit 1):
 malformed entries, missing / empty (0 bytes or 0 size) / unreadable images, image size differing
@@ -12,7 +16,7 @@ image entries.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 from collections import Counter
@@ -22,7 +26,9 @@ from numbers import Real
 from pathlib import Path
 
 from .coco import DatasetError
+from .formats import load_json_split
 from .images import image_size
+from .split import DatasetSplit
 
 # kind -> what to do about it (shown once per kind in the report).
 PROBLEM_KINDS = {
@@ -57,6 +63,9 @@ class DatasetReport:
     num_categories: int
     problems: dict[str, list[str]] = field(default_factory=dict)  # kind -> messages
     warnings: dict[str, list[str]] = field(default_factory=dict)
+    bad_image_ids: frozenset = frozenset()  # images with a problem (their file or one of their annotations)
+    bad_annotations: frozenset = frozenset()  # indices into `annotations` that are malformed or point nowhere
+    fatal: tuple[str, ...] = ()  # problems no image can be skipped for (e.g. duplicate category ids)
 
     @property
     def ok(self) -> bool:
@@ -84,39 +93,73 @@ class DatasetReport:
 
 
 def check_dataset(images_dir: str | Path, annotations_file: str | Path, num_threads: int | None = None) -> DatasetReport:
-    """Check a COCO-format dataset and list every problem with counts.
+    """Check a COCO-format dataset (images folder + instances JSON) and list every problem with counts.
+
+    Raises:
+        DatasetError: the annotations file or images folder is missing, the JSON is malformed or
+            lacks the images/annotations/categories lists.
+    """
+    images_dir, annotations_file = Path(images_dir), Path(annotations_file)
+    if not annotations_file.is_file():
+        raise DatasetError(f"{annotations_file}: annotations file not found; pass the COCO instances JSON")
+    return check_split(load_json_split(images_dir, annotations_file), num_threads)
+
+
+def check_split(split: DatasetSplit, num_threads: int | None = None) -> DatasetReport:
+    """Check one split of any format (read into COCO form) and list every problem with counts.
 
     Args:
-        images_dir: folder holding the files named by `images[*].file_name`.
-        annotations_file: COCO instances JSON.
+        split: from `read_split` / `load_json_split`; the reader's own problems (bad label lines,
+            bad XML) are included in the report.
         num_threads: threads decoding images; None -> 2 x CPU cores (decoding releases the GIL).
 
     Returns:
         A `DatasetReport`; `report.ok` is False when any problem was found.
 
     Raises:
-        FileNotFoundError: the annotations file or the images folder does not exist.
-        DatasetError: the JSON is malformed or lacks the images/annotations/categories lists.
+        DatasetError: the instances dict lacks the images/annotations/categories lists.
     """
-    images_dir, annotations_file = Path(images_dir), Path(annotations_file)
-    if not images_dir.is_dir():
-        raise FileNotFoundError(f"{images_dir}: images folder not found; pass the folder holding the image files")
-    data = _load_instances(annotations_file)
+    data = split.coco
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+        raise DatasetError(f"{split.source}: needs top-level lists 'images', 'annotations' and 'categories' (COCO instances format)")
     found = _Findings()
+    for kind, message, image_id in split.problems:
+        found.problem(kind, message, image_id)
     categories = _check_categories(data["categories"], found)
     images = _check_images(data["images"], found)
     _check_annotations(data["annotations"], images, categories, found)
     with ThreadPoolExecutor(num_threads or 2 * (os.cpu_count() or 1)) as pool:
-        file_problems = pool.map(lambda item: _check_image_file(images_dir, *item), images.items())
+        file_problems = pool.map(lambda item: _check_image_file(split.images_dir, *item), images.items())
         for image_id, file_problem in zip(images, file_problems):
             if file_problem is not None:
                 kind, message = file_problem
-                found.problem(kind, f"image id {image_id} ({images[image_id]['file_name']}): {message}")
+                found.problem(kind, f"image id {image_id} ({images[image_id]['file_name']}): {message}", image_id)
     return DatasetReport(
-        images_dir, annotations_file, len(data["images"]), len(data["annotations"]), len(data["categories"]),
+        split.images_dir, split.source, len(data["images"]), len(data["annotations"]), len(data["categories"]),
         {kind: found.problems[kind] for kind in PROBLEM_KINDS if kind in found.problems},
         {kind: found.warnings[kind] for kind in WARNING_KINDS if kind in found.warnings},
+        frozenset(found.bad_images), frozenset(found.bad_annotations), tuple(found.fatal),
     )
+
+
+def without_bad(split: DatasetSplit, report: DatasetReport) -> tuple[DatasetSplit, int, int]:
+    """The split minus every image with a problem (and its annotations) and every malformed annotation.
+
+    Returns:
+        (clean split, images skipped, annotations skipped).
+
+    Raises:
+        DatasetError: a problem that skipping images cannot fix (e.g. duplicate category ids).
+    """
+    if report.fatal:
+        raise DatasetError(f"{split.source}: {report.fatal[0]}; --skip-bad cannot skip this, fix the dataset")
+    images = [im for im in split.coco["images"] if not (isinstance(im, dict) and im.get("id") in report.bad_image_ids)]
+    image_ids = {im["id"] for im in images if isinstance(im, dict)}
+    annotations = [ann for index, ann in enumerate(split.coco["annotations"])
+                   if index not in report.bad_annotations and ann.get("image_id") in image_ids]
+    coco = {**split.coco, "images": images, "annotations": annotations}
+    clean = dataclasses.replace(split, coco=coco, problems=[])
+    return clean, len(split.coco["images"]) - len(images), len(split.coco["annotations"]) - len(annotations)
 
 
 class _Findings:
@@ -125,42 +168,19 @@ class _Findings:
     def __init__(self):
         self.problems: dict[str, list[str]] = {}
         self.warnings: dict[str, list[str]] = {}
+        self.bad_images: set = set()
+        self.bad_annotations: set[int] = set()
+        self.fatal: list[str] = []
 
-    def problem(self, kind: str, message: str) -> None:
+    def problem(self, kind: str, message: str, image_id=None, annotation_index: int | None = None) -> None:
         self.problems.setdefault(kind, []).append(message)
+        if image_id is not None:
+            self.bad_images.add(image_id)
+        if annotation_index is not None:
+            self.bad_annotations.add(annotation_index)
 
     def warning(self, kind: str, message: str) -> None:
         self.warnings.setdefault(kind, []).append(message)
-
-
-def find_splits(root: str | Path) -> list[tuple[Path, Path]]:
-    """(images_dir, annotations_file) of each split under `root`.
-
-    `root` is either one split (`root/images/` + `root/annotations.json`) or a dataset holding
-    splits as subfolders (`root/train/...`, `root/val/...`, as `make_dataset` writes them).
-
-    Raises:
-        FileNotFoundError: neither layout is found under `root`.
-    """
-    root = Path(root)
-    if (root / "annotations.json").is_file():
-        return [(root / "images", root / "annotations.json")]
-    splits = [(d / "images", d / "annotations.json") for d in sorted(root.glob("*")) if (d / "annotations.json").is_file()]
-    if not splits:
-        raise FileNotFoundError(f"{root}: no annotations.json in it or its subfolders; pass --images and --annotations")
-    return splits
-
-
-def _load_instances(annotations_file: Path) -> dict:
-    try:
-        data = json.loads(annotations_file.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{annotations_file}: annotations file not found; pass the COCO instances JSON") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{annotations_file}: not valid JSON ({error}); fix or regenerate the file") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise DatasetError(f"{annotations_file}: needs top-level lists 'images', 'annotations' and 'categories' (COCO instances format)")
-    return data
 
 
 def _is_int(value) -> bool:
@@ -173,8 +193,10 @@ def _check_categories(categories: list, found: _Findings) -> set:
     for index, category in enumerate(categories):
         if not isinstance(category, dict) or not _is_int(category.get("id")):
             found.problem("malformed_entry", f"categories[{index}]: needs an integer 'id', got {category!r:.80}")
+            found.fatal.append(f"categories[{index}] has no integer 'id'")
         elif category["id"] in ids:
             found.problem("duplicate_category_id", f"categories[{index}]: id {category['id']} used before")
+            found.fatal.append(f"categories[{index}]: id {category['id']} used before")
         else:
             ids.add(category["id"])
     if ids and sorted(ids) != list(range(1, len(ids) + 1)):
@@ -189,14 +211,15 @@ def _check_images(images: list, found: _Findings) -> dict:
     for index, image in enumerate(images):
         if not isinstance(image, dict) or not _is_int(image.get("id")) or not isinstance(image.get("file_name"), str) \
                 or not _is_int(image.get("width")) or not _is_int(image.get("height")):
-            found.problem("malformed_entry", f"images[{index}]: needs integer id/width/height and a file_name, got {image!r:.80}")
+            image_id = image.get("id") if isinstance(image, dict) and _is_int(image.get("id")) else None
+            found.problem("malformed_entry", f"images[{index}]: needs integer id/width/height and a file_name, got {image!r:.80}", image_id)
         elif image["id"] in by_id:
-            found.problem("duplicate_image_id", f"images[{index}]: id {image['id']} used before")
+            found.problem("duplicate_image_id", f"images[{index}]: id {image['id']} used before", image["id"])
         else:
             by_id[image["id"]] = image
             file_names[image["file_name"]] += 1
             if image["width"] <= 0 or image["height"] <= 0:
-                found.problem("empty_image", f"images[{index}] ({image['file_name']}): size {image['width']}x{image['height']} in the JSON")
+                found.problem("empty_image", f"images[{index}] ({image['file_name']}): size {image['width']}x{image['height']} in the JSON", image["id"])
     for name, count in file_names.items():
         if count > 1:
             found.warning("duplicate_file_name", f"{name} is named by {count} image entries")
@@ -206,27 +229,31 @@ def _check_images(images: list, found: _Findings) -> dict:
 def _check_annotations(annotations: list, images: dict, categories: set, found: _Findings) -> None:
     ids = set()
     for index, ann in enumerate(annotations):
-        where = f"annotations[{index}]"
+        source = ann.get("source") if isinstance(ann, dict) else None
+        where = source if isinstance(source, str) else f"annotations[{index}]"
+        image_id = ann.get("image_id") if isinstance(ann, dict) and _is_int(ann.get("image_id")) and ann["image_id"] in images else None
         bbox = ann.get("bbox") if isinstance(ann, dict) else None
         if not isinstance(ann, dict) or not _is_int(ann.get("id")) or not isinstance(bbox, (list, tuple)) or len(bbox) != 4 \
                 or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
-            found.problem("malformed_entry", f"{where}: needs an integer id and bbox of 4 finite numbers, got {ann!r:.80}")
+            found.problem("malformed_entry", f"{where}: needs an integer id and bbox of 4 finite numbers, got {ann!r:.80}", image_id, index)
             continue
-        where = f"{where} (id {ann['id']})"
+        if not isinstance(source, str):
+            where = f"{where} (id {ann['id']})"
         if ann["id"] in ids:
-            found.problem("duplicate_annotation_id", f"{where}: id used before")
+            found.problem("duplicate_annotation_id", f"{where}: id {ann['id']} used before", image_id, index)
         ids.add(ann["id"])
         if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
-            found.problem("unknown_category_id", f"{where}: category_id {ann.get('category_id')!r} not in categories")
+            found.problem("unknown_category_id", f"{where}: category_id {ann.get('category_id')!r} not in categories", image_id, index)
         x, y, w, h = bbox
         if w <= 0 or h <= 0:
-            found.problem("degenerate_box", f"{where}: bbox {list(bbox)} has w or h <= 0")
-        image = images.get(ann["image_id"]) if _is_int(ann.get("image_id")) else None
+            found.problem("degenerate_box", f"{where}: bbox {list(bbox)} has w or h <= 0", image_id, index)
+        image = images.get(image_id)
         if image is None:
-            found.problem("unknown_image_id", f"{where}: image_id {ann.get('image_id')!r} not in images")
+            found.problem("unknown_image_id", f"{where}: image_id {ann.get('image_id')!r} not in images", None, index)
         elif x < -_BOX_TOLERANCE or y < -_BOX_TOLERANCE or x + w > image["width"] + _BOX_TOLERANCE \
                 or y + h > image["height"] + _BOX_TOLERANCE:
-            found.problem("out_of_bounds_box", f"{where}: bbox {list(bbox)} outside image {image['id']} ({image['width']}x{image['height']})")
+            found.problem("out_of_bounds_box", f"{where}: bbox {[round(v, 2) for v in bbox]} outside image {image['id']} "
+                          f"({image['width']}x{image['height']})", image_id, index)
 
 
 def _check_image_file(images_dir: Path, image_id, image: dict) -> tuple[str, str] | None:

@@ -1,0 +1,153 @@
+"""Pascal VOC datasets read into COCO form.
+
+Layout: `Annotations/<id>.xml`, `JPEGImages/<filename>`, `ImageSets/Main/{train,val,trainval,test}.txt`
+(one image id per line). Without ImageSets every XML is one `train` split. A `VOCdevkit/VOC20xx`
+folder inside `root` is used when `root` itself has no `Annotations/`.
+
+Boxes: VOC pixel indices are 1-based and inclusive, so x0 = xmin - 1, y0 = ymin - 1, x1 = xmax,
+y1 = ymax (as detectron2 reads them). `difficult` objects become `iscrowd` 1, which COCO evaluation
+ignores (neither a miss nor a false positive) and training skips, matching VOC's own protocol.
+Class names: `classes.txt` / `labels.txt` in `root` if present, else every `<name>` in
+`Annotations/`, sorted, so all splits share one class list.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from ..errors import DatasetError
+from .split import DatasetSplit, box_entry
+
+SPLIT_FILES = {"train": "train", "val": "val", "test": "test", "trainval": "trainval"}
+
+
+def voc_root(root: str | Path) -> Path:
+    """The folder holding `Annotations/` (root itself or root/VOCdevkit/VOC20xx)."""
+    root = Path(root)
+    if (root / "Annotations").is_dir():
+        return root
+    inner = sorted(root.glob("VOCdevkit/VOC*")) + sorted(root.glob("VOC*"))
+    for candidate in inner:
+        if (candidate / "Annotations").is_dir():
+            return candidate
+    raise DatasetError(f"{root}: no Annotations/ folder (Pascal VOC layout: Annotations/, JPEGImages/, ImageSets/Main/)")
+
+
+def is_voc(root: Path) -> bool:
+    try:
+        voc_root(root)
+    except DatasetError:
+        return False
+    return True
+
+
+def voc_splits(root: str | Path) -> dict[str, list[str]]:
+    """{split: image ids} from ImageSets/Main/*.txt, or every XML as `train` when there are none."""
+    root = voc_root(root)
+    main = root / "ImageSets" / "Main"
+    splits = {}
+    for split in ("train", "val", "test"):
+        path = main / f"{split}.txt"
+        if path.is_file():
+            splits[split] = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not splits:
+        splits["train"] = sorted(p.stem for p in (root / "Annotations").glob("*.xml"))
+    return splits
+
+
+def class_names(root: str | Path) -> list[str]:
+    """classes.txt / labels.txt, else the sorted set of object names in every XML."""
+    root = voc_root(root)
+    for name in ("classes.txt", "labels.txt"):
+        if (root / name).is_file():
+            return [line.strip() for line in (root / name).read_text().splitlines() if line.strip()]
+    names = set()
+    for path in sorted((root / "Annotations").glob("*.xml")):
+        try:
+            for obj in ET.parse(path).getroot().iter("object"):
+                text = obj.findtext("name")
+                if text and text.strip():
+                    names.add(text.strip())
+        except (ET.ParseError, OSError):
+            continue  # reported per split by read_voc
+    if not names:
+        raise DatasetError(f"{root / 'Annotations'}: no <object><name> in any XML; add classes.txt or annotate objects")
+    return sorted(names)
+
+
+def read_voc(root: str | Path, split: str) -> DatasetSplit:
+    """Read one split of a Pascal VOC dataset into COCO form; bad XML becomes `problems`, not errors."""
+    root = voc_root(root)
+    names = class_names(root)
+    category_of = {name: i + 1 for i, name in enumerate(names)}
+    splits = voc_splits(root)
+    if split not in splits:
+        raise DatasetError(f"{root}: VOC dataset has no '{split}' split (found {', '.join(splits)} in ImageSets/Main/)")
+    coco = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    result = DatasetSplit(split, "voc", root / "JPEGImages", coco, root)
+    for stem in splits[split]:
+        _read_xml(root, stem, category_of, result)
+    return result
+
+
+def _read_xml(root: Path, stem: str, category_of: dict[str, int], result: DatasetSplit) -> None:
+    path = root / "Annotations" / f"{stem}.xml"
+    shown = f"Annotations/{stem}.xml"
+    try:
+        tree = ET.parse(path).getroot()
+    except FileNotFoundError:
+        result.problems.append(("missing_image", f"{shown}: not found (listed in ImageSets/Main); add it or remove the id", None))
+        return
+    except ET.ParseError as error:
+        line, column = error.position
+        result.problems.append(("malformed_entry", f"{shown}:{line}: not valid XML (column {column}); fix the file", None))
+        return
+    except OSError as error:
+        result.problems.append(("malformed_entry", f"{shown}: cannot read ({error})", None))
+        return
+    file_name = (tree.findtext("filename") or "").strip() or f"{stem}.jpg"
+    if not (root / "JPEGImages" / file_name).exists() and (root / "JPEGImages" / f"{stem}.jpg").exists():
+        file_name = f"{stem}.jpg"  # some exports write a stale <filename>
+    size = tree.find("size")
+    width, height = _int(size, "width"), _int(size, "height")
+    if width is None or height is None or width <= 0 or height <= 0:
+        result.problems.append(("malformed_entry", f"{shown}: no valid <size><width>/<height> (got {width}x{height}); "
+                                "add the image size", None))
+        return
+    image_id = len(result.coco["images"]) + 1
+    result.coco["images"].append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+    for index, obj in enumerate(tree.iter("object")):
+        where = f"{shown}: object {index}"
+        name = (obj.findtext("name") or "").strip()
+        if name not in category_of:
+            result.problems.append(("unknown_category_id", f"{where}: class {name!r} not in the class list "
+                                    f"({', '.join(list(category_of)[:8])}...); fix the name or add it to classes.txt", image_id))
+            continue
+        box = obj.find("bndbox")
+        corners = [_float(box, key) for key in ("xmin", "ymin", "xmax", "ymax")]
+        if any(v is None for v in corners):
+            result.problems.append(("malformed_entry", f"{where} ({name}): <bndbox> needs numeric xmin, ymin, xmax, ymax", image_id))
+            continue
+        xmin, ymin, xmax, ymax = corners
+        difficult = _int(obj, "difficult") or 0
+        ann_id = len(result.coco["annotations"]) + 1
+        result.coco["annotations"].append(box_entry(ann_id, image_id, category_of[name], xmin - 1, ymin - 1, xmax, ymax,
+                                                    where, iscrowd=int(difficult == 1)))
+
+
+def _float(element, key: str) -> float | None:
+    if element is None:
+        return None
+    text = element.findtext(key)
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _int(element, key: str) -> int | None:
+    value = _float(element, key)
+    return int(value) if value is not None and value == int(value) else None

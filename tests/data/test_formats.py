@@ -1,0 +1,191 @@
+"""YOLO and Pascal VOC readers against hand-written tiny datasets; detection; convert round trip; bad files.
+
+Oracle: boxes worked out by hand from the label text (YOLO: x0 = (cx - w/2) * W; VOC: x0 = xmin - 1).
+"""
+
+import json
+
+import pytest
+from PIL import Image
+
+from deformable_detr.cli import main
+from deformable_detr.data.check import check_split, without_bad
+from deformable_detr.data.coco import CocoDetection
+from deformable_detr.data.formats import convert_dataset, dataset_splits, detect_format, read_split
+from deformable_detr.errors import DatasetError
+
+
+def _image(path, width, height):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (width, height), (90, 90, 90)).save(path)
+
+
+def _yolo(root, yaml=True):
+    """Two splits as folders: train a.jpg (200x100) with 2 boxes, b.png (50x40) without labels; val c.jpg."""
+    _image(root / "images/train/a.jpg", 200, 100)
+    _image(root / "images/train/b.png", 50, 40)
+    _image(root / "images/val/c.jpg", 64, 32)
+    (root / "labels/train").mkdir(parents=True)
+    (root / "labels/val").mkdir(parents=True)
+    (root / "labels/train/a.txt").write_text("0 0.5 0.5 0.2 0.4\n2 0.25 0.75 0.5 0.5\n")
+    (root / "labels/val/c.txt").write_text("1 0.5 0.5 1.0 1.0\n")
+    if yaml:
+        (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n  0: cat\n  1: dog\n  2: bird\n")
+    else:
+        (root / "classes.txt").write_text("cat\ndog\nbird\n")
+    return root
+
+
+def _voc(root, size=True):
+    _image(root / "JPEGImages/x.jpg", 100, 80)
+    _image(root / "JPEGImages/y.jpg", 60, 60)
+    (root / "Annotations").mkdir(parents=True)
+    size_xml = "<size><width>100</width><height>80</height><depth>3</depth></size>" if size else ""
+    (root / "Annotations/x.xml").write_text(
+        f"<annotation><filename>x.jpg</filename>{size_xml}"
+        "<object><name>dog</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>11</ymin><xmax>50</xmax><ymax>80</ymax></bndbox></object>"
+        "<object><name>person</name><difficult>1</difficult><bndbox><xmin>21</xmin><ymin>1</ymin><xmax>30</xmax><ymax>10</ymax></bndbox></object>"
+        "</annotation>")
+    (root / "Annotations/y.xml").write_text(
+        "<annotation><filename>y.jpg</filename><size><width>60</width><height>60</height></size>"
+        "<object><name>cat</name><bndbox><xmin>11</xmin><ymin>21</ymin><xmax>40</xmax><ymax>60</ymax></bndbox></object></annotation>")
+    (root / "ImageSets/Main").mkdir(parents=True)
+    (root / "ImageSets/Main/train.txt").write_text("x\n")
+    (root / "ImageSets/Main/val.txt").write_text("y\n")
+    return root
+
+
+@pytest.mark.parametrize("yaml", [True, False])
+def test_yolo_reader_boxes_names_splits(tmp_path, yaml):
+    root = _yolo(tmp_path / "yolo", yaml)
+    assert detect_format(root) == "yolo" and dataset_splits(root) == ["train", "val"]
+    train = read_split(root, "train")
+    assert [c["name"] for c in train.categories] == ["cat", "dog", "bird"]
+    assert [(im["file_name"], im["width"], im["height"]) for im in train.coco["images"]] == [
+        ("images/train/a.jpg", 200, 100), ("images/train/b.png", 50, 40)]
+    boxes = [(a["image_id"], a["category_id"], a["bbox"]) for a in train.coco["annotations"]]
+    # 0.5 0.5 0.2 0.4 on 200x100: x0 = (0.5 - 0.1) * 200 = 80, y0 = (0.5 - 0.2) * 100 = 30, w 40, h 40
+    assert boxes == [(1, 1, pytest.approx([80, 30, 40, 40])), (1, 3, pytest.approx([0, 50, 100, 50]))]
+    assert train.coco["annotations"][0]["source"] == "labels/train/a.txt:1"
+    val = read_split(root, "valid")  # alias
+    assert [a["bbox"] for a in val.coco["annotations"]] == [pytest.approx([0, 0, 64, 32])]
+    assert check_split(train).ok and check_split(val).ok
+
+
+def test_yolo_roboflow_layout_and_list_splits(tmp_path):
+    root = tmp_path / "rf"
+    for split in ("train", "valid"):
+        _image(root / split / "images/p.jpg", 10, 10)
+        (root / split / "labels").mkdir(parents=True)
+        (root / split / "labels/p.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 1\nnames: ['thing']\n")
+    assert dataset_splits(root) == ["train", "val"]
+    assert read_split(root, "val").coco["annotations"][0]["bbox"] == pytest.approx([4, 4, 2, 2])
+    (root / "list.txt").write_text("train/images/p.jpg\nvalid/images/p.jpg\n")
+    (root / "data.yaml").write_text("train: list.txt\nnames: ['thing']\n")
+    assert len(read_split(root, "train").coco["images"]) == 2
+
+
+def test_voc_reader_boxes_difficult_splits(tmp_path):
+    root = _voc(tmp_path / "voc")
+    assert detect_format(root) == "voc" and dataset_splits(root) == ["train", "val"]
+    train = read_split(root, "train")
+    assert [c["name"] for c in train.categories] == ["cat", "dog", "person"]  # every XML's names, sorted
+    anns = train.coco["annotations"]
+    assert [a["bbox"] for a in anns] == [[0, 10, 50, 70], [20, 0, 10, 10]]  # xmin - 1, ymin - 1, xmax, ymax
+    assert [a["category_id"] for a in anns] == [2, 3] and [a["iscrowd"] for a in anns] == [0, 1]
+    val = read_split(root, "val")
+    assert val.coco["images"] == [{"id": 1, "file_name": "y.jpg", "width": 60, "height": 60}]
+    assert check_split(train).ok and check_split(val).ok
+    dataset = CocoDetection(train.images_dir, train.coco)
+    _, target = dataset[0]
+    assert target["labels"].tolist() == [1]  # difficult (crowd) object not trained on
+
+
+@pytest.mark.parametrize("make", [_yolo, _voc])
+def test_convert_round_trip_keeps_boxes(tmp_path, make):
+    root = make(tmp_path / "src")
+    written = convert_dataset(root, tmp_path / "coco")
+    assert set(written) == {"train", "val"} and detect_format(tmp_path / "coco") == "coco"
+    for split in ("train", "val"):
+        original = read_split(root, split)
+        converted = read_split(tmp_path / "coco", split)
+        assert converted.coco["categories"] == original.coco["categories"]
+        assert [a["bbox"] for a in converted.coco["annotations"]] == [a["bbox"] for a in original.coco["annotations"]]
+        assert [(im["width"], im["height"]) for im in converted.coco["images"]] == \
+            [(im["width"], im["height"]) for im in original.coco["images"]]
+        assert check_split(converted).ok
+    with pytest.raises(DatasetError, match="not empty"):
+        convert_dataset(root, tmp_path / "coco")
+
+
+def _bad_line(tmp_path, text, kind, match):
+    root = _yolo(tmp_path / "bad")
+    (root / "labels/train/a.txt").write_text("0 0.5 0.5 0.2 0.4\n" + text + "\n")
+    report = check_split(read_split(root, "train"))
+    assert report.counts() == {kind: 1}
+    message = report.problems[kind][0]
+    assert message.startswith("labels/train/a.txt:2: ") and "\n" not in message
+    assert match in message
+    return root, report
+
+
+@pytest.mark.parametrize("text, kind, match", [
+    ("0 0.5 0.5 0.2", "malformed_entry", "4 numbers; expected 5"),
+    ("7 0.5 0.5 0.2 0.2", "unknown_category_id", "class 7 is not in 0..2"),
+    ("0 0.95 0.5 0.2 0.2", "out_of_bounds_box", "outside the image"),
+    ("0 0.5 0.5 0 0.2", "malformed_entry", "must be > 0"),
+    ("cat 0.5 0.5 0.2 0.2", "malformed_entry", "expected numbers"),
+    ("0 nan 0.5 0.2 0.2", "malformed_entry", "non-finite"),
+])
+def test_bad_yolo_lines_name_file_and_line(tmp_path, text, kind, match):
+    root, report = _bad_line(tmp_path, text, kind, match)
+    clean, images, annotations = without_bad(read_split(root, "train"), report)
+    assert images == 1 and [im["file_name"] for im in clean.coco["images"]] == ["images/train/b.png"]
+
+
+def test_xml_without_size_and_broken_xml(tmp_path):
+    root = _voc(tmp_path / "voc", size=False)
+    report = check_split(read_split(root, "train"))
+    assert report.counts() == {"malformed_entry": 1}
+    assert report.problems["malformed_entry"][0].startswith("Annotations/x.xml: no valid <size>")
+    (root / "Annotations/y.xml").write_text("<annotation><filename>y.jpg</filename>\n<size>")
+    report = check_split(read_split(root, "val"))
+    assert report.problems["malformed_entry"][0].startswith("Annotations/y.xml:2: not valid XML")
+
+
+def test_voc_box_outside_and_unknown_class_listed(tmp_path):
+    root = _voc(tmp_path / "voc")
+    (root / "classes.txt").write_text("cat\ndog\n")
+    xml = (root / "Annotations/x.xml").read_text().replace("<xmax>50</xmax>", "<xmax>150</xmax>")
+    (root / "Annotations/x.xml").write_text(xml)
+    report = check_split(read_split(root, "train"))
+    assert report.counts() == {"unknown_category_id": 1, "out_of_bounds_box": 1}
+    assert "Annotations/x.xml: object 1" in report.problems["unknown_category_id"][0]
+    assert "Annotations/x.xml: object 0" in report.problems["out_of_bounds_box"][0]
+
+
+def test_check_data_and_convert_cli_on_every_format(tmp_path, capsys):
+    yolo, voc = _yolo(tmp_path / "yolo"), _voc(tmp_path / "voc")
+    assert main(["check-data", str(yolo)]) == 0
+    assert main(["check-data", str(voc), "--format", "voc"]) == 0
+    assert main(["convert", str(yolo), "--to", "coco", str(tmp_path / "out")]) == 0
+    assert "train: 2 images, 2 boxes" in capsys.readouterr().out
+    assert main(["check-data", str(tmp_path / "out")]) == 0
+    (yolo / "labels/train/a.txt").write_text("0 0.5 0.5 0.2\n")
+    assert main(["check-data", str(yolo)]) == 1
+    assert "labels/train/a.txt:1" in capsys.readouterr().out
+    assert main(["check-data", str(tmp_path / "nothing_here")]) == 1
+    assert "dataset folder not found" in capsys.readouterr().err
+
+
+def test_official_coco_layout(tmp_path):
+    root = tmp_path / "coco"
+    _image(root / "val2017/1.jpg", 20, 10)
+    (root / "annotations").mkdir()
+    (root / "annotations/instances_val2017.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 20, "height": 10}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [1, 1, 5, 5], "iscrowd": 0, "area": 25}],
+        "categories": [{"id": 5, "name": "x"}]}))
+    assert detect_format(root) == "coco" and dataset_splits(root) == ["val"]
+    assert check_split(read_split(root, "val")).ok
