@@ -103,9 +103,9 @@ def test_render_image_returns_objects_inside_the_image():
         assert 0 <= x and 0 <= y and x + w <= image.shape[1] and y + h <= image.shape[0]
 
 
-@pytest.mark.parametrize("category", range(len(CATEGORIES)))
-def test_each_shape_fills_its_tight_box_edge_to_edge(category):
-    coverage = synthetic._shape_coverage(category, half_w=12.0, half_h=9.0, angle=0.0)  # (h, w)
+@pytest.mark.parametrize("shape", synthetic.SHAPES)
+def test_each_shape_fills_its_tight_box_edge_to_edge(shape):
+    coverage = synthetic._shape_coverage(shape, half_w=12.0, half_h=9.0, angle=0.0)  # (h, w)
     rows, cols = np.nonzero(coverage >= 0.5)
     # Unrotated, every shape reaches all four sides of its nominal 24 x 18 box; a pointed tip (star)
     # is under half covered in its last pixel, so allow 1 px per side.
@@ -126,8 +126,28 @@ def test_no_object_is_more_than_half_hidden():
     owner = np.full((120, 120), -1, np.int32)
     full, visible, placed = [], [], 0
     for area in [100.0**2, 95.0**2] + [40.0**2] * 10 + [15.0**2] * 30:
-        placed += synthetic._place_object(rng, canvas, owner, full, visible, area, int(rng.integers(6))) is not None
+        placed += synthetic._place_object(rng, canvas, owner, full, visible, area, CATEGORIES[int(rng.integers(6))]) is not None
     assert placed == len(full) and 5 <= placed < 42  # some placements had to be refused
     counted = np.bincount(owner.ravel() + 1, minlength=len(full) + 1)[1:]
     np.testing.assert_array_equal(counted, visible)
     assert (np.array(visible) >= (1 - synthetic.MAX_HIDDEN_FRACTION) * np.array(full)).all()
+
+
+def test_transfer_class_set_has_new_shapes_only(tmp_path):
+    split = make_dataset(tmp_path, num_train=6, num_val=0, image_size=96, seed=1, classes="transfer")["train"]
+    data = json.loads(split.annotations_file.read_text())
+    names = [c["name"] for c in data["categories"]]
+    assert names == list(synthetic.CLASS_SETS["transfer"]) and not set(names) & set(CATEGORIES) and len(names) >= 3
+    assert {a["category_id"] for a in data["annotations"]} <= set(range(1, len(names) + 1))
+    assert check_dataset(split.images_dir, split.annotations_file).ok
+    with pytest.raises(ValueError, match="shape names"):
+        make_dataset(tmp_path, 1, 0, image_size=96, classes="circle,blob")
+    assert synthetic.resolve_classes("ring, star") == ("ring", "star")
+
+
+@pytest.mark.parametrize("first, second", [("hexagon", "circle"), ("semicircle", "circle"), ("crescent", "circle"),
+                                           ("arrow", "triangle")])
+def test_new_shapes_differ_from_the_demo_shapes(first, second):
+    a = synthetic._shape_coverage(first, 20.0, 20.0, 0.0) >= 0.5
+    b = synthetic._shape_coverage(second, 20.0, 20.0, 0.0) >= 0.5
+    assert a.shape == b.shape and (a != b).mean() > 0.08  # at least 8 % of the box differs

@@ -15,6 +15,9 @@ def register_make_dataset(subparsers) -> None:
     parser.add_argument("--image-size", type=int, default=256, help="longer image side in px (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="the output is a pure function of the seed (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--classes", default="demo", metavar="SET|NAMES",
+                        help="class set: demo (circle, square, triangle, star, ring, cross), transfer (hexagon, crescent, "
+                             "arrow, semicircle), or comma-separated shape names (default demo)")
     parser.set_defaults(handler=_make_dataset)
 
 
@@ -24,7 +27,8 @@ def _make_dataset(args) -> None:
     from ..data.synthetic import make_dataset
 
     with tqdm(total=args.train + args.val, unit="img", desc="rendering", delay=1) as bar:
-        splits = make_dataset(args.out, args.train, args.val, args.image_size, args.seed, args.workers, progress=bar.update)
+        splits = make_dataset(args.out, args.train, args.val, args.image_size, args.seed, args.workers, progress=bar.update,
+                              classes=args.classes)
     for name, paths in splits.items():
         print(f"{name}: {paths.images_dir}  {paths.annotations_file}")
 

@@ -33,6 +33,8 @@ import numpy as np
 from PIL import Image
 
 CATEGORIES = ("circle", "square", "triangle", "star", "ring", "cross")
+# Named class sets for `make_dataset(classes=...)`: the demo's six, and four other shapes for transfer experiments.
+CLASS_SETS = {"demo": CATEGORIES, "transfer": ("hexagon", "crescent", "arrow", "semicircle")}
 MAX_OBJECTS = 12
 MAX_HIDDEN_FRACTION = 0.5  # an object may be covered by later ones up to this fraction of its mask
 MIN_CONTRAST = 110.0  # RGB distance between an object's colour and the pixels it is drawn over
@@ -66,6 +68,7 @@ def make_dataset(
     seed: int = 0,
     num_workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    classes: tuple[str, ...] | str = "demo",
 ) -> dict[str, SplitPaths]:
     """Render the synthetic shapes dataset as COCO-format splits under `out_dir`.
 
@@ -79,6 +82,8 @@ def make_dataset(
         seed: the output is a pure function of (num_train, num_val, image_size, seed).
         num_workers: processes used to render; None -> all CPU cores. Does not change the output.
         progress: called with the number of images just finished (for a progress bar).
+        classes: a name in `CLASS_SETS` ("demo": the six shapes; "transfer": hexagon, crescent, arrow,
+            semicircle) or a tuple of shape names from `SHAPES`; category ids are 1..K in this order.
 
     Returns:
         {"train": SplitPaths, "val": SplitPaths}.
@@ -88,16 +93,17 @@ def make_dataset(
             raise ValueError(f"make_dataset: {name}={value!r} must be an integer >= {minimum}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"make_dataset: seed={seed!r} must be a non-negative integer")
+    classes = resolve_classes(classes)
     out_dir = Path(out_dir)
     workers = num_workers or os.cpu_count() or 1
     splits = {}
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         images_dir = out_dir / split / "images"
         images_dir.mkdir(parents=True, exist_ok=True)
-        tasks = [(seed, split_index, index, image_size, str(images_dir)) for index in range(count)]
+        tasks = [(seed, split_index, index, image_size, str(images_dir), classes) for index in range(count)]
         results = _map(_render_and_save, tasks, workers, progress)
         annotations_file = out_dir / split / "annotations.json"
-        _write_json(annotations_file, _coco_dict(results, split, image_size, seed))
+        _write_json(annotations_file, _coco_dict(results, split, image_size, seed, classes))
         splits[split] = SplitPaths(images_dir, annotations_file)
     return splits
 
@@ -123,7 +129,20 @@ def _map(function, tasks: list, workers: int, progress) -> list:
     return results
 
 
-def _coco_dict(results: list[tuple[int, int, list]], split: str, image_size: int, seed: int) -> dict:
+def resolve_classes(classes: tuple[str, ...] | str) -> tuple[str, ...]:
+    """Shape names of a class set name or a comma-separated list / tuple of shape names."""
+    if isinstance(classes, str):
+        classes = CLASS_SETS.get(classes) or tuple(name.strip() for name in classes.split(",") if name.strip())
+    classes = tuple(classes)
+    unknown = [name for name in classes if name not in _SHAPES]
+    if not classes or unknown or len(set(classes)) != len(classes):
+        raise ValueError(f"make_dataset: classes {classes!r} must be distinct shape names from {', '.join(_SHAPES)} "
+                         f"or a set name ({', '.join(CLASS_SETS)})")
+    return classes
+
+
+def _coco_dict(results: list[tuple[int, int, list]], split: str, image_size: int, seed: int,
+               classes: tuple[str, ...] = CATEGORIES) -> dict:
     """Assemble the COCO instances dict from per-image (width, height, objects) in image order."""
     images, annotations = [], []
     for index, (width, height, objects) in enumerate(results):
@@ -142,7 +161,7 @@ def _coco_dict(results: list[tuple[int, int, list]], split: str, image_size: int
         "info": {"description": f"deformable_detr synthetic shapes, {split} split", "image_size": image_size, "seed": seed},
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CATEGORIES)],
+        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(classes)],
     }
 
 
@@ -155,22 +174,24 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _render_and_save(task: tuple) -> tuple[int, int, list]:
     """Render image `index` of a split, write its JPEG, return (width, height, [(category_id, bbox)])."""
-    seed, split_index, index, image_size, images_dir = task
-    image, objects = render_image(np.random.default_rng([seed, split_index, index]), image_size)
+    seed, split_index, index, image_size, images_dir, classes = task
+    image, objects = render_image(np.random.default_rng([seed, split_index, index]), image_size, classes)
     Image.fromarray(image).save(os.path.join(images_dir, f"{index:06d}.jpg"), quality=JPEG_QUALITY)
     height, width = image.shape[:2]
     return width, height, objects
 
 
-def render_image(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
+def render_image(rng: np.random.Generator, image_size: int,
+                 classes: tuple[str, ...] = CATEGORIES) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
     """Draw one image and its objects.
 
     Args:
         rng: the only source of randomness.
         image_size: longer side in pixels.
+        classes: shape names; category id k + 1 draws classes[k].
 
     Returns:
-        image (H, W, 3) uint8 RGB; objects as (category_id in 1..6, [x, y, w, h] int pixels).
+        image (H, W, 3) uint8 RGB; objects as (category_id in 1..K, [x, y, w, h] int pixels).
     """
     height, width = _sample_image_shape(rng, image_size)
     canvas = _background(rng, height, width)  # (H, W, 3) float32 in [0, 255]
@@ -178,8 +199,8 @@ def render_image(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray,
     full_pixels: list[int] = []  # mask size of each drawn object
     visible_pixels: list[int] = []  # of which not covered by later objects
     objects = []
-    for area, category in _sample_objects(rng, height, width):
-        drawn = _place_object(rng, canvas, owner, full_pixels, visible_pixels, area, category)
+    for area, category in _sample_objects(rng, height, width, len(classes)):
+        drawn = _place_object(rng, canvas, owner, full_pixels, visible_pixels, area, classes[category])
         if drawn is not None:
             objects.append((category + 1, drawn))
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), objects
@@ -193,7 +214,7 @@ def _sample_image_shape(rng: np.random.Generator, image_size: int) -> tuple[int,
     return image_size, round(image_size * aspect)
 
 
-def _sample_objects(rng: np.random.Generator, height: int, width: int) -> list[tuple[float, int]]:
+def _sample_objects(rng: np.random.Generator, height: int, width: int, num_classes: int) -> list[tuple[float, int]]:
     """(nominal box area, category index) for each object, largest first (drawing order)."""
     large_max_side = 0.8 * min(height, width)
     probabilities = np.array(_BUCKET_PROBABILITIES)
@@ -208,11 +229,11 @@ def _sample_objects(rng: np.random.Generator, height: int, width: int) -> list[t
         num_large += bucket == 2
         low, high = (_SMALL_AREA, _MEDIUM_AREA, (_LARGE_MIN_SIDE**2, large_max_side**2))[bucket]
         area = math.exp(rng.uniform(math.log(low), math.log(high)))  # log-uniform within the bucket
-        objects.append((area, int(rng.integers(len(CATEGORIES)))))
+        objects.append((area, int(rng.integers(num_classes))))
     return sorted(objects, key=lambda item: -item[0])
 
 
-def _place_object(rng, canvas, owner, full_pixels, visible_pixels, area, category) -> list[int] | None:
+def _place_object(rng, canvas, owner, full_pixels, visible_pixels, area, shape: str) -> list[int] | None:
     """Try a few positions for one object; draw it at the first acceptable one.
 
     Returns its tight [x, y, w, h] box, or None when no position hides at most
@@ -222,7 +243,7 @@ def _place_object(rng, canvas, owner, full_pixels, visible_pixels, area, categor
     aspect = math.exp(rng.uniform(math.log(_ASPECT_RANGE[0]), math.log(_ASPECT_RANGE[1])))
     half_w, half_h = 0.5 * math.sqrt(area * aspect), 0.5 * math.sqrt(area / aspect)
     angle = rng.uniform(-_MAX_ROTATION, _MAX_ROTATION)
-    coverage = _shape_coverage(category, half_w, half_h, angle)  # (h, w) in [0, 1]
+    coverage = _shape_coverage(shape, half_w, half_h, angle)  # (h, w) in [0, 1]
     rows, cols = np.nonzero(coverage >= 0.5)
     if rows.size == 0:
         return None
@@ -251,7 +272,7 @@ def _place_object(rng, canvas, owner, full_pixels, visible_pixels, area, categor
     return None
 
 
-def _shape_coverage(category: int, half_w: float, half_h: float, angle: float) -> np.ndarray:
+def _shape_coverage(shape: str, half_w: float, half_h: float, angle: float) -> np.ndarray:
     """Anti-aliased coverage (h, w) in {0, .25, .5, .75, 1} of a rotated, stretched shape.
 
     The shape is defined in its own frame (u, v) in [-1, 1]^2 (v down), scaled by (half_w, half_h),
@@ -265,7 +286,7 @@ def _shape_coverage(category: int, half_w: float, half_h: float, angle: float) -
     dy = ((np.arange(2 * size_y, dtype=np.float32) + 0.5) / 2 - size_y / 2)[:, None]  # (2h, 1)
     u = (cos * dx + sin * dy) / half_w  # (2h, 2w): rotate into the shape's frame, then normalize
     v = (-sin * dx + cos * dy) / half_h
-    inside = _SHAPES[CATEGORIES[category]](u, v)  # (2h, 2w) bool
+    inside = _SHAPES[shape](u, v)  # (2h, 2w) bool
     return inside.reshape(size_y, 2, size_x, 2).mean(axis=(1, 3), dtype=np.float32)  # (h, w)
 
 
@@ -309,7 +330,35 @@ def _star(u, v):
     return u * u + v * v <= boundary * boundary
 
 
-_SHAPES = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star, "ring": _ring, "cross": _cross}
+def _hexagon(u, v):
+    """Regular hexagon with flat top and bottom, stretched to fill [-1, 1]^2."""
+    au, av = np.abs(u), np.abs(v)
+    return (av <= 1.0) & (au <= 1.0 - 0.5 * av)
+
+
+def _crescent(u, v):
+    """A unit disc minus a disc of radius 0.8 shifted right by 0.5 (a moon open to the right), stretched
+    so its horns (at x = 0.61 of the unit disc) reach the right edge of [-1, 1]^2."""
+    u = -1.0 + (u + 1.0) * (1.0 + 0.61) / 2
+    return (u * u + v * v <= 1.0) & ((u - 0.5) ** 2 + v * v > 0.8**2)
+
+
+def _arrow(u, v):
+    """Arrow pointing up: triangular head over the top 45 %, shaft 0.4 wide below it."""
+    head = (v <= -0.1) & (np.abs(u) <= (v + 1.0) / 0.9)
+    shaft = (v > -0.1) & (v <= 1.0) & (np.abs(u) <= 0.4)
+    return head | shaft
+
+
+def _semicircle(u, v):
+    """Upper half disc, stretched so the flat side sits on v = 1 and the arc reaches v = -1."""
+    w = (v + 1.0) / 2.0  # 0 at the top, 1 at the flat side
+    return (u * u + (1.0 - w) ** 2 <= 1.0) & (w <= 1.0)
+
+
+_SHAPES = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star, "ring": _ring, "cross": _cross,
+           "hexagon": _hexagon, "crescent": _crescent, "arrow": _arrow, "semicircle": _semicircle}
+SHAPES = tuple(_SHAPES)
 
 
 def _contrasting_colour(rng: np.random.Generator, below: np.ndarray) -> np.ndarray:
