@@ -1,0 +1,117 @@
+"""Starting a training run from another model's weights (`train --init CKPT`), not resuming it.
+
+`--resume OUT` continues a run exactly (optimizer, step, schedule, RNG). `--init CKPT` starts a *new*
+run whose weights come from CKPT: the architecture is CKPT's, the class count is the dataset's.
+
+    model = DeformableDETR(dataclasses.replace(source_config, num_classes=len(categories)))
+    summary = transfer_weights(model, source_state_dict, source_categories, categories)
+
+Class heads (`class_heads.*`, (K, C) weight and (K,) bias) keep the fresh model's initialisation
+(zero-mean weights, focal prior bias -log(99)) except for the rows of categories whose names match
+one of the source's (case-insensitive), which are copied. In two-stage models with box refinement
+the last class head scores encoder proposals class-agnostically (row 0 is objectness, see
+`criterion.py`), so its row 0 is always copied. Every other tensor must match the model in name and
+shape and is copied (strict: one error lists every missing, unexpected and mis-shaped key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from ..models.state_dict import load_state_dict_strict
+
+CLASS_HEAD_PREFIX = "class_heads."
+
+
+@dataclass(frozen=True)
+class InitSummary:
+    """What `transfer_weights` did: tensor counts and the category mapping (target name -> source name or None)."""
+
+    source: str
+    reused: int
+    reinitialised: int
+    skipped: tuple[str, ...]
+    mapping: dict[str, str | None] = field(default_factory=dict)
+    rows_copied: int = 0  # categories whose class-head rows were copied
+
+    def format(self) -> str:
+        """One line: counts, then the category mapping."""
+        matched = [f"{t}<-{s}" for t, s in self.mapping.items() if s is not None]
+        new = [t for t, s in self.mapping.items() if s is None]
+        parts = [f"init from {self.source}: {self.reused} tensors reused, {self.reinitialised} re-initialised (class heads)",
+                 f"{len(self.skipped)} skipped"]
+        parts.append(f"categories: {len(matched)} matched by name ({', '.join(matched[:8])}{'...' if len(matched) > 8 else ''})"
+                     if matched else "categories: none matched by name")
+        if new:
+            parts.append(f"{len(new)} new ({', '.join(new[:8])}{'...' if len(new) > 8 else ''})")
+        return "; ".join(parts)
+
+
+def category_mapping(source_categories: list[dict], target_categories: list[dict]) -> dict[int, int]:
+    """{target label: source label} for categories whose names match (stripped, case-insensitive)."""
+    source_index = {}
+    for label, category in enumerate(source_categories):
+        source_index.setdefault(str(category.get("name", "")).strip().lower(), label)
+    mapping = {}
+    for label, category in enumerate(target_categories):
+        key = str(category.get("name", "")).strip().lower()
+        if key and key in source_index:
+            mapping[label] = source_index[key]
+    return mapping
+
+
+def transfer_weights(model: nn.Module, source_state: Mapping[str, torch.Tensor], source_categories: list[dict],
+                     target_categories: list[dict], source: str = "checkpoint") -> InitSummary:
+    """Load `source_state` into `model` (built with the target class count), remapping the class heads.
+
+    Args:
+        model: a freshly initialised `DeformableDETR` of the source's architecture with
+            `num_classes = len(target_categories)`.
+        source_state: the source model's state dict.
+        source_categories / target_categories: [{"id", "name"}] in label order (label k = entry k).
+        source: how messages name the source.
+
+    Returns:
+        An `InitSummary`.
+
+    Raises:
+        CheckpointMismatchError: a non-class-head tensor is missing, unexpected or mis-shaped.
+    """
+    target_state = model.state_dict()
+    mapping = category_mapping(source_categories, target_categories)
+    config = getattr(model, "config", None)
+    encoder_head = None
+    if config is not None and config.two_stage and config.with_box_refine:
+        encoder_head = f"{CLASS_HEAD_PREFIX}{config.num_prediction_heads - 1}."
+    merged, reinitialised = {}, 0
+    same_classes = len(source_categories) == len(target_categories) and all(mapping.get(i) == i for i in range(len(target_categories)))
+    for key, value in source_state.items():
+        if not key.startswith(CLASS_HEAD_PREFIX) or key not in target_state or same_classes \
+                or value.shape[1:] != target_state[key].shape[1:]:  # mis-shaped: the strict load reports it
+            merged[key] = value
+            continue
+        fresh = target_state[key].detach().clone()
+        for target_label, source_label in mapping.items():
+            if source_label < value.shape[0]:
+                fresh[target_label] = value[source_label]
+        if encoder_head is not None and key.startswith(encoder_head) and value.shape[0] and fresh.shape[0]:
+            fresh[0] = value[0]  # objectness of the class-agnostic proposal head
+        merged[key] = fresh
+        reinitialised += 1
+    skipped = tuple(key for key in source_state if key not in target_state and key.endswith("num_batches_tracked"))
+    for key in skipped:
+        merged.pop(key)
+    load_state_dict_strict(model, merged, source)
+    names = {label: str(c.get("name", label)) for label, c in enumerate(source_categories)}
+    return InitSummary(
+        source=source,
+        reused=len(merged) - reinitialised,
+        reinitialised=reinitialised,
+        skipped=skipped,
+        mapping={str(c.get("name", t)): (names[mapping[t]] if t in mapping else None) for t, c in enumerate(target_categories)},
+        rows_copied=len(mapping),
+    )
