@@ -124,7 +124,7 @@ def test_from_official_file_matches_hf(variant, batch, tmp_path):
     state["class_embed.0.total_ops"] = torch.zeros(1)
     path = tmp_path / "checkpoint.pth"
     save_official_checkpoint(path, state, _args(hf_model))
-    model = DeformableDETR.from_official(path)  # the public entry point delegates to load_official
+    model = load_official(path)
     assert model.config.n_heads == NUM_HEADS  # from args.nheads: no tensor stores it
     assert_same_outputs(_ours(model, *batch), expected)
 

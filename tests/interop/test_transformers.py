@@ -40,7 +40,7 @@ def test_from_transformers_directory_without_tied_copies(variant, batch, tmp_pat
 
     saved = load_file(tmp_path / "model.safetensors")
     assert len(saved) < len(hf_model.state_dict())  # some aliases really are omitted
-    model = DeformableDETR.from_transformers(tmp_path)  # the public entry point delegates to load_transformers
+    model = load_transformers(tmp_path)
     assert_same_outputs(_ours(model, *batch), expected)
 
 

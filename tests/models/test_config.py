@@ -22,7 +22,6 @@ from deformable_detr.models.config import PRESETS, ModelConfig
         (dict(num_queries=0), "num_queries=0 must be >= 1"),
         (dict(dec_n_points=0), "dec_n_points=0 must be >= 1"),
         (dict(dropout=1.0), r"dropout=1.0 must be in \[0, 1\)"),
-        (dict(attention_backend="cuda"), "attention_backend='cuda' is unknown; choose one of auto, reference"),
     ],
 )
 def test_invalid_fields_raise_one_line_naming_the_field(overrides, message):
@@ -73,6 +72,12 @@ def test_dict_round_trip_through_json_and_unknown_keys_rejected():
     assert restored == config and restored.backbone_depths == (1, 1, 1, 1)
     with pytest.raises(ValueError, match="unknown ModelConfig field\\(s\\) aux_loss, masks; known fields:"):
         ModelConfig.from_dict({**config.to_dict(), "masks": False, "aux_loss": True})
+
+
+def test_attention_backend_is_not_saved_but_old_files_with_it_load():
+    config = ModelConfig.preset("tiny")
+    assert "attention_backend" not in config.to_dict()
+    assert ModelConfig.from_dict({**config.to_dict(), "attention_backend": "cpu"}) == config
 
 
 def test_number_of_prediction_heads():

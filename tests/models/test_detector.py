@@ -8,6 +8,7 @@ import torch
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
 from deformable_detr.models.detector import DeformableDETR
+from deformable_detr.models.preprocess import PreprocessConfig
 
 
 def _padded_batch(height=64, width=80):
@@ -75,9 +76,34 @@ def test_padding_mask_none_means_all_valid_and_images_are_independent(make_confi
 
 
 def test_attention_backend_reaches_every_attention_module(make_config):
-    model = DeformableDETR(make_config(attention_backend="reference"))
+    model = DeformableDETR(make_config())
+    assert model.set_attention_backend("reference") is model
     attentions = [m for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
     assert len(attentions) == 1 + 2 and {m.backend for m in attentions} == {"reference"}
+    assert model.attention_backend == "reference"
+    with pytest.raises(ValueError, match="attention backend 'cuda' is unknown; choose one of auto, reference"):
+        model.set_attention_backend("cuda")
+
+
+def test_from_state_dict_loads_strictly_in_eval_mode(make_config):
+    source = DeformableDETR(make_config())
+    categories = [{"id": k + 10, "name": f"c{k}"} for k in range(5)]
+    model = DeformableDETR.from_state_dict(make_config(), source.state_dict(), source="x.pth",
+                                           categories=categories, attention_backend="reference")
+    assert not model.training and model.attention_backend == "reference" and model.categories == categories
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    state = dict(source.state_dict())
+    del state["query_embed.weight"]
+    with pytest.raises(ValueError, match=r"x\.pth: checkpoint does not match the model: 1 missing \(query_embed\.weight\)"):
+        DeformableDETR.from_state_dict(make_config(), state, source="x.pth")
+
+
+def test_model_carries_default_preprocessing_and_categories(make_config):
+    model = DeformableDETR(make_config(num_classes=91))
+    assert model.preprocess == PreprocessConfig() and model.categories[1] == {"id": 1, "name": "person"}
+    with pytest.raises(ValueError, match="expected a list of 5 categories"):
+        DeformableDETR(make_config(), categories=[{"id": 1, "name": "a"}])
 
 
 # --- State-dict layout (team brief) and counts derived from INTEROP.md section 1.3 -------------------------

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deformable_detr.ops import BACKENDS
-
 # Block type and blocks per stage of each torchvision ResNet.
 RESNET_DEPTHS = {
     "resnet18": (2, 2, 2, 2),
@@ -26,6 +24,7 @@ RESNET_DEPTHS = {
     "resnet101": (3, 4, 23, 3),
 }
 BASIC_BLOCK_RESNETS = ("resnet18", "resnet34")
+_RUNTIME_FIELDS = ("attention_backend",)  # saved by older versions; now chosen at load time
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,6 @@ class ModelConfig:
         num_feature_levels: 1 (C5 only) or >= 3 (C3-C5, plus 3x3 stride-2 convs for the rest).
         d_model, n_heads, enc_n_points, dec_n_points, num_encoder_layers, num_decoder_layers,
         dim_feedforward, dropout: sizes of the deformable encoder/decoder.
-        attention_backend: backend of `multi_scale_deformable_attention` for every attention layer.
     Detection:
         num_queries: object queries (two-stage: proposals kept from the encoder).
         num_classes: K sigmoid logits per query (no background class).
@@ -74,7 +72,6 @@ class ModelConfig:
     num_classes: int = 91
     with_box_refine: bool = False
     two_stage: bool = False
-    attention_backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.backbone not in RESNET_DEPTHS:
@@ -102,8 +99,6 @@ class ModelConfig:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
-        if self.attention_backend not in BACKENDS:
-            raise ValueError(f"attention_backend={self.attention_backend!r} is unknown; choose one of {', '.join(BACKENDS)}")
 
     @property
     def resnet_depths(self) -> tuple[int, int, int, int]:
@@ -133,8 +128,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """Inverse of `to_dict`; missing fields take their defaults, unknown ones raise."""
+        """Inverse of `to_dict`; missing fields take their defaults, unknown ones raise.
+
+        `attention_backend`, written by older versions, is accepted and ignored: the backend is a runtime
+        choice (`DeformableDETR.set_attention_backend`), not part of the architecture.
+        """
         known = {field.name for field in dataclasses.fields(cls)}
+        values = {key: value for key, value in values.items() if key not in _RUNTIME_FIELDS}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown ModelConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")

@@ -10,17 +10,23 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from deformable_detr.errors import ConfigError
 from deformable_detr.models.backbone import Backbone, downsample_mask
 from deformable_detr.models.config import ModelConfig
+from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
 from deformable_detr.models.decoder import inverse_sigmoid
 from deformable_detr.models.position_encoding import sine_position_encoding
 from deformable_detr.models.postprocess import postprocess
+from deformable_detr.models.preprocess import PreprocessConfig, check_categories, default_categories
+from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.models.transformer import DeformableTransformer
+from deformable_detr.ops import BACKENDS
 
 
 class MLP(nn.Module):
@@ -61,19 +67,34 @@ class DeformableDETR(nn.Module):
     per decoder layer plus, in two-stage, a last pair for the encoder proposals.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, backbone: nn.Module | None = None,
+                 preprocess: PreprocessConfig | None = None, categories: list[dict[str, Any]] | None = None):
+        """Build the model with fresh weights.
+
+        Args:
+            config: the architecture.
+            backbone: a module with `num_channels` (list of C_l), `strides` and `forward(images, padding_mask)`
+                -> [(feature (B, C_l, H_l, W_l), mask (B, H_l, W_l))]; None = the ResNet the config names.
+            preprocess: how input images are normalised and resized; None = the paper's (`PreprocessConfig()`).
+            categories: [{"id": int, "name": str}] in label order, one per class; None =
+                `default_categories(config.num_classes)` (COCO's names for 91 classes).
+        """
         super().__init__()
         self.config = config
+        self.preprocess = preprocess if preprocess is not None else PreprocessConfig()
+        self.categories = check_categories(categories, config.num_classes) if categories is not None \
+            else default_categories(config.num_classes)
         d_model = config.d_model
-        self.backbone = Backbone(config.backbone, config.resnet_depths, config.backbone_base_width,
-                                 return_interm_layers=config.num_feature_levels > 1, dilation=config.dilation,
-                                 frozen_bn=config.backbone_frozen_bn, train_backbone=config.train_backbone,
-                                 freeze_stem_and_layer1=config.freeze_stem_and_layer1)
+        self.backbone = backbone if backbone is not None else Backbone(
+            config.backbone, config.resnet_depths, config.backbone_base_width,
+            return_interm_layers=config.num_feature_levels > 1, dilation=config.dilation,
+            frozen_bn=config.backbone_frozen_bn, train_backbone=config.train_backbone,
+            freeze_stem_and_layer1=config.freeze_stem_and_layer1)
         self.input_proj = _input_projections(self.backbone.num_channels, config.num_feature_levels, d_model)
         self.transformer = DeformableTransformer(
             d_model, config.n_heads, config.num_encoder_layers, config.num_decoder_layers, config.dim_feedforward,
             config.dropout, config.num_feature_levels, config.enc_n_points, config.dec_n_points, config.two_stage,
-            config.num_queries, config.attention_backend)
+            config.num_queries)
         if not config.two_stage:
             self.query_embed = nn.Embedding(config.num_queries, 2 * d_model)  # [position | content], N(0, 1)
         self.class_heads, self.box_heads = self._build_heads(config)
@@ -179,30 +200,61 @@ class DeformableDETR(nn.Module):
         """Top-k detections per image in pixels; see `deformable_detr.models.postprocess.postprocess`."""
         return postprocess(out, target_sizes, score_threshold=score_threshold, top_k=top_k)
 
-    # Checkpoint interop: thin delegations to deformable_detr.interop / models.pretrained.
+    @property
+    def attention_backend(self) -> str:
+        """The operator backend every deformable-attention layer uses (see `set_attention_backend`)."""
+        return next(m.backend for m in self.modules() if isinstance(m, MultiScaleDeformableAttention))
+
+    def set_attention_backend(self, name: str) -> DeformableDETR:
+        """Run every deformable-attention layer with operator backend `name`; a runtime choice, never saved.
+
+        Args:
+            name: "auto" (the fastest correct one for each call's device and dtype), "reference", "cpu" or "triton".
+
+        Returns:
+            self.
+        """
+        if name not in BACKENDS:
+            raise ConfigError(f"attention backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}")
+        for module in self.modules():
+            if isinstance(module, MultiScaleDeformableAttention):
+                module.backend = name
+        return self
+
     @classmethod
-    def from_official(cls, source: str | os.PathLike | dict, config: ModelConfig | None = None) -> DeformableDETR:
-        """Load a checkpoint of the reference implementation (path or its state dict); see interop.official."""
-        from deformable_detr.interop.official import load_official
+    def from_state_dict(cls, config: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str = "state dict",
+                        preprocess: PreprocessConfig | None = None, categories: list[dict[str, Any]] | None = None,
+                        attention_backend: str | None = None, backbone: nn.Module | None = None) -> DeformableDETR:
+        """Build a model for `config`, load `state_dict` strictly and switch to eval mode: every loader's last step.
 
-        return load_official(source, config=config)
+        Args:
+            config: the architecture the tensors belong to.
+            state_dict: our key layout (the converters in `deformable_detr.interop` produce it from other layouts).
+            source: what the tensors came from (a path), named in errors.
+            preprocess, categories, backbone: as `__init__`.
+            attention_backend: as `set_attention_backend`; None = "auto".
+
+        Returns:
+            DeformableDETR in eval mode, on the CPU (move it with `.to(device)`).
+
+        Raises:
+            CheckpointMismatchError: missing, unexpected or mis-shaped keys, all listed at once.
+        """
+        model = cls(config, backbone=backbone, preprocess=preprocess, categories=categories)
+        load_state_dict_strict(model, state_dict, source)
+        if attention_backend is not None:
+            model.set_attention_backend(attention_backend)
+        return model.eval()
 
     @classmethod
-    def from_transformers(cls, source: Any, config: ModelConfig | None = None) -> DeformableDETR:
-        """Load a Hugging Face DeformableDetrForObjectDetection (model, state dict or directory)."""
-        from deformable_detr.interop.transformers import load_transformers
-
-        return load_transformers(source, config=config)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> DeformableDETR:
-        """Load a directory written by `save_pretrained` (safetensors weights + config JSON)."""
+    def from_pretrained(cls, directory: str | os.PathLike, attention_backend: str | None = None) -> DeformableDETR:
+        """Load a directory written by `save_pretrained`; other formats load with `deformable_detr.load`."""
         from deformable_detr.models.pretrained import from_pretrained
 
-        return from_pretrained(directory)
+        return from_pretrained(directory, attention_backend=attention_backend)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write safetensors weights and the config as JSON into `directory`."""
+        """Write config.json, model.safetensors, preprocess.json and categories.json into `directory`."""
         from deformable_detr.models.pretrained import save_pretrained
 
         save_pretrained(self, directory)

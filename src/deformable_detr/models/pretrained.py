@@ -1,57 +1,87 @@
-"""Save and load our own `DeformableDETR` as a directory: config.json + model.safetensors.
+"""Save and load our own `DeformableDETR` as a directory (the model's own format; see docs/interop.md).
 
-safetensors holds only tensors (no pickle), so loading a file cannot run code; config.json is
-`ModelConfig.to_dict()`. Loading is strict: every key and shape must match the config.
+    out/config.json          ModelConfig.to_dict(): the architecture
+    out/model.safetensors    the weights (tensors only: loading cannot run code)
+    out/preprocess.json      PreprocessConfig.to_dict(): normalisation and resizing
+    out/categories.json      [{"id": int, "name": str}] in label order
 
-    save_pretrained(model, "out/")        # or model.save_pretrained("out/")
-    model = from_pretrained("out/")       # or DeformableDETR.from_pretrained("out/")
+    model.save_pretrained("out/")
+    model = DeformableDETR.from_pretrained("out/")      # or deformable_detr.load("out/")
+
+Loading is strict: every key and shape must match the config. Directories written before preprocess.json
+and categories.json existed still load, with the paper's preprocessing and default categories and one warning.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+import warnings
+from typing import Any
 
+from deformable_detr.errors import CheckpointError, ConfigError
 from deformable_detr.models.config import ModelConfig
+from deformable_detr.models.preprocess import PreprocessConfig, check_categories
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+PREPROCESS_NAME = "preprocess.json"
+CATEGORIES_NAME = "categories.json"
 
 
 def save_pretrained(model, directory: str | os.PathLike) -> None:
-    """Write `model`'s config and weights to `directory` (created if needed).
+    """Write `model`'s config, weights, preprocessing and categories to `directory` (created if needed).
+
+    Each file is written to a temporary name and renamed, so a crash never leaves a half-written file;
+    existing files of the same names are replaced.
 
     Args:
-        model: a `DeformableDETR`; its `config` must be a `ModelConfig`.
-        directory: destination; config.json and model.safetensors are overwritten.
+        model: a `DeformableDETR`.
+        directory: destination folder.
     """
     from safetensors.torch import save_file
 
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    save_file(tensors, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
-    with open(os.path.join(directory, CONFIG_NAME), "w") as file:
-        json.dump(model.config.to_dict(), file, indent=2, sort_keys=True)
-        file.write("\n")
+    _write_atomically(directory, WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+    for name, content in ((CONFIG_NAME, model.config.to_dict()), (PREPROCESS_NAME, model.preprocess.to_dict()),
+                          (CATEGORIES_NAME, model.categories)):
+        _write_atomically(directory, name, lambda path, content=content: _write_json(path, content))
 
 
-def from_pretrained(directory: str | os.PathLike):
+def is_pretrained_directory(directory: str | os.PathLike) -> bool:
+    """True when `directory` looks like `save_pretrained` output: config.json (ours, not HF's) + model.safetensors."""
+    config_path = os.path.join(directory, CONFIG_NAME)
+    if not (os.path.isfile(config_path) and os.path.isfile(os.path.join(directory, WEIGHTS_NAME))):
+        return False
+    try:
+        with open(config_path) as file:
+            config = json.load(file)
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "model_type" not in config and "d_model" in config
+
+
+def from_pretrained(directory: str | os.PathLike, attention_backend: str | None = None):
     """Build a `DeformableDETR` from a `save_pretrained` directory.
 
     Args:
-        directory: holds config.json (`ModelConfig.to_dict()`) and model.safetensors.
+        directory: holds config.json, model.safetensors and (since they exist) preprocess.json, categories.json.
+        attention_backend: operator backend for every attention layer; None = "auto".
 
     Returns:
-        DeformableDETR in eval mode.
+        DeformableDETR in eval mode on the CPU.
 
     Raises:
-        FileNotFoundError: a file is missing. ValueError: unknown config fields.
-        CheckpointMismatchError: the weights do not fit the config (all problems listed at once).
+        FileNotFoundError: config.json or model.safetensors is missing.
+        CheckpointError: the weights are unreadable or do not fit the config (all listed).
+        ConfigError: config.json, preprocess.json or categories.json holds unknown fields or bad values.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from deformable_detr.models.state_dict import load_state_dict_strict
     from deformable_detr.models.detector import DeformableDETR
 
     directory = os.fspath(directory)
@@ -60,11 +90,58 @@ def from_pretrained(directory: str | os.PathLike):
     for path in (config_path, weights_path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: not found; pass a directory written by save_pretrained")
-    with open(config_path) as file:
-        try:
-            config = ModelConfig.from_dict(json.load(file))
-        except ValueError as error:
-            raise ValueError(f"{config_path}: {error}") from error
-    model = DeformableDETR(config)
-    load_state_dict_strict(model, load_file(weights_path, device="cpu"), weights_path)
-    return model.eval()
+    config = _read_json(config_path, ModelConfig.from_dict)
+    missing = [name for name in (PREPROCESS_NAME, CATEGORIES_NAME) if not os.path.isfile(os.path.join(directory, name))]
+    if missing:
+        warnings.warn(
+            f"{directory}: no {' or '.join(missing)} (written by an older version); using the paper's preprocessing "
+            "and default category names; save it again with save_pretrained to store them",
+            stacklevel=2,
+        )
+    preprocess = None
+    if PREPROCESS_NAME not in missing:
+        preprocess = _read_json(os.path.join(directory, PREPROCESS_NAME), PreprocessConfig.from_dict)
+    categories = None
+    if CATEGORIES_NAME not in missing:
+        path = os.path.join(directory, CATEGORIES_NAME)
+        categories = _read_json(path, lambda value: check_categories(value, config.num_classes, source=path))
+    try:
+        state_dict = load_file(weights_path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error}); use a complete copy") from None
+    return DeformableDETR.from_state_dict(config, state_dict, source=weights_path, preprocess=preprocess,
+                                          categories=categories, attention_backend=attention_backend)
+
+
+def _read_json(path: str, parse) -> Any:
+    """`parse(json.load(path))`, with errors naming the file."""
+    try:
+        with open(path) as file:
+            data = json.load(file)
+    except ValueError as error:
+        raise ConfigError(f"{path}: not valid JSON ({error}); rewrite it with save_pretrained") from None
+    try:
+        return parse(data)
+    except (TypeError, ValueError) as error:
+        message = str(error)
+        raise ConfigError(message if message.startswith(path) else f"{path}: {message}") from None
+
+
+def _write_json(path: str, content: Any) -> None:
+    with open(path, "w") as file:
+        json.dump(content, file, indent=2, sort_keys=True)
+        file.write("\n")
+
+
+def _write_atomically(directory: str, name: str, write) -> None:
+    """`write(temp_path)` in `directory`, then rename the temp file to `name` (0644, like other outputs)."""
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        write(temp)
+        os.chmod(temp, 0o644)
+        os.replace(temp, os.path.join(directory, name))
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
