@@ -22,7 +22,9 @@ from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
 from deformable_detr.models.decoder import inverse_sigmoid
 from deformable_detr.models.position_encoding import sine_position_encoding
+from deformable_detr.models.detections import Detections
 from deformable_detr.models.postprocess import postprocess
+from deformable_detr.models.predict import predict
 from deformable_detr.models.preprocess import PreprocessConfig, check_categories, default_categories
 from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.models.transformer import DeformableTransformer
@@ -199,6 +201,21 @@ class DeformableDETR(nn.Module):
                     top_k: int = 100) -> list[dict[str, torch.Tensor]]:
         """Top-k detections per image in pixels; see `deformable_detr.models.postprocess.postprocess`."""
         return postprocess(out, target_sizes, score_threshold=score_threshold, top_k=top_k)
+
+    def predict(self, images: Any, threshold: float = 0.5, batch_size: int = 8, amp: bool = False) -> list[Detections]:
+        """Detect objects in images of any type and size, with the model's own preprocessing and categories.
+
+        Args:
+            images: one image or a list mixing: file paths, PIL images, numpy (H, W, 3) uint8 arrays,
+                (3, H, W) tensors (uint8, or float in [0, 1]); any sizes.
+            threshold: keep detections scoring >= this, in [0, 1].
+            batch_size: images per forward pass; results do not depend on it (up to float rounding).
+            amp: bfloat16 autocast (CPU or CUDA).
+
+        Returns:
+            one `Detections` per image, in input order (boxes xyxy in the original image's pixels).
+        """
+        return predict(self, images, threshold=threshold, batch_size=batch_size, amp=amp)
 
     @property
     def attention_backend(self) -> str:

@@ -8,10 +8,17 @@ ImageNet mean/std, shorter side 800, longer side at most 1333). `categories` is 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Union
 
-from deformable_detr.errors import ConfigError
+import numpy as np
+import torch
+from PIL import Image
+
+from deformable_detr.data.images import _to_rgb, load_rgb_image
+from deformable_detr.errors import ConfigError, ModelInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,3 +101,87 @@ def check_categories(categories: list[dict[str, Any]], num_classes: int, source:
             raise ConfigError(f"{source}: entry {index} must be {{'id': int, 'name': str}}, got {category!r}")
         checked.append({"id": category["id"], "name": category["name"]})
     return checked
+
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+
+def to_rgb_image(image: ImageInput) -> Image.Image:
+    """Any supported image input as an RGB PIL image (8 bits per channel).
+
+    Args:
+        image: a file path (decoded by `load_rgb_image`: EXIF orientation applied, any mode -> RGB,
+            sides over 10k px downscaled with `info["original_size"]` kept); a PIL image (used as it
+            is, no EXIF rotation, converted to RGB like a file); a numpy (H, W, 3) or (H, W) uint8 array;
+            a torch (3, H, W) or (1, H, W) tensor, uint8 in 0..255 or floating point in [0, 1]
+            (rounded to 8 bits, so it gives the same result as the uint8 image it came from).
+
+    Raises:
+        DatasetError: a file that is missing or cannot be decoded.
+        ModelInputError: an array or tensor of the wrong shape, dtype or range, or an empty image.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return load_rgb_image(Path(image))
+    if isinstance(image, Image.Image):
+        if image.width < 1 or image.height < 1:
+            raise ModelInputError(f"PIL image of size {image.size} is empty; give an image of at least 1x1 pixels")
+        return _to_rgb(image)  # the same mode policy as files (alpha over white, 16-bit scaled, ...)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise ModelInputError(f"numpy image has shape {image.shape} and dtype {image.dtype}; expected (H, W, 3) "
+                                  "or (H, W) uint8 (convert with (array * 255).round().astype(np.uint8))")
+        if image.size == 0:
+            raise ModelInputError(f"numpy image of shape {image.shape} is empty; give at least 1x1 pixels")
+        return Image.fromarray(np.ascontiguousarray(image)).convert("RGB")
+    if isinstance(image, torch.Tensor):
+        return _tensor_to_image(image)
+    raise ModelInputError(f"cannot use a {type(image).__name__} as an image; give a path, a PIL image, a numpy "
+                          "(H, W, 3) uint8 array or a (3, H, W) tensor")
+
+
+def _tensor_to_image(image: torch.Tensor) -> Image.Image:
+    """(3 | 1, H, W) uint8 or float in [0, 1] -> RGB PIL image."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3) or image.shape[1] < 1 or image.shape[2] < 1:
+        raise ModelInputError(f"image tensor has shape {tuple(image.shape)}; expected (3, H, W) or (1, H, W) "
+                              "with H, W >= 1 (a batch of images goes in as a list)")
+    image = image.detach().cpu()
+    if image.is_floating_point():
+        if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise ModelInputError(f"float image tensor has values in [{image.min().item()}, {image.max().item()}]"
+                                  " or non-finite ones; expected pixel values in [0, 1] (or a uint8 tensor)")
+        image = (image.float() * 255).round().to(torch.uint8)
+    elif image.dtype != torch.uint8:
+        raise ModelInputError(f"image tensor has dtype {image.dtype}; expected uint8 (0..255) or float (0..1)")
+    pixels = image.expand(3, -1, -1).permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)
+    return Image.fromarray(pixels, "RGB")
+
+
+def resized_size(height: int, width: int, config: PreprocessConfig) -> tuple[int, int]:
+    """(h, w) with the shorter side `min_size` and the longer side at most `max_size` (DETR's rule,
+    the same as training's validation resize)."""
+    short, long = min(height, width), max(height, width)
+    size = config.min_size
+    if long / short * size > config.max_size:
+        size = int(round(config.max_size * short / long))
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+def preprocess_image(image: Image.Image, config: PreprocessConfig) -> torch.Tensor:
+    """Resize (bilinear, as training's validation transform) and normalise one RGB image.
+
+    Args:
+        image: RGB PIL image of any size (see `to_rgb_image`).
+        config: the model's `PreprocessConfig`.
+
+    Returns:
+        (3, h, w) float32, (pixel / 255 - mean) / std, with (h, w) = `resized_size(H, W, config)`.
+    """
+    height, width = resized_size(image.height, image.width, config)
+    resized = image.resize((width, height), Image.BILINEAR)
+    pixels = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8).view(height, width, 3)
+    pixels = pixels.permute(2, 0, 1).float() / 255.0  # (3, h, w)
+    mean = torch.tensor(config.mean).view(3, 1, 1)
+    std = torch.tensor(config.std).view(3, 1, 1)
+    return (pixels - mean) / std

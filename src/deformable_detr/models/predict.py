@@ -1,0 +1,131 @@
+"""`DeformableDETR.predict`: images of any type and size in, one `Detections` per image out.
+
+Batching without changing any image's result: the ResNet and the input projections' GroupNorm see
+padding (zeros that become non-zero after the first layer, and GroupNorm statistics over the padded
+map), so a padded batch would not give an image's results alone. Here only images of the same
+resized size share a backbone pass (no padding at all); the per-level maps are then padded and
+masked, and the transformer, whose outputs for an image do not depend on padding around it, runs on
+the whole batch. Batched results equal one-by-one results up to float rounding (see the tests).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+
+from deformable_detr.errors import ConfigError
+from deformable_detr.models.detections import Detections
+from deformable_detr.models.preprocess import ImageInput, PreprocessConfig, preprocess_image, to_rgb_image
+
+if TYPE_CHECKING:
+    from deformable_detr.models.detector import DeformableDETR
+
+
+def check_threshold(threshold: float, source: str = "threshold") -> float:
+    """`threshold` as a float in [0, 1]; NaN, infinities and anything outside are refused."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source} must be a number in [0, 1], got {threshold!r}") from None
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{source} must be a score in [0, 1], got {threshold!r}; e.g. 0.5")
+    return value
+
+
+def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [images]
+
+
+@torch.inference_mode()
+def predict(model: DeformableDETR, images: ImageInput | Sequence[ImageInput], threshold: float = 0.5,
+            batch_size: int = 8, amp: bool = False, top_k: int = 100) -> list[Detections]:
+    """Detect objects in images of any size; see `DeformableDETR.predict`.
+
+    Args:
+        model: the detector; it runs on the device of its parameters, in eval mode (restored afterwards).
+        images: one image or a list (see `to_rgb_image` for the types).
+        threshold: keep detections with score >= this, in [0, 1].
+        batch_size: images per forward pass (>= 1).
+        amp: bfloat16 autocast on the model's device.
+        top_k: detections per image before the threshold (the reference PostProcess's 100).
+
+    Returns:
+        one `Detections` per image, in input order.
+    """
+    threshold = check_threshold(threshold)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    inputs = _as_list(images)
+    config, categories = model.preprocess, model.categories
+    was_training = model.training
+    model.eval()
+    try:
+        results = []
+        for start in range(0, len(inputs), batch_size):
+            pictures = [to_rgb_image(image) for image in inputs[start:start + batch_size]]
+            results.extend(_predict_batch(model, pictures, config, categories, threshold, amp, top_k))
+        return results
+    finally:
+        model.train(was_training)
+
+
+def _predict_batch(model: DeformableDETR, pictures: list, config: PreprocessConfig, categories: list[dict],
+                   threshold: float, amp: bool, top_k: int) -> list[Detections]:
+    """One forward pass over RGB PIL images: backbone per size group, transformer on the padded batch."""
+    device = next(model.parameters()).device
+    tensors = [preprocess_image(picture, config) for picture in pictures]  # (3, h_i, w_i) each
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        groups.setdefault(tuple(tensor.shape[-2:]), []).append(index)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        per_image: list[list[torch.Tensor]] = [[] for _ in tensors]  # per image, per level (C, H_l, W_l)
+        for indices in groups.values():
+            batch = torch.stack([tensors[i] for i in indices]).to(device)  # (G, 3, h, w), no padding
+            sources, _ = model.image_features(batch)
+            for row, index in enumerate(indices):
+                per_image[index] = [source[row] for source in sources]
+        sources, masks = pad_levels(per_image)
+        out = model.detect(sources, masks)
+    # (width, height) in the file: a file with a side over 10k px was downscaled while decoding.
+    original_sizes = [picture.info.get("original_size", picture.size) for picture in pictures]
+    sizes = torch.tensor([[height, width] for width, height in original_sizes], device=device)  # (B, 2)
+    detections = []
+    for (width, height), found in zip(original_sizes, model.postprocess(out, sizes, score_threshold=-1.0,
+                                                                          top_k=top_k)):
+        keep = found["scores"] >= threshold
+        labels = found["labels"][keep].cpu()
+        detections.append(Detections(
+            boxes=found["boxes"][keep].float().cpu(), scores=found["scores"][keep].float().cpu(), labels=labels,
+            category_ids=[categories[label]["id"] for label in labels.tolist()],
+            names=[categories[label]["name"] for label in labels.tolist()],
+            image_size=(height, width)))
+    return detections
+
+
+def pad_levels(per_image: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Stack per-image feature maps level by level, zero-padded bottom/right to the largest.
+
+    Args:
+        per_image: per image, per level, (C, H_l_i, W_l_i).
+
+    Returns:
+        sources: per level, (B, C, H_l, W_l) with H_l, W_l the maxima over images;
+        masks: per level, (B, H_l, W_l) bool, True = padding.
+    """
+    sources, masks = [], []
+    for level in range(len(per_image[0])):
+        maps = [levels[level] for levels in per_image]
+        height = max(m.shape[-2] for m in maps)
+        width = max(m.shape[-1] for m in maps)
+        padded = maps[0].new_zeros((len(maps), maps[0].shape[0], height, width))  # (B, C, H_l, W_l)
+        mask = torch.ones((len(maps), height, width), dtype=torch.bool, device=maps[0].device)  # (B, H_l, W_l)
+        for index, level_map in enumerate(maps):
+            padded[index, :, :level_map.shape[-2], :level_map.shape[-1]] = level_map
+            mask[index, :level_map.shape[-2], :level_map.shape[-1]] = False
+        sources.append(padded)
+        masks.append(mask)
+    return sources, masks
