@@ -32,6 +32,16 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def dataset16(tmp_path_factory):
+    """16 train and 2 val synthetic images of 64 px (8 batches of 2 per epoch)."""
+    from deformable_detr.data.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("synthetic16")
+    make_dataset(root, num_train=16, num_val=2, image_size=64, seed=1, num_workers=1)
+    return root
+
+
 @pytest.fixture
 def one_thread():
     """torch on 1 thread for the test (much faster than 2 on a shared, busy 2-core machine), restored after."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from deformable_detr.errors import CheckpointError
 from deformable_detr.training import checkpoint as ckpt
 from deformable_detr.training.engine import fit
 
@@ -21,7 +22,7 @@ def test_rng_state_round_trip(tmp_path):
 
 
 def test_missing_checkpoint_message(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
         ckpt.load_checkpoint(tmp_path / "nope.pth")
 
 

@@ -5,13 +5,14 @@ import json
 import pytest
 
 from deformable_detr import cli
+from deformable_detr.training import demo
 
 TINY_DATA = dict(num_train=4, num_val=2, image_size=96, seed=0)
 
 
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path, capsys, monkeypatch, one_thread):
-    monkeypatch.setattr(cli, "DEMO_DATA", TINY_DATA)
+    monkeypatch.setattr(demo, "DEMO_DATA", TINY_DATA)
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--max-steps", "2"]) == 0
     printed = capsys.readouterr().out

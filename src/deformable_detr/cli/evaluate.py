@@ -37,10 +37,9 @@ def _eval(args) -> None:
 
 def _eval_checkpoint(args) -> dict:
     """eval --checkpoint CKPT --data DIR: DIR holds images/ + annotations.json, or a val/ split with them."""
-    from ..training.engine import evaluate_checkpoint
+    from ..evaluation.evaluate import dataset_split, evaluate_checkpoint
 
     if args.data is None:
         raise ValueError("eval --checkpoint needs --data DIR (images/ + annotations.json, or a folder with val/)")
-    split = args.data / "val" if (args.data / "val" / "annotations.json").is_file() else args.data
-    images_dir = args.annotations.parent / "images" if args.annotations else split / "images"
-    return evaluate_checkpoint(args.checkpoint, images_dir, args.annotations or split / "annotations.json", args.device)
+    images_dir, annotations_file = dataset_split(args.data, args.annotations)
+    return evaluate_checkpoint(args.checkpoint, images_dir, annotations_file, args.device)

@@ -3,10 +3,43 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 from pathlib import Path
 
 from .progress import show_progress_logs
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (rejects inf and nan)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return value
 
 
 def register(subparsers) -> None:
@@ -17,14 +50,19 @@ def register(subparsers) -> None:
     parser.add_argument("--config", type=Path, metavar="JSON", help="a TrainConfig JSON (e.g. OUT/config.json) instead of --preset")
     parser.add_argument("--model", metavar="PRESET", help="model preset replacing the training preset's (e.g. tiny, deformable-detr-refine)")
     parser.add_argument("--data", help="dataset folder with train/ and val/ (each images/ + annotations.json)")
-    parser.add_argument("--out", help="output folder (checkpoints, metrics.jsonl, curves.png)")
-    parser.add_argument("--resume", type=Path, metavar="OUT", help="continue the run in OUT exactly where it stopped")
-    for flag, kind, field in (("--epochs", int, "epochs"), ("--batch-size", int, "batch_size"), ("--workers", int, "workers"),
-                              ("--seed", int, "seed"), ("--max-minutes", float, "max_minutes"), ("--max-steps", int, "max_steps"),
-                              ("--eval-every", int, "eval_every"), ("--threads", int, "threads"), ("--device", str, "device"),
-                              ("--grad-accum-steps", int, "grad_accum_steps")):
+    parser.add_argument("--out", help="output folder (checkpoints, metrics.jsonl, curves.png); refused if it holds a run")
+    parser.add_argument("--resume", type=Path, metavar="OUT", help="continue the run in OUT exactly where it stopped (mid-epoch "
+                                                                   "too); with --epochs/--max-steps/--max-minutes, extend it")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints and metrics)")
+    for flag, kind, field in (("--epochs", positive_int, "epochs"), ("--batch-size", positive_int, "batch_size"),
+                              ("--workers", non_negative_int, "workers"), ("--seed", int, "seed"),
+                              ("--max-minutes", positive_float, "max_minutes"), ("--max-steps", positive_int, "max_steps"),
+                              ("--eval-every", non_negative_int, "eval_every"), ("--threads", positive_int, "threads"),
+                              ("--device", str, "device"), ("--grad-accum-steps", positive_int, "grad_accum_steps"),
+                              ("--checkpoint-every", non_negative_int, "checkpoint_every"),
+                              ("--max-nonfinite-steps", non_negative_int, "max_nonfinite_steps")):
         parser.add_argument(flag, type=kind, dest=field, help=f"override TrainConfig.{field}")
-    parser.add_argument("--lr", type=float, help="override OptimConfig.lr (backbone lr scales along)")
+    parser.add_argument("--lr", type=positive_float, help="override OptimConfig.lr (backbone lr scales along)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     parser.set_defaults(handler=_train)
 
@@ -35,7 +73,7 @@ def _train(args) -> None:
     from ..util import distributed
 
     show_progress_logs()
-    result = fit(_train_config(args), resume=args.resume is not None)
+    result = fit(_train_config(args), resume=args.resume is not None, overwrite=args.overwrite)
     if distributed.is_main_process():  # under torchrun only rank 0 prints
         print(format_metrics_table(result.metrics) if result.metrics else "(not evaluated)")
         print(f"{result.steps} steps, {result.epochs} epochs; checkpoint {result.checkpoint}; metrics {result.output_dir / 'metrics.jsonl'}")
@@ -46,22 +84,24 @@ def _train_config(args):
     """TrainConfig from --resume / --config / --preset, then the command-line overrides."""
     import dataclasses
 
+    from ..errors import ConfigError
     from ..models.config import ModelConfig
     from ..training.config import TrainConfig
 
+    if args.resume is not None and args.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; pick one")
     if args.resume is not None:
-        config = TrainConfig.from_dict(json.loads((args.resume / "config.json").read_text()))
-        config = dataclasses.replace(config, output_dir=str(args.resume))
+        config = TrainConfig.of_run(args.resume)
     elif args.config is not None:
-        config = TrainConfig.from_dict(json.loads(args.config.read_text()))
+        config = TrainConfig.from_json(args.config)
     else:
         config = TrainConfig.preset(args.preset)
-    overrides = {f: getattr(args, f) for f in ("epochs", "batch_size", "workers", "seed", "max_minutes", "max_steps",
-                                                "eval_every", "threads", "device", "grad_accum_steps", "amp") if getattr(args, f) is not None}
+    overrides = {f: getattr(args, f) for f in ("epochs", "batch_size", "workers", "seed", "max_minutes", "max_steps", "eval_every",
+                                                "threads", "device", "grad_accum_steps", "amp", "checkpoint_every", "max_nonfinite_steps")
+                 if getattr(args, f) is not None}
     overrides.update({k: v for k, v in (("data_dir", args.data), ("output_dir", args.out)) if v is not None})
     if args.model is not None:
         overrides["model"] = ModelConfig.preset(args.model)
     if args.lr is not None:
-        ratio = config.optim.lr_backbone / config.optim.lr
-        overrides["optim"] = dataclasses.replace(config.optim, lr=args.lr, lr_backbone=args.lr * ratio)
+        config = config.with_lr(args.lr)
     return dataclasses.replace(config, **overrides)

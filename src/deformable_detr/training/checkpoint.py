@@ -1,32 +1,47 @@
-"""Training checkpoints: written atomically, loaded with `weights_only=True` and strict keys.
+"""Training checkpoints and run files: never half-written, never stale, checked when read.
 
-A checkpoint holds everything `--resume` needs to continue as if never stopped: model, optimizer,
-epoch and step, elapsed training seconds (for time-budget schedules), RNG states (python, numpy,
-torch) and the configs as plain dicts. The schedule is a pure function of (step, epoch, progress),
-so it has no state; the data order is a function of (seed, epoch).
+A checkpoint holds everything `--resume` needs to continue as if training had never stopped: model,
+optimizer, the run's position (`state`: epoch, batches consumed in it, optimizer steps, training
+seconds spent, best AP and the step it came from, the metrics history), every process's RNG states,
+the config, the categories and the state of each training callback. It is written as
+
+    temp file (0644) -> fsync -> keep the previous checkpoint as `checkpoint.prev.pth` -> rename over
+    `checkpoint.pth` -> fsync of the folder
+
+so `checkpoint.pth` is always a complete file and a kill at any moment loses at most the steps since
+the last write. A CRC32 over every tensor and value (`checksum`) is stored inside the file; on resume a
+checkpoint that fails to load or to match it is reported and the previous one is used. Files are
+loaded with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import tempfile
+import secrets
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..models.state_dict import load_state_dict_strict
 from ..util.safe_load import load_torch_file
 
+CHECKPOINT = "checkpoint.pth"
+PREVIOUS = "checkpoint.prev.pth"
+BEST = "best.pth"
+RUN_FILES = (CHECKPOINT, PREVIOUS, BEST, "config.json", "metrics.jsonl", "curves.png")  # what marks a folder as a run
+FORMAT = "deformable-detr-train"
+
 
 def rng_state() -> dict:
-    """Python, numpy and torch RNG states, as tensors/plain types loadable with weights_only=True."""
+    """Python, numpy, torch (and CUDA) RNG states of this process, loadable with weights_only=True."""
     py_version, py_internal, py_gauss = random.getstate()
     np_state = np.random.get_state()
-    return {
+    state = {
         "python": {"version": py_version, "state": torch.tensor(py_internal, dtype=torch.int64), "gauss": py_gauss},
         "numpy": {
             "key": torch.from_numpy(np_state[1].astype(np.int64)),
@@ -36,6 +51,9 @@ def rng_state() -> dict:
         },
         "torch": torch.get_rng_state(),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
@@ -45,68 +63,197 @@ def set_rng_state(state: dict) -> None:
     npst = state["numpy"]
     np.random.set_state(("MT19937", npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then os.replace (never a half-written file)."""
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename or creation inside `folder` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write, keep_previous: str | Path | None = None) -> Path:
+    """Write a file through `write(binary_file)` so readers only ever see the old or the complete new file.
+
+    Temp file `NAME.<random>.tmp` in the same folder (mode 0666 & ~umask, like any other output) ->
+    flush + fsync -> optionally hard-link the current file to `keep_previous` -> os.replace -> fsync
+    of the folder. On an error the temp file is removed and the old file is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            previous_tmp = Path(keep_previous).with_name(f"{Path(keep_previous).name}.{secrets.token_hex(4)}.tmp")
+            os.link(path, previous_tmp)
+            os.replace(previous_tmp, keep_previous)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+    return path
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int, step: int,
-                    elapsed_s: float, config: dict, best_ap: float, extra: dict | None = None) -> None:
-    """Write a resumable checkpoint; `epoch` is the number of completed epochs."""
-    atomic_save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "elapsed_s": float(elapsed_s),
-            "best_ap": float(best_ap),
-            "rng": rng_state(),
-            "config": config,
-            **(extra or {}),
-        },
-        path,
-    )
+def atomic_save(obj, path: str | Path, keep_previous: str | Path | None = None) -> Path:
+    """`torch.save(obj)` through `atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f), keep_previous)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """A text file through `atomic_write`."""
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete leftovers `<run file>.<hex>.tmp` of writes killed half-way; returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for name in RUN_FILES:
+            for tmp in folder.glob(f"{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
+def holds_run(folder: str | Path) -> list[str]:
+    """Names of the run files in `folder` (empty: not a run)."""
+    folder = Path(folder)
+    return [name for name in RUN_FILES if (folder / name).exists()]
+
+
+def prepare_output_dir(folder: str | Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an old one unless asked; `overwrite` removes the old run's files only."""
+    folder = Path(folder)
+    existing = holds_run(folder)
+    if resume or not existing:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{folder}: already holds a training run ({', '.join(existing)}); continue it with --resume {folder}, "
+            "choose another --out, or pass --overwrite to replace it"
+        )
+    for name in existing:
+        (folder / name).unlink()
+    fsync_dir(folder)
+
+
+def checksum(obj) -> int:
+    """CRC32 over every tensor's bytes, dtype and shape and every other value's repr, in a fixed order."""
+    crc = 0
+
+    def visit(value):
+        nonlocal crc
+        if torch.is_tensor(value):
+            tensor = value.detach().cpu().contiguous()
+            crc = zlib.crc32(f"T{tensor.dtype}{tuple(tensor.shape)}".encode(), crc)
+            if tensor.numel():
+                crc = zlib.crc32(tensor.reshape(-1).view(torch.uint8).numpy(), crc)
+        elif isinstance(value, dict):
+            crc = zlib.crc32(b"{", crc)
+            for key in sorted(value, key=repr):
+                crc = zlib.crc32(repr(key).encode(), crc)
+                visit(value[key])
+        elif isinstance(value, (list, tuple)):
+            crc = zlib.crc32(b"[", crc)
+            for item in value:
+                visit(item)
+        else:
+            crc = zlib.crc32(repr(value).encode(), crc)
+
+    visit(obj)
+    return crc
+
+
+def save_checkpoint(path: str | Path, payload: dict, keep_previous: bool = True) -> Path:
+    """Write a training checkpoint (`payload` plus `format` and `checksum`), keeping the previous as checkpoint.prev.pth."""
+    payload = {"format": FORMAT, **payload}
+    payload["checksum"] = checksum(payload)
+    path = Path(path)
+    return atomic_save(payload, path, keep_previous=path.with_name(PREVIOUS) if keep_previous else None)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint with `weights_only=True`; a one-line error when missing or not a checkpoint."""
+    """Read a checkpoint with `weights_only=True` and verify its checksum.
+
+    Raises:
+        CheckpointError: missing, unreadable, truncated, not a training checkpoint, or checksum mismatch.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found; pass a file written by `deformable-detr train` (OUT/checkpoint.pth)")
-    state = load_torch_file(path, map_location=map_location)
+        raise CheckpointError(f"{path}: checkpoint not found; pass a file written by `deformable-detr train` (OUT/checkpoint.pth)")
+    state = load_torch_file(path, map_location=map_location)  # CheckpointError for damaged or unsafe files
     if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a training checkpoint (no 'model' entry)")
+        raise CheckpointError(f"{path}: not a training checkpoint (no 'model' entry); pass OUT/checkpoint.pth or OUT/best.pth")
+    if "checksum" in state:
+        stored = state.pop("checksum")
+        if checksum(state) != stored:
+            raise CheckpointError(f"{path}: checksum mismatch, the file is corrupt; use an intact copy")
     return state
+
+
+def load_latest_checkpoint(folder: str | Path, map_location="cpu") -> tuple[dict, Path]:
+    """The newest readable checkpoint of a run: checkpoint.pth, else (with a warning) checkpoint.prev.pth."""
+    folder = Path(folder)
+    errors = []
+    for name in (CHECKPOINT, PREVIOUS):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            state = load_checkpoint(path, map_location)
+        except CheckpointError as error:
+            errors.append(str(error))
+            continue
+        if errors:
+            warnings.warn(f"{errors[0]}; resuming from {path} instead (step {state.get('state', {}).get('step', '?')})", stacklevel=2)
+        return state, path
+    if errors:
+        raise CheckpointError(f"{folder}: no readable checkpoint ({'; '.join(errors)}); start a new run with --overwrite")
+    raise CheckpointError(f"{folder}: no {CHECKPOINT} to resume from; start the run without --resume")
 
 
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, TrainConfig, categories) from a checkpoint written by `fit` (checkpoint.pth or best.pth).
 
-    `categories` is the COCO category list (`id`, `name`) in label order.
+    `path` may also be a run folder (its best.pth, else checkpoint.pth). `categories` is the COCO
+    category list (`id`, `name`) in label order.
     """
     from ..models.detector import DeformableDETR
     from .config import TrainConfig
 
+    path = checkpoint_in(path)
     state = load_checkpoint(path, map_location=device)
     if "config" not in state:
-        raise ValueError(f"{path}: checkpoint has no 'config'; it was not written by `deformable-detr train`")
+        raise CheckpointError(f"{path}: checkpoint has no 'config'; it was not written by `deformable-detr train`")
     config = TrainConfig.from_dict(state["config"])
     model = DeformableDETR(config.model)
     load_state_dict_strict(model, state["model"], str(path))
     categories = state.get("categories") or [{"id": i + 1, "name": str(i)} for i in range(config.model.num_classes)]
     return model.to(device).eval(), config, categories
+
+
+def checkpoint_in(path: str | Path) -> Path:
+    """A checkpoint file given a file or a run folder (its best.pth if present, else checkpoint.pth)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, CHECKPOINT):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: folder holds no {BEST} or {CHECKPOINT}; pass a run folder written by `deformable-detr train`")
+    return path

@@ -19,8 +19,9 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .engine import TrainResult, fit
 
-# The demo dataset: FOUNDATION's synthetic shapes (6 classes, 1-12 objects, about half small).
+# The demo dataset: the synthetic shapes (6 classes, 1-12 objects, about half small).
 DEMO_DATA = dict(num_train=2000, num_val=250, image_size=256, seed=0)
+DEMO_DIR = Path("demo_out")
 
 
 @dataclass
@@ -34,8 +35,9 @@ class DemoResult:
     seconds: float
 
 
-def ensure_dataset(data_dir: Path, data: dict = DEMO_DATA, progress: bool = True) -> None:
-    """Render the synthetic dataset (`make_dataset(**data)`) into `data_dir` unless both splits are there."""
+def ensure_dataset(data_dir: Path, data: dict | None = None, progress: bool = True) -> None:
+    """Render the synthetic dataset (`make_dataset(**data)`, default DEMO_DATA) into `data_dir` unless both splits are there."""
+    data = data or DEMO_DATA
     if all((data_dir / split / "annotations.json").is_file() for split in ("train", "val")):
         return
     from tqdm import tqdm
@@ -63,35 +65,50 @@ def draw_validation_predictions(checkpoint_path: Path, data_dir: Path, out_path:
     return save_grid(tiles, out_path)
 
 
-def run_demo(out_dir: str | Path = "demo_out", data: dict = DEMO_DATA, config: TrainConfig | None = None,
+def demo_config(out_dir: str | Path = DEMO_DIR, data: dict | None = None, minutes: float | None = None,
+                max_steps: int | None = None, threads: int | None = None) -> TrainConfig:
+    """The `demo` preset writing to OUT/train, reading OUT/data.
+
+    Training length: the preset's fixed step count (cosine schedule over the steps, so the result
+    does not depend on how busy the machine is), or `max_steps` steps, or with `minutes` a time
+    budget instead (the schedule then runs over the budget; a busy machine gets fewer steps).
+    """
+    data = data or DEMO_DATA
+    out_dir = Path(out_dir)
+    config = TrainConfig.preset("demo")
+    config = dataclasses.replace(config, data_dir=str(out_dir / "data"), output_dir=str(out_dir / "train"),
+                                 batch_size=min(config.batch_size, data["num_train"]))
+    if minutes is not None:
+        config = dataclasses.replace(config, max_minutes=minutes, max_steps=max_steps)
+    elif max_steps is not None:
+        config = dataclasses.replace(config, max_steps=max_steps)
+    if threads is not None:
+        config = dataclasses.replace(config, threads=threads)
+    return config
+
+
+def run_demo(out_dir: str | Path = DEMO_DIR, data: dict | None = None, config: TrainConfig | None = None,
              minutes: float | None = None, max_steps: int | None = None, threads: int | None = None,
              progress: bool = True) -> DemoResult:
-    """Make the data if absent, train `TrainConfig.preset("demo")`, evaluate on val, draw predictions.
+    """Make the data if absent, train the `demo` preset, evaluate on val, draw predictions.
 
     Args:
-        data: `make_dataset` arguments (num_train, num_val, image_size, seed).
-        config: training config (default the `demo` preset); `minutes` / `max_steps` override
-            its time budget / step cap; `threads` its torch thread count.
+        data: `make_dataset` arguments (num_train, num_val, image_size, seed); default DEMO_DATA.
+        config: training config (default `demo_config(out_dir, data, minutes, max_steps, threads)`).
 
+    A new demo replaces the previous one's training run in OUT/train (the dataset is kept).
     Files: OUT/data (dataset), OUT/train/{checkpoint.pth, metrics.jsonl, curves.png, config.json},
     OUT/metrics.json (final val metrics), OUT/val_predictions.png.
     """
     started = time.perf_counter()
+    data = data or DEMO_DATA
     out_dir = Path(out_dir)
     data_dir = out_dir / "data"
     ensure_dataset(data_dir, data, progress)
-    config = config or TrainConfig.preset("demo")
-    config = dataclasses.replace(config, data_dir=str(data_dir), output_dir=str(out_dir / "train"),
-                                 batch_size=min(config.batch_size, data["num_train"]))
-    if minutes is not None:
-        config = dataclasses.replace(config, max_minutes=minutes)
-    if max_steps is not None:
-        config = dataclasses.replace(config, max_steps=max_steps)
-    if threads is not None:
-        config = dataclasses.replace(config, threads=threads)
-    result = fit(config, progress=progress)
+    config = config or demo_config(out_dir, data, minutes, max_steps, threads)
+    result = fit(config, progress=progress, overwrite=True)
     metrics_file = out_dir / "metrics.json"
-    metrics_file.write_text(json.dumps({**result.metrics, "steps": result.steps, "train_seconds": result.train_seconds}, indent=2) + "\n")
+    ckpt.atomic_write_text(metrics_file, json.dumps({**result.metrics, "steps": result.steps, "train_seconds": result.train_seconds}, indent=2) + "\n")
     threads = torch.get_num_threads()
     image = draw_validation_predictions(result.checkpoint, data_dir, out_dir / "val_predictions.png")
     torch.set_num_threads(threads)

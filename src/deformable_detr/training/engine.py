@@ -1,8 +1,11 @@
-"""The training loop: `fit(config) -> TrainResult`, and `evaluate(model, loader, ...) -> metrics`.
+"""The training loop, in three parts read top to bottom: `setup` (build or resume), `train_one_epoch`
+(the optimizer steps) and `end_of_epoch` (evaluate, files, best checkpoint); `fit` strings them together.
 
-Per optimizer step, top to bottom: set lr -> forward under autocast -> criterion -> backward ->
-clip -> step -> log. Data order and augmentation are functions of (seed, epoch), and a checkpoint
-is written after every epoch, so `fit(config, resume=True)` continues exactly where it stopped.
+Per optimizer step: set lr -> forward under autocast -> criterion -> backward (x grad_accum_steps
+micro-batches) -> clip -> step (skipped if anything is non-finite) -> log. Data order and
+augmentation are functions of (seed, epoch, image) (`loader.py`), dropout's RNG state is saved in
+every checkpoint together with the position inside the epoch, so `fit(config, resume=True)`
+continues bit for bit from any checkpoint, including ones written mid-epoch.
 """
 
 from __future__ import annotations
@@ -12,29 +15,120 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..data.coco import CocoDetection, DatasetError, collate
-from ..data.transforms import make_transforms
+from ..data.coco import CocoDetection, DatasetError
+from ..errors import ConfigError, DeformableDetrError
+from ..evaluation.evaluate import evaluate
 from ..models.detector import DeformableDETR
 from ..models.state_dict import load_state_dict_strict
 from ..util import distributed
 from . import checkpoint as ckpt
+from . import loader
+from .callbacks import TrainCallback
 from .config import TrainConfig
 from .criterion import SetCriterion
 from .optim import build_optimizer, lr_factor, set_lr
 
 logger = logging.getLogger(__name__)
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+class NonFiniteLossError(DeformableDetrError, FloatingPointError):
+    """Too many optimizer steps had a non-finite loss or gradient; training stopped, the last checkpoint is intact."""
+
+
+@dataclass
+class TrainState:
+    """Where a run is; saved in every checkpoint (`TrainState(**checkpoint["state"])`).
+
+    epoch: the current epoch (0-based); batches_done: its batches consumed so far (all of them =
+    the epoch's training is over, its end-of-epoch work may still be pending). step: optimizer steps
+    done (skipped ones included). train_seconds: time spent in training steps (the time budget).
+    best_ap / best_step: the best evaluation so far and the step it was made at (what best.pth holds).
+    evaluated_step: step of the last evaluation. nonfinite_steps: steps skipped for NaN/Inf.
+    loss_sums / loss_count: running sums of this epoch's loss terms (for the epoch record).
+    history: one record per evaluation or finished epoch (what metrics.jsonl holds).
+    """
+
+    epoch: int = 0
+    batches_done: int = 0
+    step: int = 0
+    train_seconds: float = 0.0
+    best_ap: float = -1.0
+    best_step: int = -1
+    evaluated_step: int = -1
+    nonfinite_steps: int = 0
+    loss_sums: dict[str, float] = field(default_factory=dict)
+    loss_count: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """Everything one training run works with; built by `setup`, passed explicitly to the loop's parts."""
+
+    config: TrainConfig
+    device: torch.device
+    model: DeformableDETR
+    train_model: nn.Module  # `model`, or its DistributedDataParallel wrapper
+    criterion: SetCriterion
+    optimizer: torch.optim.Optimizer
+    train_set: CocoDetection
+    val_set: CocoDetection
+    state: TrainState
+    output_dir: Path
+    callbacks: Sequence[TrainCallback] = ()
+    clock: Callable[[], float] = time.perf_counter
+    progress: bool = True
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return loader.batches_per_epoch(self.train_set, self.config)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.batches_per_epoch / self.config.grad_accum_steps)
+
+    @property
+    def total_steps(self) -> int:
+        """Length of a step-based schedule: max_steps, else every step of every epoch."""
+        return self.config.max_steps or self.config.epochs * self.steps_per_epoch
+
+    @property
+    def budget_seconds(self) -> float | None:
+        return self.config.max_minutes * 60 if self.config.max_minutes else None
+
+    def schedule_progress(self) -> float:
+        """Fraction of training done, for cosine/linear schedules: of the time budget if any, else of the steps."""
+        if self.budget_seconds:
+            return self.state.train_seconds / self.budget_seconds
+        return self.state.step / max(self.total_steps, 1)
+
+    def out_of_budget(self) -> bool:
+        """max_steps reached or the time budget spent (checked before each step, so a spent budget does no step)."""
+        if self.config.max_steps is not None and self.state.step >= self.config.max_steps:
+            return True
+        return self.budget_seconds is not None and self.state.train_seconds >= self.budget_seconds
+
+    def finished(self) -> bool:
+        return self.out_of_budget() or self.state.epoch >= self.config.epochs
+
+    @property
+    def is_main(self) -> bool:
+        return distributed.is_main_process()
 
 
 @dataclass
@@ -48,32 +142,118 @@ class TrainResult:
     steps: int
     train_seconds: float
     history: list[dict] = field(default_factory=list)
+    nonfinite_steps: int = 0
 
     @property
     def checkpoint(self) -> Path:
-        return self.output_dir / "checkpoint.pth"
+        return self.output_dir / ckpt.CHECKPOINT
 
 
-def build_datasets(config: TrainConfig) -> tuple[CocoDetection, CocoDetection]:
-    """Train/val datasets from `data_dir/{train,val}/{images,annotations.json}` with the config's sizes."""
-    root = Path(config.data_dir)
-    for split in ("train", "val"):
-        if not (root / split / "annotations.json").is_file():
-            raise DatasetError(
-                f"{root / split / 'annotations.json'}: not found; --data must hold train/ and val/ with images/ and "
-                "annotations.json (make one with `deformable-detr make-dataset`)"
-            )
-    train_tf = make_transforms(config.augment, config.train_scales, config.max_size, config.crop_resize, config.crop_size, config.val_size)
-    val_tf = make_transforms(False, config.train_scales, config.max_size, val_size=config.val_size)
-    train_set = CocoDetection(root / "train" / "images", root / "train" / "annotations.json", train_tf)
-    val_set = CocoDetection(root / "val" / "images", root / "val" / "annotations.json", val_tf)
-    if config.max_train_images is not None:
-        train_set.images = train_set.images[: config.max_train_images]
-    return train_set, val_set
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def resolve_device(name: str) -> torch.device:
+    """`name` as a torch.device, refusing CUDA where there is none."""
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                              f"built for CUDA: {torch.version.cuda is not None}); use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return torch.device(name)
+
+
+def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False, callbacks: Sequence[TrainCallback] = (),
+          clock: Callable[[], float] = time.perf_counter, progress: bool = True) -> Run:
+    """Build data, model, criterion and optimizer; with `resume`, load the run's newest good checkpoint.
+
+    Refuses to start over a folder that holds a run unless `resume` or `overwrite`; removes temp
+    files left by a killed write. `model.num_classes` is set from the training annotations.
+    """
+    resolve_device(config.device)
+    device = distributed.init_from_environment(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.output_dir)
+    if distributed.is_main_process():
+        ckpt.prepare_output_dir(out, resume, overwrite)
+        for leftover in ckpt.remove_temp_files(out):
+            logger.info("removed %s (left by an interrupted write)", leftover)
+    train_set, val_set = loader.build_datasets(config)
+    if config.model.num_classes != train_set.num_classes:
+        logger.info("num_classes %d -> %d (from %s)", config.model.num_classes, train_set.num_classes, train_set.annotations_file)
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=train_set.num_classes))
+    if loader.batches_per_epoch(train_set, config) == 0:
+        raise DatasetError(f"{train_set.annotations_file}: {len(train_set)} images < batch_size {config.batch_size} x "
+                           f"{distributed.world_size()} processes; lower --batch-size")
+
+    torch.manual_seed(config.seed)
+    model = DeformableDETR(config.model).to(device)
+    criterion = SetCriterion.from_config(config.model.num_classes, config.loss)
+    optimizer = build_optimizer(model, config.optim)
+    train_model = DistributedDataParallel(model) if distributed.is_initialized() else model
+    run = Run(config, device, model, train_model, criterion, optimizer, train_set, val_set, TrainState(), out,
+              tuple(callbacks), clock, progress)
+    if resume:
+        _restore(run)
+    elif distributed.is_main_process():
+        ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
+    for callback in run.callbacks:
+        callback.setup(run)
+    return run
+
+
+def _restore(run: Run) -> None:
+    """Load model, optimizer, position, RNG states and callback states from the run's newest good checkpoint."""
+    saved, path = ckpt.load_latest_checkpoint(run.output_dir, map_location=run.device)
+    load_state_dict_strict(run.model, saved["model"], str(path))
+    run.optimizer.load_state_dict(saved["optimizer"])
+    if "state" in saved:
+        run.state = TrainState(**saved["state"])
+        rngs = saved["rng"]
+        ckpt.set_rng_state(rngs[distributed.rank()] if distributed.rank() < len(rngs) else rngs[0])
+    else:  # a checkpoint of the epoch-level format: always written at an epoch's end
+        run.state = TrainState(epoch=saved["epoch"], step=saved["step"], train_seconds=saved["elapsed_s"], best_ap=saved["best_ap"],
+                               history=_history_file(run.output_dir / "metrics.jsonl", saved["epoch"]))
+        ckpt.set_rng_state(saved["rng"])
+    for callback in run.callbacks:
+        callback.load_state_dict(saved.get("callbacks", {}).get(callback.name, {}))
+    if run.is_main:  # the checkpoint is the truth: later lines were written after it, by the killed run
+        ckpt.atomic_write_text(run.output_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.state.history))
+    _check_best(run)
+    logger.info("resumed %s at epoch %d, batch %d, step %d (%.0f s trained)", path, run.state.epoch,
+                run.state.batches_done, run.state.step, run.state.train_seconds)
+
+
+def _check_best(run: Run) -> None:
+    """best.pth must hold the evaluation the checkpoint records as best (or a later one, redone on the way)."""
+    best = run.output_dir / ckpt.BEST
+    if run.state.best_step < 0 or not run.is_main:
+        return
+    try:
+        best_step = ckpt.load_checkpoint(best).get("step", -1) if best.is_file() else None
+    except DeformableDetrError as error:
+        best_step = None
+        warnings.warn(f"{error}; it will be rewritten at the next better evaluation", stacklevel=3)
+    if best_step is None or best_step < run.state.best_step:
+        warnings.warn(f"{best}: missing or older than the best evaluation the checkpoint records (step {run.state.best_step}); "
+                      "it will be rewritten at the next better evaluation", stacklevel=3)
+        run.state.best_ap, run.state.best_step = -1.0, -1
+
+
+def _history_file(path: Path, epochs_done: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("epoch", 0) < epochs_done]
+
+
+# --------------------------------------------------------------------------------------- one epoch
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Augmentation (python `random`), numpy and torch (dropout) RNGs as a function of (seed, epoch, rank)."""
+    """python, numpy and torch (dropout) RNGs as a function of (seed, epoch, rank), at each epoch's start."""
     value = (seed * 1_000_003 + epoch * 1009 + rank) % (2**31)
     random.seed(value)
     np.random.seed(value)
@@ -84,169 +264,79 @@ def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
     return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
 
 
-@torch.no_grad()
-def evaluate(model: DeformableDETR, data_loader: DataLoader, ground_truth, label_to_category_id: list[int],
-             device: torch.device | str = "cpu", amp: bool = False, progress: bool = False) -> dict[str, float]:
-    """COCO box AP of `model` on every image of `data_loader`.
+def compute_losses(run: Run, images: torch.Tensor, padding_mask: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+    """Forward (bf16 autocast if `amp`) and the criterion's loss terms for one micro-batch."""
+    with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=run.config.amp):
+        outputs = run.train_model(images, padding_mask)
+    return run.criterion(outputs, targets)
 
-    Args:
-        model: the detector (unwrapped, not DDP); put in eval mode here and left in eval mode.
-        data_loader: yields `collate` batches of a `CocoDetection`.
-        ground_truth: COCO instances dict or path (for pycocotools).
-        label_to_category_id: contiguous label -> COCO category id.
-        amp: bf16 autocast for the forward pass.
 
-    Returns:
-        dict with AP, AP50, AP75, APs, APm, APl, AR100 (0..1; -1 where undefined).
+def train_one_epoch(run: Run, bar: tqdm) -> None:
+    """Optimizer steps of epoch `run.state.epoch`, from its `batches_done`-th batch to its end or a stop.
+
+    A step averages the gradients of `grad_accum_steps` micro-batches (fewer for the epoch's last
+    step when the batches do not divide evenly). A step whose loss or gradient norm is not finite
+    is skipped (no update, a warning); the step after `max_nonfinite_steps` such steps raises.
+    Writes a checkpoint every `checkpoint_every` steps.
     """
-    from ..evaluation.coco_eval import evaluate_detections
-
-    device = torch.device(device)
-    model.eval()
-    results = []
-    for images, padding_mask, targets in tqdm(data_loader, desc="eval", leave=False, disable=not progress):
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            outputs = model(images.to(device), padding_mask.to(device))
-        outputs = {k: v.float() for k, v in outputs.items() if k in ("pred_logits", "pred_boxes")}
-        target_sizes = torch.stack([t["orig_size"] for t in targets]).to(device)  # (B, 2) (h, w)
-        for target, detections in zip(targets, model.postprocess(outputs, target_sizes)):
-            boxes_xyxy = detections["boxes"].cpu()
-            boxes_xywh = torch.cat([boxes_xyxy[:, :2], boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]], dim=1)  # (N, 4)
-            for score, label, box in zip(detections["scores"].tolist(), detections["labels"].tolist(), boxes_xywh.tolist()):
-                results.append({"image_id": target["image_id"], "category_id": label_to_category_id[label],
-                                "bbox": [round(x, 2) for x in box], "score": round(score, 5)})
-    return evaluate_detections(ground_truth, results)
-
-
-def _make_loader(dataset, config: TrainConfig, train: bool, generator: torch.Generator | None, device) -> tuple[DataLoader, DistributedSampler | None]:
-    sampler = None
-    if train:
-        sampler = DistributedSampler(dataset, num_replicas=distributed.world_size(), rank=distributed.rank(),
-                                     shuffle=True, seed=config.seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, shuffle=False, collate_fn=collate,
-                        num_workers=config.workers, drop_last=train, generator=generator,
-                        pin_memory=torch.device(device).type == "cuda", persistent_workers=False)
-    return loader, sampler
-
-
-def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train `config.model` on `config.data_dir`; writes checkpoints, metrics.jsonl, curves.png to `output_dir`.
-
-    `model.num_classes` is set from the training annotations. Under torchrun every process calls
-    `fit`; only rank 0 writes files. With `resume`, continues from `output_dir/checkpoint.pth`.
-
-    Returns:
-        TrainResult with the last evaluation's metrics.
-
-    Raises:
-        FloatingPointError: a non-finite loss, naming the step and every loss term.
-    """
-    device = distributed.init_from_environment(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    main = distributed.is_main_process()
-    out = Path(config.output_dir)
-    train_set, val_set = build_datasets(config)
-    if config.model.num_classes != train_set.num_classes:
-        logger.info("num_classes %d -> %d (from %s)", config.model.num_classes, train_set.num_classes, train_set.annotations_file)
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=train_set.num_classes))
-
-    torch.manual_seed(config.seed)
-    model = DeformableDETR(config.model).to(device)
-    criterion = SetCriterion.from_config(config.model.num_classes, config.loss)
-    optimizer = build_optimizer(model, config.optim)
-    start_epoch, step, train_seconds, best_ap, history = 0, 0, 0.0, -1.0, []
-    if resume:
-        state = ckpt.load_checkpoint(out / "checkpoint.pth", map_location=device)
-        load_state_dict_strict(model, state["model"], str(out / "checkpoint.pth"))
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step, train_seconds, best_ap = state["epoch"], state["step"], state["elapsed_s"], state["best_ap"]
-        ckpt.set_rng_state(state["rng"])
-        history = _read_history(out / "metrics.jsonl", start_epoch, rewrite=main)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    train_model = DistributedDataParallel(model) if distributed.is_initialized() else model
-
-    generator = torch.Generator()
-    train_loader, sampler = _make_loader(train_set, config, True, generator, device)
-    val_loader, _ = _make_loader(val_set, config, False, None, device)
-    if len(train_loader) == 0:
-        raise DatasetError(f"{train_set.annotations_file}: {len(train_set)} images < batch_size {config.batch_size} x {distributed.world_size()} processes; lower --batch-size")
-    total_steps = config.max_steps or config.epochs * len(train_loader) // config.grad_accum_steps
-    budget_s = config.max_minutes * 60 if config.max_minutes else None
-    metrics: dict[str, float] = {}
-    epoch = start_epoch
-
-    for epoch in range(start_epoch, config.epochs):
-        _seed_epoch(config.seed, epoch, distributed.rank())
-        sampler.set_epoch(epoch)
-        generator.manual_seed(config.seed * 1009 + epoch)
-        train_model.train()
-        sums: dict[str, float] = {}
-        count, out_of_time = 0, False
-        bar = tqdm(total=len(train_loader) // config.grad_accum_steps, desc=f"epoch {epoch}", disable=not (progress and main), leave=False)
-        batches = iter(train_loader)
-        for _ in range(len(train_loader) // config.grad_accum_steps):
-            started = time.perf_counter()
-            progress_fraction = train_seconds / budget_s if budget_s else step / max(total_steps, 1)
-            lr = set_lr(optimizer, lr_factor(config.optim, step, epoch, progress_fraction))
-            for micro in range(config.grad_accum_steps):
-                images, padding_mask, targets = next(batches)
-                images, padding_mask, targets = images.to(device), padding_mask.to(device), _targets_to(targets, device)
-                last_micro = micro == config.grad_accum_steps - 1
-                sync = contextlib.nullcontext() if last_micro or train_model is model else train_model.no_sync()
-                with sync:
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.amp):
-                        outputs = train_model(images, padding_mask)
-                    losses = criterion(outputs, targets)
-                    loss = criterion.weighted_sum(losses)
-                    if not math.isfinite(loss.item()):
-                        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                        raise FloatingPointError(f"step {step}: loss is {loss.item()} (terms: {terms}); lower --lr or enable clipping")
-                    (loss / config.grad_accum_steps).backward()
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + value.item()
-                sums["loss"] = sums.get("loss", 0.0) + loss.item()
-                count += 1
-            if config.optim.clip_max_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_max_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            train_seconds += _synced_elapsed(time.perf_counter() - started)
-            bar.update(1)
-            if step % config.log_every == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-            if (budget_s is not None and train_seconds >= budget_s) or (config.max_steps and step >= config.max_steps):
-                out_of_time = True
-                break
-        bar.close()
-
-        record = {"epoch": epoch, "step": step, "lr": lr, "train_seconds": round(train_seconds, 2)}
-        record.update({f"train_{k}": v / max(count, 1) for k, v in distributed.all_reduce_mean(sums, device).items()})
-        last = out_of_time or epoch == config.epochs - 1
-        if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
-            metrics = _evaluate_on_main(model, val_loader, val_set, device, config.amp, progress)
-            record.update(metrics)
-        history.append(record)
-        if main:
-            _write_epoch_files(out, record, history, model, optimizer, epoch, step, train_seconds, config, best_ap, train_set.categories)
-            if "AP" in record and record["AP"] > best_ap:
-                best_ap = record["AP"]
-                ckpt.atomic_save({"model": model.state_dict(), "config": config.to_dict(), "epoch": epoch + 1, "AP": best_ap,
-                                  "categories": train_set.categories}, out / "best.pth")
-        if progress and main:
-            shown = ("lr", "train_loss", "train_loss_ce", "train_loss_bbox", "train_loss_giou", "train_class_error") + AP_KEYS
-            logger.info("epoch %d (step %d, %.0f s): %s", epoch, step, train_seconds,
-                        ", ".join(f"{k.removeprefix('train_')}={record[k]:.4g}" for k in shown if k in record))
-        if out_of_time:
-            break
-    distributed.barrier()
-    return TrainResult(out, metrics, best_ap, epoch + 1, step, train_seconds, history)
+    config, state, model = run.config, run.state, run.model
+    run.train_model.train()
+    batches = iter(loader.train_loader(run.train_set, config, state.epoch, state.batches_done, run.device))
+    while state.batches_done < run.batches_per_epoch and not run.out_of_budget():
+        started = run.clock()
+        lr = set_lr(run.optimizer, lr_factor(config.optim, state.step, state.epoch, run.schedule_progress()))
+        micro_batches = min(config.grad_accum_steps, run.batches_per_epoch - state.batches_done)
+        sums, finite = {}, True
+        for micro in range(micro_batches):
+            images, padding_mask, targets = next(batches)
+            images, padding_mask, targets = images.to(run.device), padding_mask.to(run.device), _targets_to(targets, run.device)
+            last = micro == micro_batches - 1
+            with contextlib.nullcontext() if last or run.train_model is model else run.train_model.no_sync():
+                losses = compute_losses(run, images, padding_mask, targets)
+                loss = run.criterion.weighted_sum(losses)
+                (loss / micro_batches).backward()
+            finite = finite and math.isfinite(loss.item())
+            for name, value in (*losses.items(), ("loss", loss)):
+                sums[name] = sums.get(name, 0.0) + value.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_max_norm or math.inf)
+        if _all_finite(finite and math.isfinite(grad_norm.item()), run.device):
+            run.optimizer.step()
+            state.loss_sums = {k: state.loss_sums.get(k, 0.0) + v for k, v in sums.items()}
+            state.loss_count += micro_batches
+        else:
+            _skip_non_finite(run, sums, grad_norm.item())
+        run.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.batches_done += micro_batches
+        state.train_seconds += _synced(run.clock() - started)
+        for callback in run.callbacks:
+            callback.after_step(run)
+        _advance_bar(run, bar, sums, lr)
+        at_end = state.batches_done >= run.batches_per_epoch or run.out_of_budget()  # end_of_epoch writes one then
+        if config.checkpoint_every and state.step % config.checkpoint_every == 0 and not at_end:
+            save_run_checkpoint(run)
 
 
-def _synced_elapsed(seconds: float) -> float:
+def _skip_non_finite(run: Run, sums: dict[str, float], grad_norm: float) -> None:
+    run.state.nonfinite_steps += 1
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in sums.items())
+    message = f"step {run.state.step}: non-finite loss or gradient (grad norm {grad_norm:.4g}; terms: {terms})"
+    if run.state.nonfinite_steps > run.config.max_nonfinite_steps:
+        raise NonFiniteLossError(f"{message}; that is {run.state.nonfinite_steps} such steps (max_nonfinite_steps = "
+                                 f"{run.config.max_nonfinite_steps}), so training stopped; the last checkpoint in "
+                                 f"{run.output_dir} is intact: lower --lr or check the data, then --resume")
+    warnings.warn(f"{message}; step skipped ({run.state.nonfinite_steps} of at most {run.config.max_nonfinite_steps})", stacklevel=3)
+
+
+def _all_finite(finite: bool, device: torch.device) -> bool:
+    """True on every process only if it is True on every process (so all skip the same steps)."""
+    if not distributed.is_initialized():
+        return finite
+    flag = torch.tensor([0.0 if finite else 1.0], device=device)
+    return float(distributed.all_reduce_sum(flag).item()) == 0.0
+
+
+def _synced(seconds: float) -> float:
     """Time-budget clock agreed across processes (the max), so all ranks stop on the same step."""
     if not distributed.is_initialized():
         return seconds
@@ -255,49 +345,177 @@ def _synced_elapsed(seconds: float) -> float:
     return float(value.item())
 
 
-def _evaluate_on_main(model, val_loader, val_set, device, amp, progress) -> dict[str, float]:
-    """COCO AP on rank 0 (other ranks wait), broadcast so every rank returns the same metrics."""
+def _bar_counts_seconds(run: Run) -> bool:
+    return bool(run.budget_seconds) and not run.config.max_steps
+
+
+def _progress_bar(run: Run) -> tqdm:
+    """One bar for the whole run with its ETA: over steps, or over the time budget's seconds."""
+    disable = not (run.progress and run.is_main)
+    if _bar_counts_seconds(run):
+        return tqdm(total=round(run.budget_seconds), initial=round(run.state.train_seconds), unit="s", desc="train",
+                    disable=disable, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s budget "
+                                                "[{elapsed}<{remaining}{postfix}]")
+    return tqdm(total=run.total_steps, initial=run.state.step, unit="step", desc="train", disable=disable)
+
+
+def _advance_bar(run: Run, bar: tqdm, sums: dict[str, float], lr: float) -> None:
+    if _bar_counts_seconds(run):
+        bar.update(round(run.state.train_seconds) - bar.n)
+    else:
+        bar.update(1)
+    if run.state.step % run.config.log_every == 0:
+        bar.set_postfix(epoch=run.state.epoch, loss=f"{sums.get('loss', float('nan')):.3f}", lr=f"{lr:.2e}")
+
+
+# ---------------------------------------------------------------------------------- end of an epoch
+
+
+def end_of_epoch(run: Run) -> bool:
+    """After an epoch's training (or a stop inside it): evaluate if due, update best.pth, metrics.jsonl,
+    checkpoint.pth and curves.png; a finished epoch moves the position to the next one.
+
+    Order (each file written atomically): checkpoint at the epoch end (so a kill during the
+    evaluation does not redo the epoch) -> evaluate -> best.pth -> metrics.jsonl -> checkpoint.
+    Returns True when a callback asks to stop training.
+    """
+    config, state = run.config, run.state
+    epoch_done = state.batches_done >= run.batches_per_epoch
+    final = run.out_of_budget() or (epoch_done and state.epoch == config.epochs - 1)
+    due = final or (epoch_done and config.eval_every and (state.epoch + 1) % config.eval_every == 0)
+    stop = False
+    record = None
+    if due and state.evaluated_step != state.step:
+        save_run_checkpoint(run)
+        metrics = _evaluate(run)
+        record = {**_epoch_record(run, partial=not epoch_done), **metrics}
+        state.evaluated_step = state.step
+        if run.is_main and metrics.get("AP", -1.0) > state.best_ap:
+            state.best_ap, state.best_step = metrics["AP"], state.step
+            _save_best(run)
+        stop = any(callback.after_evaluation(run, record) for callback in run.callbacks)
+    elif epoch_done:
+        record = _epoch_record(run, partial=False)
+    if record is not None:
+        state.history.append(record)
+        if run.is_main:
+            _append_line(run.output_dir / "metrics.jsonl", record)
+        _log_record(run, record)
+    if epoch_done:
+        state.epoch, state.batches_done, state.loss_sums, state.loss_count = state.epoch + 1, 0, {}, 0
+    save_run_checkpoint(run)
+    if run.is_main and record is not None:
+        from ..viz.curves import plot_curves
+
+        plot_curves(state.history, run.output_dir / "curves.png")
+    return stop
+
+
+def _evaluate(run: Run) -> dict[str, float]:
+    """COCO AP on rank 0 (others wait), broadcast; leaves every RNG as it found it."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
     metrics = {}
-    if distributed.is_main_process():
-        metrics = evaluate(model, val_loader, str(val_set.annotations_file), val_set.label_to_category_id, device, amp, progress)
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        if run.is_main:
+            model = next((m for c in run.callbacks if (m := c.model_to_evaluate(run)) is not None), run.model)
+            metrics = evaluate(model, loader.eval_loader(run.val_set, run.config, run.device), str(run.val_set.annotations_file),
+                               run.val_set.label_to_category_id, run.device, run.config.amp, run.progress)
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
     metrics = distributed.all_gather_objects(metrics)[0]
+    run.train_model.train()
     return {k: float(v) for k, v in metrics.items()}
 
 
-def _write_epoch_files(out, record, history, model, optimizer, epoch, step, train_seconds, config, best_ap, categories) -> None:
-    with open(out / "metrics.jsonl", "a") as f:
+def _epoch_record(run: Run, partial: bool) -> dict:
+    state = run.state
+    means = distributed.all_reduce_mean({k: v / max(state.loss_count, 1) for k, v in state.loss_sums.items()}, run.device)
+    lr = next((g["lr"] for g in run.optimizer.param_groups if g.get("name") == "rest"), run.optimizer.param_groups[0]["lr"])
+    record = {"epoch": state.epoch, "step": state.step, "lr": lr, "train_seconds": round(state.train_seconds, 2)}
+    if partial:
+        record["partial"] = True
+    record.update({f"train_{k}": v for k, v in means.items()})
+    return record
+
+
+def _log_record(run: Run, record: dict) -> None:
+    if run.progress and run.is_main:
+        shown = ("lr", "train_loss", "train_loss_ce", "train_loss_bbox", "train_loss_giou", "train_class_error") + AP_KEYS
+        logger.info("epoch %d%s (step %d, %.0f s): %s", record["epoch"], " (stopped inside)" if record.get("partial") else "",
+                    record["step"], record["train_seconds"],
+                    ", ".join(f"{k.removeprefix('train_')}={record[k]:.4g}" for k in shown if k in record))
+
+
+def _append_line(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
-    best = max(best_ap, record.get("AP", -1.0))
-    ckpt.save_checkpoint(out / "checkpoint.pth", model, optimizer, epoch=epoch + 1, step=step,
-                         elapsed_s=train_seconds, config=config.to_dict(), best_ap=best, extra={"categories": categories})
-    from ..viz.curves import plot_curves
-
-    plot_curves(history, out / "curves.png")
+        f.flush()
+        os.fsync(f.fileno())
 
 
-def _read_history(path: Path, epochs_done: int, rewrite: bool) -> list[dict]:
-    """Records of the first `epochs_done` epochs from metrics.jsonl (later lines, from a crash, are dropped)."""
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    records = [r for r in records if r.get("epoch", 0) < epochs_done]
-    if rewrite:
-        path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return records
+def _save_best(run: Run) -> None:
+    model = next((m for c in run.callbacks if (m := c.model_to_evaluate(run)) is not None), run.model)
+    ckpt.atomic_save({"format": ckpt.FORMAT, "model": model.state_dict(), "config": run.config.to_dict(),
+                      "categories": run.train_set.categories, "AP": run.state.best_ap, "step": run.state.step,
+                      "epoch": run.state.epoch + 1}, run.output_dir / ckpt.BEST)
 
 
-def evaluate_checkpoint(checkpoint_path: str | Path, images_dir: str | Path, annotations_file: str | Path,
-                        device: str = "cpu", batch_size: int = 8, workers: int = 0, progress: bool = True) -> dict[str, float]:
-    """COCO AP of a trained checkpoint on a COCO-format dataset, at the checkpoint's validation size.
+def save_run_checkpoint(run: Run) -> None:
+    """checkpoint.pth (rank 0 writes; every rank's RNG state is gathered into it)."""
+    rngs = distributed.all_gather_objects(ckpt.rng_state())
+    if not run.is_main:
+        return
+    ckpt.save_checkpoint(run.output_dir / ckpt.CHECKPOINT, {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "state": dataclasses.asdict(run.state),
+        "rng": rngs,
+        "config": run.config.to_dict(),
+        "categories": run.train_set.categories,
+        "callbacks": {c.name: c.state_dict() for c in run.callbacks},
+    })
+
+
+# ------------------------------------------------------------------------------------------------ fit
+
+
+def fit(config: TrainConfig, resume: bool = False, progress: bool = True, *, overwrite: bool = False,
+        callbacks: Sequence[TrainCallback] = (), clock: Callable[[], float] = time.perf_counter) -> TrainResult:
+    """Train `config.model` on `config.data_dir`; writes checkpoints, metrics.jsonl, curves.png to `output_dir`.
+
+    Under torchrun every process calls `fit`; only rank 0 writes files. With `resume`, continues
+    from the newest good checkpoint in `output_dir` exactly where it stopped (mid-epoch included);
+    raising `epochs`, `max_steps` or `max_minutes` there extends a finished run. Without `resume`, a
+    folder that already holds a run is refused unless `overwrite` (which deletes that run's files).
+
+    Args:
+        callbacks: explicit collaborators (EMA, early stopping, ...); see `TrainCallback`.
+        clock: seconds counter for the time budget (a fake clock makes budget runs reproducible).
 
     Returns:
-        dict with AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl.
+        TrainResult with the last evaluation's metrics.
+
+    Raises:
+        NonFiniteLossError: more than `max_nonfinite_steps` steps with a non-finite loss or gradient.
+        ConfigError: the folder holds a run (neither resume nor overwrite), or a bad device.
     """
-    model, config, _ = ckpt.load_trained_model(checkpoint_path, device)
-    transforms = make_transforms(False, config.train_scales, config.max_size, val_size=config.val_size)
-    dataset = CocoDetection(images_dir, annotations_file, transforms)
-    if dataset.num_classes != config.model.num_classes:
-        raise DatasetError(f"{annotations_file}: {dataset.num_classes} categories, but the checkpoint predicts "
-                           f"{config.model.num_classes}; evaluate on data with the training categories")
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers)
-    return evaluate(model, loader, str(annotations_file), dataset.label_to_category_id, device, config.amp, progress)
+    run = setup(config, resume=resume, overwrite=overwrite, callbacks=callbacks, clock=clock, progress=progress)
+    state = run.state
+    with _progress_bar(run) as bar:
+        while state.epoch < run.config.epochs:
+            if state.batches_done == 0 and not run.out_of_budget():
+                _seed_epoch(run.config.seed, state.epoch, distributed.rank())
+            train_one_epoch(run, bar)
+            if state.batches_done < run.batches_per_epoch and state.evaluated_step == state.step:
+                break  # stopped inside an epoch and already evaluated there (e.g. a finished run resumed unchanged)
+            if end_of_epoch(run) or run.out_of_budget():
+                break
+    distributed.barrier()
+    evaluated = [r for r in state.history if "AP" in r]
+    metrics = {k: v for k, v in evaluated[-1].items() if k in _METRIC_KEYS} if evaluated else {}
+    epochs = state.epoch + (1 if state.batches_done else 0)
+    return TrainResult(run.output_dir, metrics, state.best_ap, epochs, state.step, state.train_seconds, list(state.history),
+                       state.nonfinite_steps)
+
+
+_METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")

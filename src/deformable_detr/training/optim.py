@@ -7,11 +7,14 @@ everything else at `lr`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ..errors import ConfigError
 
 LINEAR_PROJ_NAMES = ("sampling_offsets", "reference_points")
 SCHEDULES = ("step", "cosine", "linear")
@@ -41,11 +44,25 @@ class OptimConfig:
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"OptimConfig.schedule = {self.schedule!r}; choose one of {SCHEDULES}")
+            raise ConfigError(f"OptimConfig.schedule = {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        for name in ("lr", "lr_backbone", "lr_linear_proj_mult", "weight_decay", "clip_max_norm", "lr_drop_factor", "min_lr_ratio", "betas"):
+            values = getattr(self, name) if name == "betas" else (getattr(self, name),)
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise ConfigError(f"OptimConfig.{name} = {getattr(self, name)} must be finite")
         if self.lr <= 0 or self.lr_backbone < 0:
-            raise ValueError(f"OptimConfig: lr = {self.lr}, lr_backbone = {self.lr_backbone}; need lr > 0, lr_backbone >= 0")
+            raise ConfigError(f"OptimConfig: lr = {self.lr}, lr_backbone = {self.lr_backbone}; need lr > 0, lr_backbone >= 0")
+        if min(self.lr_linear_proj_mult, self.weight_decay, self.clip_max_norm, self.lr_drop_factor, self.min_lr_ratio) < 0:
+            raise ConfigError("OptimConfig: lr_linear_proj_mult, weight_decay, clip_max_norm, lr_drop_factor and min_lr_ratio must be >= 0")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"OptimConfig.betas = {self.betas} must lie in [0, 1)")
         if self.warmup_steps < 0:
-            raise ValueError(f"OptimConfig.warmup_steps = {self.warmup_steps} must be >= 0")
+            raise ConfigError(f"OptimConfig.warmup_steps = {self.warmup_steps} must be >= 0")
+
+    def with_lr(self, lr: float) -> "OptimConfig":
+        """This config with `lr` and the backbone lr scaled by the same factor (validated like any config)."""
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"lr = {lr} must be a finite number > 0 (e.g. 2e-4)")
+        return dataclasses.replace(self, lr=lr, lr_backbone=self.lr_backbone * lr / self.lr)
 
 
 def param_groups(model: nn.Module, config: OptimConfig) -> list[dict]:

@@ -1,0 +1,105 @@
+"""Training data as a pure function of (seed, epoch, position): what makes resuming mid-epoch exact.
+
+- Order: each epoch is the permutation `DistributedSampler(seed, epoch)` gives this process, cut to
+  whole batches; a resumed epoch starts `batches_done` batches into that same list.
+- Augmentation: before image `index` is read in epoch `epoch`, python `random`, numpy and torch are
+  seeded from (seed, epoch, index) and restored afterwards, so an image gets the same flips and
+  crops whichever worker reads it, whatever was read before, and whether or not the run was resumed.
+- The loaders own a `torch.Generator`, so creating one never draws from the global RNG (which
+  drives dropout and is saved in checkpoints).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from ..data.coco import CocoDetection, DatasetError, collate
+from ..data.transforms import make_transforms
+from ..util import distributed
+from .config import TrainConfig
+
+
+def build_datasets(config: TrainConfig) -> tuple[CocoDetection, CocoDetection]:
+    """Train/val datasets from `data_dir/{train,val}/{images,annotations.json}` with the config's sizes."""
+    root = Path(config.data_dir)
+    for split in ("train", "val"):
+        if not (root / split / "annotations.json").is_file():
+            raise DatasetError(
+                f"{root / split / 'annotations.json'}: not found; --data must hold train/ and val/ with images/ and "
+                "annotations.json (make one with `deformable-detr make-dataset`)"
+            )
+    train_tf = make_transforms(config.augment, config.train_scales, config.max_size, config.crop_resize, config.crop_size, config.val_size)
+    val_tf = make_transforms(False, config.train_scales, config.max_size, val_size=config.val_size)
+    train_set = CocoDetection(root / "train" / "images", root / "train" / "annotations.json", train_tf)
+    val_set = CocoDetection(root / "val" / "images", root / "val" / "annotations.json", val_tf)
+    if config.max_train_images is not None:
+        train_set.images = train_set.images[: config.max_train_images]
+    return train_set, val_set
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of image `index` in epoch `epoch` (a 31-bit mix of the three)."""
+    return (seed * 1_000_003 + epoch * 999_983 + index * 1009 + 12_345) % (2**31 - 1)
+
+
+class SeededAugmentation(Dataset):
+    """`dataset[index]` with the random generators seeded from (seed, epoch, index), then restored."""
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        value = sample_seed(self.seed, self.epoch, index)
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(value)
+            np.random.seed(value)
+            torch.manual_seed(value)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
+
+
+class EpochOrder(Sampler[int]):
+    """This process's indices of epoch `epoch` (DistributedSampler's permutation), from sample `start` on."""
+
+    def __init__(self, num_samples: int, seed: int, epoch: int, start: int = 0):
+        sampler = DistributedSampler(range(num_samples), num_replicas=distributed.world_size(), rank=distributed.rank(),
+                                     shuffle=True, seed=seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        self.indices = list(sampler)[start:]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def batches_per_epoch(dataset: Dataset, config: TrainConfig) -> int:
+    """Whole batches this process reads per epoch (every process gets the same number)."""
+    return (len(dataset) // distributed.world_size()) // config.batch_size
+
+
+def train_loader(dataset: Dataset, config: TrainConfig, epoch: int, batches_done: int = 0, device="cpu") -> DataLoader:
+    """Batches `batches_done`, `batches_done + 1`, ... of epoch `epoch`, augmented as in `SeededAugmentation`."""
+    order = EpochOrder(len(dataset), config.seed, epoch, start=batches_done * config.batch_size)
+    return DataLoader(SeededAugmentation(dataset, config.seed, epoch), batch_size=config.batch_size, sampler=order,
+                      collate_fn=collate, num_workers=config.workers, drop_last=True, generator=torch.Generator(),
+                      pin_memory=torch.device(device).type == "cuda")
+
+
+def eval_loader(dataset: Dataset, config: TrainConfig, device="cpu") -> DataLoader:
+    """Every image of `dataset` in order, batched; no augmentation."""
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=False, collate_fn=collate, num_workers=config.workers,
+                      generator=torch.Generator(), pin_memory=torch.device(device).type == "cuda")
