@@ -1,6 +1,5 @@
 """Fixtures for training tests: a tiny generated dataset and a tiny training config."""
 
-import dataclasses
 
 import pytest
 

@@ -7,9 +7,9 @@ import torch
 
 from deformable_detr.data.coco import CocoDetection, collate
 from deformable_detr.data.transforms import make_transforms
+from deformable_detr.evaluation.evaluate import evaluate
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.training.criterion import LossConfig, SetCriterion
-from deformable_detr.evaluation.evaluate import evaluate
 from deformable_detr.training.optim import OptimConfig, build_optimizer
 
 

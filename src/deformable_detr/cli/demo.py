@@ -7,7 +7,6 @@ from pathlib import Path
 from .progress import show_progress_logs
 from .train import positive_float, positive_int
 
-
 DEMO_DIR = Path("demo_out")  # as training.demo.DEMO_DIR (not imported: --help stays fast)
 
 

@@ -25,17 +25,17 @@ class TrainCallback:
 
     name = "callback"
 
-    def setup(self, run: "Run") -> None:
+    def setup(self, run: Run) -> None:
         """Called once, after the model and optimizer exist and a resumed checkpoint is loaded."""
 
-    def after_step(self, run: "Run") -> None:
+    def after_step(self, run: Run) -> None:
         """Called after every optimizer step (run.state.step already counts it)."""
 
-    def model_to_evaluate(self, run: "Run") -> nn.Module | None:
+    def model_to_evaluate(self, run: Run) -> nn.Module | None:
         """The weights to evaluate and save as best.pth instead of `run.model` (None = no opinion)."""
         return None
 
-    def after_evaluation(self, run: "Run", record: dict) -> bool:
+    def after_evaluation(self, run: Run, record: dict) -> bool:
         """Called with each evaluation's metrics record; return True to end training after it."""
         return False
 

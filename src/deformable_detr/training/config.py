@@ -11,9 +11,10 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError
 from ..models.config import ModelConfig
@@ -95,14 +96,14 @@ class TrainConfig:
         object.__setattr__(self, "crop_size", tuple(self.crop_size))
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
         """The named preset (see `PRESETS`) with top-level fields replaced by `overrides`."""
         if name not in PRESETS:
             raise ConfigError(f"unknown training preset {name!r}; choose one of {', '.join(PRESETS)}")
         return dataclasses.replace(PRESETS[name](), **overrides)
 
     @classmethod
-    def of_run(cls, run_dir: str | Path) -> "TrainConfig":
+    def of_run(cls, run_dir: str | Path) -> TrainConfig:
         """The config of the training run in `run_dir` (its config.json), writing to `run_dir` (for resuming)."""
         path = Path(run_dir) / "config.json"
         if not path.is_file():
@@ -114,7 +115,7 @@ class TrainConfig:
         return dataclasses.replace(cls.from_dict(values), output_dir=str(run_dir))
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "TrainConfig":
+    def from_json(cls, path: str | Path) -> TrainConfig:
         """A config JSON file (e.g. OUT/config.json); unknown keys raise, naming them."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
@@ -123,7 +124,7 @@ class TrainConfig:
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}: not valid JSON ({error})") from None
 
-    def with_lr(self, lr: float) -> "TrainConfig":
+    def with_lr(self, lr: float) -> TrainConfig:
         """This config with `optim.lr = lr` and the backbone lr scaled along (their ratio is kept)."""
         return dataclasses.replace(self, optim=self.optim.with_lr(lr))
 
@@ -134,7 +135,7 @@ class TrainConfig:
         return _lists(out)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Inverse of `to_dict`; unknown keys raise, naming them."""
         values = dict(values)
         _reject_unknown(cls, values, "TrainConfig")

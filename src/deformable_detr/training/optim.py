@@ -58,7 +58,7 @@ class OptimConfig:
         if self.warmup_steps < 0:
             raise ConfigError(f"OptimConfig.warmup_steps = {self.warmup_steps} must be >= 0")
 
-    def with_lr(self, lr: float) -> "OptimConfig":
+    def with_lr(self, lr: float) -> OptimConfig:
         """This config with `lr` and the backbone lr scaled by the same factor (validated like any config)."""
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"lr = {lr} must be a finite number > 0 (e.g. 2e-4)")
