@@ -1,7 +1,7 @@
 """Loading official (fundamentalvision/Deformable-DETR) checkpoints.
 
 The official code is not installed, so official files are made from the HF reference models with the
-mapping of INTEROP.md §3 written out here independently of the library (official <- HF, aliases
+mapping of docs/interop.md §3 written out here independently of the library (official <- HF, aliases
 included, since an HF model instance holds them all), saved as the official `main.py` saves them
 (a dict with "model", an `argparse.Namespace` under "args", optimizer and epoch), and the loaded model
 must reproduce the HF outputs.
@@ -16,13 +16,22 @@ import re
 import pytest
 import torch
 
-from deformable_detr.interop.official import load_official
+import deformable_detr
+from deformable_detr.errors import CheckpointError
+from deformable_detr.interop.official import official_to_ours, ours_to_official
 from deformable_detr.models.detector import DeformableDETR
 from hf_reference import NUM_HEADS, VARIANTS, assert_same_outputs, reference, transformers
 
+ARGS = {"nheads": NUM_HEADS, "dilation": False}  # what no tensor stores (two-stage also needs num_queries)
+
+
+def load_official(checkpoint, **kwargs):
+    """Converter + the one build-and-load step, as `deformable_detr.load` does for a file."""
+    return DeformableDETR.from_state_dict(*official_to_ours(checkpoint, **kwargs))
+
 
 def _torchvision_name(native: str) -> str:
-    """HF native ResNet name -> torchvision name (INTEROP.md §2.1 table)."""
+    """HF native ResNet name -> torchvision name (docs/interop.md §2.1 table)."""
     native = native.replace("embedder.embedder.convolution", "conv1").replace("embedder.embedder.normalization", "bn1")
     stage = re.match(r"encoder\.stages\.(\d+)\.layers\.(\d+)\.(.*)", native)
     if stage is None:
@@ -34,7 +43,7 @@ def _torchvision_name(native: str) -> str:
     return f"layer{int(s) + 1}.{b}.{rest}"
 
 
-_LAYER_RULES = [  # (HF, official) within transformer.{encoder,decoder}.layers.i, INTEROP.md §3.1 rules 5-6
+_LAYER_RULES = [  # (HF, official) within transformer.{encoder,decoder}.layers.i, docs/interop.md §3.1 rules 5-6
     ("encoder", "self_attn_layer_norm", "norm1"),
     ("encoder", "final_layer_norm", "norm2"),
     ("decoder", "encoder_attn_layer_norm", "norm1"),
@@ -48,7 +57,7 @@ _LAYER_RULES = [  # (HF, official) within transformer.{encoder,decoder}.layers.i
 
 
 def hf_to_official(hf_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """INTEROP.md §3 in the official <- HF direction (keys of an HF model instance, aliases included)."""
+    """docs/interop.md §3 in the official <- HF direction (keys of an HF model instance, aliases included)."""
     official, qkv = {}, {}
     for key, value in hf_state_dict.items():
         if key.startswith("model.backbone.model."):
@@ -124,7 +133,8 @@ def test_from_official_file_matches_hf(variant, batch, tmp_path):
     state["class_embed.0.total_ops"] = torch.zeros(1)
     path = tmp_path / "checkpoint.pth"
     save_official_checkpoint(path, state, _args(hf_model))
-    model = load_official(path)
+    model = deformable_detr.load(path)
+    assert model.checkpoint_info.format == "official"
     assert model.config.n_heads == NUM_HEADS  # from args.nheads: no tensor stores it
     assert_same_outputs(_ours(model, *batch), expected)
 
@@ -132,9 +142,11 @@ def test_from_official_file_matches_hf(variant, batch, tmp_path):
 def test_from_official_raw_state_dict_with_config(batch):
     hf_model, expected = reference("box-refine")
     state = hf_to_official(hf_model.state_dict())
-    with pytest.raises(ValueError, match="not a multiple of heads"):  # no args: 8 heads assumed
-        load_official(state)
-    config = load_official({"model": state, "args": {"nheads": NUM_HEADS}}).config
+    with pytest.raises(CheckpointError, match=r"no args\.nheads, args\.dilation.*pass config=ModelConfig"):
+        load_official(state)  # no args: the head count and DC5 are not guessed
+    with pytest.raises(CheckpointError, match="not a multiple of heads.*pass config="):
+        load_official({"model": state, "args": {"nheads": 3, "dilation": False}})
+    config = load_official({"model": state, "args": ARGS}).config
     model = load_official(state, config=config)
     assert model.config.with_box_refine
     assert_same_outputs(_ours(model, *batch), expected)
@@ -145,7 +157,7 @@ def test_from_official_box_refine_detected_without_decoder_alias():
     hf_model, _ = reference("box-refine")
     state = hf_to_official(hf_model.state_dict())
     state = {key: value for key, value in state.items() if not key.startswith("transformer.decoder.bbox")}
-    model = load_official({"model": state, "args": argparse.Namespace(nheads=NUM_HEADS)})
+    model = load_official({"model": state, "args": argparse.Namespace(**ARGS)})
     assert model.config.with_box_refine and not model.config.two_stage
 
 
@@ -154,7 +166,7 @@ def test_from_official_rejects_differing_shared_heads():
     state = hf_to_official(hf_model.state_dict())
     state = {k: (v + 1 if k == "class_embed.2.weight" else v) for k, v in state.items()}
     with pytest.raises(ValueError, match=r"'class_embed\.2' differs from 'class_embed\.0'"):
-        load_official({"model": state, "args": {"nheads": NUM_HEADS}})
+        load_official({"model": state, "args": ARGS})
 
 
 def test_from_official_rejects_differing_decoder_alias():
@@ -163,14 +175,14 @@ def test_from_official_rejects_differing_decoder_alias():
     key = "transformer.decoder.class_embed.1.bias"
     state[key] = state[key] + 1
     with pytest.raises(ValueError, match=r"'transformer\.decoder\.class_embed\.1' differs from 'class_embed\.1'"):
-        load_official({"model": state, "args": {"nheads": NUM_HEADS, "num_queries": 7}})
+        load_official({"model": state, "args": {**ARGS, "num_queries": 7}})
 
 
 def test_from_official_rejects_learned_position_embedding():
     state = hf_to_official(reference("single-scale")[0].state_dict())
     state["backbone.1.row_embed.weight"] = torch.zeros(50, 16)
     with pytest.raises(ValueError, match="learned position embedding .* is not supported"):
-        load_official({"model": state, "args": {"nheads": NUM_HEADS}})
+        load_official({"model": state, "args": ARGS})
 
 
 class _Payload:
@@ -187,9 +199,10 @@ def test_from_official_refuses_foreign_pickles(tmp_path):
     marker = tmp_path / "code-was-run"
     path = tmp_path / "crafted.pth"
     state = hf_to_official(reference("single-scale")[0].state_dict())
-    torch.save({"model": state, "args": argparse.Namespace(nheads=NUM_HEADS), "extra": _Payload(str(marker))}, path)
-    with pytest.raises(ValueError, match=r"crafted\.pth: refused to unpickle"):
+    torch.save({"model": state, "args": argparse.Namespace(**ARGS), "extra": _Payload(str(marker))}, path)
+    with pytest.raises(CheckpointError, match=r"crafted\.pth: refused: .*os.makedirs.*would run code") as error:
         load_official(path)
+    assert "weights_only=False" not in str(error.value)
     assert not marker.exists()
 
 
@@ -200,7 +213,7 @@ def test_from_official_refuses_foreign_pickles(tmp_path):
      ("deformable-detr-refine", 597, 40.85), ("deformable-detr-two-stage", 630, 41.18)],
 )
 def test_full_size_official_layout(preset, official_keys, million_parameters):
-    """Paper-size R50 models: the official file has INTEROP.md §1.3's key count, the inferred config is the
+    """Paper-size R50 models: the official file has docs/interop.md §1.3's key count, the inferred config is the
     preset, and the strict load succeeds (the unique parameter counts are the README's 40/34/41/41M)."""
     from deformable_detr.models.config import ModelConfig
 
@@ -213,7 +226,7 @@ def test_full_size_official_layout(preset, official_keys, million_parameters):
     )
     state = hf_to_official(transformers.DeformableDetrForObjectDetection(hf_config).state_dict())
     assert len(state) == official_keys
-    model = load_official({"model": state, "args": argparse.Namespace(nheads=8, num_queries=300)})
+    model = load_official({"model": state, "args": argparse.Namespace(nheads=8, num_queries=300, dilation=False)})
     assert model.config == config
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == million_parameters
 
@@ -221,5 +234,19 @@ def test_full_size_official_layout(preset, official_keys, million_parameters):
 def test_from_official_strips_ddp_prefix(batch):
     hf_model, expected = reference("single-scale")
     state = {"module." + key: value for key, value in hf_to_official(hf_model.state_dict()).items()}
-    model = load_official({"model": state, "args": {"nheads": NUM_HEADS}})
+    model = load_official({"model": state, "args": ARGS})
     assert_same_outputs(_ours(model, *batch), expected)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_ours_to_official_round_trip_matches_the_independent_mapping(variant):
+    """ours -> official reproduces the file the independent HF -> official mapping makes, aliases included."""
+    hf_model, _ = reference(variant)
+    expected = hf_to_official(hf_model.state_dict())
+    args = {**ARGS, "num_queries": hf_model.config.two_stage_num_proposals}
+    config, ours = official_to_ours({"model": expected, "args": args})
+    official, written_args = ours_to_official(config, ours)
+    assert official.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(official[key], value), key
+    assert official_to_ours({"model": official, "args": written_args})[0] == config

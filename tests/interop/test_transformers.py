@@ -1,7 +1,7 @@
 """Loading Hugging Face Deformable DETR weights: parity with `transformers` on every variant HF supports.
 
 Not tested: single-scale DC5. HF builds DC5 only with a timm backbone (timm is not installed here), and its
-native ResNet silently ignores `dilation=True` (INTEROP.md pitfall 6).
+native ResNet silently ignores `dilation=True` (docs/interop.md pitfall 6).
 """
 
 from __future__ import annotations
@@ -11,9 +11,17 @@ import re
 import pytest
 import torch
 
-from deformable_detr.interop.transformers import load_transformers
+import deformable_detr
+from deformable_detr.errors import CheckpointError
+from deformable_detr.interop.transformers import transformers_to_ours
 from deformable_detr.models.detector import DeformableDETR
+from deformable_detr.models.preprocess import PreprocessConfig
 from hf_reference import VARIANTS, assert_same_outputs, make_hf_model, reference
+
+
+def load_transformers(checkpoint, **kwargs):
+    """Converter + the one build-and-load step, as `deformable_detr.load` does for a folder."""
+    return DeformableDETR.from_state_dict(*transformers_to_ours(checkpoint, **kwargs))
 
 
 def _ours(model, images, pixel_mask):
@@ -33,19 +41,21 @@ def test_from_transformers_instance_matches_hf(variant, batch):
 
 @pytest.mark.parametrize("variant", ["multi-scale", "box-refine", "two-stage"])
 def test_from_transformers_directory_without_tied_copies(variant, batch, tmp_path):
-    """save_pretrained drops tied head copies (INTEROP.md §2.2); the loader restores them as HF does."""
+    """save_pretrained drops tied head copies (docs/interop.md §2.2); the loader restores them as HF does."""
     hf_model, expected = reference(variant)
     hf_model.save_pretrained(tmp_path)
     from safetensors.torch import load_file
 
     saved = load_file(tmp_path / "model.safetensors")
     assert len(saved) < len(hf_model.state_dict())  # some aliases really are omitted
-    model = load_transformers(tmp_path)
+    model = deformable_detr.load(tmp_path)
+    assert model.checkpoint_info.format == "transformers"
+    assert model.preprocess == PreprocessConfig() and model.categories[0] == {"id": 1, "name": "class_1"}
     assert_same_outputs(_ours(model, *batch), expected)
 
 
 def _v4_name(key: str) -> str:
-    """transformers 5.x key -> v4-era key (INTEROP.md §3.3), the inverse of what 5.x does on load."""
+    """transformers 5.x key -> v4-era key (docs/interop.md §3.3), the inverse of what 5.x does on load."""
     key = key.replace("model.backbone.model.", "model.backbone.conv_encoder.model.")
     key = re.sub(r"(\.layers\.\d+)\.mlp\.fc([12])\.", r"\1.fc\2.", key)
     return re.sub(r"(decoder\.layers\.\d+\.self_attn)\.o_proj\.", r"\1.out_proj.", key)
@@ -56,16 +66,17 @@ def test_from_transformers_v4_names(batch):
     hf_model, expected = reference("box-refine")
     state_dict = {_v4_name(key): value for key, value in hf_model.state_dict().items()}
     assert any(".conv_encoder." in key for key in state_dict) and any(".out_proj." in key for key in state_dict)
-    model = load_transformers(state_dict, config=hf_model.config)
+    model = load_transformers(state_dict, hf_config=hf_model.config)
     assert_same_outputs(_ours(model, *batch), expected)
 
 
-@pytest.mark.parametrize("variant", ["single-scale", "box-refine"])
-def test_from_transformers_state_dict_infers_config(variant, batch):
-    """No config at all: variant and sizes from keys and shapes (8 heads assumed: no tensor stores it)."""
-    hf_model, expected = reference(variant, num_heads=8)
-    model = load_transformers(hf_model.state_dict())
-    assert model.config == load_transformers(hf_model).config
+def test_bare_state_dict_is_refused_without_a_config(batch):
+    """No tensor stores the head count: a state dict without its HF config is refused, not guessed."""
+    hf_model, expected = reference("box-refine")
+    with pytest.raises(CheckpointError, match="no HF config.json .* pass config=ModelConfig"):
+        transformers_to_ours(hf_model.state_dict())
+    config, _ = transformers_to_ours(hf_model)
+    model = load_transformers(hf_model.state_dict(), config=config)
     assert_same_outputs(_ours(model, *batch), expected)
 
 
@@ -73,15 +84,7 @@ def test_from_transformers_two_stage_query_count():
     """HF two-stage keeps `two_stage_num_proposals` proposals and ignores `num_queries` (pitfall 5)."""
     hf_model = make_hf_model("two-stage", num_heads=8)
     hf_model.config.num_queries = 123
-    assert load_transformers(hf_model).config.num_queries == hf_model.config.two_stage_num_proposals
-    inferred = load_transformers(hf_model.state_dict()).config  # no tensor holds it: 300, HF's default
-    assert inferred.two_stage and inferred.with_box_refine and inferred.num_queries == 300
-
-
-def test_from_transformers_wrong_head_count_is_reported():
-    hf_model, _ = reference("multi-scale")  # 4 heads; without a config 8 are assumed
-    with pytest.raises(ValueError, match="not a multiple of heads"):
-        load_transformers(hf_model.state_dict())
+    assert transformers_to_ours(hf_model)[0].num_queries == hf_model.config.two_stage_num_proposals
 
 
 def test_from_transformers_rejects_learned_position_embedding():

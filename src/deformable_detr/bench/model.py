@@ -4,7 +4,7 @@ Both models get identical weights: an HF model of the given size (native HF ResN
 installed) is randomly initialised, its zero-initialised transformer/head tensors get small random values
 so every path matters, and it is written with `save_pretrained`. Each measurement then runs in its own
 subprocess (so peak RSS belongs to one model and one dtype): HF loads the directory with `from_pretrained`,
-ours with `load_transformers`. Each worker does one warm-up forward and `repeats` timed forwards of one
+ours with `deformable_detr.load`. Each worker does one warm-up forward and `repeats` timed forwards of one
 image (eval, `torch.inference_mode`, `threads` intra-op threads) and saves its outputs; the parent compares
 them (max |Δ| of logits and boxes, fp32 and bf16-autocast box drift against fp32).
 
@@ -46,9 +46,9 @@ def _worker(impl: str, dtype: str, directory: str, height: int, width: int, repe
             output = model(pixel_values=images)
             return output.logits, output.pred_boxes
     else:
-        from deformable_detr.interop.transformers import load_transformers
+        from deformable_detr.inference.loader import load
 
-        model = load_transformers(directory).eval()
+        model = load(directory)
 
         def forward():
             output = model(images)

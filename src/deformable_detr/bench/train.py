@@ -2,7 +2,7 @@
 
 One step = forward + loss + backward + AdamW step, in train mode, same batch, same weights: a random
 HF model (paper-default config, HF's own ResNet-50 since timm is not installed) is copied into ours with
-`interop.transformers.load_transformers`. Each side uses its own loss (HF: the loss it computes from `labels`;
+`interop.transformers.transformers_to_ours`. Each side uses its own loss (HF: the loss it computes from `labels`;
 ours: `SetCriterion`), both with the paper's matcher costs and weights. Steps alternate ours/HF after one
 warm-up each, in one process, so both see the same machine load. Also: training images/s of the `demo`
 preset at its own resolution and batch size. No assertions on time anywhere.
@@ -84,9 +84,9 @@ def benchmark_training(image_size: int = 512, batch_size: int = 2, threads: int 
     """Time training steps; returns a JSON-ready dict (seconds per step, speed-up, demo images/s)."""
     torch.set_num_threads(threads)
     hf = _hf_model().train()
-    from ..interop.transformers import load_transformers
+    from ..interop.transformers import transformers_to_ours
 
-    ours = load_transformers(hf).train()
+    ours = DeformableDETR.from_state_dict(*transformers_to_ours(hf)).train()
     trainable = {"ours": sum(p.numel() for p in ours.parameters() if p.requires_grad),
                  "hf": sum(p.numel() for p in hf.parameters() if p.requires_grad)}
     if trainable["ours"] != trainable["hf"]:

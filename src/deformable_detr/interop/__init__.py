@@ -1,12 +1,14 @@
-"""Checkpoint interop: official Deformable-DETR files, Hugging Face transformers models, strict loading.
+"""Checkpoint converters: official Deformable-DETR files and Hugging Face models <-> (ModelConfig, state_dict).
 
-    from deformable_detr.interop import load_official, load_transformers
-    model = load_official("checkpoint.pth")        # same as DeformableDETR.from_official(...)
-    model = load_transformers("hf_dir/")           # same as DeformableDETR.from_transformers(...)
+Converters only rename and check tensors; `DeformableDETR.from_state_dict` builds the model, and
+`deformable_detr.load(path)` recognises the format and does both (see docs/interop.md).
+
+    from deformable_detr.interop import official_to_ours, transformers_to_ours
+    config, state_dict = official_to_ours("r50_deformable_detr-checkpoint.pth")
+    model = DeformableDETR.from_state_dict(config, state_dict)
 """
 
-from deformable_detr.interop.official import load_official
-from deformable_detr.models.state_dict import CheckpointMismatchError, load_state_dict_strict
-from deformable_detr.interop.transformers import load_transformers
+from deformable_detr.interop.official import official_to_ours, ours_to_official
+from deformable_detr.interop.transformers import transformers_to_ours
 
-__all__ = ["CheckpointMismatchError", "load_official", "load_state_dict_strict", "load_transformers"]
+__all__ = ["official_to_ours", "ours_to_official", "transformers_to_ours"]

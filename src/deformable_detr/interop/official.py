@@ -1,9 +1,11 @@
-"""Load checkpoints of the official implementation (fundamentalvision/Deformable-DETR) into `DeformableDETR`.
+"""Convert checkpoints of the official implementation (fundamentalvision/Deformable-DETR): file <-> (ModelConfig, state_dict).
 
-An official file is `torch.save({"model": state_dict, "optimizer": ..., "args": argparse.Namespace, ...})`.
-It is read with `torch.load(weights_only=True)`, allowing only `argparse.Namespace` besides tensors and
-plain containers: a crafted file cannot run code. The layout and the rename rules are in
-../shared/INTEROP.md; in short (official -> ours):
+A pure converter: it reads and renames tensors and never builds a model
+(`DeformableDETR.from_state_dict(*official_to_ours(path))` does, and `deformable_detr.load(path)` wraps both).
+An official file is `torch.save({"model": state_dict, "optimizer": ..., "args": argparse.Namespace, ...})`,
+read with `util.safe_load.load_torch_file` (tensors, plain containers and `argparse.Namespace` only: a
+crafted file cannot run code). The layout and the rename rules are in docs/interop.md; in short
+(official -> ours):
 
     backbone.0.body.X                              -> backbone.body.X
     transformer.encoder.layers.i.norm1 / norm2     -> .norm_attn / .norm_ffn
@@ -14,25 +16,25 @@ Heads are saved aliased: a plain model stores one Linear under 6 names, box refi
 `transformer.decoder.bbox_embed.j` beside `bbox_embed.j` (same storage), two-stage also
 `transformer.decoder.class_embed.j`. We keep one copy per distinct head and check that the dropped
 copies hold the same values (a file whose "aliases" differ was edited, and loading it would silently
-pick one).
+pick one). `ours_to_official` writes the aliases back.
 
-Loading goes through `official_state_dict_to_ours` (renaming and de-aliasing) and `config_from_official`
-(variant and sizes from the keys, shapes and `args`), then a strict load.
+The head count, DC5 and the two-stage query count are stored in no tensor: they come from the file's
+`args` or from an explicit `config=`; a bare state dict without either is refused rather than guessed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from deformable_detr.models.state_dict import load_state_dict_strict
+from deformable_detr.errors import CheckpointError, ConfigError
 from deformable_detr.models.config import ModelConfig
+from deformable_detr.util.safe_load import load_torch_file
 
 _IGNORED_SUFFIXES = ("total_ops", "total_params", "num_batches_tracked")  # profiler leftovers, BN counters
 _RESNET_NAMES = {  # (block type, blocks per stage) -> torchvision name
@@ -41,8 +43,6 @@ _RESNET_NAMES = {  # (block type, blocks per stage) -> torchvision name
     ("bottleneck", (3, 4, 6, 3)): "resnet50",
     ("bottleneck", (3, 4, 23, 3)): "resnet101",
 }
-_DEFAULT_HEADS = 8  # official --nheads default; no tensor stores the head count
-_DEFAULT_QUERIES = 300  # official --num_queries default; two-stage files store no query tensor
 
 
 def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -55,21 +55,10 @@ def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
         (state_dict, args): the model's tensors under official key names, and `vars(args)` ({} if absent).
 
     Raises:
-        ValueError: the file holds other pickled objects (it is refused, never executed) or no state dict.
+        CheckpointError: unreadable, or holds other pickled objects (refused, never executed), or no tensors.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint file; pass the path of an official .pth")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"{path}: refused to unpickle: the file holds objects other than tensors and argparse.Namespace "
-            f"({reason}); re-save only its state dict (torch.save(ckpt['model'], path)) from a trusted source"
-        ) from error
-    return split_official_checkpoint(obj, source=path)
+    return split_official_checkpoint(load_torch_file(path), source=path)
 
 
 def split_official_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -83,7 +72,7 @@ def split_official_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dic
         (state_dict, args) as in `read_official_checkpoint`.
     """
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{source}: expected a dict with 'model' or a state dict, got {type(obj).__name__}")
+        raise CheckpointError(f"{source}: expected a dict with 'model' or a state dict, got {type(obj).__name__}")
     args: Any = {}
     if "model" in obj and isinstance(obj["model"], Mapping):
         args = obj.get("args") or {}
@@ -91,12 +80,12 @@ def split_official_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dic
     if isinstance(args, argparse.Namespace):
         args = vars(args)
     if not isinstance(args, Mapping):
-        raise ValueError(f"{source}: 'args' is a {type(args).__name__}; expected argparse.Namespace or dict")
+        raise CheckpointError(f"{source}: 'args' is a {type(args).__name__}; expected argparse.Namespace or dict")
     state_dict = {key: value for key, value in obj.items() if isinstance(value, torch.Tensor)}
     if state_dict and all(key.startswith("module.") for key in state_dict):  # saved from a DDP wrapper
         state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
     if not state_dict:
-        raise ValueError(f"{source}: no tensors found; expected a dict with 'model' or a state dict")
+        raise CheckpointError(f"{source}: no tensors found; expected a dict with 'model' or a state dict")
     return state_dict, dict(args)
 
 
@@ -112,13 +101,14 @@ def _drop_ignored(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def _check_position_embedding(state_dict: Mapping[str, torch.Tensor], args: Mapping[str, Any], source: str) -> None:
     if "backbone.1.row_embed.weight" in state_dict or args.get("position_embedding") == "learned":
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: learned position embedding (--position_embedding learned) is not supported; "
             "only the sine embedding of the released configs is"
         )
 
 
-def _layer_count(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
+def layer_count(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """1 + the largest index i of keys `{prefix}{i}.*` (0 when there are none): layers or blocks in a ModuleList."""
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
     indices = {int(match.group(1)) for key in state_dict if (match := pattern.match(key))}
     return 1 + max(indices) if indices else 0
@@ -158,8 +148,8 @@ def backbone_from_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str
         where name is "resnet18/34/50/101"; depths and width are only non-default for non-standard nets.
     """
     if f"{prefix}conv1.weight" not in state_dict:
-        raise ValueError(f"no ResNet found: '{prefix}conv1.weight' is missing from the checkpoint")
-    depths = tuple(_layer_count(state_dict, f"{prefix}layer{stage}.") for stage in range(1, 5))
+        raise CheckpointError(f"no ResNet found: '{prefix}conv1.weight' is missing from the checkpoint")
+    depths = tuple(layer_count(state_dict, f"{prefix}layer{stage}.") for stage in range(1, 5))
     block = "bottleneck" if f"{prefix}layer1.0.conv3.weight" in state_dict else "basic"
     base_width = int(state_dict[f"{prefix}conv1.weight"].shape[0])
     name = _RESNET_NAMES.get((block, depths))
@@ -170,54 +160,66 @@ def backbone_from_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str
 
 
 def config_from_official(
-    state_dict: Mapping[str, torch.Tensor], args: Mapping[str, Any] | None = None, source: str = "checkpoint"
-):
-    """Infer the `ModelConfig` of an official checkpoint from its keys, shapes and `args` (INTEROP.md §4).
+    state_dict: Mapping[str, torch.Tensor], args: Mapping[str, Any], source: str = "checkpoint"
+) -> ModelConfig:
+    """The `ModelConfig` of an official checkpoint, from its keys, shapes and `args` (docs/interop.md).
 
     Args:
         state_dict: official key names (after `read_official_checkpoint`).
-        args: `vars(args)` of the checkpoint; supplies what no tensor stores: `nheads` (default 8),
-            `num_queries` for two-stage (default 300), `dilation` (DC5, default False), `dropout`.
+        args: `vars(args)` of the checkpoint. It must supply what no tensor stores: `nheads`, `dilation`
+            (DC5) and, for two-stage, `num_queries`; `dropout` is read when present.
         source: name used in error messages.
 
     Returns:
         ModelConfig describing the checkpoint.
+
+    Raises:
+        CheckpointError: not a Deformable DETR state dict, or `args` lacks a value no tensor stores
+            (the message asks for an explicit `config=` instead of guessing).
     """
     args = dict(args or {})
     state_dict = _drop_ignored(state_dict)
     _check_position_embedding(state_dict, args, source)
     if "transformer.level_embed" not in state_dict:
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: 'transformer.level_embed' (HF: 'model.level_embed') is missing: "
             "not a Deformable DETR state dict"
         )
+    two_stage = "transformer.enc_output.weight" in state_dict
+    needed = ["nheads", "dilation"] + (["num_queries"] if two_stage else [])
+    absent = [name for name in needed if name not in args]
+    if absent:
+        raise CheckpointError(
+            f"{source}: the file has no args.{', args.'.join(absent)}, and no tensor stores "
+            f"{'them' if len(absent) > 1 else 'it'} (head count, DC5{', two-stage query count' if two_stage else ''}); "
+            "pass config=ModelConfig(...) describing the model instead of letting the loader guess"
+        )
     num_levels, d_model = state_dict["transformer.level_embed"].shape
-    n_heads = int(args.get("nheads", _DEFAULT_HEADS))
+    n_heads = int(args["nheads"])
     enc = "transformer.encoder.layers.0."
     dec = "transformer.decoder.layers.0."
     enc_rows = state_dict[f"{enc}self_attn.attention_weights.weight"].shape[0]  # M * L * P
     dec_rows = state_dict[f"{dec}cross_attn.attention_weights.weight"].shape[0]
     for rows, what in ((enc_rows, "encoder"), (dec_rows, "decoder")):
         if rows % (n_heads * num_levels):
-            raise ValueError(
+            raise CheckpointError(
                 f"{source}: {what} attention_weights has {rows} rows, not a multiple of heads*levels="
-                f"{n_heads}*{num_levels}; pass the right nheads in args or an explicit config"
+                f"{n_heads}*{num_levels}; args.nheads is wrong: pass config=ModelConfig(...) with the right n_heads"
             )
     ffn = state_dict[f"{enc}linear1.weight"].shape[0]
-    two_stage = "transformer.enc_output.weight" in state_dict
     with_box_refine = "transformer.decoder.bbox_embed.0.layers.0.weight" in state_dict or _heads_differ(
         state_dict, "bbox_embed"
     )
     if "query_embed.weight" in state_dict:
         num_queries = state_dict["query_embed.weight"].shape[0]
     else:
-        num_queries = int(args.get("num_queries", _DEFAULT_QUERIES))
+        num_queries = int(args["num_queries"])
     fields = dict(
         backbone_from_state_dict(state_dict, "backbone.0.body."),
         d_model=int(d_model),
         n_heads=n_heads,
-        num_encoder_layers=_layer_count(state_dict, "transformer.encoder.layers."),
-        num_decoder_layers=_layer_count(state_dict, "transformer.decoder.layers."),
+        num_encoder_layers=layer_count(state_dict, "transformer.encoder.layers."),
+        num_decoder_layers=layer_count(state_dict, "transformer.decoder.layers."),
         dim_feedforward=int(ffn),
         enc_n_points=int(enc_rows // (n_heads * num_levels)),
         dec_n_points=int(dec_rows // (n_heads * num_levels)),
@@ -226,19 +228,19 @@ def config_from_official(
         num_classes=int(state_dict["class_embed.0.weight"].shape[0]),
         with_box_refine=bool(with_box_refine),
         two_stage=bool(two_stage),
-        dilation=bool(args.get("dilation", False)),
+        dilation=bool(args["dilation"]),
     )
     if "dropout" in args:
         fields["dropout"] = float(args["dropout"])
-    return make_model_config(fields)
+    return make_model_config(fields, source)
 
 
-def make_model_config(fields: Mapping[str, Any]) -> ModelConfig:
+def make_model_config(fields: Mapping[str, Any], source: str = "checkpoint") -> ModelConfig:
     """`ModelConfig(**fields)`, with a message that names the checkpoint when the config rejects a value."""
     try:
         return ModelConfig(**fields)
-    except ValueError as error:
-        raise ValueError(f"cannot express this checkpoint as a ModelConfig: {error}") from error
+    except (ValueError, ConfigError) as error:
+        raise CheckpointError(f"{source}: cannot express this checkpoint as a ModelConfig: {error}") from None
 
 
 def official_state_dict_to_ours(
@@ -258,10 +260,10 @@ def official_state_dict_to_ours(
         source: name used in error messages.
 
     Returns:
-        State dict in our layout (see the team brief), ready for a strict load.
+        State dict in our layout (docs/interop.md), ready for a strict load.
 
     Raises:
-        ValueError: aliased copies of a head hold different values, or a needed head is absent.
+        CheckpointError: aliased copies of a head hold different values, or a needed head is absent.
     """
     state_dict = _drop_ignored(state_dict)
     _check_position_embedding(state_dict, {}, source)
@@ -290,20 +292,20 @@ def _distinct_heads(
             copies.setdefault(j, []).append((f"{prefix}{j}", _head_tensors(state_dict, f"{prefix}{j}.")))
     extra = sorted(j for j in copies if j >= num_heads)
     if extra:
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: {kind} has heads {extra} beyond the {num_heads} this variant uses; "
             "check decoder depth / two_stage in the config"
         )
     kept = range(num_heads) if with_box_refine else range(1)
     for j in kept:
         if j not in copies:
-            raise ValueError(f"{source}: '{kind}.{j}.*' is missing; the config expects {len(kept)} {kind} heads")
+            raise CheckpointError(f"{source}: '{kind}.{j}.*' is missing; the config expects {len(kept)} {kind} heads")
     groups = [copies[j] for j in kept] if with_box_refine else [[c for j in sorted(copies) for c in copies[j]]]
     for group in groups:
         first_name, first = group[0]
         for name, tensors in group[1:]:
             if not _same(first, tensors):
-                raise ValueError(
+                raise CheckpointError(
                     f"{source}: '{name}' differs from '{first_name}' but they should be the same head "
                     f"({'decoder alias' if with_box_refine else 'shared head'}); "
                     "the file was edited or the variant is wrong (with_box_refine?)"
@@ -327,36 +329,92 @@ def _rename(key: str) -> str:
     return key
 
 
-def load_official(path_or_state_dict, config=None):
-    """Build a `DeformableDETR` from an official checkpoint.
+def official_to_ours(
+    checkpoint: str | os.PathLike | Mapping[str, Any], config: ModelConfig | None = None, source: str | None = None
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Convert an official checkpoint to (ModelConfig, state dict in our layout).
 
     Args:
-        path_or_state_dict: path of an official `.pth` (dict with "model" and "args"), such a dict already
-            loaded, or a bare official state dict.
-        config: a `ModelConfig` to use instead of inferring one from keys, shapes and args (needed for
-            non-default head counts without args, or to force DC5 on a file that lacks args).
+        checkpoint: path of an official `.pth` (dict with "model" and "args"), such a dict already loaded,
+            or a bare official state dict (then `config` is required).
+        config: the architecture, instead of reading it from keys, shapes and args (needed for a bare state
+            dict, or to override the file's args).
+        source: name used in error messages (default: the path, or "official state dict").
 
     Returns:
-        DeformableDETR in eval mode holding the checkpoint's weights.
+        (config, state_dict); `DeformableDETR.from_state_dict(config, state_dict)` builds the model.
 
     Raises:
-        CheckpointMismatchError: keys or shapes do not fit the config (all listed at once).
-        ValueError: unsupported content (learned position embedding, differing head aliases, foreign pickles).
+        CheckpointError: unreadable or refused file, a value no tensor stores and no config given,
+            unsupported content (learned position embedding, differing head aliases).
     """
-    from deformable_detr.models.detector import DeformableDETR
-
-    if isinstance(path_or_state_dict, (str, os.PathLike)):
-        source = os.fspath(path_or_state_dict)
-        state_dict, args = read_official_checkpoint(source)
+    if isinstance(checkpoint, (str, os.PathLike)):
+        source = source or os.fspath(checkpoint)
+        state_dict, args = read_official_checkpoint(checkpoint)
     else:
-        source = "official state dict"
-        state_dict, args = split_official_checkpoint(path_or_state_dict, source)
+        source = source or "official state dict"
+        state_dict, args = split_official_checkpoint(checkpoint, source)
     _check_position_embedding(state_dict, args, source)
     if config is None:
         config = config_from_official(state_dict, args, source)
     ours = official_state_dict_to_ours(
         state_dict, config.num_decoder_layers, config.with_box_refine, config.two_stage, source
     )
-    model = DeformableDETR(config)
-    load_state_dict_strict(model, ours, source)
-    return model.eval()
+    return config, ours
+
+
+_OUR_ENCODER_NORMS = {ours: official for official, ours in _ENCODER_NORMS.items()}
+_OUR_DECODER_NORMS = {ours: official for official, ours in _DECODER_NORMS.items()}
+
+
+def ours_to_official(config: ModelConfig, state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Convert our (ModelConfig, state dict) to the official layout, aliases included, and its `args`.
+
+    Args:
+        config: the architecture.
+        state_dict: our key layout (`DeformableDETR.state_dict()`).
+
+    Returns:
+        (official state dict, args dict): save as the official `main.py` does with
+        `torch.save({"model": state_dict, "args": argparse.Namespace(**args)}, path)`. Head aliases are
+        written as the official model holds them: every decoder layer (and, in two-stage, the encoder
+        proposals) names the shared head, or its own head under box refinement, and
+        `transformer.decoder.{bbox,class}_embed.j` repeat `bbox_embed.j` (box refine) and `class_embed.j`
+        (two-stage).
+    """
+    official: dict[str, torch.Tensor] = {}
+    heads: dict[str, dict[int, dict[str, torch.Tensor]]] = {"class_embed": {}, "bbox_embed": {}}
+    for key, value in state_dict.items():
+        match = re.match(r"(class_heads|box_heads)\.(\d+)\.(.+)", key)
+        if match:
+            kind = "class_embed" if match.group(1) == "class_heads" else "bbox_embed"
+            heads[kind].setdefault(int(match.group(2)), {})[match.group(3)] = value
+            continue
+        if key.startswith("backbone.body."):
+            official["backbone.0.body." + key[len("backbone.body.") :]] = value
+            continue
+        match = re.match(r"transformer\.(encoder|decoder)\.layers\.(\d+)\.(norm_[a-z_]+)\.(.*)", key)
+        if match:
+            part, index, norm, rest = match.groups()
+            table = _OUR_ENCODER_NORMS if part == "encoder" else _OUR_DECODER_NORMS
+            official[f"transformer.{part}.layers.{index}.{table[norm]}.{rest}"] = value
+            continue
+        official[key] = value
+    num_predictions = config.num_decoder_layers + int(config.two_stage)
+    for kind, by_index in heads.items():
+        for j in range(num_predictions):
+            tensors = by_index[j if config.with_box_refine else 0]
+            prefixes = [f"{kind}.{j}."]
+            if (kind == "bbox_embed" and config.with_box_refine) or (kind == "class_embed" and config.two_stage):
+                prefixes.append(f"transformer.decoder.{kind}.{j}.")
+            for prefix in prefixes:
+                official.update({prefix + name: value for name, value in tensors.items()})
+    args = dict(
+        hidden_dim=config.d_model, nheads=config.n_heads, enc_layers=config.num_encoder_layers,
+        dec_layers=config.num_decoder_layers, dim_feedforward=config.dim_feedforward, dropout=config.dropout,
+        num_queries=config.num_queries, num_feature_levels=config.num_feature_levels,
+        enc_n_points=config.enc_n_points, dec_n_points=config.dec_n_points,
+        with_box_refine=config.with_box_refine, two_stage=config.two_stage, dilation=config.dilation,
+        backbone=config.backbone, position_embedding="sine", masks=False,
+    )
+    return official, args

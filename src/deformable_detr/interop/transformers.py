@@ -1,12 +1,14 @@
-"""Load Hugging Face `DeformableDetrForObjectDetection` weights into `DeformableDETR`.
+"""Convert Hugging Face `DeformableDetrForObjectDetection` weights: file <-> (ModelConfig, state_dict).
 
-Accepted: a model instance, a state dict (with an optional HF config), or a directory written by
-`save_pretrained` (config.json + model.safetensors / pytorch_model.bin, possibly sharded). `transformers`
-itself is never imported here: files are read with safetensors or `torch.load(weights_only=True)`.
+A pure converter: it never builds a model (`DeformableDETR.from_state_dict(*transformers_to_ours(...))` does;
+`deformable_detr.load(hf_dir)` wraps both). Accepted: a `save_pretrained` directory (config.json +
+model.safetensors / pytorch_model.bin, possibly sharded), an HF state dict with its config, or an HF model
+instance. `transformers` itself is never imported here: files are read with safetensors or
+`util.safe_load.load_torch_file`.
 
-Keys are first renamed to the official layout (../shared/INTEROP.md §3, applied in reverse), then
-`official.official_state_dict_to_ours` finishes the job, so both loaders share one de-aliasing and one
-strict load. HF quirks handled here (INTEROP.md §5):
+Keys are first renamed to the official layout (docs/interop.md, applied in reverse), then
+`official.official_state_dict_to_ours` finishes the job, so both converters share one de-aliasing. HF quirks
+handled here (docs/interop.md):
 
 - two file generations: v4 names (`backbone.conv_encoder.model.`, `layers.N.fc1`, decoder `self_attn.out_proj`)
   and v5 names (`backbone.model.`, `layers.N.mlp.fc1`, `self_attn.o_proj`);
@@ -19,6 +21,8 @@ strict load. HF quirks handled here (INTEROP.md §5):
 - two-stage takes its query count from `two_stage_num_proposals`, not `num_queries`;
 - a native ResNet silently ignores `dilation=True` (DC5 needs timm), so such a model is loaded without DC5;
 - `pixel_mask` is 1 = valid pixel; our `padding_mask` is True = padding (`padding_mask = ~pixel_mask.bool()`).
+
+The head count is stored in no tensor, so a state dict without its HF config is refused unless `config=` is given.
 """
 
 from __future__ import annotations
@@ -32,15 +36,14 @@ from typing import Any
 
 import torch
 
+from deformable_detr.errors import CheckpointError
 from deformable_detr.interop.official import (
-    _layer_count,
     backbone_from_state_dict,
-    config_from_official,
     make_model_config,
     official_state_dict_to_ours,
 )
-from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.models.config import ModelConfig
+from deformable_detr.util.safe_load import load_torch_file
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -59,32 +62,54 @@ def read_transformers_directory(directory: str | os.PathLike) -> tuple[dict[str,
     config_path = os.path.join(directory, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{config_path}: not found; pass a directory written by save_pretrained")
-    with open(config_path) as file:
-        config = json.load(file)
+    config = read_json(config_path)
     for name in _WEIGHT_FILES:
         path = os.path.join(directory, name)
         if os.path.isfile(path):
-            return _read_weights(path), config
+            return read_weights(path), config
     for name in _SHARD_INDEXES:
         path = os.path.join(directory, name)
         if os.path.isfile(path):
-            with open(path) as file:
-                shards = sorted(set(json.load(file)["weight_map"].values()))
+            weight_map = read_json(path).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(f"{path}: no 'weight_map' object; expected a sharded-weights index")
+            shards = sorted(set(weight_map.values()))
             state_dict: dict[str, torch.Tensor] = {}
             for shard in shards:
-                state_dict.update(_read_weights(os.path.join(directory, shard)))
+                state_dict.update(read_weights(os.path.join(directory, shard)))
             return state_dict, config
     raise FileNotFoundError(
         f"{directory}: no weights found; expected one of {list(_WEIGHT_FILES + _SHARD_INDEXES)}"
     )
 
 
-def _read_weights(path: str) -> dict[str, torch.Tensor]:
+def read_json(path: str) -> dict[str, Any]:
+    """A JSON object from `path`; CheckpointError naming the file when it is not one."""
+    try:
+        with open(path) as file:
+            data = json.load(file)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file or a `torch.save` state dict (safe loading), on the CPU."""
+    path = os.fspath(path)
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path, device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({error}); use a complete copy") from None
+    state_dict = load_torch_file(path)
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), got {type(state_dict).__name__}")
+    return dict(state_dict)
 
 
 def _v5_name(key: str) -> str:
@@ -164,14 +189,14 @@ def transformers_state_dict_to_official(
 
     Returns:
         Official-layout state dict; decoder self-attention q/k/v are concatenated into in_proj_{weight,bias}
-        ([3C, C] / [3C], rows q, k, v). Omitted tied heads stay omitted (see `load_transformers`).
+        ([3C, C] / [3C], rows q, k, v). Omitted tied heads stay omitted (see `transformers_to_ours`).
     """
     official: dict[str, torch.Tensor] = {}
     qkv: dict[str, dict[str, torch.Tensor]] = {}
     for hf_key, value in state_dict.items():
         key = _v5_name(hf_key)
         if re.match(r"model\.(backbone\.)?position_embedding\.", key):
-            raise ValueError(
+            raise CheckpointError(
                 f"{source}: '{hf_key}': learned position embedding (position_embedding_type='learned') "
                 "is not supported; only the sine embedding is"
             )
@@ -183,7 +208,7 @@ def transformers_state_dict_to_official(
         official[_official_name(key)] = value
     for key, parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
-            raise ValueError(f"{source}: {key}: decoder self-attention has only {sorted(parts)} of q/k/v projections")
+            raise CheckpointError(f"{source}: {key}: decoder self-attention has only {sorted(parts)} of q/k/v projections")
         official[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)  # (3C, C) or (3C,)
     return official
 
@@ -224,17 +249,17 @@ def config_from_transformers(
         num_labels = len(hf_config["id2label"]) if "id2label" in hf_config else hf_config.get("num_labels", 91)
     get = hf_config.get
     if get("position_embedding_type", "sine") != "sine":
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: position_embedding_type={get('position_embedding_type')!r} is not supported; use 'sine'"
         )
     if get("activation_function", "relu") != "relu":
-        raise ValueError(f"{source}: activation_function={get('activation_function')!r} is not supported; use 'relu'")
+        raise CheckpointError(f"{source}: activation_function={get('activation_function')!r} is not supported; use 'relu'")
     for ours, (enc, dec, default) in {
         "n_heads": ("encoder_attention_heads", "decoder_attention_heads", 8),
         "dim_feedforward": ("encoder_ffn_dim", "decoder_ffn_dim", 1024),
     }.items():
         if get(enc, default) != get(dec, default):
-            raise ValueError(
+            raise CheckpointError(
                 f"{source}: {enc}={get(enc)} differs from {dec}={get(dec)}; {ours} must be the same for both"
             )
     backbone_config = get("backbone_config") or {}
@@ -250,7 +275,7 @@ def config_from_transformers(
         )
         dilation = False
     if backbone_config.get("downsample_in_bottleneck"):
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: backbone_config.downsample_in_bottleneck=True is not supported "
             "(the stride must be on the 3x3 conv, as in torchvision)"
         )
@@ -272,59 +297,66 @@ def config_from_transformers(
         dilation=dilation,
         dropout=float(get("dropout", 0.1)),
     )
-    return make_model_config(fields)
+    return make_model_config(fields, source)
 
 
-def load_transformers(model_or_state_dict_or_path, config=None):
-    """Build a `DeformableDETR` from Hugging Face `DeformableDetrForObjectDetection` weights.
+def transformers_to_ours(
+    checkpoint: Any, hf_config: Any = None, config: ModelConfig | None = None, source: str | None = None
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Convert Hugging Face `DeformableDetrForObjectDetection` weights to (ModelConfig, state dict in our layout).
 
     Args:
-        model_or_state_dict_or_path: an HF model instance (its `config` is used), a state dict (HF names,
-            v4 or v5), or a `save_pretrained` directory (config.json + weights).
-        config: an HF `DeformableDetrConfig` / config dict, or our `ModelConfig`. Without any config the
-            variant is inferred from the weights (8 heads, 300 two-stage proposals assumed).
+        checkpoint: a `save_pretrained` directory (config.json + weights), a weights file (model.safetensors /
+            pytorch_model.bin; its config.json is read when it sits beside it), an HF state dict (v4 or v5
+            names), or an HF model instance (its `config` is used).
+        hf_config: the HF `DeformableDetrConfig` (object or config.json dict) when `checkpoint` carries none.
+        config: our `ModelConfig`, used instead of any HF config.
+        source: name used in error messages.
 
     Returns:
-        DeformableDETR in eval mode; given images and `padding_mask = ~pixel_mask.bool()` it reproduces
-        the HF model's logits and boxes.
+        (config, state_dict). `DeformableDETR.from_state_dict(config, state_dict)`, given images and
+        `padding_mask = ~pixel_mask.bool()`, reproduces the HF model's logits and boxes.
 
     Raises:
-        CheckpointMismatchError: keys or shapes do not fit the config (all listed at once).
-        ValueError: unsupported HF options (learned position embedding, non-ReLU activation, ...).
+        CheckpointError: no config at all (the head count is in no tensor: pass `config=`), keys or
+            options we cannot express (learned position embedding, non-ReLU activation, ...).
     """
-    from deformable_detr.models.detector import DeformableDETR
-
-    source = "transformers state dict"
-    obj = model_or_state_dict_or_path
-    if isinstance(obj, (str, os.PathLike)):
-        source = os.fspath(obj)
-        if os.path.isdir(source):
-            state_dict, file_config = read_transformers_directory(source)
-        elif os.path.isfile(source):
-            state_dict, file_config = _read_weights(source), None
+    if isinstance(checkpoint, (str, os.PathLike)):
+        path = os.fspath(checkpoint)
+        source = source or path
+        if os.path.isdir(path):
+            state_dict, file_config = read_transformers_directory(path)
+        elif os.path.isfile(path):
+            state_dict = read_weights(path)
+            beside = os.path.join(os.path.dirname(path), "config.json")
+            file_config = read_json(beside) if os.path.isfile(beside) else None
         else:
-            raise FileNotFoundError(f"{source}: no such file or directory; pass a save_pretrained directory")
-        config = config if config is not None else file_config
-    elif isinstance(obj, torch.nn.Module):
-        source = type(obj).__name__
-        state_dict = obj.state_dict()
-        config = config if config is not None else getattr(obj, "config", None)
-    elif isinstance(obj, Mapping):
-        state_dict = dict(obj)
+            raise FileNotFoundError(f"{path}: no such file or directory; pass an HF save_pretrained directory")
+        hf_config = hf_config if hf_config is not None else file_config
+    elif isinstance(checkpoint, torch.nn.Module):
+        source = source or type(checkpoint).__name__
+        state_dict = checkpoint.state_dict()
+        hf_config = hf_config if hf_config is not None else getattr(checkpoint, "config", None)
+    elif isinstance(checkpoint, Mapping):
+        source = source or "transformers state dict"
+        state_dict = dict(checkpoint)
     else:
-        raise TypeError(f"expected an HF model, a state dict or a directory, got {type(obj).__name__}")
+        raise CheckpointError(
+            f"expected an HF model, a state dict, a weights file or a directory, got {type(checkpoint).__name__}"
+        )
 
     official = transformers_state_dict_to_official(state_dict, source)
+    if "transformer.level_embed" not in official:
+        raise CheckpointError(f"{source}: 'model.level_embed' is missing: not a Deformable DETR state dict")
     if config is None:
-        two_stage = "transformer.enc_output.weight" in official
-        _fill_tied_heads(official, _layer_count(official, "transformer.decoder.layers.") + int(two_stage))
-        config = config_from_official(official, {}, source)
-    elif not isinstance(config, ModelConfig):
-        config = config_from_transformers(config, official, source)
+        if hf_config is None:
+            raise CheckpointError(
+                f"{source}: no HF config.json with these weights, and the head count (and DC5, two-stage "
+                "proposal count) is stored in no tensor; pass config=ModelConfig(...) describing the model"
+            )
+        config = config_from_transformers(hf_config, official, source)
     _fill_tied_heads(official, config.num_decoder_layers + int(config.two_stage))
     ours = official_state_dict_to_ours(
         official, config.num_decoder_layers, config.with_box_refine, config.two_stage, source
     )
-    model = DeformableDETR(config)
-    load_state_dict_strict(model, ours, source)
-    return model.eval()
+    return config, ours

@@ -1,0 +1,272 @@
+"""`deformable_detr.load`: one function that turns any weights people have into a ready `DeformableDETR`.
+
+    model = deformable_detr.load("runs/demo")                        # a training run folder
+    model = deformable_detr.load("r50_deformable_detr-checkpoint.pth", device="cuda")
+    model.checkpoint_info.format                                     # "official"
+
+Formats, recognised from the content (never from the file name alone); docs/interop.md describes each:
+
+    "training-checkpoint"  a file written by `deformable-detr train` (checkpoint.pth / best.pth: a dict with
+                           "model" and "config"), or its run folder (best.pth, else checkpoint.pth)
+    "pretrained"           a `save_pretrained` directory (config.json + model.safetensors + preprocess.json
+                           + categories.json), or its model.safetensors
+    "official"             a checkpoint of fundamentalvision/Deformable-DETR (dict with "model" and "args")
+    "transformers"         a Hugging Face directory (config.json with model_type "deformable_detr" +
+                           model.safetensors / pytorch_model.bin), or its weights file
+    "state-dict"           a bare state dict (ours, official or HF names) or safetensors file; needs `config=`,
+                           since the head count, DC5 and the two-stage query count are stored in no tensor
+
+Every file is read without running code (safetensors, or `torch.load(weights_only=True)`), tensors are read
+onto the CPU and then moved to `device` (a checkpoint saved on a GPU loads on a CPU-only machine), and the
+format found is logged (logger "deformable_detr.inference.loader", INFO) and kept in `model.checkpoint_info`.
+Official and HF weights get the paper's preprocessing and, with 91 classes, COCO's category names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from deformable_detr.errors import CheckpointError, ConfigError
+from deformable_detr.interop.official import official_to_ours, split_official_checkpoint
+from deformable_detr.interop.transformers import read_weights, transformers_to_ours
+from deformable_detr.models.config import ModelConfig
+from deformable_detr.models.detector import DeformableDETR
+from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.models.pretrained import WEIGHTS_NAME, from_pretrained, is_pretrained_directory
+from deformable_detr.util.safe_load import load_torch_file
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("training-checkpoint", "pretrained", "official", "transformers", "state-dict")
+RUN_CHECKPOINTS = ("best.pth", "checkpoint.pth")  # in a run folder, the first one present is loaded
+_HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+_EXPECTED = (
+    "expected a training checkpoint (checkpoint.pth / best.pth) or its run folder, a save_pretrained folder, "
+    "an official Deformable-DETR .pth, or a Hugging Face folder / model.safetensors"
+)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where a loaded model came from: `format` (one of FORMATS), the `path` read, and a one-line `description`."""
+
+    format: str
+    path: str
+    description: str
+
+
+def load(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    attention_backend: str | None = None,
+    config: ModelConfig | None = None,
+) -> DeformableDETR:
+    """Load a Deformable DETR from any supported file or folder, ready for inference.
+
+    Args:
+        path: a file or folder in one of the formats above.
+        device: where the model runs ("cpu", "cuda", "cuda:1", ...).
+        attention_backend: operator backend of every attention layer ("auto", "reference", "cpu", "triton");
+            None = "auto". Never read from the file: it is a runtime choice.
+        config: the architecture, for files that do not determine it (bare state dicts); for other formats
+            it replaces what the file says.
+
+    Returns:
+        DeformableDETR in eval mode on `device`, with `preprocess`, `categories` and `checkpoint_info` set.
+
+    Raises:
+        CheckpointError: unreadable, refused (a pickle that would run code) or unrecognised file, a file
+            that does not determine the architecture and no `config`, or weights that do not fit.
+        ConfigError: an unknown device or attention backend.
+        FileNotFoundError: `path` does not exist.
+    """
+    device = _check_device(device)
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or folder; {_EXPECTED}")
+    model, info = _load_cpu(path, config)
+    if attention_backend is not None:
+        model.set_attention_backend(attention_backend)
+    model.checkpoint_info = info
+    logger.info("%s: loaded as %s (%s)", info.path, info.format, info.description)
+    return model.to(device)
+
+
+def _load_cpu(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+    """(model on the CPU, info) for an existing path."""
+    if os.path.isdir(path):
+        return _load_directory(path, config)
+    if path.endswith(".safetensors"):
+        return _load_safetensors(path, config)
+    return _load_torch(path, config)
+
+
+def _load_directory(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+    hf_config = _hf_config(path)
+    if hf_config is not None:
+        return _from_transformers(path, config, "Hugging Face folder")
+    if is_pretrained_directory(path):
+        model = from_pretrained(path)
+        if config is not None:
+            model = DeformableDETR.from_state_dict(config, model.state_dict(), source=path,
+                                                   preprocess=model.preprocess, categories=model.categories)
+        return model, CheckpointInfo("pretrained", path, "save_pretrained folder")
+    for name in RUN_CHECKPOINTS:
+        candidate = os.path.join(path, name)
+        if os.path.isfile(candidate):
+            return _load_torch(candidate, config)
+    raise CheckpointError(f"{path}: folder holds no recognised weights; {_EXPECTED}")
+
+
+def _hf_config(directory: str) -> dict[str, Any] | None:
+    """The folder's config.json when it is a Hugging Face model folder (has "model_type"), else None."""
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        return None
+    try:
+        with open(config_path) as file:
+            data = json.load(file)
+    except ValueError as error:
+        raise CheckpointError(f"{config_path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        return None
+    if data["model_type"] != "deformable_detr":
+        raise CheckpointError(
+            f"{config_path}: model_type is {data['model_type']!r}, not 'deformable_detr'; only Hugging Face "
+            "DeformableDetrForObjectDetection weights can be loaded"
+        )
+    if not any(os.path.isfile(os.path.join(directory, name)) for name in _HF_WEIGHTS):
+        raise CheckpointError(f"{directory}: Hugging Face config.json but no weights; expected one of {list(_HF_WEIGHTS)}")
+    return data
+
+
+def _from_transformers(path: str, config: ModelConfig | None, what: str) -> tuple[DeformableDETR, CheckpointInfo]:
+    model_config, state_dict = transformers_to_ours(path, config=config)
+    hf_config = _hf_config(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+    model = DeformableDETR.from_state_dict(model_config, state_dict, source=path, preprocess=PreprocessConfig(),
+                                           categories=_hf_categories(hf_config, model_config.num_classes))
+    return model, CheckpointInfo("transformers", path, what)
+
+
+def _hf_categories(hf_config: Mapping[str, Any] | None, num_classes: int) -> list[dict[str, Any]] | None:
+    """Categories from an HF config's id2label (label k = id k), unless it holds only generic "LABEL_k" names."""
+    id2label = (hf_config or {}).get("id2label") or {}
+    try:
+        names = {int(key): str(value) for key, value in id2label.items()}
+    except (TypeError, ValueError):
+        return None
+    if sorted(names) != list(range(num_classes)) or all(name == f"LABEL_{k}" for k, name in names.items()):
+        return None  # the model's defaults: COCO's names for 91 classes
+    return [{"id": k, "name": names[k]} for k in range(num_classes)]
+
+
+def _load_safetensors(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+    directory = os.path.dirname(path) or "."
+    if os.path.basename(path) == WEIGHTS_NAME:
+        if _hf_config(directory) is not None:
+            return _from_transformers(path, config, "Hugging Face model.safetensors with its config.json")
+        if is_pretrained_directory(directory):
+            return _load_directory(directory, config)
+    return _from_bare_state_dict(read_weights(path), path, config)
+
+
+def _load_torch(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+    obj = load_torch_file(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict; {_EXPECTED}")
+    model_entry = obj.get("model")
+    if isinstance(model_entry, Mapping) and isinstance(obj.get("config"), Mapping):
+        return _from_training_checkpoint(obj, path, config)
+    if isinstance(model_entry, Mapping) and "args" in obj:
+        model_config, state_dict = official_to_ours(obj, config=config, source=path)
+        model = DeformableDETR.from_state_dict(model_config, state_dict, source=path)
+        return model, CheckpointInfo("official", path, "official Deformable-DETR checkpoint")
+    state_dict = model_entry if isinstance(model_entry, Mapping) else obj
+    if os.path.basename(path) == "pytorch_model.bin" and _hf_config(os.path.dirname(path) or ".") is not None:
+        return _from_transformers(path, config, "Hugging Face pytorch_model.bin with its config.json")
+    return _from_bare_state_dict(state_dict, path, config)
+
+
+def _from_training_checkpoint(state: Mapping[str, Any], path: str,
+                              config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+    """A `deformable-detr train` checkpoint: {"model", "config": TrainConfig dict, "categories"?, "preprocess"?}."""
+    train_config = state["config"]
+    if config is None:
+        if not isinstance(train_config.get("model"), Mapping):
+            raise CheckpointError(f"{path}: 'config' has no 'model' entry; not written by `deformable-detr train`")
+        try:
+            config = ModelConfig.from_dict(dict(train_config["model"]))
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(f"{path}: config.model: {error}") from None
+    preprocess = _training_preprocess(state, train_config, path)
+    categories = state.get("categories")
+    model = DeformableDETR.from_state_dict(config, state["model"], source=path, preprocess=preprocess,
+                                           categories=list(categories) if categories is not None else None)
+    epoch = state.get("epoch")
+    return model, CheckpointInfo("training-checkpoint", path,
+                                 "training checkpoint" + (f" after {epoch} epoch(s)" if epoch is not None else ""))
+
+
+def _training_preprocess(state: Mapping[str, Any], train_config: Mapping[str, Any], path: str) -> PreprocessConfig:
+    """The checkpoint's "preprocess", else the evaluation sizes of its TrainConfig (val_size / max_size)."""
+    if isinstance(state.get("preprocess"), Mapping):
+        try:
+            return PreprocessConfig.from_dict(dict(state["preprocess"]))
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(f"{path}: preprocess: {error}") from None
+    min_size = train_config.get("val_size") or max(train_config.get("train_scales") or [800])
+    max_size = train_config.get("max_size") or 1333
+    try:
+        return PreprocessConfig(min_size=int(min_size), max_size=max(int(max_size), int(min_size)))
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{path}: config: cannot derive the preprocessing ({error})") from None
+
+
+def _key_layout(state_dict: Mapping[str, Any]) -> str | None:
+    """"ours", "official" or "transformers" from the key names, or None when none matches."""
+    keys = set(state_dict)
+    if "transformer.level_embed" in keys and any(key.startswith("class_heads.") for key in keys):
+        return "ours"
+    if "transformer.level_embed" in keys or "module.transformer.level_embed" in keys:
+        return "official"
+    if "model.level_embed" in keys:
+        return "transformers"
+    return None
+
+
+def _from_bare_state_dict(state_dict: Mapping[str, Any], path: str,
+                          config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+    """A state dict with no config beside it: its layout is recognised from the key names; `config` is required."""
+    layout = _key_layout(state_dict)
+    if layout is None:
+        raise CheckpointError(f"{path}: no Deformable DETR weights recognised (no 'level_embed' key); {_EXPECTED}")
+    names = {"ours": "this package's", "official": "official", "transformers": "Hugging Face"}[layout]
+    if config is None:
+        raise CheckpointError(
+            f"{path}: a bare state dict with {names} key names and no config; the head count (and DC5, two-stage "
+            "query count) is stored in no tensor, so the architecture cannot be read from it: "
+            "pass config=ModelConfig(...) describing the model"
+        )
+    if layout == "official":
+        config, state_dict = official_to_ours(split_official_checkpoint(state_dict, path)[0], config=config, source=path)
+    elif layout == "transformers":
+        config, state_dict = transformers_to_ours(state_dict, config=config, source=path)
+    model = DeformableDETR.from_state_dict(config, state_dict, source=path)
+    return model, CheckpointInfo("state-dict", path, f"bare state dict with {names} key names")
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"device {device!r} is not a device ({error}); use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: CUDA is not available on this machine; use device='cpu'")
+    return device
