@@ -1,31 +1,54 @@
-"""`predict`: detect objects in image files and draw them."""
+"""`predict`: detect objects in image files, folders and globs; write detections.json and drawings."""
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("predict", help="detect objects in image files with a trained checkpoint",
-                                   description="Writes OUT/detections.json and OUT/<image>.png with the boxes drawn.")
-    parser.add_argument("checkpoint", type=Path, help="checkpoint written by train (OUT/checkpoint.pth or best.pth)")
-    parser.add_argument("images", type=Path, nargs="+", help="image files")
-    parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default predictions)")
-    parser.add_argument("--threshold", type=float, default=0.3, help="minimum score kept (default 0.3)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser = subparsers.add_parser(
+        "predict", help="detect objects in image files with a checkpoint",
+        description="Writes OUT/detections.json (COCO results with file names, and the files that could not be "
+                    "read under errors) and one drawing per image, mirroring the inputs' paths. Exit 1 when any "
+                    "input failed. Under torchrun the images are shared between the processes.")
+    parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders (searched recursively) or globs")
+    parser.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT",
+                        help="weights: a training checkpoint (or its run folder), save_pretrained folder, official .pth "
+                             "or Hugging Face folder")
+    parser.add_argument("--out", type=Path, default=Path("predictions"), metavar="DIR",
+                        help="output folder (default predictions); must not contain the inputs")
+    parser.add_argument("--threshold", type=float, default=0.5, help="keep detections scoring >= this, 0..1 (default 0.5)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--no-draw", dest="draw", action="store_false", help="write detections.json only")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier detections.json in --out")
     parser.set_defaults(handler=_predict)
 
 
-def _predict(args) -> None:
-    from ..training.checkpoint import load_trained_model
-    from ..training.predict import predict_images
+def _predict(args) -> int:
+    from ..inference.loader import load
+    from ..inference.predict_files import predict_files
+    from ..models.predict import check_threshold
+    from ..util import distributed
+    from .devices import checked_device
 
-    model, config, categories = load_trained_model(args.checkpoint, args.device)
-    records, drawn = predict_images(model, config, categories, args.images, args.threshold, args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "detections.json").write_text(json.dumps(records, indent=2) + "\n")
-    for record, image in zip(records, drawn):
-        image.save(args.out / (Path(record["file"]).stem + ".png"))
-        print(f"{record['file']}: {len(record['detections'])} detections")
-    print(f"wrote {args.out / 'detections.json'} and {len(drawn)} drawn image(s) in {args.out}")
+    check_threshold(args.threshold, "--threshold")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = distributed.init_from_environment(checked_device(args.device))
+    try:
+        model = load(args.checkpoint, device=device)
+        summary = predict_files(model, args.images, args.out, args.threshold, args.batch_size, args.amp, args.draw,
+                                args.overwrite)
+    finally:
+        distributed.destroy()
+    if not distributed.is_main_process():
+        return 0
+    for error in summary.errors:
+        print(f"failed: {error['file']}: {error['error']}", file=sys.stderr)
+    skipped = f", {len(summary.skipped)} non-image file(s) skipped" if summary.skipped else ""
+    print(f"{summary.images} image(s), {summary.detections} detection(s), {len(summary.errors)} failed{skipped}; "
+          f"wrote {summary.detections_file}")
+    return 1 if summary.errors else 0
