@@ -42,4 +42,4 @@ def test_train_eval_predict_commands(tmp_path, capsys, tiny_dataset, one_thread)
 def test_train_bad_data_is_one_line_error(tmp_path, capsys):
     assert cli.main(["train", "--preset", "demo", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "annotations.json: not found" in err and err.count("\n") == 1
+    assert err.startswith("error: ") and "nope: dataset folder not found" in err and err.count("\n") == 1

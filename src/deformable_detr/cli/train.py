@@ -43,10 +43,13 @@ def positive_float(text: str) -> float:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train a detector on a COCO-format dataset (DDP under torchrun)",
+    parser = subparsers.add_parser("train", help="train a detector on a COCO, YOLO or Pascal VOC dataset (DDP under torchrun)",
                                    description="Train from a preset (or a config.json) plus overrides. Multi-process: "
-                                               "torchrun --nproc-per-node K -m deformable_detr.cli train ...")
-    parser.add_argument("--preset", default="paper", help="training preset: paper, demo (default paper)")
+                                               "torchrun --nproc-per-node K -m deformable_detr.cli train ... "
+                                               "--init CKPT starts a NEW run from CKPT's weights (its architecture, your "
+                                               "dataset's classes; fresh optimizer and schedule); --resume OUT continues "
+                                               "an interrupted run in OUT exactly where it stopped.")
+    parser.add_argument("--preset", default="paper", help="training preset: paper, demo, finetune (default paper)")
     parser.add_argument("--config", type=Path, metavar="JSON", help="a TrainConfig JSON (e.g. OUT/config.json) instead of --preset")
     parser.add_argument("--model", metavar="PRESET", help="model preset replacing the training preset's (e.g. tiny, deformable-detr-refine)")
     parser.add_argument("--data", help="dataset folder with train/ and val/ (each images/ + annotations.json)")
@@ -54,6 +57,18 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", type=Path, metavar="OUT", help="continue the run in OUT exactly where it stopped (mid-epoch "
                                                                    "too); with --epochs/--max-steps/--max-minutes, extend it")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints and metrics)")
+    parser.add_argument("--init", metavar="CKPT", help="start a new run from these weights: architecture from CKPT, classes "
+                                                       "from the data; class-head rows copied for categories with the same name")
+    parser.add_argument("--format", dest="data_format", choices=("auto", "coco", "yolo", "voc"), help="dataset format (default auto)")
+    parser.add_argument("--skip-bad", action="store_true", default=None, help="train without the images check-data reports problems for")
+    parser.add_argument("--backbone-weights", metavar="FILE", help="ImageNet ResNet weights (torchvision, timm or HF layout)")
+    parser.add_argument("--random-backbone", action="store_true", default=None,
+                        help="allow a frozen (layers or BatchNorm) backbone to start from random weights")
+    parser.add_argument("--freeze", choices=("backbone", "encoder"), help="keep the backbone (and the encoder) fixed")
+    parser.add_argument("--ema", type=float, nargs="?", const=0.999, dest="ema_decay", metavar="DECAY",
+                        help="weight EMA (default decay 0.999), evaluated and saved as best.pth; --ema 0 turns it off")
+    parser.add_argument("--keep", type=non_negative_int, metavar="N", help="keep the last N epoch checkpoints besides checkpoint.pth and best.pth")
+    parser.add_argument("--patience", type=non_negative_int, metavar="K", help="stop after K evaluations without a better AP")
     for flag, kind, field in (("--epochs", positive_int, "epochs"), ("--batch-size", positive_int, "batch_size"),
                               ("--workers", non_negative_int, "workers"), ("--seed", int, "seed"),
                               ("--max-minutes", positive_float, "max_minutes"), ("--max-steps", positive_int, "max_steps"),
@@ -100,6 +115,10 @@ def _train_config(args):
                                                 "threads", "device", "grad_accum_steps", "amp", "checkpoint_every", "max_nonfinite_steps")
                  if getattr(args, f) is not None}
     overrides.update({k: v for k, v in (("data_dir", args.data), ("output_dir", args.out)) if v is not None})
+    overrides.update({f: getattr(args, f) for f in ("init", "data_format", "skip_bad", "backbone_weights", "random_backbone",
+                                                     "freeze", "ema_decay", "keep", "patience") if getattr(args, f) is not None})
+    if args.resume is not None and args.init is not None:
+        raise ConfigError("--init starts a new run and --resume continues one; give one of them")
     if args.model is not None:
         overrides["model"] = ModelConfig.preset(args.model)
     if args.lr is not None:

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from .callbacks import TrainCallback
+
 
 class ModelEMA:
     """An averaged copy of a model, updated after each optimizer step.
@@ -68,3 +70,38 @@ class ModelEMA:
 
         load_state_dict_strict(self.module, state["module"], "EMA state")
         self.updates = int(state["updates"])
+
+
+class EMACallback(TrainCallback):
+    """Keeps a `ModelEMA` of the run's model: updated after every step, evaluated and saved as best.pth,
+    stored in checkpoints (so a resumed run continues the same average)."""
+
+    name = "ema"
+
+    def __init__(self, decay: float, warmup_steps: int = 0):
+        self.decay, self.warmup_steps = decay, warmup_steps
+        self.ema: ModelEMA | None = None
+        self._pending: dict | None = None
+
+    def setup(self, run) -> None:
+        self.ema = ModelEMA(run.model, self.decay, self.warmup_steps)
+        if self._pending:  # load_state_dict runs before setup on resume
+            self.ema.load_state_dict(self._pending)
+            self._pending = None
+
+    def after_step(self, run) -> None:
+        self.ema.update(run.model)
+
+    def model_to_evaluate(self, run) -> nn.Module | None:
+        return self.ema.module if self.ema is not None else None
+
+    def state_dict(self) -> dict:
+        return self.ema.state_dict() if self.ema is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        if self.ema is None:
+            self._pending = state
+        else:
+            self.ema.load_state_dict(state)

@@ -36,8 +36,12 @@ from ..models.detector import DeformableDETR
 from ..models.state_dict import load_state_dict_strict
 from ..util import distributed
 from . import checkpoint as ckpt
+from . import init as run_init
 from . import loader
 from .callbacks import TrainCallback
+from .datasets import build_datasets
+from .ema import EMACallback
+from .retention import EarlyStopping, keep_epoch_checkpoint
 from .config import TrainConfig
 from .criterion import SetCriterion
 from .optim import build_optimizer, lr_factor, set_lr
@@ -180,7 +184,7 @@ def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False, ca
         ckpt.prepare_output_dir(out, resume, overwrite)
         for leftover in ckpt.remove_temp_files(out):
             logger.info("removed %s (left by an interrupted write)", leftover)
-    train_set, val_set = loader.build_datasets(config)
+    train_set, val_set = build_datasets(config)
     if config.model.num_classes != train_set.num_classes:
         logger.info("num_classes %d -> %d (from %s)", config.model.num_classes, train_set.num_classes, train_set.annotations_file)
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=train_set.num_classes))
@@ -188,8 +192,17 @@ def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False, ca
         raise DatasetError(f"{train_set.annotations_file}: {len(train_set)} images < batch_size {config.batch_size} x "
                            f"{distributed.world_size()} processes; lower --batch-size")
 
+    if config.init and not resume:
+        config = run_init.init_model_config(config, train_set.num_classes)
+
     torch.manual_seed(config.seed)
-    model = DeformableDETR(config.model).to(device)
+    model = DeformableDETR(config.model)
+    if not resume:
+        for line in run_init.prepare_model(model, config, train_set.categories):
+            logger.info("%s", line)
+    model = model.to(device)
+    callbacks = tuple(callbacks) + ((EMACallback(config.ema_decay, config.ema_warmup_steps),) if config.ema_decay else ()) \
+        + ((EarlyStopping(config.patience),) if config.patience else ())
     criterion = SetCriterion.from_config(config.model.num_classes, config.loss)
     optimizer = build_optimizer(model, config.optim)
     train_model = DistributedDataParallel(model) if distributed.is_initialized() else model
@@ -404,6 +417,8 @@ def end_of_epoch(run: Run) -> bool:
     if epoch_done:
         state.epoch, state.batches_done, state.loss_sums, state.loss_count = state.epoch + 1, 0, {}, 0
     save_run_checkpoint(run)
+    if run.is_main and epoch_done:
+        keep_epoch_checkpoint(run.output_dir, state.epoch, config.keep)
     if run.is_main and record is not None:
         from ..viz.curves import plot_curves
 
@@ -418,7 +433,7 @@ def _evaluate(run: Run) -> dict[str, float]:
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
         if run.is_main:
             model = next((m for c in run.callbacks if (m := c.model_to_evaluate(run)) is not None), run.model)
-            metrics = evaluate(model, loader.eval_loader(run.val_set, run.config, run.device), str(run.val_set.annotations_file),
+            metrics = evaluate(model, loader.eval_loader(run.val_set, run.config, run.device), run.val_set.coco,
                                run.val_set.label_to_category_id, run.device, run.config.amp, run.progress)
     random.setstate(python_state)
     np.random.set_state(numpy_state)

@@ -16,12 +16,15 @@ shape and is copied (strict: one error lists every missing, unexpected and mis-s
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+from ..models.config import ModelConfig
 from ..models.state_dict import load_state_dict_strict
 
 CLASS_HEAD_PREFIX = "class_heads."
@@ -115,3 +118,70 @@ def transfer_weights(model: nn.Module, source_state: Mapping[str, torch.Tensor],
         mapping={str(c.get("name", t)): (names[mapping[t]] if t in mapping else None) for t, c in enumerate(target_categories)},
         rows_copied=len(mapping),
     )
+
+
+def read_init_source(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor], list[dict]]:
+    """(architecture, state dict, categories) of a weights file to start from.
+
+    Reads training checkpoints (`checkpoint.pth`, `best.pth`) written by `deformable-detr train`.
+    """
+    from .checkpoint import load_trained_model
+
+    model, _, categories = load_trained_model(path)
+    return model.config, model.state_dict(), list(categories)
+
+
+def frozen_backbone_parts(model_config: ModelConfig, freeze: str | None) -> list[str]:
+    """What stays fixed in the backbone during training (empty when everything trains)."""
+    parts = []
+    if model_config.backbone_frozen_bn:
+        parts.append("BatchNorm statistics (frozen BN)")
+    if not model_config.train_backbone or freeze in ("backbone", "encoder"):
+        parts.append("every backbone layer")
+    elif model_config.freeze_stem_and_layer1:
+        parts.append("stem and layer1")
+    return parts
+
+
+def prepare_model(model: nn.Module, config, categories: list[dict]) -> list[str]:
+    """Apply a new run's starting point to a freshly built model: --init, --backbone-weights, --freeze.
+
+    Args:
+        model: `DeformableDETR(config.model)` with the dataset's class count.
+        config: the `TrainConfig` (reads init, backbone_weights, random_backbone, freeze).
+        categories: the training categories in label order.
+
+    Returns:
+        Lines to print (what was loaded, frozen, mapped).
+
+    Raises:
+        ConfigError: a frozen backbone would start from random weights without `random_backbone`.
+    """
+    lines = []
+    if config.init:
+        _, state, source_categories = read_init_source(config.init)
+        lines.append(transfer_weights(model, state, source_categories, categories, source=str(config.init)).format())
+    if config.backbone_weights:
+        from ..models.backbone_weights import load_backbone_weights
+
+        layout = load_backbone_weights(model.backbone.body, config.backbone_weights)
+        lines.append(f"backbone weights from {config.backbone_weights} ({layout} layout)")
+    frozen = frozen_backbone_parts(config.model, config.freeze)
+    if frozen and not config.init and not config.backbone_weights and not config.random_backbone:
+        raise ConfigError(f"the model keeps {' and '.join(frozen)} of its backbone fixed, which would stay random: pass "
+                          "--backbone-weights FILE (an ImageNet ResNet), --init CKPT, or --random-backbone to train so on purpose")
+    if config.freeze:
+        frozen_modules = [model.backbone] + ([model.input_proj, model.transformer.encoder] if config.freeze == "encoder" else [])
+        for module in frozen_modules:
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+        lines.append(f"frozen: {config.freeze} ({sum(p.numel() for m in frozen_modules for p in m.parameters())} parameters)")
+    return lines
+
+
+def init_model_config(config, num_classes: int):
+    """`config` with the architecture of `config.init` (and `num_classes`), for a run started with --init."""
+    import dataclasses
+
+    source_config, _, _ = read_init_source(config.init)
+    return dataclasses.replace(config, model=dataclasses.replace(source_config, num_classes=num_classes))

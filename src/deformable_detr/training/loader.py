@@ -24,24 +24,6 @@ from ..util import distributed
 from .config import TrainConfig
 
 
-def build_datasets(config: TrainConfig) -> tuple[CocoDetection, CocoDetection]:
-    """Train/val datasets from `data_dir/{train,val}/{images,annotations.json}` with the config's sizes."""
-    root = Path(config.data_dir)
-    for split in ("train", "val"):
-        if not (root / split / "annotations.json").is_file():
-            raise DatasetError(
-                f"{root / split / 'annotations.json'}: not found; --data must hold train/ and val/ with images/ and "
-                "annotations.json (make one with `deformable-detr make-dataset`)"
-            )
-    train_tf = make_transforms(config.augment, config.train_scales, config.max_size, config.crop_resize, config.crop_size, config.val_size)
-    val_tf = make_transforms(False, config.train_scales, config.max_size, val_size=config.val_size)
-    train_set = CocoDetection(root / "train" / "images", root / "train" / "annotations.json", train_tf)
-    val_set = CocoDetection(root / "val" / "images", root / "val" / "annotations.json", val_tf)
-    if config.max_train_images is not None:
-        train_set.images = train_set.images[: config.max_train_images]
-    return train_set, val_set
-
-
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of image `index` in epoch `epoch` (a 31-bit mix of the three)."""
     return (seed * 1_000_003 + epoch * 999_983 + index * 1009 + 12_345) % (2**31 - 1)
