@@ -39,12 +39,12 @@ from . import checkpoint as ckpt
 from . import init as run_init
 from . import loader
 from .callbacks import TrainCallback
-from .datasets import build_datasets
-from .ema import EMACallback
-from .retention import EarlyStopping, keep_epoch_checkpoint
 from .config import TrainConfig
 from .criterion import SetCriterion
+from .datasets import build_datasets
+from .ema import EMACallback
 from .optim import build_optimizer, lr_factor, set_lr
+from .retention import EarlyStopping, keep_epoch_checkpoint
 
 logger = logging.getLogger(__name__)
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")

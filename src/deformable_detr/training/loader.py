@@ -12,14 +12,12 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..data.coco import CocoDetection, DatasetError, collate
-from ..data.transforms import make_transforms
+from ..data.coco import collate
 from ..util import distributed
 from .config import TrainConfig
 
