@@ -155,3 +155,61 @@ def test_load_torchvision_weights_drops_fc_and_counters(tmp_path):
     del state["layer4.0.conv3.weight"]
     with pytest.raises(ValueError, match=r"missing \['layer4.0.conv3.weight'\] \(1\).*mis-shaped \['layer1.0.conv1.weight"):
         load_torchvision_weights(target, state)
+
+
+class _TwoLevelConvs(nn.Module):
+    """Any backbone with the contract: two strided convs, levels at stride 16 and 32."""
+
+    def __init__(self):
+        super().__init__()
+        self.to16 = nn.Conv2d(3, 12, 16, stride=16)
+        self.to32 = nn.Conv2d(12, 20, 2, stride=2)
+        self.num_channels = [12, 20]
+        self.strides = [16, 32]
+
+    def forward(self, images, padding_mask):
+        c16 = self.to16(images)
+        c32 = self.to32(c16)
+        return [(c, downsample_mask(padding_mask, c.shape[-2:])) for c in (c16, c32)]
+
+
+def test_injected_backbone_is_used_and_levels_are_topped_up(make_config):
+    from deformable_detr.models.detector import DeformableDETR
+
+    config = make_config(num_feature_levels=3)
+    model = DeformableDETR(config, backbone=_TwoLevelConvs())
+    assert [p[0].in_channels for p in model.input_proj] == [12, 20, 20]  # 1x1, 1x1, then a 3x3 stride-2 on C_last
+    images = torch.randn(2, 3, 64, 96)
+    out = model(images, torch.zeros(2, 64, 96, dtype=torch.bool))
+    assert out["pred_boxes"].shape == (2, config.num_queries, 4)
+    out["pred_logits"].sum().backward()
+    assert model.backbone.to16.weight.grad is not None and model.backbone.to16.weight.grad.abs().sum() > 0
+
+
+def test_injected_resnet_equals_the_built_one(make_config):
+    from deformable_detr.models.detector import DeformableDETR, _resnet_backbone
+
+    config = make_config()
+    torch.manual_seed(0)
+    built = DeformableDETR(config).eval()
+    injected = DeformableDETR(config, backbone=_resnet_backbone(config)).eval()
+    injected.load_state_dict(built.state_dict())
+    images = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(injected(images)["pred_boxes"], built(images)["pred_boxes"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: setattr(b, "num_channels", []), "num_channels = \\[\\].*non-empty list"),
+    (lambda b: setattr(b, "strides", [16]), "2 num_channels but 1 strides"),
+    (lambda b: setattr(b, "num_channels", [12, 20, 30, 40, 50]) or setattr(b, "strides", [4, 8, 16, 32, 64]),
+     "returns 5 levels, more than num_feature_levels=4"),
+])
+def test_backbone_breaking_the_contract_is_refused(make_config, edit, message):
+    from deformable_detr.errors import ConfigError
+    from deformable_detr.models.detector import DeformableDETR
+
+    backbone = _TwoLevelConvs()
+    edit(backbone)
+    with pytest.raises(ConfigError, match=message):
+        DeformableDETR(make_config(), backbone=backbone)

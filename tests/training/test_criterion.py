@@ -75,3 +75,108 @@ def test_no_targets_at_all_gives_finite_loss():
     losses = criterion(outputs, [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}])
     assert float(losses["loss_bbox"]) == 0.0 and float(losses["loss_giou"]) == 0.0
     assert float(losses["loss_ce"]) > 0
+
+
+def _focal_oracle(logits, onehot, alpha=0.25, gamma=2.0):
+    """Focal loss summed over every (image, query, class) entry, one Python float at a time."""
+    total = 0.0
+    for value, target in zip(logits.flatten().tolist(), onehot.flatten().tolist()):
+        p = 1 / (1 + math.exp(-value))
+        total += -alpha * (1 - p) ** gamma * math.log(p) if target else -(1 - alpha) * p**gamma * math.log(1 - p)
+    return total
+
+
+def _several_boxes_case():
+    """2 images, 3 queries, 3 classes; image 0 has 2 boxes (labels 2, 1), image 1 one box (label 1)."""
+    targets = [
+        {"labels": torch.tensor([2, 1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.25, 0.25, 0.1, 0.1]])},
+        {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.6, 0.4, 0.2, 0.4]])},
+    ]
+    pred_boxes = torch.tensor([
+        [[0.5, 0.5, 0.2, 0.4],  # vs target 0: same centre, twice as tall: L1 0.2, IoU = hull ratio 0.5
+         [0.3, 0.25, 0.1, 0.1],  # vs target 1: 0.05 to the right: L1 0.05, IoU 1/3, hull == union
+         [0.7, 0.7, 0.1, 0.1]],  # unmatched
+        [[0.6, 0.4, 0.2, 0.4],  # exact: L1 0, GIoU 1
+         [0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.1, 0.1]],
+    ])
+    generator = torch.Generator().manual_seed(0)
+    logits = lambda: torch.randn(2, 3, 3, generator=generator, dtype=torch.float64)  # noqa: E731
+    outputs = {"pred_logits": logits(), "pred_boxes": pred_boxes,
+               "aux_outputs": [{"pred_logits": logits(), "pred_boxes": pred_boxes}],
+               "enc_outputs": {"pred_logits": logits(), "pred_boxes": pred_boxes}}
+    return outputs, targets
+
+
+def test_losses_of_several_boxes_and_images_hand_computed():
+    """Normalised by the 3 boxes of the batch (not 1, not per image); the encoder term is class-agnostic."""
+    outputs, targets = _several_boxes_case()
+    criterion = SetCriterion(3, _Identity(), {"loss_ce": 2, "loss_bbox": 5, "loss_giou": 2})
+    losses = criterion(outputs, targets)
+    num_boxes = 3
+    expected_l1 = (0.2 + 0.05 + 0.0) / num_boxes
+    expected_giou = ((1 - 0.5) + (1 - 1 / 3) + 0.0) / num_boxes
+    for suffix in ("", "_0", "_enc"):
+        assert float(losses["loss_bbox" + suffix]) == pytest.approx(expected_l1, rel=1e-6)
+        assert float(losses["loss_giou" + suffix]) == pytest.approx(expected_giou, rel=1e-6)
+    class_aware = torch.zeros(2, 3, 3)
+    class_aware[0, 0, 2] = class_aware[0, 1, 1] = class_aware[1, 0, 1] = 1
+    agnostic = torch.zeros(2, 3, 3)
+    agnostic[0, 0, 0] = agnostic[0, 1, 0] = agnostic[1, 0, 0] = 1  # every target labelled 0
+    assert float(losses["loss_ce"]) == pytest.approx(_focal_oracle(outputs["pred_logits"], class_aware) / num_boxes, rel=1e-6)
+    assert float(losses["loss_ce_0"]) == pytest.approx(
+        _focal_oracle(outputs["aux_outputs"][0]["pred_logits"], class_aware) / num_boxes, rel=1e-6)
+    enc_logits = outputs["enc_outputs"]["pred_logits"]
+    assert float(losses["loss_ce_enc"]) == pytest.approx(_focal_oracle(enc_logits, agnostic) / num_boxes, rel=1e-6)
+    assert float(losses["loss_ce_enc"]) != pytest.approx(_focal_oracle(enc_logits, class_aware) / num_boxes, rel=1e-3)
+    weighted = sum(w * float(losses[n + s]) for n, w in (("loss_ce", 2), ("loss_bbox", 5), ("loss_giou", 2))
+                   for s in ("", "_0", "_enc"))
+    assert float(criterion.weighted_sum(losses)) == pytest.approx(weighted, rel=1e-6)
+
+
+def test_hungarian_criterion_on_several_images_matches_brute_force_assignment():
+    """With the real matcher: the loss equals the oracle at the cheapest of all query permutations."""
+    import itertools
+
+    outputs, targets = _several_boxes_case()
+    outputs = {k: outputs[k] for k in ("pred_logits", "pred_boxes")}
+    criterion = SetCriterion.from_config(3, LossConfig())
+    losses = criterion(outputs, targets)
+    matcher = HungarianMatcher()
+    expected_l1 = 0.0
+    for b, target in enumerate(targets):
+        single = {k: v[b:b + 1] for k, v in outputs.items()}
+        cost = None
+        best = None
+        for queries in itertools.permutations(range(3), len(target["labels"])):
+            query_idx = torch.tensor(queries)
+            (q, t), = _FixedMatcher(query_idx)(single, [target])
+            total = float(_pair_cost(matcher, single, target, q, t))
+            if cost is None or total < cost:
+                cost, best = total, query_idx
+        expected_l1 += float((outputs["pred_boxes"][b, best] - target["boxes"]).abs().sum())
+    assert float(losses["loss_bbox"]) == pytest.approx(expected_l1 / 3, rel=1e-6)
+
+
+class _FixedMatcher(HungarianMatcher):
+    def __init__(self, query_idx):
+        super().__init__()
+        self.query_idx = query_idx
+
+    def forward(self, outputs, targets):
+        return [(self.query_idx, torch.arange(len(self.query_idx)))]
+
+
+def _pair_cost(matcher, outputs, target, query_idx, target_idx):
+    """Matching cost of one assignment, from the matcher's three cost formulas written out."""
+    from deformable_detr.util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+
+    prob = outputs["pred_logits"][0, query_idx].float().sigmoid()  # (T, K)
+    labels = target["labels"][target_idx]
+    p = prob[torch.arange(len(labels)), labels]
+    pos = 0.25 * (1 - p) ** 2 * -(p + 1e-8).log()
+    neg = 0.75 * p**2 * -(1 - p + 1e-8).log()
+    boxes = outputs["pred_boxes"][0, query_idx]
+    target_boxes = target["boxes"][target_idx]
+    l1 = (boxes - target_boxes).abs().sum(-1)
+    giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(target_boxes)))
+    return (2 * (pos - neg) + 5 * l1 - 2 * giou).sum()

@@ -33,16 +33,12 @@ from typing import Any
 import torch
 
 from deformable_detr.errors import CheckpointError, ConfigError
+from deformable_detr.models.backbone import RESNETS
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.util.safe_load import load_torch_file
 
 _IGNORED_SUFFIXES = ("total_ops", "total_params", "num_batches_tracked")  # profiler leftovers, BN counters
-_RESNET_NAMES = {  # (block type, blocks per stage) -> torchvision name
-    ("basic", (2, 2, 2, 2)): "resnet18",
-    ("basic", (3, 4, 6, 3)): "resnet34",
-    ("bottleneck", (3, 4, 6, 3)): "resnet50",
-    ("bottleneck", (3, 4, 23, 3)): "resnet101",
-}
+_RESNET_NAMES = {spec: name for name, spec in RESNETS.items()}  # (block type, blocks per stage) -> name
 
 
 def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -1,7 +1,16 @@
-"""ResNet backbone returning C3-C5 (or C5) feature maps with their padding masks.
+"""ResNet backbone returning C3-C5 (or C5) feature maps with their padding masks, and the backbone contract.
 
 Parameter names are torchvision's (`conv1`, `bn1`, `layer{s}.{b}.conv1`, `...downsample.{0,1}`), so
 torchvision ImageNet weights and official Deformable DETR checkpoints load without renaming.
+
+The backbone contract. `DeformableDETR(config, backbone=module)` accepts any `nn.Module` with
+    num_channels: list[int]   channels C_l of each returned level, finest first;
+    strides: list[int]        stride of each returned level w.r.t. the input image (e.g. [8, 16, 32]);
+    forward(images (B, 3, H, W), padding_mask (B, H, W) bool True = padding)
+        -> [(feature (B, C_l, H_l, W_l), mask (B, H_l, W_l) bool True = padding)] per level.
+The detector projects every returned level to d_model and adds stride-2 levels on top of the last one
+until it has `config.num_feature_levels`; a backbone returning more levels than that is refused.
+`Backbone` below is the ResNet that fulfils it; `downsample_mask` gives the masks of any other one.
 """
 
 from __future__ import annotations
@@ -11,6 +20,14 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Block type and blocks per stage (layer1..layer4) of each torchvision ResNet: the one table of them.
+RESNETS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),
+}
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -177,7 +194,7 @@ class Backbone(nn.Module):
                  return_interm_layers: bool = True, dilation: bool = False, frozen_bn: bool = True,
                  train_backbone: bool = True, freeze_stem_and_layer1: bool = True):
         super().__init__()
-        block = BasicBlock if name in ("resnet18", "resnet34") else Bottleneck
+        block = BasicBlock if RESNETS[name][0] == "basic" else Bottleneck
         self.body = ResNet(block, depths, base_width, dilation, FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
         self.levels = [1, 2, 3] if return_interm_layers else [3]  # indices into C2..C5
         self.num_channels = [self.body.out_channels[i] for i in self.levels]

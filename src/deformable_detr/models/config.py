@@ -16,14 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# Block type and blocks per stage of each torchvision ResNet.
-RESNET_DEPTHS = {
-    "resnet18": (2, 2, 2, 2),
-    "resnet34": (3, 4, 6, 3),
-    "resnet50": (3, 4, 6, 3),
-    "resnet101": (3, 4, 23, 3),
-}
-BASIC_BLOCK_RESNETS = ("resnet18", "resnet34")
+from deformable_detr.models.backbone import RESNETS
+
 _RUNTIME_FIELDS = ("attention_backend",)  # saved by older versions; now chosen at load time
 
 
@@ -74,8 +68,8 @@ class ModelConfig:
     two_stage: bool = False
 
     def __post_init__(self) -> None:
-        if self.backbone not in RESNET_DEPTHS:
-            raise ValueError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNET_DEPTHS)}")
+        if self.backbone not in RESNETS:
+            raise ValueError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
         if self.backbone_depths is not None:
             depths = tuple(self.backbone_depths)
             if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
@@ -103,7 +97,7 @@ class ModelConfig:
     @property
     def resnet_depths(self) -> tuple[int, int, int, int]:
         """Blocks per stage actually built: `backbone_depths`, or the named ResNet's."""
-        return self.backbone_depths or RESNET_DEPTHS[self.backbone]
+        return self.backbone_depths or RESNETS[self.backbone][1]
 
     @property
     def num_prediction_heads(self) -> int:

@@ -50,7 +50,7 @@ class DeformableDecoderLayer(nn.Module):
 
     def forward(self, target: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor,
                 memory: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                padding_mask: torch.Tensor | None) -> torch.Tensor:
+                padding_mask: torch.Tensor | None, self_attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """One decoder layer.
 
         Args:
@@ -62,15 +62,16 @@ class DeformableDecoderLayer(nn.Module):
             spatial_shapes: (L, 2) int64.
             level_start_index: (L,) int64.
             padding_mask: (B, S) bool, True = padding; None = all valid.
+            self_attn_mask: (Lq, Lq) bool, True = query i may not attend to query j; None = all see all.
 
         Returns:
             (B, Lq, C).
         """
         query = target + query_pos
-        attended = self.self_attn(query, query, target, need_weights=False)[0]  # (B, Lq, C)
+        attended = self.self_attn(query, query, target, attn_mask=self_attn_mask, need_weights=False)[0]  # (B, Lq, C)
         target = self.norm_self_attn(target + self.dropout_self_attn(attended))
-        attended = self.cross_attn(target + query_pos, reference_points, memory, spatial_shapes,
-                                   level_start_index, padding_mask)
+        attended = self.cross_attn(target + query_pos, reference_points, memory, spatial_shapes=spatial_shapes,
+                                   level_start_index=level_start_index, padding_mask=padding_mask)
         target = self.norm_cross_attn(target + self.dropout_cross_attn(attended))
         hidden = self.dropout_hidden(F.relu(self.linear1(target)))  # (B, Lq, dim_feedforward)
         return self.norm_ffn(target + self.dropout_ffn(self.linear2(hidden)))
@@ -83,14 +84,16 @@ class DeformableDecoder(nn.Module):
                  dim_feedforward: int, dropout: float, backend: str = "auto"):
         super().__init__()
         self.layers = nn.ModuleList(
-            DeformableDecoderLayer(d_model, n_levels, n_heads, n_points, dim_feedforward, dropout, backend)
+            DeformableDecoderLayer(d_model, n_levels=n_levels, n_heads=n_heads, n_points=n_points,
+                                   dim_feedforward=dim_feedforward, dropout=dropout, backend=backend)
             for _ in range(num_layers)
         )
 
     def forward(self, target: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor,
                 memory: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
                 valid_ratios: torch.Tensor, padding_mask: torch.Tensor | None,
-                box_heads: nn.ModuleList | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                box_heads: nn.ModuleList | None = None, self_attn_mask: torch.Tensor | None = None,
+                look_forward_twice: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Decode the queries.
 
         Args:
@@ -106,6 +109,11 @@ class DeformableDecoder(nn.Module):
             box_heads: with iterative refinement, head i (C -> 4 box logits delta) moves the reference after
                 layer i: new = sigmoid(delta + inverse_sigmoid(reference)), detached (only x, y for 2-d
                 points, which then become 4-d boxes). None keeps the references fixed.
+            self_attn_mask: (Lq, Lq) bool, True = may not attend (e.g. matching queries may not see
+                denoising queries); None = every query sees every query.
+            look_forward_twice: DINO's look forward twice: the reference returned for layer i + 1 is the
+                refined box of layer i *before* the detach, so layer i + 1's box loss also trains layer i's
+                box head. Values are unchanged; layers still sample around the detached box.
 
         Returns:
             hidden_states: per layer, (B, Lq, C).
@@ -113,18 +121,22 @@ class DeformableDecoder(nn.Module):
                 its box prediction is relative to), normalized to the valid image region.
         """
         hidden_states, references = [], []
+        returned_reference = reference_points  # what the layer's box prediction is relative to
         for index, layer in enumerate(self.layers):
             ratios = valid_ratios if reference_points.shape[-1] == 2 else torch.cat((valid_ratios, valid_ratios), -1)
             sampled_reference = reference_points[:, :, None] * ratios[:, None]  # (B, Lq, L, 2 | 4)
-            target = layer(target, query_pos, sampled_reference, memory, spatial_shapes, level_start_index,
-                           padding_mask)
+            target = layer(target, query_pos, sampled_reference, memory, spatial_shapes=spatial_shapes,
+                           level_start_index=level_start_index, padding_mask=padding_mask,
+                           self_attn_mask=self_attn_mask)
             hidden_states.append(target)
-            references.append(reference_points)
+            references.append(returned_reference)
             if box_heads is not None:
                 box_delta = box_heads[index](target)  # (B, Lq, 4)
                 if reference_points.shape[-1] == 4:
                     refined = box_delta + inverse_sigmoid(reference_points)
                 else:
                     refined = torch.cat((box_delta[..., :2] + inverse_sigmoid(reference_points), box_delta[..., 2:]), -1)
-                reference_points = refined.sigmoid().detach()
+                refined = refined.sigmoid()
+                reference_points = refined.detach()
+                returned_reference = refined if look_forward_twice else reference_points
         return hidden_states, references

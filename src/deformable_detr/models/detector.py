@@ -20,6 +20,7 @@ from deformable_detr.errors import ConfigError
 from deformable_detr.models.backbone import Backbone, downsample_mask
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
+from deformable_detr.models.input_checks import check_model_input
 from deformable_detr.models.decoder import inverse_sigmoid
 from deformable_detr.models.position_encoding import sine_position_encoding
 from deformable_detr.models.detections import Detections
@@ -61,6 +62,34 @@ def _input_projections(backbone_channels: list[int], num_levels: int, d_model: i
     return nn.ModuleList(projections)
 
 
+def _resnet_backbone(config: ModelConfig) -> Backbone:
+    """The ResNet of `config`: C3-C5 for multi-scale models, C5 alone for single-scale ones."""
+    return Backbone(config.backbone, config.resnet_depths, config.backbone_base_width,
+                    return_interm_layers=config.num_feature_levels > 1, dilation=config.dilation,
+                    frozen_bn=config.backbone_frozen_bn, train_backbone=config.train_backbone,
+                    freeze_stem_and_layer1=config.freeze_stem_and_layer1)
+
+
+def _checked_backbone(backbone: nn.Module, config: ModelConfig) -> nn.Module:
+    """`backbone` if it fulfils the backbone contract for `config`, else a ConfigError saying what is missing."""
+    name = type(backbone).__name__
+    if not isinstance(backbone, nn.Module):
+        raise ConfigError(f"backbone must be an nn.Module with num_channels, strides and forward(images, padding_mask); "
+                          f"got {name}")
+    for attribute in ("num_channels", "strides"):
+        values = getattr(backbone, attribute, None)
+        if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, int) and v > 0 for v in values):
+            raise ConfigError(f"backbone {name}.{attribute} = {values!r}; it must be a non-empty list of positive ints, "
+                              "one per returned feature level")
+    if len(backbone.num_channels) != len(backbone.strides):
+        raise ConfigError(f"backbone {name} has {len(backbone.num_channels)} num_channels but {len(backbone.strides)} "
+                          "strides; give one of each per returned level")
+    if len(backbone.num_channels) > config.num_feature_levels:
+        raise ConfigError(f"backbone {name} returns {len(backbone.num_channels)} levels, more than "
+                          f"num_feature_levels={config.num_feature_levels}; raise num_feature_levels or return fewer")
+    return backbone
+
+
 class DeformableDETR(nn.Module):
     """The Deformable DETR detector (Zhu et al., ICLR 2021), every variant from one `ModelConfig`.
 
@@ -87,16 +116,13 @@ class DeformableDETR(nn.Module):
         self.categories = check_categories(categories, config.num_classes) if categories is not None \
             else default_categories(config.num_classes)
         d_model = config.d_model
-        self.backbone = backbone if backbone is not None else Backbone(
-            config.backbone, config.resnet_depths, config.backbone_base_width,
-            return_interm_layers=config.num_feature_levels > 1, dilation=config.dilation,
-            frozen_bn=config.backbone_frozen_bn, train_backbone=config.train_backbone,
-            freeze_stem_and_layer1=config.freeze_stem_and_layer1)
-        self.input_proj = _input_projections(self.backbone.num_channels, config.num_feature_levels, d_model)
+        self.backbone = _resnet_backbone(config) if backbone is None else _checked_backbone(backbone, config)
+        self.input_proj = _input_projections(list(self.backbone.num_channels), config.num_feature_levels, d_model)
         self.transformer = DeformableTransformer(
-            d_model, config.n_heads, config.num_encoder_layers, config.num_decoder_layers, config.dim_feedforward,
-            config.dropout, config.num_feature_levels, config.enc_n_points, config.dec_n_points, config.two_stage,
-            config.num_queries)
+            d_model, n_heads=config.n_heads, num_encoder_layers=config.num_encoder_layers,
+            num_decoder_layers=config.num_decoder_layers, dim_feedforward=config.dim_feedforward,
+            dropout=config.dropout, num_feature_levels=config.num_feature_levels, enc_n_points=config.enc_n_points,
+            dec_n_points=config.dec_n_points, two_stage=config.two_stage, num_queries=config.num_queries)
         if not config.two_stage:
             self.query_embed = nn.Embedding(config.num_queries, 2 * d_model)  # [position | content], N(0, 1)
         self.class_heads, self.box_heads = self._build_heads(config)
@@ -121,7 +147,7 @@ class DeformableDETR(nn.Module):
         """Detect objects.
 
         Args:
-            images: (B, 3, H, W) normalized, padded to a common size.
+            images: (B, 3, H, W) floating point, normalized, padded to a common size, finite.
             padding_mask: (B, H, W) bool, True = padding; None = every pixel valid.
 
         Returns:
@@ -131,6 +157,10 @@ class DeformableDETR(nn.Module):
             "aux_outputs": list over decoder layers 0..n-2 of {"pred_logits", "pred_boxes"};
             "enc_outputs" (two-stage only): {"pred_logits" (B, S, K), "pred_boxes" (B, S, 4)} of every
             encoder proposal (boxes of invalid proposals are 1).
+
+        Raises:
+            ModelInputError: wrong rank, channel count or dtype, NaN/Inf pixels, an empty batch, or a
+                padding_mask of the wrong shape or dtype.
         """
         sources, masks = self.image_features(images, padding_mask)
         return self.detect(sources, masks)
@@ -146,6 +176,7 @@ class DeformableDETR(nn.Module):
             sources: per level, (B, C, H_l, W_l) projected features;
             masks: per level, (B, H_l, W_l) bool, True = padding.
         """
+        check_model_input(images, padding_mask)
         if padding_mask is None:
             padding_mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
         features = self.backbone(images, padding_mask)  # [(B, C_l, H_l, W_l), (B, H_l, W_l)]

@@ -92,7 +92,8 @@ class DeformableEncoder(nn.Module):
                  dim_feedforward: int, dropout: float, backend: str = "auto"):
         super().__init__()
         self.layers = nn.ModuleList(
-            DeformableEncoderLayer(d_model, n_levels, n_heads, n_points, dim_feedforward, dropout, backend)
+            DeformableEncoderLayer(d_model, n_levels=n_levels, n_heads=n_heads, n_points=n_points,
+                                   dim_feedforward=dim_feedforward, dropout=dropout, backend=backend)
             for _ in range(num_layers)
         )
 
@@ -115,5 +116,7 @@ class DeformableEncoder(nn.Module):
         """
         reference_points = encoder_reference_points(spatial_shapes_list, valid_ratios)  # (B, S, L, 2)
         for layer in self.layers:
-            features = layer(features, position, reference_points, spatial_shapes, level_start_index, padding_mask)
+            features = layer(features, position=position, reference_points=reference_points,
+                             spatial_shapes=spatial_shapes, level_start_index=level_start_index,
+                             padding_mask=padding_mask)
         return features
