@@ -1,0 +1,14 @@
+"""`deformable-detr serve`: the detector behind an HTTP API with dynamic batching, and a web page.
+
+    from deformable_detr.serving import ServeConfig, create_app
+    app = create_app(ServeConfig(checkpoint="run/best.pth", max_batch=8))   # an ASGI app for uvicorn
+
+`config.py` (settings), `runner.py` (the model side), `batching.py` (gathering requests into
+batches on one model thread), `metrics.py` (Prometheus text), `app.py` (endpoints and limits),
+`static/` (the page at `/`).
+"""
+
+from deformable_detr.serving.app import create_app
+from deformable_detr.serving.config import ServeConfig
+
+__all__ = ["ServeConfig", "create_app"]

@@ -1,0 +1,288 @@
+"""The HTTP service: FastAPI app with dynamic batching, limits, metrics and the web page.
+
+    app = create_app(ServeConfig(checkpoint="run/best.pth"))       # loads the model at startup
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Endpoints: GET / (web page), GET /health, GET /metrics (Prometheus text), GET /v1/model,
+POST /v1/detect, POST /v1/explain (multipart `image` upload), GET /openapi.json. With an API key,
+every /v1/* request needs `Authorization: Bearer KEY`. Errors are JSON `{"detail": "one line"}`;
+the server never answers with a stack trace and keeps serving after any bad request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import io
+import logging
+import os
+import time
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
+
+from deformable_detr.data.images import load_rgb_image
+from deformable_detr.errors import DatasetError, DeformableDetrError
+from deformable_detr.serving.batching import DynamicBatcher, QueueFullError
+from deformable_detr.serving.config import ENV_VAR, ServeConfig
+from deformable_detr.serving.metrics import ServerMetrics
+from deformable_detr.serving.runner import TOP_K, ModelRunner, load_runner
+
+logger = logging.getLogger("deformable_detr.serving")
+STATIC_DIR = resources.files("deformable_detr.serving") / "static"
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The upload is empty, corrupt or not decodable."},
+    401: {"description": "Missing or wrong `Authorization: Bearer KEY` (only when the server has an API key)."},
+    413: {"description": "The upload exceeds the size limit, or the image its pixel limit."},
+    415: {"description": "The upload is not an image format the server reads."},
+    503: {"description": "The queue is full; retry after the `Retry-After` seconds."},
+}
+
+# Request fields (module level: FastAPI resolves the string annotations in this module's globals).
+ImageField = Annotated[UploadFile, File(description="the image file (JPEG, PNG, BMP, GIF, TIFF, WebP)")]
+Threshold = Annotated[float, Form(ge=0.0, le=1.0, description="keep detections scoring at least this")]
+MaxDetections = Annotated[int, Form(ge=1, le=TOP_K, description="at most this many detections, best first")]
+Top = Annotated[int, Form(ge=1, le=TOP_K, description="explain this many of the best detections")]
+
+
+class _NamedUpload(io.BytesIO):
+    """Uploaded bytes that print as the upload's file name (for the decoder's error messages)."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.upload_name = name
+
+    def __str__(self) -> str:
+        return self.upload_name
+
+
+def decode_upload(data: bytes, filename: str, max_pixels: int) -> Image.Image:
+    """Uploaded bytes -> RGB PIL image (EXIF orientation applied), or an HTTPException saying why not.
+
+    400: empty or corrupt; 415: not an image format PIL reads; 413: more than `max_pixels` pixels
+    (checked from the header, before decoding, so a decompression bomb is refused cheaply).
+    """
+    if not data:
+        raise HTTPException(400, f"{filename}: the upload is empty; send an image file in the `image` field")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+    except UnidentifiedImageError:
+        raise HTTPException(415, f"{filename}: not an image format the server reads; send JPEG, PNG, BMP, GIF, "
+                                 "TIFF or WebP") from None
+    except Image.DecompressionBombError as error:  # PIL's own limit, above ours unless max_image_pixels is huge
+        raise HTTPException(413, f"{filename}: {str(error).rstrip('.')}; send a smaller image") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise HTTPException(400, f"{filename}: cannot read the image header ({error}); the file is corrupt") from None
+    if width * height > max_pixels:
+        raise HTTPException(413, f"{filename}: {width}x{height} = {width * height} pixels exceeds the server's limit "
+                                 f"of {max_pixels} (max_image_pixels); send a smaller image")
+    try:
+        return load_rgb_image(_NamedUpload(data, filename))
+    except (DatasetError, Image.DecompressionBombError) as error:
+        raise HTTPException(400, f"{filename}: cannot decode the image, it is corrupt or truncated "
+                                 f"({str(error).split(' (', 1)[-1].split(');')[0]})") from None
+
+
+class _UploadLimit:
+    """ASGI middleware: request bodies over `max_bytes` are answered 413, whether or not the client
+    sent a Content-Length (chunked uploads are counted as they arrive)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = (f"the request body exceeds the server's upload limit of {self.max_bytes} bytes "
+                   "(max_upload_mb); send a smaller image")
+        response = JSONResponse({"detail": message}, status_code=413, headers={"Connection": "close"})
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await response(scope, receive, send)
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive():
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise HTTPException(413, "upload too large")
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if exceeded and not started:  # the app's answer to the aborted body is replaced by ours
+                started = True
+                await response(scope, receive, send)
+                return
+            if exceeded:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAPI:
+    """The service for `config`.
+
+    Args:
+        config: checkpoint, device and limits.
+        runner: an already loaded model (anything with `detect`, `explain`, `info`); None = load
+            `config.checkpoint` when the app starts.
+    """
+    metrics = ServerMetrics()
+    state: dict[str, Any] = {"runner": runner, "batcher": None}
+
+    def run_batch(items: list[tuple[Image.Image, float]]) -> list[tuple[list[dict], dict[str, float]]]:
+        started = time.perf_counter()
+        per_image = state["runner"].detect([image for image, _ in items])
+        model_ms = (time.perf_counter() - started) * 1e3
+        return [(detections, {"queue_ms": (started - queued) * 1e3, "model_ms": model_ms, "batch_size": len(items)})
+                for detections, (_, queued) in zip(per_image, items)]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if state["runner"] is None:
+            state["runner"] = await run_in_threadpool(load_runner, config)
+            logger.info("loaded %s on %s", config.checkpoint, config.device)
+        batcher = DynamicBatcher(run_batch, config.max_batch, config.max_wait_ms / 1e3, config.max_queue)
+        await batcher.start()
+        # The first forward loads (or compiles) the attention kernel: pay it before the first request.
+        await batcher.run_exclusive(state["runner"].detect, [Image.new("RGB", (64, 64), (128, 128, 128))])
+        state["batcher"] = batcher
+        try:
+            yield
+        finally:
+            await batcher.stop()  # uvicorn has let the in-flight requests finish; nothing is queued any more
+
+    app = FastAPI(title="Deformable DETR detection service", version="1", lifespan=lifespan,
+                  description="Object detection with a Deformable DETR model. Upload an image as multipart "
+                              "field `image`. With an API key, /v1/* needs `Authorization: Bearer KEY`.")
+
+    async def require_key(request: Request) -> None:
+        if config.api_key is None:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), config.api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key; send `Authorization: Bearer KEY`",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    async def read_image(image: UploadFile) -> tuple[Image.Image, float]:
+        started = time.perf_counter()
+        data = await image.read()
+        decoded = await run_in_threadpool(decode_upload, data, image.filename or "upload", config.max_image_pixels)
+        return decoded, (time.perf_counter() - started) * 1e3
+
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
+
+    @router.get("/model", summary="The loaded model: variant, categories, preprocessing")
+    async def model_info() -> dict[str, Any]:
+        return {**state["runner"].info(), "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms}
+
+    @router.post("/detect", summary="Detect objects in one uploaded image")
+    async def detect(image: ImageField, threshold: Threshold = 0.5,
+                     max_detections: MaxDetections = TOP_K) -> dict[str, Any]:
+        started = time.perf_counter()
+        decoded, decode_ms = await read_image(image)
+        detections, timing = await state["batcher"].submit((decoded, time.perf_counter()))
+        kept = [d for d in detections if d["score"] >= threshold][:max_detections]
+        timing = {"decode_ms": decode_ms, **timing, "total_ms": (time.perf_counter() - started) * 1e3}
+        return {"image": {"width": decoded.width, "height": decoded.height}, "detections": kept, "timing": timing}
+
+    @router.post("/explain", summary="Where the model looked: sampling points and attention weights of the top "
+                                     "detections (last decoder layer), in the image's pixels")
+    async def explain(image: ImageField, threshold: Threshold = 0.3,
+                      top: Top = 10) -> dict[str, Any]:
+        started = time.perf_counter()
+        decoded, decode_ms = await read_image(image)
+        result = await state["batcher"].run_exclusive(state["runner"].explain, decoded, top, threshold)
+        return {**result, "timing": {"decode_ms": decode_ms, "total_ms": (time.perf_counter() - started) * 1e3}}
+
+    app.include_router(router)
+
+    @app.get("/health", summary="Liveness, queue depth and batches formed")
+    async def health() -> dict[str, Any]:
+        batcher: DynamicBatcher | None = state["batcher"]
+        return {"status": "ok", "model_loaded": state["runner"] is not None,
+                "auth_required": config.api_key is not None, "pid": os.getpid(),
+                "queue_depth": batcher.queue_depth if batcher else 0, "running": batcher.running if batcher else 0,
+                "batches_formed": batcher.batches_formed if batcher else 0,
+                "images_done": batcher.items_done if batcher else 0,
+                "batch_sizes": {str(k): v for k, v in sorted(batcher.batch_sizes.items())} if batcher else {},
+                "max_batch": config.max_batch, "max_queue": config.max_queue}
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    async def prometheus() -> PlainTextResponse:
+        batcher: DynamicBatcher | None = state["batcher"]
+        text = metrics.render(dict(batcher.batch_sizes) if batcher else {}, batcher.queue_depth if batcher else 0,
+                              batcher.batches_formed if batcher else 0, config.max_batch)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    @app.exception_handler(QueueFullError)
+    async def queue_full(request: Request, error: QueueFullError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": str(error.retry_after_s)})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type", ""))} for e in error.errors()]
+        summary = "; ".join(f"{'.'.join(e['loc'][1:] or e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": f"invalid request: {summary}", "errors": errors}, status_code=422)
+
+    @app.exception_handler(DeformableDetrError)
+    async def unusable_input(request: Request, error: DeformableDetrError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("error answering %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(error).__name__}); the server log has the details"},
+                            status_code=500)
+
+    app.add_middleware(_UploadLimit, max_bytes=config.max_upload_bytes)  # inside count_requests: 413s are counted
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = request.url.path
+            endpoint = getattr(route, "path", None) or (path if path in known_paths else
+                                                        "/static" if path.startswith("/static/") else "other")
+            metrics.observe_request(endpoint, status, time.perf_counter() - started)
+
+    known_paths = {getattr(route, "path", None) for route in app.routes}
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app for uvicorn's worker processes (`--workers N`): its `ServeConfig` is JSON in $DEFORMABLE_DETR_SERVE_CONFIG."""
+    text = os.environ.get(ENV_VAR)
+    if not text:
+        raise RuntimeError(f"${ENV_VAR} is not set; start the server with `deformable-detr serve`")
+    return create_app(ServeConfig.from_json(text))

@@ -1,0 +1,180 @@
+"""The server over real HTTP: detections equal single-image prediction; every bad input answered cleanly."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import httpx
+import pytest
+import torch
+from PIL import Image
+
+from conftest import (CATEGORIES, PREPROCESS, encode, png_claiming, running_server, scene,
+                      single_image_detections)
+
+
+def post(url: str, path: str, data: bytes | None, name: str = "image.png", mime: str = "image/png",
+         headers: dict | None = None, **fields) -> httpx.Response:
+    files = {"image": (name, data, mime)} if data is not None else None
+    return httpx.post(url + path, files=files, data={k: str(v) for k, v in fields.items()}, headers=headers,
+                      timeout=60)
+
+
+def assert_one_line_error(response: httpx.Response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in response.text
+    for word in words:
+        assert word in detail, detail
+
+
+@pytest.mark.parametrize("fmt, mime, size", [
+    ("PNG", "image/png", (120, 90)),
+    ("JPEG", "image/jpeg", (64, 200)),
+    ("BMP", "image/bmp", (97, 97)),
+    ("WEBP", "image/webp", (300, 40)),
+    ("GIF", "image/gif", (50, 70)),
+    ("TIFF", "image/tiff", (33, 160)),
+])
+def test_detect_equals_single_image_prediction(server_url, model, fmt, mime, size):
+    data = encode(scene(*size, seed=size[0]), fmt)
+    response = post(server_url, "/v1/detect", data, f"x.{fmt.lower()}", mime, threshold=0)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    decoded = Image.open(io.BytesIO(data)).convert("RGB")  # lossy formats: compare on the decoded pixels
+    expected = single_image_detections(model, decoded)
+    assert body["image"] == {"width": size[0], "height": size[1]}
+    detections = body["detections"]
+    assert len(detections) == len(expected["scores"]) == 100
+    torch.testing.assert_close(torch.tensor([d["score"] for d in detections]), expected["scores"],
+                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.tensor([d["box"] for d in detections]), expected["boxes"], rtol=0, atol=1e-3)
+    assert [d["label"] for d in detections] == expected["labels"].tolist()
+    assert [d["category"] for d in detections] == [CATEGORIES[label]["name"] for label in expected["labels"]]
+    assert [d["category_id"] for d in detections] == [CATEGORIES[label]["id"] for label in expected["labels"]]
+    assert {"decode_ms", "queue_ms", "model_ms", "total_ms", "batch_size"} <= set(body["timing"])
+
+
+def test_threshold_and_max_detections_filter_the_ranking(server_url):
+    data = encode(scene(80, 60), "PNG")
+    everything = post(server_url, "/v1/detect", data, threshold=0).json()["detections"]
+    kept = post(server_url, "/v1/detect", data, threshold=0.5, max_detections=7).json()["detections"]
+    expected = [d for d in everything if d["score"] >= 0.5][:7]
+    assert kept == expected and 0 < len(kept) <= 7
+
+
+def test_explain_gives_points_inside_the_image_and_normalised_weights(server_url, model):
+    data = encode(scene(120, 90), "PNG")
+    detections = post(server_url, "/v1/detect", data, threshold=0).json()["detections"]
+    response = post(server_url, "/v1/explain", data, threshold=0, top=3)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["width"], body["height"]) == (120, 90)
+    assert len(body["levels"]) == model.config.num_feature_levels
+    assert len(body["detections"]) == 3
+    attention = model.transformer.decoder.layers[-1].cross_attn
+    for explained, detected in zip(body["detections"], detections):
+        assert explained["label"] == detected["label"]
+        torch.testing.assert_close(torch.tensor(explained["box"]), torch.tensor(detected["box"]), rtol=0, atol=1e-3)
+        assert len(explained["sampling"]) == attention.n_levels
+        total = 0.0
+        for level in explained["sampling"]:
+            assert len(level["points"]) == len(level["weights"]) == attention.n_heads * attention.n_points
+            total += sum(level["weights"])
+        assert math.isclose(total, attention.n_heads, rel_tol=1e-5)  # each head's weights sum to 1
+        x, y = explained["reference_point"]
+        assert -1 <= x <= 121 and -1 <= y <= 91
+
+
+def test_model_health_metrics_openapi_and_page(server_url):
+    info = httpx.get(server_url + "/v1/model").json()
+    assert info["categories"] == CATEGORIES and info["preprocess"] == PREPROCESS.to_dict()
+    assert "two-stage" in info["variant"] and info["num_classes"] == 6
+    health = httpx.get(server_url + "/health").json()
+    assert health["model_loaded"] is True and health["queue_depth"] == 0
+    metrics = httpx.get(server_url + "/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert "deformable_detr_batch_size_bucket" in metrics.text
+    assert 'deformable_detr_requests_total{endpoint="/health",status="200"}' in metrics.text
+    schema = httpx.get(server_url + "/openapi.json").json()
+    assert {"/v1/detect", "/v1/explain", "/v1/model", "/health", "/metrics"} <= set(schema["paths"])
+    page = httpx.get(server_url + "/")
+    assert page.status_code == 200 and "<canvas" in page.text
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert httpx.get(server_url + asset).status_code == 200
+    assert "http" not in httpx.get(server_url + "/static/app.js").text.replace("http-equiv", "")  # offline
+
+
+def test_bad_inputs_get_one_line_answers_and_the_server_keeps_serving(server_url):
+    good = encode(scene(64, 48), "PNG")
+    assert_one_line_error(post(server_url, "/v1/detect", b""), 400, "empty")
+    assert_one_line_error(post(server_url, "/v1/detect", b"just some text", "notes.txt", "text/plain"), 415,
+                          "notes.txt", "not an image")
+    assert_one_line_error(post(server_url, "/v1/detect", good[: len(good) // 2], "cut.png"), 400, "cut.png", "corrupt")
+    jpeg = encode(scene(64, 48), "JPEG")
+    assert_one_line_error(post(server_url, "/v1/detect", jpeg[:200], "cut.jpg", "image/jpeg"), 400, "cut.jpg")
+    assert_one_line_error(post(server_url, "/v1/detect", png_claiming(50_000, 50_000), "bomb.png"), 413,
+                          "bomb.png", "pixels")
+    assert_one_line_error(post(server_url, "/v1/detect", png_claiming(2000, 1000), "big.png"), 413, "max_image_pixels")
+    assert_one_line_error(post(server_url, "/v1/detect", b"\0" * (1024 * 1024 + 10)), 413, "upload limit")
+    part = b'--x\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
+    body = [part] + [b"\0" * 65536] * 20 + [b"\r\n--x--\r\n"]  # 1.3 MB, sent chunked: no Content-Length
+    chunked = httpx.post(server_url + "/v1/detect", content=iter(body),
+                         headers={"content-type": "multipart/form-data; boundary=x"}, timeout=60)
+    assert_one_line_error(chunked, 413, "upload limit")
+    for fields in ({"threshold": 5}, {"threshold": -0.1}, {"threshold": "nan"}, {"threshold": "high"},
+                   {"max_detections": 0}, {"max_detections": 101}, {"max_detections": 2.5}):
+        assert_one_line_error(post(server_url, "/v1/detect", good, **fields), 422, next(iter(fields)))
+    assert_one_line_error(post(server_url, "/v1/explain", good, top=0), 422, "top")
+    assert_one_line_error(post(server_url, "/v1/detect", None, threshold=0.5), 422, "image")
+    assert_one_line_error(httpx.post(server_url + "/v1/detect", content=b"{}",
+                                     headers={"content-type": "application/json"}), 422, "image")
+    assert httpx.get(server_url + "/v1/nothing").status_code == 404
+    assert post(server_url, "/v1/detect", good).status_code == 200  # still serving
+    metrics = httpx.get(server_url + "/metrics").text
+    for status in (400, 413, 415, 422):
+        assert f'endpoint="/v1/detect",status="{status}"' in metrics
+
+
+def test_api_key_is_required_on_v1_only(runner):
+    with running_server(runner, api_key="s3cret") as (url, _):
+        good = encode(scene(64, 48), "PNG")
+        assert_one_line_error(post(url, "/v1/detect", good), 401, "API key")
+        assert_one_line_error(post(url, "/v1/detect", good, headers={"Authorization": "Bearer wrong"}), 401)
+        assert_one_line_error(post(url, "/v1/detect", good, headers={"Authorization": "s3cret"}), 401)
+        assert httpx.get(url + "/v1/model", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert post(url, "/v1/detect", good, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(url + "/v1/model", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(url + "/health").json()["auth_required"] is True
+
+
+class _FailingRunner:
+    """A runner whose model raises, as an out-of-memory or a bug would."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.fail = False
+
+    def info(self):
+        return self.runner.info()
+
+    def detect(self, images):
+        if self.fail:
+            raise RuntimeError("boom: internal detail that must not reach the client")
+        return self.runner.detect(images)
+
+    def explain(self, *args):
+        return self.runner.explain(*args)
+
+
+def test_an_internal_error_is_a_500_without_details_and_serving_continues(runner):
+    failing = _FailingRunner(runner)
+    with running_server(failing) as (url, _):
+        good = encode(scene(64, 48), "PNG")
+        failing.fail = True
+        response = post(url, "/v1/detect", good)
+        assert_one_line_error(response, 500, "internal error")
+        assert "boom" not in response.text
+        failing.fail = False
+        assert post(url, "/v1/detect", good).status_code == 200
