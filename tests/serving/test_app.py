@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import (CATEGORIES, PREPROCESS, encode, png_claiming, running_server, scene,
-                      single_image_detections)
+from conftest import CATEGORIES, PREPROCESS, encode, png_claiming, running_server, scene, single_image_detections
 
 
 def post(url: str, path: str, data: bytes | None, name: str = "image.png", mime: str = "image/png",

@@ -10,6 +10,7 @@ event loop, and never on two threads at once.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,12 @@ from deformable_detr.models.preprocess import PreprocessConfig, default_categori
 from deformable_detr.serving.config import ServeConfig
 
 TOP_K = 100  # detections kept per image before any threshold, as the reference PostProcess
+
+
+def _arguments(attention, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
+    """The reference points and spatial shapes of a `MultiScaleDeformableAttention` call, however passed."""
+    bound = inspect.signature(attention.forward).bind(*args, **kwargs).arguments
+    return {"reference_points": bound["reference_points"], "spatial_shapes": bound["spatial_shapes"]}
 
 
 def _describe_variant(config) -> str:
@@ -141,7 +148,7 @@ class ModelRunner:
         attention = self.model.transformer.decoder.layers[-1].cross_attn
         hooks = [
             attention.register_forward_pre_hook(
-                lambda module, args: captured.update(reference_points=args[1], spatial_shapes=args[3])),
+                lambda module, args, kwargs: captured.update(_arguments(module, args, kwargs)), with_kwargs=True),
             attention.sampling_offsets.register_forward_hook(
                 lambda module, args, output: captured.update(offsets=output)),
             attention.attention_weights.register_forward_hook(
