@@ -90,7 +90,7 @@ def test_init_from_checkpoint_onto_yolo_data_with_ema_keep_and_patience(tiny_tra
             torch.testing.assert_close(value[2], source["model"][key][0], rtol=0, atol=0)
 
     result = fit(config, progress=False)
-    assert result.steps == 4
+    assert result.steps == 4 and (tmp_path / "ft" / "train_batch0.png").is_file()
     saved = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert saved["model"]["num_classes"] == 3 and saved["init"].endswith("checkpoint.pth")
     files = sorted(p.name for p in (tmp_path / "ft").iterdir() if p.name.startswith("checkpoint_epoch"))
@@ -117,3 +117,34 @@ def test_bad_label_line_refuses_training_unless_skip_bad(tiny_train_config, tiny
     assert "\n" not in str(error.value)
     result = fit(dataclasses.replace(config, skip_bad=True), progress=False)
     assert result.steps == 3  # 4 images, the bad one skipped, batch 1
+
+
+def test_zero_ap_hint_only_when_ap_is_zero_and_loss_flat():
+    from deformable_detr.training.diagnose import should_warn
+
+    assert should_warn(0.0, 10.0, 9.5) and not should_warn(0.0, 10.0, 8.0) and not should_warn(0.2, 10.0, 10.0)
+    assert not should_warn(0.0, None, 10.0) and not should_warn(-1.0, 10.0, 10.0)  # -1: AP undefined (no boxes)
+
+
+def test_train_batch0_shows_boxes_where_the_targets_are(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from deformable_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from deformable_detr.viz.training_batch import draw_training_batch
+
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    images = ((torch.full((2, 3, 64, 80), 0.5) - mean) / std)  # grey, normalised
+    padding_mask = torch.zeros(2, 64, 80, dtype=torch.bool)
+    padding_mask[1, :, 40:] = True  # second image is 40 px wide
+    targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]]), "labels": torch.tensor([0])},
+               {"boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]]), "labels": torch.tensor([1])}]
+    path = draw_training_batch(images, padding_mask, targets, ["a", "b"], tmp_path / "batch.png")
+    grid = np.asarray(Image.open(path))
+    assert grid.shape[1] == 2 * grid.shape[1] // 2
+    tile = grid[:, : grid.shape[1] // 2]
+    scale = tile.shape[1] / 80  # tiles enlarged by a whole factor
+    grey = tile[int(32 * scale), int(5 * scale)]
+    assert abs(int(grey[0]) - 128) <= 2  # de-normalised back to the grey that went in
+    edge = tile[int(40 * scale), int(20 * scale)]  # left edge of the box (x0 = 20 px) in class 0's colour
+    assert tuple(edge) != tuple(grey)

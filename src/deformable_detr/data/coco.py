@@ -114,6 +114,9 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         info = self.images[index]
+        if not isinstance(info.get("file_name"), str) or not info["file_name"]:
+            raise DatasetError(f"{self.annotations_file}: image {info.get('id')!r} has no file_name; "
+                               "`deformable-detr check-data` lists every problem")
         image = load_rgb_image(self.images_dir / info["file_name"], hint=_IMAGE_HINT)
         file_width, file_height = image.info.get("original_size", image.size)
         if (info.get("width"), info.get("height")) not in ((None, None), (file_width, file_height)):
@@ -122,7 +125,13 @@ class CocoDetection(torch.utils.data.Dataset):
                 f"{info.get('width')}x{info.get('height')}, so its boxes would be wrong; fix the file or the JSON "
                 "(`deformable-detr check-data` lists every such image)"
             )
-        target = self.load_target(index, file_width, file_height)
+        try:
+            target = self.load_target(index, file_width, file_height)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:  # malformed annotation entries
+            if isinstance(error, DatasetError):
+                raise
+            raise DatasetError(f"{self.annotations_file}: malformed annotation of image {info.get('id')!r} "
+                               f"({type(error).__name__}: {error}); `deformable-detr check-data` lists every problem") from None
         if image.size != (file_width, file_height):  # downscaled on decoding: boxes follow the pixels
             scale = torch.tensor([image.width / file_width, image.height / file_height] * 2)
             target["boxes"] = target["boxes"] * scale

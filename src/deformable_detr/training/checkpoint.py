@@ -33,7 +33,7 @@ from ..util.safe_load import load_torch_file
 CHECKPOINT = "checkpoint.pth"
 PREVIOUS = "checkpoint.prev.pth"
 BEST = "best.pth"
-RUN_FILES = (CHECKPOINT, PREVIOUS, BEST, "config.json", "metrics.jsonl", "curves.png")  # what marks a folder as a run
+RUN_FILES = (CHECKPOINT, PREVIOUS, BEST, "config.json", "metrics.jsonl", "curves.png", "train_batch0.png")  # what marks a folder as a run
 FORMAT = "deformable-detr-train"
 
 
@@ -150,6 +150,8 @@ def prepare_output_dir(folder: str | Path, resume: bool, overwrite: bool) -> Non
         )
     for name in existing:
         (folder / name).unlink()
+    for epoch_file in folder.glob("checkpoint_epoch*.pth"):  # written by --keep
+        epoch_file.unlink()
     fsync_dir(folder)
 
 

@@ -42,6 +42,7 @@ from .callbacks import TrainCallback
 from .config import TrainConfig
 from .criterion import SetCriterion
 from .datasets import build_datasets
+from .diagnose import ZeroAPHint
 from .ema import EMACallback
 from .optim import build_optimizer, lr_factor, set_lr
 from .retention import EarlyStopping, keep_epoch_checkpoint
@@ -202,7 +203,7 @@ def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False, ca
             logger.info("%s", line)
     model = model.to(device)
     callbacks = tuple(callbacks) + ((EMACallback(config.ema_decay, config.ema_warmup_steps),) if config.ema_decay else ()) \
-        + ((EarlyStopping(config.patience),) if config.patience else ())
+        + ((EarlyStopping(config.patience),) if config.patience else ()) + (ZeroAPHint(),)
     criterion = SetCriterion.from_config(config.model.num_classes, config.loss)
     optimizer = build_optimizer(model, config.optim)
     train_model = DistributedDataParallel(model) if distributed.is_initialized() else model
@@ -212,9 +213,21 @@ def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False, ca
         _restore(run)
     elif distributed.is_main_process():
         ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
+        _draw_first_batch(run)
     for callback in run.callbacks:
         callback.setup(run)
     return run
+
+
+def _draw_first_batch(run: Run) -> None:
+    """OUT/train_batch0.png: the first batch as the model will see it (augmentation is seeded per image, so
+    drawing it changes nothing in training)."""
+    from ..viz.training_batch import draw_training_batch
+
+    images, padding_mask, targets = next(iter(loader.train_loader(run.train_set, run.config, epoch=0)))
+    names = [c.get("name", str(c["id"])) for c in run.train_set.categories]
+    logger.info("first training batch drawn: %s", draw_training_batch(images, padding_mask, targets, names,
+                                                                     run.output_dir / "train_batch0.png"))
 
 
 def _restore(run: Run) -> None:
