@@ -35,7 +35,7 @@ def tiny_model() -> DeformableDETR:
     """The demo-preset detector (two-stage, box refinement, 6 classes) with random weights; the class
     biases are zeroed so scores spread around 0.5 and every image has detections above 0.3."""
     torch.manual_seed(0)
-    model = DeformableDETR(ModelConfig.preset("demo")).eval()
+    model = DeformableDETR(ModelConfig.preset("demo"), preprocess=PREPROCESS, categories=CATEGORIES).eval()
     with torch.no_grad():
         for head in model.class_heads:
             head.bias.zero_()
@@ -49,7 +49,7 @@ def model() -> DeformableDETR:
 
 @pytest.fixture(scope="session")
 def runner(model) -> ModelRunner:
-    return ModelRunner(model, PREPROCESS, CATEGORIES)
+    return ModelRunner(model)
 
 
 def free_port() -> int:

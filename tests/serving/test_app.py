@@ -53,6 +53,10 @@ def test_detect_equals_single_image_prediction(server_url, model, fmt, mime, siz
     assert [d["category"] for d in detections] == [CATEGORIES[label]["name"] for label in expected["labels"]]
     assert [d["category_id"] for d in detections] == [CATEGORIES[label]["id"] for label in expected["labels"]]
     assert {"decode_ms", "queue_ms", "model_ms", "total_ms", "batch_size"} <= set(body["timing"])
+    predicted = model.predict(decoded, threshold=0)[0]  # the library's own answer for this image alone
+    torch.testing.assert_close(torch.tensor([d["box"] for d in detections]), predicted.boxes, rtol=0, atol=1e-3)
+    torch.testing.assert_close(torch.tensor([d["score"] for d in detections]), predicted.scores, rtol=0, atol=1e-5)
+    assert [d["category"] for d in detections] == predicted.names
 
 
 def test_threshold_and_max_detections_filter_the_ranking(server_url):
