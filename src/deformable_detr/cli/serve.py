@@ -38,7 +38,14 @@ def register(subparsers) -> None:
 def _serve(args) -> int:
     from ..errors import ConfigError
     from ..serving.config import ServeConfig
+    from ..serving.runner import load_runner
     from ..serving.server import run_server
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise ConfigError(f"serve needs {error.name}; install it with `pip install 'deformable-detr[serve]'`") from None
 
     if not 1 <= args.port <= 65535 or args.workers < 1:
         raise ConfigError(f"--port must be 1..65535 and --workers >= 1, got {args.port} and {args.workers}")
@@ -48,6 +55,7 @@ def _serve(args) -> int:
                          attention_backend=args.attention_backend, max_batch=args.max_batch,
                          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
                          api_key=args.api_key or os.environ.get("DEFORMABLE_DETR_API_KEY") or None)
+    runner = load_runner(config)  # a bad checkpoint is one error line here, before anything listens
     if config.api_key is None:
         loopback = _is_loopback(args.host)
         print(f"no API key: anyone who can reach {args.host}:{args.port} can use the API"
@@ -55,7 +63,7 @@ def _serve(args) -> int:
               file=sys.stderr)
     print(f"serving {args.checkpoint} on http://{args.host}:{args.port}/ ({args.workers} worker(s), "
           f"batches of up to {args.max_batch}); Ctrl-C stops after the requests in flight", file=sys.stderr)
-    return run_server(config, args.host, args.port, args.workers)
+    return run_server(config, args.host, args.port, args.workers, runner)
 
 
 def _is_loopback(host: str) -> bool:

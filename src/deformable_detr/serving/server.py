@@ -13,23 +13,24 @@ import uvicorn
 
 from deformable_detr.serving.app import create_app
 from deformable_detr.serving.config import ENV_VAR, ServeConfig
-from deformable_detr.serving.runner import load_runner
+from deformable_detr.serving.runner import ModelRunner, load_runner
 
 # Seconds uvicorn waits for in-flight requests on Ctrl-C / SIGTERM before closing connections.
 GRACEFUL_SHUTDOWN_S = 60
 
 
-def run_server(config: ServeConfig, host: str, port: int, workers: int = 1) -> int:
-    """Serve until interrupted (Ctrl-C or SIGTERM: stop accepting, finish in-flight requests, exit).
+def run_server(config: ServeConfig, host: str, port: int, workers: int = 1, runner: ModelRunner | None = None) -> int:
+    """Serve `runner` (default: `config.checkpoint` loaded here) until interrupted (Ctrl-C or SIGTERM: stop accepting, finish in-flight requests, exit).
 
     Raises:
         CheckpointError, ValueError, OSError: the checkpoint cannot be loaded (before anything listens).
 
     Returns:
         the exit status: 0 after a clean shutdown, 1 when the server could not start (e.g. port in use).
+        After a signal uvicorn re-raises it once shut down, so the process ends by that signal (143 for SIGTERM).
     """
     common = dict(host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
-    runner = load_runner(config)  # a bad checkpoint is one error line here, not a traceback in a worker
+    runner = runner or load_runner(config)  # a bad checkpoint is one error line here, not a worker's traceback
     if workers == 1:
         server = uvicorn.Server(uvicorn.Config(create_app(config, runner), **common))
         server.run()
