@@ -167,7 +167,10 @@ class DeformableTransformer(nn.Module):
         padding_mask = torch.cat([m.flatten(1) for m in masks], 1)  # (B, S)
         position = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[level][None, None]
                               for level, p in enumerate(positions)], 1)  # (B, S, C)
-        spatial_shapes = torch.as_tensor(spatial_shapes_list, dtype=torch.long, device=memory_input.device)  # (L, 2)
+        if torch.jit.is_tracing():  # ONNX export: sizes are traced 0-d tensors; keep them dynamic in the graph
+            spatial_shapes = torch.stack([torch._shape_as_tensor(s)[-2:] for s in sources]).to(memory_input.device)
+        else:
+            spatial_shapes = torch.as_tensor(spatial_shapes_list, dtype=torch.long, device=memory_input.device)  # (L, 2)
         level_start_index = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))  # (L,)
         # Geometry in float32 at least (as the reference code), also under bf16 autocast.
         geometry_dtype = torch.promote_types(memory_input.dtype, torch.float32)

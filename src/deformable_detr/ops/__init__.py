@@ -8,9 +8,11 @@ Backends (each a module with `forward(...)` and, for the fused ones, `backward(.
     reference  `F.grid_sample` per level (reference.py); any device, the oracle for the others.
     cpu        fused C++ kernel (cpu.py, csrc/), compiled on first use and cached on disk.
     triton     Triton kernels for CUDA tensors (triton.py); runs on CPU tensors under TRITON_INTERPRET=1.
+    gather     bilinear sampling as index arithmetic + Gather + MatMul (gather.py); plain tensor ops
+               whose shapes follow the inputs: the export path (standard ONNX ops, no GridSample).
     auto       cpu for CPU tensors, triton for CUDA tensors, reference where those cannot run
-               (with one warning saying why) and under torch.jit.trace; never fails where
-               reference works.
+               (with one warning saying why); gather while exporting to ONNX (either exporter)
+               and under torch.jit.trace; never fails where reference works.
 
 The fused backends are wrapped in one `torch.library` custom op, `deformable_detr::ms_deform_attn`
 (backward: `deformable_detr::ms_deform_attn_backward`), with fake implementations and autograd,
@@ -25,9 +27,9 @@ from types import ModuleType
 
 import torch
 
-from . import reference
+from . import gather, reference
 
-BACKENDS = ("auto", "reference", "cpu", "triton")
+BACKENDS = ("auto", "reference", "cpu", "triton", "gather")
 
 __all__ = ["BACKENDS", "multi_scale_deformable_attention"]
 
@@ -52,7 +54,7 @@ def multi_scale_deformable_attention(
         sampling_locations: (B, Lq, M, L, P, 2) (x, y), 0..1 over each level's padded map
             (pixel centre of column j at (j + 0.5) / W_l); points outside read zeros. Dtype of `value`.
         attention_weights: (B, Lq, M, L, P), already softmaxed over L * P. Dtype of `value`.
-        backend: "auto", "reference", "cpu" or "triton".
+        backend: "auto", "reference", "cpu", "triton" or "gather".
 
     Returns:
         (B, Lq, M * D), dtype of `value`. Differentiable w.r.t. value, locations and weights.
@@ -71,8 +73,10 @@ def multi_scale_deformable_attention(
     Lq = sampling_locations.shape[1]
     if not torch.jit.is_tracing() and Lq == 0:
         return value[:, :0].reshape(B, 0, M * D).clone()  # (B, 0, M*D), still attached to autograd
-    if backend == "auto" and torch.jit.is_tracing():  # e.g. the TorchScript-based ONNX exporter: plain ops only
-        backend = "reference"
+    if backend == "auto" and (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        backend = "gather"  # exporting: plain tensor ops with dynamic shapes, standard ONNX ops only
+    if backend == "gather":
+        return gather.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     if _is_tracing():
         # Dynamo / export: stay inside one opaque op; `auto` is resolved when the op runs.
         return torch.ops.deformable_detr.ms_deform_attn(
@@ -230,6 +234,8 @@ def _backend_module(backend: str) -> ModuleType:
         return cpu
     if backend == "triton":
         return _triton_module()
+    if backend == "gather":
+        return gather
     return reference
 
 
@@ -269,9 +275,10 @@ def _ms_deform_attn_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients w.r.t. (value (B, S, M, D), sampling_locations (B, Lq, M, L, P, 2), attention_weights (B, Lq, M, L, P))."""
     chosen = _resolve_backend(backend, value)
-    if chosen == "reference":  # differentiate the grid_sample graph (torch.func works below the autograd key)
+    if chosen in ("reference", "gather"):  # differentiate the plain-op graph (torch.func works below the autograd key)
+        plain = _backend_module(chosen)
         _, vjp = torch.func.vjp(
-            lambda v, loc, w: reference.forward(v, spatial_shapes, level_start_index, loc, w),
+            lambda v, loc, w: plain.forward(v, spatial_shapes, level_start_index, loc, w),
             value, sampling_locations, attention_weights,
         )
         return vjp(grad_output)
