@@ -133,7 +133,7 @@ def test_custom_op_registration_passes_opcheck(make_inputs, backend):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_jit_trace_records_plain_ops(inputs):
-    """torch.jit.trace (and the TorchScript-based ONNX exporter) get the reference's plain ops under `auto`."""
+    """torch.jit.trace (and the TorchScript-based ONNX exporter) get plain ops (the gather backend) under `auto`."""
     traced = torch.jit.trace(lambda *args: multi_scale_deformable_attention(*args), tuple(inputs), check_trace=False)
     assert "deformable_detr::ms_deform_attn" not in str(traced.graph)  # no custom-op node
     torch.testing.assert_close(traced(*inputs), reference.forward(*inputs))

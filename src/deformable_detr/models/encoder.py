@@ -76,8 +76,9 @@ def encoder_reference_points(spatial_shapes: list[tuple[int, int]], valid_ratios
     dtype, device = valid_ratios.dtype, valid_ratios.device
     points = []
     for level, (height, width) in enumerate(spatial_shapes):
-        y, x = torch.meshgrid(torch.linspace(0.5, height - 0.5, height, dtype=dtype, device=device),
-                              torch.linspace(0.5, width - 0.5, width, dtype=dtype, device=device), indexing="ij")
+        # arange + 0.5, not linspace: the ONNX export of a 1-step linspace divides by zero on 1-pixel levels.
+        y, x = torch.meshgrid(torch.arange(height, dtype=dtype, device=device) + 0.5,
+                              torch.arange(width, dtype=dtype, device=device) + 0.5, indexing="ij")
         y = y.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * height)  # (B, H_l*W_l)
         x = x.reshape(-1)[None] / (valid_ratios[:, None, level, 0] * width)  # (B, H_l*W_l)
         points.append(torch.stack((x, y), -1))  # (B, H_l*W_l, 2)

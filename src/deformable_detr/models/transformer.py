@@ -65,8 +65,8 @@ def encoder_proposals(padding_mask: torch.Tensor, spatial_shapes: list[tuple[int
         level_mask = padding_mask[:, start:start + height * width].view(batch, height, width)
         valid_height = (~level_mask[:, :, 0]).sum(1)  # (B,)
         valid_width = (~level_mask[:, 0, :]).sum(1)  # (B,)
-        y, x = torch.meshgrid(torch.linspace(0, height - 1, height, dtype=dtype, device=padding_mask.device),
-                              torch.linspace(0, width - 1, width, dtype=dtype, device=padding_mask.device),
+        y, x = torch.meshgrid(torch.arange(height, dtype=dtype, device=padding_mask.device),  # not linspace: see encoder
+                              torch.arange(width, dtype=dtype, device=padding_mask.device),
                               indexing="ij")
         grid = torch.stack((x, y), -1)  # (H_l, W_l, 2)
         valid_size = torch.stack((valid_width, valid_height), -1).view(batch, 1, 1, 2)
