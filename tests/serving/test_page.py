@@ -1,0 +1,71 @@
+"""The web page in a real headless Chromium: upload, boxes, slider, click, sampling points, screenshot.
+
+Uses Debian's /usr/bin/chromium through playwright (browser downloads are impossible here); skipped,
+with the reason, only where no such browser is installed. The screenshot is written to
+$TEST_ARTIFACTS_DIR (default test-artifacts/) as serve_page.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import encode, scene
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}; install it with `apt-get install -y chromium` (CI's .ci/run does)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_upload_draw_filter_click_and_see_sampling_points(server_url, browser, tmp_path):
+    image_path = tmp_path / "shapes.png"
+    image_path.write_bytes(encode(scene(480, 360, seed=3), "PNG"))
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(server_url + "/")
+    page.wait_for_function("document.getElementById('model-info').textContent.includes('classes')")
+
+    page.set_input_files("#file-input", str(image_path))
+    page.wait_for_selector("body[data-state=detected]", timeout=120_000)
+    scores = sorted(page.evaluate("window.detrPage.detections.map(d => d.score)"), reverse=True)
+    assert len(scores) == 100  # the page asks for everything and filters itself
+    shown = page.evaluate("window.detrPage.boxesDrawn")
+    assert shown == sum(score >= 0.3 for score in scores) == page.locator("#detections li").count()  # default 0.30
+
+    # The slider filters on the client: no new request; each position shows exactly the scores above it.
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    for value in (f"{scores[40]:.2f}", f"{scores[8]:.2f}"):
+        page.locator("#threshold").fill(value)
+        expected = sum(score >= float(value) for score in scores)
+        assert page.evaluate("window.detrPage.boxesDrawn") == expected == page.locator("#detections li").count()
+    assert 0 < expected < 40 and not requests
+
+    # Clicking a detection in the list asks /v1/explain and overlays its sampling points.
+    page.locator("#detections li").first.click()
+    page.wait_for_selector("body[data-state=explained]", timeout=120_000)
+    points = page.evaluate("window.detrPage.pointsDrawn")
+    assert points > 0 and any("/v1/explain" in url for url in requests)
+    assert page.locator("#level-toggles input").count() == 4
+    page.locator("#level-toggles input").nth(0).uncheck()
+    assert 0 < page.evaluate("window.detrPage.pointsDrawn") < points
+
+    page.locator("#level-toggles input").nth(0).check()
+    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(artifacts / "serve_page.png"), full_page=True)
+    assert (artifacts / "serve_page.png").stat().st_size > 10_000
+    page.close()
