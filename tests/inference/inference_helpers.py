@@ -30,3 +30,13 @@ def write_image(path, height, width, seed=0, mode="RGB"):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode).save(path)
     return path
+
+
+VARIANTS = {
+    "single-scale": dict(num_feature_levels=1),
+    "single-scale-dc5": dict(num_feature_levels=1, dilation=True),
+    "multi-scale": dict(),
+    "refine": dict(with_box_refine=True),
+    "two-stage": dict(two_stage=True),
+    "two-stage-refine": dict(with_box_refine=True, two_stage=True),
+}

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from .. import __version__
-from . import bench, data, demo, evaluate, export, predict, serve, train
+from . import bench, data, demo, evaluate, explain, export, predict, serve, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 # Every command, in `--help` order.
 COMMANDS = [data.register_make_dataset, evaluate.register, data.register_check_data, data.register_convert, demo.register, train.register,
-            predict.register, export.register, serve.register, bench.register]
+            predict.register, explain.register, export.register, serve.register, bench.register]

@@ -38,14 +38,15 @@ def _predict(args) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = distributed.init_from_environment(checked_device(args.device))
+    main_process = distributed.is_main_process()
     try:
         model = load(args.checkpoint, device=device)
         summary = predict_files(model, args.images, args.out, args.threshold, args.batch_size, args.amp, args.draw,
                                 args.overwrite)
     finally:
         distributed.destroy()
-    if not distributed.is_main_process():
-        return 0
+    if not main_process:  # every rank has the whole summary; rank 0 reports it
+        return 1 if summary.errors else 0
     for error in summary.errors:
         print(f"failed: {error['file']}: {error['error']}", file=sys.stderr)
     skipped = f", {len(summary.skipped)} non-image file(s) skipped" if summary.skipped else ""

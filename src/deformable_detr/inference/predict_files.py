@@ -119,7 +119,8 @@ def predict_files(model: DeformableDETR, inputs: Sequence[str | os.PathLike], ou
         `PredictSummary`. `detections.json` holds {"categories", "images" [{"id", "file_name", "width",
         "height", "drawing"}], "detections" [COCO results {"image_id", "category_id", "category_name",
         "bbox" [x, y, w, h], "score"}], "errors" [{"file", "error"}], "skipped", "threshold"};
-        image ids are 1.. in input order. Under torchrun only rank 0 returns the full counts.
+        image ids are 1.. in input order. Under torchrun every rank returns the whole summary and
+        rank 0 writes the file.
     """
     threshold = check_threshold(threshold)
     files = collect_image_files(inputs)
@@ -143,8 +144,6 @@ def predict_files(model: DeformableDETR, inputs: Sequence[str | os.PathLike], ou
         dist.all_gather_object(gathered, records)
         records = [record for part in gathered for record in part]
     summary = PredictSummary(out, out / "detections.json", skipped=files.skipped)
-    if rank != 0:
-        return summary
     records.sort(key=lambda record: record["index"])
     summary.errors = files.missing + [{"file": str(files.files[r["index"]]), "error": r["error"]}
                                       for r in records if "error" in r]
@@ -155,5 +154,8 @@ def predict_files(model: DeformableDETR, inputs: Sequence[str | os.PathLike], ou
     summary.images, summary.detections = len(images), len(detections)
     result = {"threshold": threshold, "categories": model.categories, "images": images, "detections": detections,
               "errors": summary.errors, "skipped": summary.skipped}
-    _write_atomic(summary.detections_file, lambda path: path.write_text(json.dumps(result, indent=1) + "\n"))
+    if rank == 0:
+        _write_atomic(summary.detections_file, lambda path: path.write_text(json.dumps(result, indent=1) + "\n"))
+    if world > 1:
+        dist.barrier()  # the file exists when any rank returns
     return summary

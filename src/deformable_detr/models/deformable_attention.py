@@ -7,6 +7,8 @@ checkpoints load key for key.
 """
 
 import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,8 @@ class MultiScaleDeformableAttention(nn.Module):
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
         self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
         self.backend = backend
+        self.record = False  # see `recording_sampling`
+        self.last_sampling: dict[str, torch.Tensor] | None = None
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
@@ -119,6 +123,10 @@ class MultiScaleDeformableAttention(nn.Module):
                 reference_points[:, :, None, :, None, :2]
                 + sampling_offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5
             )  # (B, Lq, M, L, P, 2)
+        if self.record:
+            self.last_sampling = {"reference_points": reference_points.detach(), "spatial_shapes": spatial_shapes,
+                                  "sampling_locations": sampling_locations.detach(),
+                                  "attention_weights": attention_weights.detach()}
         # Under autocast value is bfloat16 but locations follow the float32 reference points: run the
         # operator in the widest of the three (a bfloat16 location is off by up to half a pixel).
         dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
@@ -131,3 +139,21 @@ class MultiScaleDeformableAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, n_levels={self.n_levels}, n_heads={self.n_heads}, "
                 f"n_points={self.n_points}, backend={self.backend!r}")
+
+
+@contextmanager
+def recording_sampling(modules: Iterable[nn.Module]) -> Iterator[list[MultiScaleDeformableAttention]]:
+    """Within the block, every `MultiScaleDeformableAttention` among `modules` (and their children) keeps
+    its last call's `last_sampling`: {"reference_points" (B, Lq, L, 2 | 4), "spatial_shapes" (L, 2),
+    "sampling_locations" (B, Lq, M, L, P, 2) (x, y) in [0, 1], "attention_weights" (B, Lq, M, L, P)}.
+
+    Yields the attention modules in `modules()` order; afterwards recording stops and the records stay.
+    """
+    attentions = [m for module in modules for m in module.modules() if isinstance(m, MultiScaleDeformableAttention)]
+    for attention in attentions:
+        attention.record, attention.last_sampling = True, None
+    try:
+        yield attentions
+    finally:
+        for attention in attentions:
+            attention.record = False

@@ -1,0 +1,55 @@
+"""`explain`: draw where the model looked for its top detections (and at one pixel)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pixel(text: str) -> tuple[float, float]:
+    import argparse
+
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pixel wants x,y in pixels (e.g. 120,64), got {text!r}") from None
+    return x, y
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "explain", help="draw the sampling points and attention weights behind detections",
+        description="Writes DIR/detection_N.png (the last decoder layer's sampling points of each top detection, "
+                    "per level, coloured by attention weight, with the reference point and the box), DIR/pixel.png "
+                    "with --pixel (the last encoder layer's sampling points there), DIR/explain.json and "
+                    "DIR/index.html showing them.")
+    parser.add_argument("image", type=Path, metavar="IMAGE", help="image file")
+    parser.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT",
+                        help="weights in any format `predict` reads")
+    parser.add_argument("--out", type=Path, default=Path("explain"), metavar="DIR", help="output folder (default explain)")
+    parser.add_argument("--top", type=int, default=5, metavar="K", help="explain the K best detections (default 5)")
+    parser.add_argument("--threshold", type=float, default=0.0, help="only detections scoring >= this (default 0)")
+    parser.add_argument("--pixel", type=_pixel, metavar="X,Y", help="also explain the encoder at this pixel")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.set_defaults(handler=_explain)
+
+
+def _explain(args) -> None:
+    from ..data.images import load_rgb_image
+    from ..errors import ConfigError
+    from ..inference.explain import explain
+    from ..inference.loader import load
+    from ..models.predict import check_threshold
+    from ..viz.sampling_points import save_explanation
+    from .devices import checked_device
+
+    check_threshold(args.threshold, "--threshold")
+    if args.top < 0:
+        raise ConfigError(f"--top must be >= 0, got {args.top}")
+    if args.out.resolve() == args.image.resolve().parent:
+        raise ConfigError(f"--out {args.out}: is the image's own folder; choose another folder for the drawings")
+    model = load(args.checkpoint, device=checked_device(args.device))
+    image = load_rgb_image(args.image)
+    explanation = explain(model, image, top=args.top, threshold=args.threshold, pixel=args.pixel)
+    index = save_explanation(image, explanation, args.out, source=args.image.name)
+    pixel = " and the pixel" if explanation["pixel"] else ""
+    print(f"explained {len(explanation['detections'])} detection(s){pixel}; open {index}")

@@ -1,0 +1,122 @@
+"""`explain`: sampling points and weights in image pixels, checked against the attention's known initialisation."""
+
+import json
+import math
+
+import pytest
+import torch
+from inference_helpers import VARIANTS, tiny_model, write_image
+from PIL import Image
+
+from deformable_detr.cli import main
+from deformable_detr.errors import ConfigError
+from deformable_detr.inference.explain import explain
+from deformable_detr.viz.sampling_points import PANEL_SIDE, draw_sampling_points, visible_points
+
+WIDTH, HEIGHT = 120, 90
+
+
+@pytest.fixture
+def image(tmp_path):
+    return Image.open(write_image(tmp_path / "in" / "image.png", HEIGHT, WIDTH)).convert("RGB")
+
+
+def _ring_offsets(n_heads, n_points):
+    """The paper's initial sampling offsets in feature pixels: point i of head m at (i + 1) * direction_m,
+    directions at angles 2 pi m / M scaled so that max(|dx|, |dy|) = 1 (worked out by hand)."""
+    offsets = []
+    for m in range(n_heads):
+        dx, dy = math.cos(2 * math.pi * m / n_heads), math.sin(2 * math.pi * m / n_heads)
+        norm = max(abs(dx), abs(dy))
+        offsets.extend(((i + 1) * dx / norm, (i + 1) * dy / norm) for i in range(n_points))
+    return torch.tensor(offsets)  # (M * P, 2)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_explains_detections_and_a_pixel(variant, image):
+    model = tiny_model(**VARIANTS[variant])
+    result = explain(model, image, top=3, pixel=(61.0, 40.0))
+    json.dumps(result)  # plain data
+    levels = model.config.num_feature_levels
+    assert result["image_size"] == [HEIGHT, WIDTH] and len(result["levels"]) == levels
+    assert len(result["detections"]) == 3
+    scores = [d["score"] for d in result["detections"]]
+    assert scores == sorted(scores, reverse=True)
+    for entry in result["detections"] + [result["pixel"]]:
+        assert [s["level"] for s in entry["sampling"]] == list(range(levels))
+        weights = torch.tensor([w for s in entry["sampling"] for w in s["weights"]])
+        heads = torch.tensor([h for s in entry["sampling"] for h in s["heads"]])
+        assert weights.numel() == levels * 2 * 2  # levels x heads x points
+        for head in (0, 1):  # each head's softmax runs over levels x points
+            torch.testing.assert_close(weights[heads == head].sum(), torch.tensor(1.0))
+        drawing = draw_sampling_points(image, entry, [lv["size"] for lv in result["levels"]])
+        assert drawing.width >= (levels + 1) * PANEL_SIDE
+        for x, y, _ in visible_points(entry, image.size):
+            assert 0 <= x < WIDTH and 0 <= y < HEIGHT
+    # At initialisation (offsets on a ring, uniform weights) the pixel's points are known exactly.
+    pixel = result["pixel"]
+    level_height, level_width = result["levels"][0]["size"]
+    column, row = int(61.0 / WIDTH * level_width), int(40.0 / HEIGHT * level_height)
+    expected_reference = torch.tensor([(column + 0.5) / level_width * WIDTH, (row + 0.5) / level_height * HEIGHT])
+    torch.testing.assert_close(torch.tensor(pixel["reference_point"]), expected_reference)
+    for sampling, level in zip(pixel["sampling"], result["levels"]):
+        h_l, w_l = level["size"]
+        expected = expected_reference + _ring_offsets(2, 2) * torch.tensor([WIDTH / w_l, HEIGHT / h_l])
+        torch.testing.assert_close(torch.tensor(sampling["points"]), expected, rtol=0, atol=1e-3)
+        torch.testing.assert_close(torch.tensor(sampling["weights"]), torch.full((4,), 1 / (2 * levels)))
+
+
+def test_decoder_points_are_the_ring_around_the_reference_point(image):
+    """Learned queries (2-d reference points): point = reference + ring offset in level-l pixels."""
+    model = tiny_model()
+    result = explain(model, image, top=8)
+    for detection in result["detections"]:
+        reference = torch.tensor(detection["reference_point"])
+        for sampling, level in zip(detection["sampling"], result["levels"]):
+            h_l, w_l = level["size"]
+            expected = reference + _ring_offsets(2, 2) * torch.tensor([WIDTH / w_l, HEIGHT / h_l])
+            torch.testing.assert_close(torch.tensor(sampling["points"]), expected, rtol=0, atol=1e-3)
+
+
+def test_detections_match_predict(image):
+    model = tiny_model()
+    result = explain(model, image, top=8, threshold=0.3)
+    predicted = model.predict(image, threshold=0.3)[0]
+    best = {}  # predict may list a query twice (two classes); explain keeps a query's best class
+    for box, score, label in zip(predicted.boxes.tolist(), predicted.scores.tolist(), predicted.labels.tolist()):
+        best.setdefault(tuple(round(v, 3) for v in box), (score, label))
+    assert len(result["detections"]) == len(best)
+    for detection in result["detections"]:
+        score, label = best[tuple(round(v, 3) for v in detection["box_xyxy"])]
+        assert detection["label"] == label and detection["score"] == pytest.approx(score, abs=1e-6)
+
+
+@pytest.mark.parametrize("pixel", [(-1, 5), (WIDTH, 5), (5, HEIGHT)])
+def test_a_pixel_outside_the_image_is_refused(image, pixel):
+    with pytest.raises(ConfigError, match="outside"):
+        explain(tiny_model(), image, pixel=pixel)
+
+
+def test_cli_writes_pngs_and_an_index(capsys, model_dir, tmp_path):
+    path = write_image(tmp_path / "in" / "photo.jpg", HEIGHT, WIDTH)
+    out = tmp_path / "explained"
+    status = main(["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out), "--top", "2",
+                   "--pixel", "10,20"])
+    assert status == 0, capsys.readouterr().err
+    page = (out / "index.html").read_text()
+    for name in ("detection_1.png", "detection_2.png", "pixel.png"):
+        assert f'src="{name}"' in page and Image.open(out / name).size[0] > 0
+    assert len(json.loads((out / "explain.json").read_text())["detections"]) == 2
+    assert "open" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [(["--pixel", "abc"], "x,y"), (["--pixel", "500,5"], "outside"),
+                                           (["--top", "-1"], "--top"), (["--threshold", "nan"], "--threshold")])
+def test_cli_bad_options(capsys, model_dir, tmp_path, argv, message):
+    path = write_image(tmp_path / "in" / "photo.jpg", HEIGHT, WIDTH)
+    try:
+        status = main(["explain", str(path), "--checkpoint", str(model_dir), "--out", str(tmp_path / "o"), *argv])
+    except SystemExit as exit_:  # argparse usage errors
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and "Traceback" not in err
