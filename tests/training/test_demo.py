@@ -23,6 +23,21 @@ def test_demo_command_end_to_end(tmp_path, capsys, monkeypatch, one_thread):
     assert "AP" in json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
+def test_demo_is_deterministic(tmp_path, monkeypatch, one_thread):
+    """Same seed, same machine: two demo runs (data rendered separately) give identical metrics and weights."""
+    import torch
+
+    monkeypatch.setattr(demo, "DEMO_DATA", dict(num_train=16, num_val=4, image_size=96, seed=0))
+    runs = [demo.run_demo(tmp_path / name, max_steps=4, progress=False) for name in ("a", "b")]
+    metrics = [json.loads(run.metrics_file.read_text()) for run in runs]
+    for m in metrics:
+        m.pop("train_seconds")
+    assert metrics[0] == metrics[1] and metrics[0]["steps"] == 4
+    weights = [torch.load(run.train.checkpoint, weights_only=True)["model"] for run in runs]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_train_eval_predict_commands(tmp_path, capsys, tiny_dataset, one_thread):
     run = tmp_path / "run"
     model = ["--preset", "demo", "--data", str(tiny_dataset), "--out", str(run), "--threads", "1"]

@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,10 @@ def _worker(config_path: Path, mode: str, n, *flags: str, kill_after: float | No
     command = [sys.executable, str(HERE / "kill_worker.py"), str(config_path), mode, str(n), *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1] / "src"), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if kill_after is not None:
+    if kill_after is not None:  # seconds after the run has started (written config.json)
+        started = Path(json.loads(config_path.read_text())["output_dir"]) / "config.json"
+        while not started.exists() and process.poll() is None:
+            time.sleep(0.05)
         try:
             process.wait(timeout=kill_after)
         except subprocess.TimeoutExpired:
@@ -146,7 +150,7 @@ def test_sigkill_anywhere_then_resume_is_bit_for_bit(dataset16, tmp_path_factory
     flags = ("fake_clock",) if mode == "budget" else ()
     kills = 0
     if mode == "timer":
-        kills += _worker(config_path, "none", 0, kill_after=chooser.uniform(3, 12)) != 0
+        kills += _worker(config_path, "none", 0, kill_after=chooser.uniform(0.5, 6)) != 0
     else:
         kind = "step" if mode == "budget" else mode
         limit = {"step": 16, "eval": 2, "write": 9}[kind]

@@ -1,6 +1,7 @@
 """Training: `fit(TrainConfig.preset(...))` and what it is made of (matcher, criterion, optimizer, loop, checkpoints)."""
 
+from .callbacks import TrainCallback
 from .config import TrainConfig
-from .engine import TrainResult, fit
+from .engine import NonFiniteLossError, TrainResult, fit
 
-__all__ = ["TrainConfig", "TrainResult", "fit"]
+__all__ = ["NonFiniteLossError", "TrainCallback", "TrainConfig", "TrainResult", "fit"]

@@ -231,7 +231,15 @@ def _draw_first_batch(run: Run) -> None:
 
 
 def _restore(run: Run) -> None:
-    """Load model, optimizer, position, RNG states and callback states from the run's newest good checkpoint."""
+    """Load model, optimizer, position, RNG states and callback states from the run's newest good checkpoint.
+
+    A run stopped before its first checkpoint (config.json only) starts from the beginning.
+    """
+    if not any((run.output_dir / name).exists() for name in (ckpt.CHECKPOINT, ckpt.PREVIOUS)) and (run.output_dir / "config.json").is_file():
+        logger.warning("%s: no checkpoint yet (stopped before the first one); starting from the beginning", run.output_dir)
+        if run.is_main:
+            ckpt.atomic_write_text(run.output_dir / "metrics.jsonl", "")
+        return
     saved, path = ckpt.load_latest_checkpoint(run.output_dir, map_location=run.device)
     load_state_dict_strict(run.model, saved["model"], str(path))
     run.optimizer.load_state_dict(saved["optimizer"])
@@ -483,9 +491,9 @@ def _append_line(path: Path, record: dict) -> None:
 
 def _save_best(run: Run) -> None:
     model = next((m for c in run.callbacks if (m := c.model_to_evaluate(run)) is not None), run.model)
-    ckpt.atomic_save({"format": ckpt.FORMAT, "model": model.state_dict(), "config": run.config.to_dict(),
-                      "categories": run.train_set.categories, "AP": run.state.best_ap, "step": run.state.step,
-                      "epoch": run.state.epoch + 1}, run.output_dir / ckpt.BEST)
+    ckpt.save_checkpoint(run.output_dir / ckpt.BEST, {"model": model.state_dict(), "config": run.config.to_dict(),
+                                                      "categories": run.train_set.categories, "AP": run.state.best_ap,
+                                                      "step": run.state.step, "epoch": run.state.epoch + 1}, keep_previous=False)
 
 
 def save_run_checkpoint(run: Run) -> None:
