@@ -111,5 +111,36 @@ def _bench_op_triton(args) -> None:
     print(f"wrote {out}")
 
 
+def _add_bench_serve(targets) -> None:
+    parser = targets.add_parser("serve", help="the HTTP server under load: throughput, p50/p95 latency, memory, "
+                                              "with and without dynamic batching",
+                                description="Starts `deformable-detr serve` twice per model (batching on / off) and "
+                                            "sends a bounded load from this process over loopback.")
+    parser.add_argument("--models", nargs="+", default=["demo", "r50"], choices=["demo", "r50", "smoke"],
+                        help="models to serve (default demo r50)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8], help="clients in flight (default 1 4 8)")
+    parser.add_argument("--requests", type=int, help="requests per run (default 200; 24 for r50)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny model, 16 requests at concurrency 1 and 4")
+    parser.add_argument("--out", type=Path, metavar="JSON", help="default benchmarks/results/serve_cpu[_smoke].json")
+    parser.set_defaults(handler=_bench_serve)
+
+
+def _bench_serve(args) -> None:
+    from ..bench.harness import write_result
+    from ..bench.serve import format_serve_benchmark, run_serve_benchmark
+    from ..errors import ConfigError
+
+    if min(args.concurrency) < 1 or (args.requests is not None and args.requests < 1):
+        raise ConfigError("--concurrency and --requests must be >= 1")
+    models, concurrency = (["smoke"], [1, 4]) if args.smoke else (args.models, args.concurrency)
+    requests = {name: args.requests for name in models} if args.requests else None
+    result = run_serve_benchmark(tuple(models), tuple(concurrency), requests,
+                                 progress=lambda message: print(message, file=sys.stderr))
+    print(format_serve_benchmark(result))
+    out = args.out or Path("benchmarks/results") / f"serve_cpu{'_smoke' if args.smoke else ''}.json"
+    write_result(out, result)
+    print(f"wrote {out}")
+
+
 # `bench` targets, in `--help` order. To add one, append its `_add_bench_<name>(targets)` function here.
-BENCH_TARGETS = [_add_bench_model, _add_bench_train, _add_bench_op, _add_bench_op_triton]
+BENCH_TARGETS = [_add_bench_model, _add_bench_train, _add_bench_op, _add_bench_op_triton, _add_bench_serve]
