@@ -67,27 +67,29 @@ def test_threshold_and_max_detections_filter_the_ranking(server_url):
     assert kept == expected and 0 < len(kept) <= 7
 
 
-def test_explain_gives_points_inside_the_image_and_normalised_weights(server_url, model):
+def test_explain_gives_points_of_detected_queries_and_normalised_weights(server_url, model):
     data = encode(scene(120, 90), "PNG")
     detections = post(server_url, "/v1/detect", data, threshold=0).json()["detections"]
-    response = post(server_url, "/v1/explain", data, threshold=0, top=3)
+    response = post(server_url, "/v1/explain", data, threshold=0, top=3, pixel_x=10, pixel_y=20)
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["width"], body["height"]) == (120, 90)
     assert len(body["levels"]) == model.config.num_feature_levels
-    assert len(body["detections"]) == 3
+    assert len(body["detections"]) == 3 and body["pixel"]["pixel"] == [10, 20]
+    assert len({d["query"] for d in body["detections"]}) == 3  # one per query
     attention = model.transformer.decoder.layers[-1].cross_attn
-    for explained, detected in zip(body["detections"], detections):
-        assert explained["label"] == detected["label"]
-        torch.testing.assert_close(torch.tensor(explained["box"]), torch.tensor(detected["box"]), rtol=0, atol=1e-3)
+    for explained in body["detections"]:
+        same = [d for d in detections if d["label"] == explained["label"]
+                and max(abs(a - b) for a, b in zip(d["box"], explained["box"])) < 1e-3]
+        assert same and abs(same[0]["score"] - explained["score"]) < 1e-5  # a detection /v1/detect reported
         assert len(explained["sampling"]) == attention.n_levels
         total = 0.0
         for level in explained["sampling"]:
             assert len(level["points"]) == len(level["weights"]) == attention.n_heads * attention.n_points
             total += sum(level["weights"])
         assert math.isclose(total, attention.n_heads, rel_tol=1e-5)  # each head's weights sum to 1
-        x, y = explained["reference_point"]
-        assert -1 <= x <= 121 and -1 <= y <= 91
+    for fields in ({"pixel_x": 5}, {"pixel_x": 500, "pixel_y": 5}, {"pixel_x": -1, "pixel_y": 5}):
+        assert_one_line_error(post(server_url, "/v1/explain", data, **fields), 422, "pixel")
 
 
 def test_model_health_metrics_openapi_and_page(server_url):

@@ -48,7 +48,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 ImageField = Annotated[UploadFile, File(description="the image file (JPEG, PNG, BMP, GIF, TIFF, WebP)")]
 Threshold = Annotated[float, Form(ge=0.0, le=1.0, description="keep detections scoring at least this")]
 MaxDetections = Annotated[int, Form(ge=1, le=TOP_K, description="at most this many detections, best first")]
-Top = Annotated[int, Form(ge=1, le=TOP_K, description="explain this many of the best detections")]
+Top = Annotated[int, Form(ge=1, le=TOP_K, description="explain this many of the best detections (one per query)")]
+PixelCoordinate = Annotated[float | None, Form(ge=0.0, description="with both pixel_x and pixel_y: also the "
+                                                                   "encoder's sampling points at this pixel")]
 
 
 class _NamedUpload(io.BytesIO):
@@ -205,11 +207,17 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
 
     @router.post("/explain", summary="Where the model looked: sampling points and attention weights of the top "
                                      "detections (last decoder layer), in the image's pixels")
-    async def explain(image: ImageField, threshold: Threshold = 0.3,
-                      top: Top = 10) -> dict[str, Any]:
+    async def explain(image: ImageField, threshold: Threshold = 0.3, top: Top = 10, pixel_x: PixelCoordinate = None,
+                      pixel_y: PixelCoordinate = None) -> dict[str, Any]:
         started = time.perf_counter()
+        if (pixel_x is None) != (pixel_y is None):
+            raise HTTPException(422, "give both pixel_x and pixel_y, or neither")
         decoded, decode_ms = await read_image(image)
-        result = await state["batcher"].run_exclusive(state["runner"].explain, decoded, top, threshold)
+        if pixel_x is not None and not (pixel_x < decoded.width and pixel_y < decoded.height):
+            raise HTTPException(422, f"pixel ({pixel_x:g}, {pixel_y:g}) is outside the {decoded.width}x"
+                                     f"{decoded.height} image")
+        pixel = None if pixel_x is None else (pixel_x, pixel_y)
+        result = await state["batcher"].run_exclusive(state["runner"].explain, decoded, top, threshold, pixel)
         return {**result, "timing": {"decode_ms": decode_ms, "total_ms": (time.perf_counter() - started) * 1e3}}
 
     app.include_router(router)

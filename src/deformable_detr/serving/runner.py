@@ -10,22 +10,14 @@ event loop, and never on two threads at once.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 from PIL import Image
 
-from deformable_detr.models.preprocess import preprocess_image
 from deformable_detr.serving.config import ServeConfig
 
 TOP_K = 100  # detections kept per image before any threshold, as the reference PostProcess
-
-
-def _arguments(attention, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
-    """The reference points and spatial shapes of a `MultiScaleDeformableAttention` call, however passed."""
-    bound = inspect.signature(attention.forward).bind(*args, **kwargs).arguments
-    return {"reference_points": bound["reference_points"], "spatial_shapes": bound["spatial_shapes"]}
 
 
 def _as_dicts(detections) -> list[dict]:
@@ -92,77 +84,30 @@ class ModelRunner:
         found = self.model.predict(images, threshold=0.0, batch_size=max(1, len(images)), amp=self.amp)
         return [_as_dicts(detections) for detections in found]
 
-    def explain(self, image: Image.Image, top: int, threshold: float) -> dict[str, Any]:
-        """Where the last decoder layer looked for each of the `top` best detections scoring >= threshold.
+    def explain(self, image: Image.Image, top: int, threshold: float,
+                pixel: tuple[float, float] | None = None) -> dict[str, Any]:
+        """Where the last decoder layer looked for each of the `top` best queries scoring >= threshold
+        (`deformable_detr.inference.explain`, with this API's field names).
 
         Returns:
             {"width", "height", "levels": [{"level": l, "height": H_l, "width": W_l}, ...],
-             "detections": [detection (as `detect`) + "query": index, "reference_point": [x, y] pixels,
-             "sampling": [{"level": l, "points": [[x, y], ...] pixels, "weights": [...],
-             "heads": [...]}, ...]]}; M * P points per level, the weights of one detection summing to M
-             (each head's attention sums to 1 over its L * P points).
+             "detections": [{"box", "score", "label", "category_id", "category", "query",
+             "reference_point": [x, y], "sampling": [{"level": l, "points": [[x, y], ...],
+             "weights": [...], "heads": [...]}, ...]}, ...], "pixel": None or the encoder's points
+             at `pixel`}; every coordinate in the original image's pixels; one detection per query
+             (its best class); M * P points per level, each head's weights summing to 1.
         """
-        captured: dict[str, torch.Tensor] = {}
-        attention = self.model.transformer.decoder.layers[-1].cross_attn
-        hooks = [
-            attention.register_forward_pre_hook(
-                lambda module, args, kwargs: captured.update(_arguments(module, args, kwargs)), with_kwargs=True),
-            attention.sampling_offsets.register_forward_hook(
-                lambda module, args, output: captured.update(offsets=output)),
-            attention.attention_weights.register_forward_hook(
-                lambda module, args, output: captured.update(weights=output)),
-        ]
-        try:
-            inputs = preprocess_image(image, self.model.preprocess)[None].to(self.device)  # (1, 3, h, w)
-            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
-            with torch.inference_mode(), autocast:
-                out = self.model(inputs)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        locations, weights = self._sampling(attention, captured)  # (Lq, M, L, P, 2), (Lq, M, L, P)
-        logits = out["pred_logits"][0]
-        found = self.model.postprocess(out, torch.tensor([[image.height, image.width]], device=logits.device))[0]
-        detections = [{"box": box, "score": score, "label": label, "category_id": self.model.categories[label]["id"],
-                       "category": self.model.categories[label]["name"]}
-                      for box, score, label in zip(found["boxes"].float().tolist(), found["scores"].float().tolist(),
-                                                   found["labels"].tolist())]
-        probabilities = logits.float().sigmoid().flatten()  # (Lq * K,), ranked as postprocess ranks them
-        ranked = probabilities.topk(min(TOP_K, probabilities.numel())).indices.tolist()
-        scale = torch.tensor([image.width, image.height], dtype=torch.float32)
-        reference = captured["reference_points"][0, :, 0, :2].float().cpu() * scale  # (Lq, 2) pixels, level 0
-        explained = []
-        for detection, flat_index in zip(detections[:top], ranked):
-            if detection["score"] < threshold:
-                break
-            query = flat_index // logits.shape[-1]
-            sampling = []
-            for level in range(locations.shape[2]):
-                points = (locations[query, :, level] * scale).reshape(-1, 2)  # (M * P, 2) pixels
-                heads = torch.arange(locations.shape[1])[:, None].expand(-1, locations.shape[3]).reshape(-1)
-                sampling.append({"level": level, "points": points.tolist(),
-                                 "weights": weights[query, :, level].reshape(-1).tolist(), "heads": heads.tolist()})
-            explained.append({**detection, "query": query, "reference_point": reference[query].tolist(),
-                              "sampling": sampling})
-        shapes = captured["spatial_shapes"].tolist()
-        return {"width": image.width, "height": image.height,
-                "levels": [{"level": level, "height": h, "width": w} for level, (h, w) in enumerate(shapes)],
-                "detections": explained}
+        from deformable_detr.inference.explain import explain
 
-    @staticmethod
-    def _sampling(attention, captured: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampling locations (Lq, M, L, P, 2) in [0, 1] and softmaxed weights (Lq, M, L, P) of image 0,
-        recomputed from the captured projections exactly as `MultiScaleDeformableAttention.forward`."""
-        M, L, P = attention.n_heads, attention.n_levels, attention.n_points
-        offsets = captured["offsets"][0].float().view(-1, M, L, P, 2)  # (Lq, M, L, P, 2)
-        weights = captured["weights"][0].float().view(-1, M, L * P).softmax(-1).view(-1, M, L, P)
-        reference = captured["reference_points"][0].float()  # (Lq, L, 2 or 4)
-        if reference.shape[-1] == 2:
-            normalizer = captured["spatial_shapes"].flip(-1).float()  # (L, 2) as (W_l, H_l)
-            locations = reference[:, None, :, None, :] + offsets / normalizer[None, None, :, None, :]
-        else:
-            locations = reference[:, None, :, None, :2] + offsets / P * reference[:, None, :, None, 2:] * 0.5
-        return locations.cpu(), weights.cpu()
+        result = explain(self.model, image, top=top, threshold=threshold, pixel=pixel)
+        height, width = result["image_size"]
+        renamed = {"box_xyxy": "box", "name": "category"}
+        return {"width": width, "height": height,
+                "levels": [{"level": level["level"], "height": level["size"][0], "width": level["size"][1]}
+                           for level in result["levels"]],
+                "detections": [{renamed.get(key, key): value for key, value in detection.items()}
+                               for detection in result["detections"]],
+                "pixel": result["pixel"]}
 
 
 def load_runner(config: ServeConfig) -> ModelRunner:

@@ -135,14 +135,14 @@ function refresh() {
 }
 
 function matchExplained(d) {
+  // Explain lists each query once (its best class); a detection is found by its box, the query's box.
   if (!state.explained) return null;
   let best = null, bestDistance = Infinity;
   for (const e of state.explained.detections) {
-    if (e.label !== d.label) continue;
     const distance = e.box.reduce((sum, v, i) => sum + Math.abs(v - d.box[i]), 0);
     if (distance < bestDistance) { best = e; bestDistance = distance; }
   }
-  return bestDistance < 1 ? best : null;  // the same detection: identical boxes up to float noise
+  return bestDistance < 1 ? best : null;  // the same query: identical boxes up to float noise
 }
 
 async function select(d) {
