@@ -1,6 +1,7 @@
 """The demo and the train / eval / predict commands, end to end on a tiny dataset (a few steps)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -49,9 +50,9 @@ def test_train_eval_predict_commands(tmp_path, capsys, tiny_dataset, one_thread)
     assert cli.main(["eval", "--checkpoint", str(run / "checkpoint.pth"), "--data", str(tiny_dataset), "--out", str(result)]) == 0
     assert "AP50" in capsys.readouterr().out and "APs" in json.loads(result.read_text())
     image = next((tiny_dataset / "val" / "images").iterdir())
-    assert cli.main(["predict", str(run / "checkpoint.pth"), str(image), "--out", str(tmp_path / "pred")]) == 0
+    assert cli.main(["predict", str(image), "--checkpoint", str(run / "checkpoint.pth"), "--out", str(tmp_path / "pred")]) == 0
     records = json.loads((tmp_path / "pred" / "detections.json").read_text())
-    assert records[0]["file"] == str(image) and (tmp_path / "pred" / (image.stem + ".png")).is_file()
+    assert [Path(i["file_name"]).name for i in records["images"]] == [image.name] and not records["errors"]
 
 
 def test_train_bad_data_is_one_line_error(tmp_path, capsys):
