@@ -9,6 +9,7 @@ exception is a bug and keeps its traceback.
       CheckpointError    a weights file cannot be read, is not recognised, or does not fit the model
       ConfigError        a configuration value or a command-line option is invalid
       ModelInputError    tensors given to a model have the wrong shape, dtype or values
+      BackendError       an attention backend cannot run here (also a RuntimeError)
 """
 
 from __future__ import annotations
@@ -32,3 +33,7 @@ class ConfigError(DeformableDetrError, ValueError):
 
 class ModelInputError(DeformableDetrError, ValueError):
     """Tensors given to a model have the wrong shape, dtype or values (e.g. NaN pixels)."""
+
+
+class BackendError(DeformableDetrError, RuntimeError):
+    """An attention backend cannot run on this machine (the fused CPU kernel failed to build, Triton is missing)."""

@@ -51,10 +51,10 @@ def _assert_same_model(loaded: DeformableDETR, expected: DeformableDETR) -> None
 
 
 def _training_checkpoint(directory, model: DeformableDETR, name="checkpoint.pth"):
+    """A checkpoint as `deformable-detr train` writes it (with checksum), in its own layout."""
     config = TrainConfig(model=model.config, train_scales=(96, 128), max_size=160, val_size=128)
-    optimizer = torch.optim.AdamW(model.parameters())
-    save_checkpoint(directory / name, model, optimizer, epoch=2, step=10, elapsed_s=1.0, config=config.to_dict(),
-                    best_ap=0.1, extra={"categories": CATEGORIES})
+    save_checkpoint(directory / name, {"model": model.state_dict(), "config": config.to_dict(), "categories": CATEGORIES,
+                                       "state": {"epoch": 2, "step": 10}}, keep_previous=False)
     return directory / name
 
 
@@ -69,6 +69,15 @@ def test_training_checkpoint_file_and_run_folder(tmp_path):
     from_folder = deformable_detr.load(tmp_path)
     assert from_folder.checkpoint_info.path == str(path)
     _assert_same_model(from_folder, model)
+
+
+def test_corrupt_training_checkpoint_fails_its_checksum(tmp_path):
+    path = _training_checkpoint(tmp_path, _model())
+    state = torch.load(path, weights_only=True)
+    state["model"]["class_heads.0.bias"] += 1  # bit rot the zip container cannot see
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        deformable_detr.load(path)
 
 
 def test_run_folder_prefers_best(tmp_path):

@@ -28,8 +28,11 @@ from typing import Any
 
 import torch
 
+from deformable_detr.errors import ConfigError
+
 from .harness import header, peak_rss_mib, rss_mib
 from .hf_reference import random_hf_model
+
 
 def _worker(impl: str, dtype: str, directory: str, height: int, width: int, repeats: int, threads: int,
             out: str) -> None:
@@ -99,7 +102,7 @@ def run_model_benchmark(height: int = 800, width: int = 1066, repeats: int = 3, 
     try:
         import transformers
     except ImportError as error:
-        raise ValueError("bench model needs Hugging Face transformers: pip install transformers") from error
+        raise ConfigError("bench model needs Hugging Face transformers: pip install transformers") from error
     say = progress or (lambda message: None)
     result: dict[str, Any] = {
         "header": header(threads=threads, transformers=transformers.__version__),

@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import torch
 
+from deformable_detr.errors import ConfigError
+
 from ..ops import multi_scale_deformable_attention
 from .harness import header, interleaved_times, peak_rss_mib, reset_peak_rss_mib
 
@@ -42,7 +44,7 @@ def make_case(case: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> t
         sampling_locations (B, Lq, 8, 4, 4, 2), attention_weights (B, Lq, 8, 4, 4) (softmaxed over L * P).
     """
     if case not in CASES:
-        raise ValueError(f"unknown case {case!r}; choose from {', '.join(CASES)}")
+        raise ConfigError(f"unknown case {case!r}; choose from {', '.join(CASES)}")
     generator = torch.Generator().manual_seed(seed)
     spatial_shapes = torch.tensor(ENCODER_LEVELS, dtype=torch.int64)  # (L, 2) as (H_l, W_l)
     sizes = spatial_shapes.prod(1)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from deformable_detr.errors import ConfigError
+
 from .harness import header, write_result
 
 ENCODER_LEVELS = [[100, 134], [50, 67], [25, 34], [13, 17]]  # 800x1066 image, strides 8..64
@@ -155,7 +157,7 @@ def _passes(backend: str, inputs, grad_output):
             return output, official.ms_deform_attn_backward(*inputs, grad_output.contiguous(), im2col_step)
 
         return forward, forward_backward
-    raise ValueError(f"unknown backend {backend!r}; expected reference, triton or official-cuda")
+    raise ConfigError(f"unknown backend {backend!r}; expected reference, triton or official-cuda")
 
 
 def _bytes_moved(inputs, output_numel: int, backward: bool) -> int:

@@ -12,12 +12,12 @@ stays fast), and its `register` appended to `COMMANDS` below.
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import sys
 import traceback
-from pathlib import Path
 
 from .. import __version__
+from ..errors import DeformableDetrError
 from . import bench, data, demo, evaluate, explain, export, predict, serve, train
 
 
@@ -44,19 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line `argv` (default: sys.argv[1:]) and return the exit status."""
+    """Run the command line `argv` (default: sys.argv[1:]) and return the exit status.
+
+    The package's own errors (`DeformableDetrError`: bad data, checkpoints, options, model inputs) and
+    OSErrors (a missing or unreadable file) are one `error: ...` line, exit 2. Anything else is a bug
+    and keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args) or 0
-    except (ValueError, OSError, KeyError) as error:  # library errors are one-line messages naming the fix
+    except (DeformableDetrError, OSError) as error:  # messages that name the file/field and the fix
         if args.debug:
             traceback.print_exc()
-        message = str(error) if not isinstance(error, KeyError) else f"missing key {error}"
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line, without terminal escape codes."""
+    message = " ".join(_ANSI_ESCAPE.sub("", str(error)).split())
+    return message or type(error).__name__
 
 
 # Every command, in `--help` order.

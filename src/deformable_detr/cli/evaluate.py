@@ -11,7 +11,9 @@ def register(subparsers) -> None:
                                    description="COCO box evaluation (pycocotools) of a predictions file.")
     source = parser.add_mutually_exclusive_group(required=True)  # what to evaluate; add --checkpoint here
     source.add_argument("--predictions", type=Path, metavar="FILE", help="COCO results JSON (list of detections)")
-    source.add_argument("--checkpoint", type=Path, metavar="FILE", help="trained checkpoint (OUT/checkpoint.pth or best.pth) to run on --data")
+    source.add_argument("--checkpoint", type=Path, metavar="PATH",
+                        help="model to run on --data: training checkpoint or run folder, save_pretrained folder, "
+                             "official .pth or Hugging Face folder")
     parser.add_argument("--data", type=Path, metavar="DIR", help="with --checkpoint: dataset folder (images/ + annotations.json, or one with val/)")
     parser.add_argument("--device", default="cpu", help="with --checkpoint: cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--annotations", type=Path, metavar="FILE", help="COCO ground-truth instances JSON")
@@ -21,12 +23,13 @@ def register(subparsers) -> None:
 
 
 def _eval(args) -> None:
+    from ..errors import ConfigError
     from ..evaluation.coco_eval import evaluate_detections, format_metrics_table
 
     if args.checkpoint is not None:
         metrics = _eval_checkpoint(args)
     elif args.annotations is None:
-        raise ValueError("eval --predictions needs --annotations FILE (the ground truth)")
+        raise ConfigError("eval --predictions needs --annotations FILE (the ground truth)")
     else:
         metrics = evaluate_detections(args.annotations, args.predictions, verbose=args.verbose)
     print(format_metrics_table(metrics))
@@ -37,9 +40,10 @@ def _eval(args) -> None:
 
 def _eval_checkpoint(args) -> dict:
     """eval --checkpoint CKPT --data DIR: DIR holds images/ + annotations.json, or a val/ split with them."""
+    from ..errors import ConfigError
     from ..evaluation.evaluate import dataset_split, evaluate_checkpoint
 
     if args.data is None:
-        raise ValueError("eval --checkpoint needs --data DIR (images/ + annotations.json, or a folder with val/)")
+        raise ConfigError("eval --checkpoint needs --data DIR (images/ + annotations.json, or a folder with val/)")
     images_dir, annotations_file = dataset_split(args.data, args.annotations)
     return evaluate_checkpoint(args.checkpoint, images_dir, annotations_file, args.device)

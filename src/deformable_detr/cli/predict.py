@@ -28,6 +28,7 @@ def register(subparsers) -> None:
 
 
 def _predict(args) -> int:
+    from ..errors import ConfigError
     from ..inference.loader import load
     from ..inference.predict_files import predict_files
     from ..models.predict import check_threshold
@@ -36,7 +37,7 @@ def _predict(args) -> int:
 
     check_threshold(args.threshold, "--threshold")
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = distributed.init_from_environment(checked_device(args.device))
     main_process = distributed.is_main_process()
     try:

@@ -32,6 +32,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from deformable_detr.errors import ConfigError
+
 CATEGORIES = ("circle", "square", "triangle", "star", "ring", "cross")
 # Named class sets for `make_dataset(classes=...)`: the demo's six, and four other shapes for transfer experiments.
 CLASS_SETS = {"demo": CATEGORIES, "transfer": ("hexagon", "crescent", "arrow", "semicircle")}
@@ -90,9 +92,9 @@ def make_dataset(
     """
     for name, value, minimum in (("num_train", num_train, 0), ("num_val", num_val, 0), ("image_size", image_size, 64)):
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ValueError(f"make_dataset: {name}={value!r} must be an integer >= {minimum}")
+            raise ConfigError(f"make_dataset: {name}={value!r} must be an integer >= {minimum}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"make_dataset: seed={seed!r} must be a non-negative integer")
+        raise ConfigError(f"make_dataset: seed={seed!r} must be a non-negative integer")
     classes = resolve_classes(classes)
     out_dir = Path(out_dir)
     workers = num_workers or os.cpu_count() or 1
@@ -136,7 +138,7 @@ def resolve_classes(classes: tuple[str, ...] | str) -> tuple[str, ...]:
     classes = tuple(classes)
     unknown = [name for name in classes if name not in _SHAPES]
     if not classes or unknown or len(set(classes)) != len(classes):
-        raise ValueError(f"make_dataset: classes {classes!r} must be distinct shape names from {', '.join(_SHAPES)} "
+        raise ConfigError(f"make_dataset: classes {classes!r} must be distinct shape names from {', '.join(_SHAPES)} "
                          f"or a set name ({', '.join(CLASS_SETS)})")
     return classes
 

@@ -162,6 +162,8 @@ def make_transforms(
     crop_resize: Sequence[int] = (400, 500, 600),
     crop_size: tuple[int, int] = (384, 600),
     val_size: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> Compose:
     """The DETR train or validation pipeline; defaults are the paper's COCO sizes.
 
@@ -172,8 +174,9 @@ def make_transforms(
         crop_resize: short sides tried before the random crop.
         crop_size: (min, max) side of the random crop, pixels.
         val_size: validation short side; defaults to max(scales).
+        mean, std: per-channel normalisation of pixels in [0, 1] (ImageNet's by default).
     """
-    normalize = ToTensorNormalize()
+    normalize = ToTensorNormalize(mean, std)
     if not train:
         return Compose([RandomResize([val_size or max(scales)], max_size=max_size), normalize])
     return Compose(

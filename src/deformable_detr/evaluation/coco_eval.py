@@ -16,6 +16,8 @@ import math
 from numbers import Real
 from pathlib import Path
 
+from deformable_detr.errors import DatasetError
+
 # Order of COCOeval.stats for iouType="bbox".
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 _METRIC_DESCRIPTIONS = {
@@ -91,18 +93,18 @@ def _load_json(path: str | Path, what: str):
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: {what} file not found; check the path") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); fix or regenerate the {what} file") from None
+        raise DatasetError(f"{path}: not valid JSON ({error}); fix or regenerate the {what} file") from None
 
 
 def _prepared_ground_truth(gt: dict) -> dict:
     """A copy of the instances dict with the fields COCOeval needs (`iscrowd`, `area`) filled in."""
     for key in ("images", "annotations", "categories"):
         if not isinstance(gt.get(key), list):
-            raise ValueError(f"ground truth: missing list '{key}'; a COCO instances dict needs images, annotations, categories")
+            raise DatasetError(f"ground truth: missing list '{key}'; a COCO instances dict needs images, annotations, categories")
     annotations = []
     for index, ann in enumerate(gt["annotations"]):
         if not _is_box(ann.get("bbox")):
-            raise ValueError(f"ground truth: annotations[{index}].bbox = {ann.get('bbox')!r} is not 4 numbers [x, y, w, h]; run check-data")
+            raise DatasetError(f"ground truth: annotations[{index}].bbox = {ann.get('bbox')!r} is not 4 numbers [x, y, w, h]; run check-data")
         filled = {"iscrowd": 0, "area": float(ann["bbox"][2] * ann["bbox"][3]), **ann, "id": ann.get("id", index + 1)}
         annotations.append(filled)
     return {**gt, "annotations": annotations}
@@ -111,27 +113,27 @@ def _prepared_ground_truth(gt: dict) -> dict:
 def _checked_detections(detections, image_ids: set, category_ids: set) -> list[dict]:
     """Validated copies of COCO result dicts, with the fields pycocotools' loadRes would add."""
     if not isinstance(detections, list):
-        raise ValueError(f"detections: expected a list of result dicts, got {type(detections).__name__}")
+        raise DatasetError(f"detections: expected a list of result dicts, got {type(detections).__name__}")
     checked = []
     for index, det in enumerate(detections):
         where = f"detections[{index}]"
         if not isinstance(det, dict):
-            raise ValueError(f"{where}: expected a dict with image_id, category_id, bbox, score; got {type(det).__name__}")
+            raise DatasetError(f"{where}: expected a dict with image_id, category_id, bbox, score; got {type(det).__name__}")
         for key in ("image_id", "category_id", "bbox", "score"):
             if key not in det:
-                raise ValueError(f"{where}: missing '{key}'; each detection needs image_id, category_id, bbox, score")
+                raise DatasetError(f"{where}: missing '{key}'; each detection needs image_id, category_id, bbox, score")
         if det["image_id"] not in image_ids:
-            raise ValueError(f"{where}: image_id {det['image_id']!r} is not in the ground truth; match the annotations' image ids")
+            raise DatasetError(f"{where}: image_id {det['image_id']!r} is not in the ground truth; match the annotations' image ids")
         if det["category_id"] not in category_ids:
-            raise ValueError(
+            raise DatasetError(
                 f"{where}: category_id {det['category_id']!r} is not in the ground truth (known: {sorted(category_ids)}); "
                 "map labels to COCO category ids"
             )
         bbox = det["bbox"]
         if not _is_box(bbox) or bbox[2] < 0 or bbox[3] < 0:
-            raise ValueError(f"{where}: bbox {bbox!r} must be 4 finite numbers [x, y, w, h] with w, h >= 0")
+            raise DatasetError(f"{where}: bbox {bbox!r} must be 4 finite numbers [x, y, w, h] with w, h >= 0")
         if not isinstance(det["score"], Real) or not math.isfinite(det["score"]):
-            raise ValueError(f"{where}: score {det['score']!r} must be a finite number")
+            raise DatasetError(f"{where}: score {det['score']!r} must be a finite number")
         x, y, w, h = (float(v) for v in bbox)
         checked.append({
             "id": index + 1,

@@ -14,7 +14,7 @@ from .coco_eval import evaluate_detections
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data_loader: DataLoader, ground_truth, label_to_category_id: list[int],
+def evaluate(model: torch.nn.Module, data_loader: DataLoader, ground_truth, label_to_category_id: list[int | None],
              device: torch.device | str = "cpu", amp: bool = False, progress: bool = False) -> dict[str, float]:
     """COCO box AP of `model` on every image of `data_loader`.
 
@@ -22,7 +22,8 @@ def evaluate(model: torch.nn.Module, data_loader: DataLoader, ground_truth, labe
         model: the detector (unwrapped, not DDP); put in eval mode here and left in eval mode.
         data_loader: yields `collate` batches of a `CocoDetection`.
         ground_truth: COCO instances dict or path (for pycocotools).
-        label_to_category_id: contiguous label -> COCO category id.
+        label_to_category_id: contiguous label -> COCO category id; None drops that label's detections
+            (a class the ground truth does not have, e.g. COCO's unused ids of a 91-class model).
         amp: bf16 autocast for the forward pass.
 
     Returns:
@@ -40,6 +41,8 @@ def evaluate(model: torch.nn.Module, data_loader: DataLoader, ground_truth, labe
             boxes_xyxy = detections["boxes"].cpu()
             boxes_xywh = torch.cat([boxes_xyxy[:, :2], boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]], dim=1)  # (N, 4)
             for score, label, box in zip(detections["scores"].tolist(), detections["labels"].tolist(), boxes_xywh.tolist()):
+                if label_to_category_id[label] is None:
+                    continue
                 results.append({"image_id": target["image_id"], "category_id": label_to_category_id[label],
                                 "bbox": [round(x, 2) for x in box], "score": round(score, 5)})
     return evaluate_detections(ground_truth, results)
@@ -58,19 +61,31 @@ def dataset_split(data_dir: str | Path, annotations_file: str | Path | None = No
 
 
 def evaluate_checkpoint(checkpoint_path: str | Path, images_dir: str | Path, annotations_file: str | Path,
-                        device: str = "cpu", batch_size: int = 8, workers: int = 0, progress: bool = True) -> dict[str, float]:
-    """COCO AP of a trained checkpoint (file or run folder) on a COCO-format dataset, at its validation size.
+                        device: str = "cpu", batch_size: int = 8, workers: int = 0, progress: bool = True,
+                        amp: bool = False) -> dict[str, float]:
+    """COCO AP of a model on a COCO-format dataset, at the model's own preprocessing sizes.
+
+    Args:
+        checkpoint_path: anything `deformable_detr.load` reads (training checkpoint or run folder,
+            save_pretrained folder, official .pth, Hugging Face folder).
+        amp: bf16 autocast for the forward pass.
 
     Returns:
         dict with AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl.
     """
-    from ..training.checkpoint import load_trained_model
+    from ..inference.loader import load
 
-    model, config, _ = load_trained_model(checkpoint_path, device)
-    transforms = make_transforms(False, config.train_scales, config.max_size, val_size=config.val_size)
+    model = load(checkpoint_path, device)
+    preprocess = model.preprocess
+    transforms = make_transforms(False, max_size=preprocess.max_size, val_size=preprocess.min_size,
+                                 mean=preprocess.mean, std=preprocess.std)
     dataset = CocoDetection(images_dir, annotations_file, transforms)
-    if dataset.num_classes != config.model.num_classes:
-        raise DatasetError(f"{annotations_file}: {dataset.num_classes} categories, but the checkpoint predicts "
-                           f"{config.model.num_classes}; evaluate on data with the training categories")
+    model_ids = [category["id"] for category in model.categories]
+    dataset_ids = {category["id"] for category in dataset.categories}
+    unknown = sorted(dataset_ids - set(model_ids))
+    if unknown:
+        raise DatasetError(f"{annotations_file}: category ids {unknown[:10]} are not among the {len(model_ids)} "
+                           f"categories the model predicts; evaluate on data with the model's categories")
+    label_to_category_id = [cid if cid in dataset_ids else None for cid in model_ids]
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers)
-    return evaluate(model, loader, str(annotations_file), dataset.label_to_category_id, device, config.amp, progress)
+    return evaluate(model, loader, str(annotations_file), label_to_category_id, device, amp, progress)

@@ -196,7 +196,16 @@ def _load_torch(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, 
 
 def _from_training_checkpoint(state: Mapping[str, Any], path: str,
                               config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
-    """A `deformable-detr train` checkpoint: {"model", "config": TrainConfig dict, "categories"?, "preprocess"?}."""
+    """A `deformable-detr train` checkpoint: {"model", "config": TrainConfig dict, "categories"?, "preprocess"?,
+    "checksum"?}; a stored checksum is verified."""
+    if "checksum" in state:
+        from deformable_detr.training.checkpoint import (
+            checksum,  # here: training imports evaluation, which may import us
+        )
+
+        content = {key: value for key, value in state.items() if key != "checksum"}
+        if checksum(content) != state["checksum"]:
+            raise CheckpointError(f"{path}: checksum mismatch, the file is corrupt; use an intact copy (or best.pth)")
     train_config = state["config"]
     if config is None:
         if not isinstance(train_config.get("model"), Mapping):
@@ -209,7 +218,7 @@ def _from_training_checkpoint(state: Mapping[str, Any], path: str,
     categories = state.get("categories")
     model = DeformableDETR.from_state_dict(config, state["model"], source=path, preprocess=preprocess,
                                            categories=list(categories) if categories is not None else None)
-    epoch = state.get("epoch")
+    epoch = state.get("epoch", (state.get("state") or {}).get("epoch"))
     return model, CheckpointInfo("training-checkpoint", path,
                                  "training checkpoint" + (f" after {epoch} epoch(s)" if epoch is not None else ""))
 

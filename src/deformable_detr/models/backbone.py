@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deformable_detr.errors import CheckpointError
+from deformable_detr.util.safe_load import load_torch_file
+
 # Block type and blocks per stage (layer1..layer4) of each torchvision ResNet: the one table of them.
 RESNETS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet18": ("basic", (2, 2, 2, 2)),
@@ -235,7 +238,7 @@ def load_torchvision_weights(body: ResNet, path_or_state_dict: str | os.PathLike
     if isinstance(path_or_state_dict, dict):
         state_dict, source = path_or_state_dict, "state dict"
     else:
-        state_dict, source = torch.load(path_or_state_dict, map_location="cpu", weights_only=True), str(path_or_state_dict)
+        state_dict, source = load_torch_file(path_or_state_dict), str(path_or_state_dict)
     own = body.state_dict()
     state_dict = {k: v for k, v in state_dict.items()
                   if not k.startswith("fc.") and (k in own or not k.endswith("num_batches_tracked"))}
@@ -244,7 +247,7 @@ def load_torchvision_weights(body: ResNet, path_or_state_dict: str | os.PathLike
     mis_shaped = sorted(f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
                         for k, v in state_dict.items() if k in own and v.shape != own[k].shape)
     if missing or unexpected or mis_shaped:
-        raise ValueError(f"{source}: not a torchvision ResNet of this shape: missing {missing[:5]} ({len(missing)}), "
+        raise CheckpointError(f"{source}: not a torchvision ResNet of this shape: missing {missing[:5]} ({len(missing)}), "
                          f"unexpected {unexpected[:5]} ({len(unexpected)}), mis-shaped {mis_shaped[:5]}; "
                          "pass the matching torchvision resnet file")
     body.load_state_dict(state_dict)

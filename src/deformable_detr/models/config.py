@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from deformable_detr.errors import ConfigError
 from deformable_detr.models.backbone import RESNETS
 
 _RUNTIME_FIELDS = ("attention_backend",)  # saved by older versions; now chosen at load time
@@ -69,30 +70,30 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.backbone not in RESNETS:
-            raise ValueError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
+            raise ConfigError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
         if self.backbone_depths is not None:
             depths = tuple(self.backbone_depths)
             if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
-                raise ValueError(
+                raise ConfigError(
                     f"backbone_depths={self.backbone_depths!r} must be 4 positive ints (blocks of layer1..layer4)"
                 )
             object.__setattr__(self, "backbone_depths", depths)
         if self.backbone_base_width < 1:
-            raise ValueError(f"backbone_base_width={self.backbone_base_width} must be >= 1 (64 in torchvision)")
+            raise ConfigError(f"backbone_base_width={self.backbone_base_width} must be >= 1 (64 in torchvision)")
         if self.num_feature_levels < 1 or self.num_feature_levels == 2:
-            raise ValueError(
+            raise ConfigError(
                 f"num_feature_levels={self.num_feature_levels} must be 1 (C5 only) or >= 3 (C3-C5 plus extra levels)"
             )
         for name in ("d_model", "n_heads", "enc_n_points", "dec_n_points", "num_encoder_layers",
                      "num_decoder_layers", "dim_feedforward", "num_queries", "num_classes"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if self.d_model % 32:
-            raise ValueError(f"d_model={self.d_model} must be a multiple of 32 (the input projections use GroupNorm(32))")
+            raise ConfigError(f"d_model={self.d_model} must be a multiple of 32 (the input projections use GroupNorm(32))")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+            raise ConfigError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+            raise ConfigError(f"dropout={self.dropout} must be in [0, 1)")
 
     @property
     def resnet_depths(self) -> tuple[int, int, int, int]:
@@ -110,7 +111,7 @@ class ModelConfig:
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """The named preset (see `PRESETS`), with any fields replaced by `overrides`."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return dataclasses.replace(PRESETS[name](), **overrides)
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,7 +132,7 @@ class ModelConfig:
         values = {key: value for key, value in values.items() if key not in _RUNTIME_FIELDS}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown ModelConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown ModelConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
         values = dict(values)
         if values.get("backbone_depths") is not None:
             values["backbone_depths"] = tuple(values["backbone_depths"])

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deformable_detr.errors import ConfigError, ModelInputError
 from deformable_detr.ops import BACKENDS, multi_scale_deformable_attention
 
 
@@ -33,11 +34,11 @@ class MultiScaleDeformableAttention(nn.Module):
         super().__init__()
         for name, count in (("d_model", d_model), ("n_levels", n_levels), ("n_heads", n_heads), ("n_points", n_points)):
             if count < 1:
-                raise ValueError(f"{name} must be >= 1, got {count}")
+                raise ConfigError(f"{name} must be >= 1, got {count}")
         if d_model % n_heads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}); change one of them")
+            raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}); change one of them")
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
+            raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
         self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
         self.backend = backend
         self.record = False  # see `recording_sampling`
@@ -93,18 +94,18 @@ class MultiScaleDeformableAttention(nn.Module):
         S = value_input.shape[1]
         M, L, P = self.n_heads, self.n_levels, self.n_points
         if C != self.d_model or value_input.shape[-1] != self.d_model:
-            raise ValueError(
+            raise ModelInputError(
                 f"query {tuple(query.shape)} and value_input {tuple(value_input.shape)} must have "
                 f"d_model = {self.d_model} channels"
             )
         if value_input.dim() != 3 or value_input.shape[0] != B:
-            raise ValueError(f"value_input must be (B={B}, S, C), got shape {tuple(value_input.shape)}")
+            raise ModelInputError(f"value_input must be (B={B}, S, C), got shape {tuple(value_input.shape)}")
         if reference_points.shape[:3] != (B, Lq, L) or reference_points.shape[-1] not in (2, 4):
-            raise ValueError(
+            raise ModelInputError(
                 f"reference_points must be (B={B}, Lq={Lq}, L={L}, 2 or 4), got shape {tuple(reference_points.shape)}"
             )
         if padding_mask is not None and padding_mask.shape != (B, S):
-            raise ValueError(f"padding_mask must be (B={B}, S={S}), got shape {tuple(padding_mask.shape)}")
+            raise ModelInputError(f"padding_mask must be (B={B}, S={S}), got shape {tuple(padding_mask.shape)}")
 
         value = self.value_proj(value_input)  # (B, S, C)
         if padding_mask is not None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from deformable_detr.errors import ModelInputError
 from deformable_detr.util.box_ops import box_cxcywh_to_xyxy
 
 
@@ -28,7 +29,7 @@ def postprocess(out: dict[str, Any], target_sizes: torch.Tensor, score_threshold
     """
     logits, boxes_cxcywh = out["pred_logits"], out["pred_boxes"]
     if target_sizes.shape != (logits.shape[0], 2):
-        raise ValueError(f"target_sizes has shape {tuple(target_sizes.shape)}, expected ({logits.shape[0]}, 2) "
+        raise ModelInputError(f"target_sizes has shape {tuple(target_sizes.shape)}, expected ({logits.shape[0]}, 2) "
                          "(height, width) per image")
     num_classes = logits.shape[-1]
     probabilities = logits.float().sigmoid().flatten(1)  # (B, Lq*K)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from deformable_detr.errors import ModelInputError
 from deformable_detr.models.decoder import DeformableDecoder
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
 from deformable_detr.models.encoder import DeformableEncoder
@@ -186,7 +187,7 @@ class DeformableTransformer(nn.Module):
                 raise ValueError("two-stage transformer needs proposal_heads=(class_head, box_head)")
             count = num_queries or self.num_queries
             if memory.shape[1] < count:
-                raise ValueError(f"two-stage: the image has {memory.shape[1]} feature pixels, fewer than "
+                raise ModelInputError(f"two-stage: the image has {memory.shape[1]} feature pixels, fewer than "
                                  f"num_queries={count}; use larger images or fewer queries")
             enc_logits, enc_box_logits = self.score_proposals(memory, padding_mask, spatial_shapes_list,
                                                               geometry_dtype, proposal_heads)

@@ -27,6 +27,8 @@ from types import ModuleType
 
 import torch
 
+from deformable_detr.errors import BackendError, ConfigError, ModelInputError
+
 from . import gather, reference
 
 BACKENDS = ("auto", "reference", "cpu", "triton", "gather")
@@ -114,66 +116,66 @@ def _check_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raise a one-line ValueError for any inconsistency; return the shapes as int64 on value's device."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
     if torch.jit.is_tracing():  # shapes are traced values here: checking them would only bake in constants
         return spatial_shapes, level_start_index
     if value.dim() != 4:
-        raise ValueError(f"value must be (B, S, M, D), got shape {tuple(value.shape)}")
+        raise ModelInputError(f"value must be (B, S, M, D), got shape {tuple(value.shape)}")
     if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
-        raise ValueError(
+        raise ModelInputError(
             f"sampling_locations must be (B, Lq, M, L, P, 2), got shape {tuple(sampling_locations.shape)}"
         )
     if attention_weights.dim() != 5:
-        raise ValueError(f"attention_weights must be (B, Lq, M, L, P), got shape {tuple(attention_weights.shape)}")
+        raise ModelInputError(f"attention_weights must be (B, Lq, M, L, P), got shape {tuple(attention_weights.shape)}")
     B, S, M, D = value.shape
     L = sampling_locations.shape[3]
     if sampling_locations.shape[0] != B or sampling_locations.shape[2] != M:
-        raise ValueError(
+        raise ModelInputError(
             f"sampling_locations {tuple(sampling_locations.shape)} does not match value {tuple(value.shape)} "
             f"in B or M; expected (B={B}, Lq, M={M}, L, P, 2)"
         )
     if attention_weights.shape != sampling_locations.shape[:-1]:
-        raise ValueError(
+        raise ModelInputError(
             f"attention_weights {tuple(attention_weights.shape)} must be sampling_locations' shape without the "
             f"last dim, {tuple(sampling_locations.shape[:-1])}"
         )
     if spatial_shapes.dim() != 2 or spatial_shapes.shape != (L, 2):
-        raise ValueError(f"spatial_shapes must be (L={L}, 2) (H_l, W_l) per level, got shape {tuple(spatial_shapes.shape)}")
+        raise ModelInputError(f"spatial_shapes must be (L={L}, 2) (H_l, W_l) per level, got shape {tuple(spatial_shapes.shape)}")
     if level_start_index.shape != (L,):
-        raise ValueError(f"level_start_index must be (L={L},), got shape {tuple(level_start_index.shape)}")
+        raise ModelInputError(f"level_start_index must be (L={L},), got shape {tuple(level_start_index.shape)}")
     if spatial_shapes.dtype.is_floating_point or level_start_index.dtype.is_floating_point:
-        raise ValueError(
+        raise ModelInputError(
             f"spatial_shapes and level_start_index must be integer tensors, got {spatial_shapes.dtype} and "
             f"{level_start_index.dtype}; use torch.int64"
         )
     if not value.dtype.is_floating_point:
-        raise ValueError(f"value must be a floating-point tensor, got {value.dtype}")
+        raise ModelInputError(f"value must be a floating-point tensor, got {value.dtype}")
     if sampling_locations.dtype != value.dtype or attention_weights.dtype != value.dtype:
-        raise ValueError(
+        raise ModelInputError(
             f"value, sampling_locations and attention_weights must share a dtype, got {value.dtype}, "
             f"{sampling_locations.dtype} and {attention_weights.dtype}; cast them to one dtype"
         )
     if sampling_locations.device != value.device or attention_weights.device != value.device:
-        raise ValueError(
+        raise ModelInputError(
             f"value, sampling_locations and attention_weights must be on one device, got {value.device}, "
             f"{sampling_locations.device} and {attention_weights.device}"
         )
     if backend == "cpu" and value.device.type != "cpu":
-        raise ValueError(f"backend='cpu' needs CPU tensors, got value on {value.device}; use 'auto' or 'triton'")
+        raise ConfigError(f"backend='cpu' needs CPU tensors, got value on {value.device}; use 'auto' or 'triton'")
     if backend == "triton" and value.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(
+        raise ConfigError(
             f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1), got value on {value.device}; use 'auto'"
         )
     if not _is_tracing() and spatial_shapes.device.type == "cpu":  # data checks: free on the CPU, a sync on a GPU
         sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
         if sum(sizes) != S:
-            raise ValueError(
+            raise ModelInputError(
                 f"sum of H_l * W_l over spatial_shapes {spatial_shapes.tolist()} is {sum(sizes)}, but value has "
                 f"S = {S}; value must hold every level's pixels"
             )
         starts = [sum(sizes[:level]) for level in range(L)]
         if level_start_index.tolist() != starts:
-            raise ValueError(
+            raise ModelInputError(
                 f"level_start_index {level_start_index.tolist()} is inconsistent with spatial_shapes; expected {starts}"
             )
     if spatial_shapes.dtype != torch.int64 or spatial_shapes.device != value.device:
@@ -194,13 +196,13 @@ def _warn_once(message: str) -> None:
 
 
 def _triton_module() -> ModuleType:
-    """The Triton backend module; raises RuntimeError (with the reason) where it cannot be imported."""
+    """The Triton backend module; raises BackendError (a RuntimeError, with the reason) where it cannot be imported."""
     try:
         module = importlib.import_module(f"{__name__}.triton")
     except Exception as error:  # triton not installed, or an incompatible version
-        raise RuntimeError(f"the triton backend is unavailable ({type(error).__name__}: {error})") from error
+        raise BackendError(f"the triton backend is unavailable ({type(error).__name__}: {error})") from error
     if not (hasattr(module, "forward") and hasattr(module, "backward")):
-        raise RuntimeError("the triton backend is unavailable (ops/triton.py lacks forward/backward)")
+        raise BackendError("the triton backend is unavailable (ops/triton.py lacks forward/backward)")
     return module
 
 

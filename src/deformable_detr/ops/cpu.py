@@ -22,6 +22,8 @@ from types import ModuleType
 
 import torch
 
+from deformable_detr.errors import BackendError
+
 logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).parent / "csrc" / "ms_deform_attn_cpu.cpp"
@@ -50,7 +52,9 @@ def _cpu_features() -> str:
 
 def _extension_name() -> str:
     digest = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(_CFLAGS).encode(), _cpu_features().encode(), torch.__version__.encode()):
+    # The source's path too: torch's build file records it, so two checkouts sharing one name would rebuild in turn.
+    for part in (_SOURCE.read_bytes(), str(_SOURCE.resolve()).encode(), " ".join(_CFLAGS).encode(),
+                 _cpu_features().encode(), torch.__version__.encode()):
         digest.update(part)
     return f"deformable_detr_ms_deform_attn_cpu_{digest.hexdigest()[:12]}"
 
@@ -96,7 +100,7 @@ def load_extension() -> ModuleType:
                 reason = str(error).strip().splitlines()
                 _build_error = f"{type(error).__name__}: {reason[-1] if reason else ''}"
         if _extension is None:
-            raise RuntimeError(f"the fused CPU kernel could not be built ({_build_error}); use backend='reference'")
+            raise BackendError(f"the fused CPU kernel could not be built ({_build_error}); use backend='reference'")
         return _extension
 
 

@@ -30,6 +30,8 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from deformable_detr.errors import ModelInputError
+
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 """Dtypes of `value` (and of locations/weights) these kernels accept."""
 
@@ -232,7 +234,7 @@ def _prepare(
 ) -> tuple[torch.Tensor, ...]:
     """Check device and dtypes; return contiguous inputs, level tensors as int64 on value's device."""
     if not value.is_cuda and not _kernels_interpreted():
-        raise ValueError(
+        raise ModelInputError(
             f"triton backend: value is on {value.device} but the Triton kernels need CUDA tensors; "
             "move the inputs to a GPU or use backend='cpu'"
         )
@@ -242,12 +244,12 @@ def _prepare(
         ("attention_weights", attention_weights),
     ):
         if tensor.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(
+            raise ModelInputError(
                 f"triton backend: {name} has dtype {tensor.dtype}, expected one of {SUPPORTED_DTYPES}; "
                 "cast it or use backend='reference'"
             )
     if sampling_locations.shape[3] != spatial_shapes.shape[0]:
-        raise ValueError(
+        raise ModelInputError(
             f"triton backend: sampling_locations has {sampling_locations.shape[3]} levels but spatial_shapes "
             f"has {spatial_shapes.shape[0]}; they must agree"
         )

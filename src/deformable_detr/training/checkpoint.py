@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..models.state_dict import load_state_dict_strict
 from ..util.safe_load import load_torch_file
 
 CHECKPOINT = "checkpoint.pth"
@@ -244,10 +243,9 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
     if "config" not in state:
         raise CheckpointError(f"{path}: checkpoint has no 'config'; it was not written by `deformable-detr train`")
     config = TrainConfig.from_dict(state["config"])
-    model = DeformableDETR(config.model)
-    load_state_dict_strict(model, state["model"], str(path))
     categories = state.get("categories") or [{"id": i + 1, "name": str(i)} for i in range(config.model.num_classes)]
-    return model.to(device).eval(), config, categories
+    model = DeformableDETR.from_state_dict(config.model, state["model"], str(path), categories=categories)
+    return model.to(device), config, categories
 
 
 def checkpoint_in(path: str | Path) -> Path:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deformable_detr.errors import ConfigError
+
 from ..util import distributed
 from ..util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from .matcher import HungarianMatcher
@@ -38,7 +40,7 @@ class LossConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, float) and value < 0:
-                raise ValueError(f"LossConfig.{field.name} = {value} must be >= 0")
+                raise ConfigError(f"LossConfig.{field.name} = {value} must be >= 0")
 
 
 def sigmoid_focal_loss(

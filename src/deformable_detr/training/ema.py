@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .callbacks import TrainCallback
 
 
@@ -31,9 +32,9 @@ class ModelEMA:
 
     def __init__(self, model: nn.Module, decay: float, warmup_steps: int = 0):
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay = {decay} must be in [0, 1), e.g. 0.999")
+            raise ConfigError(f"EMA decay = {decay} must be in [0, 1), e.g. 0.999")
         if warmup_steps < 0:
-            raise ValueError(f"EMA warmup_steps = {warmup_steps} must be >= 0")
+            raise ConfigError(f"EMA warmup_steps = {warmup_steps} must be >= 0")
         self.module = copy.deepcopy(model).eval()
         for parameter in self.module.parameters():
             parameter.requires_grad_(False)

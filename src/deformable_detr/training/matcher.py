@@ -6,6 +6,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from deformable_detr.errors import ConfigError
+
 from ..util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
 
@@ -42,7 +44,7 @@ class HungarianMatcher(nn.Module):
     ):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
-            raise ValueError("HungarianMatcher: all costs are 0; set at least one of cost_class, cost_bbox, cost_giou > 0")
+            raise ConfigError("HungarianMatcher: all costs are 0; set at least one of cost_class, cost_bbox, cost_giou > 0")
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
@@ -84,7 +86,7 @@ class HungarianMatcher(nn.Module):
                 indices.append((empty, empty))
                 continue
             if not bool(torch.isfinite(cost_b).all()):
-                raise ValueError(
+                raise ConfigError(
                     f"HungarianMatcher: non-finite matching cost in batch index {b} "
                     f"(NaN/inf in pred_logits or pred_boxes, or a degenerate target box); check the model outputs and targets"
                 )

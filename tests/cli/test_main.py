@@ -1,0 +1,107 @@
+"""cli.main: project errors and OSErrors are one line (exit 2), bugs keep their traceback; unsafe checkpoints refused."""
+
+import random
+
+import pytest
+import torch
+
+from deformable_detr import cli
+from deformable_detr.errors import CheckpointError, ConfigError
+from deformable_detr.models.config import ModelConfig
+from deformable_detr.models.detector import DeformableDETR
+from deformable_detr.models.preprocess import PreprocessConfig
+
+TINY = ModelConfig(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=16, d_model=32, n_heads=2,
+                   enc_n_points=2, dec_n_points=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64,
+                   num_queries=8, num_classes=91, dropout=0.0)
+
+
+def _run(argv, capsys):
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from deformable_detr.data.synthetic import make_dataset
+
+    folder = tmp_path_factory.mktemp("data")
+    make_dataset(folder, num_train=1, num_val=2, image_size=64, seed=0)
+    return folder
+
+
+def _command(monkeypatch, error):
+    """Make `make-dataset` raise `error` instead of doing its work."""
+    def raising(args):
+        raise error
+
+    parser_of = cli.build_parser
+
+    def build_parser():
+        parser = parser_of()
+        subparsers = next(a for a in parser._actions if a.dest == "command")
+        subparsers.choices["make-dataset"].set_defaults(handler=raising)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", build_parser)
+
+
+@pytest.mark.parametrize("error", [
+    ConfigError("\x1b[31m--lr\x1b[0m must be > 0,\ngot inf"), CheckpointError("x.pth: corrupt"),
+    FileNotFoundError("nope.json: not found"),
+])
+def test_project_errors_and_os_errors_are_one_clean_line(monkeypatch, capsys, tmp_path, error):
+    _command(monkeypatch, error)
+    status, _, err = _run(["make-dataset", str(tmp_path / "d")], capsys)
+    assert status == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert "\x1b" not in err and "Traceback" not in err
+    if isinstance(error, ConfigError):
+        assert err == "error: --lr must be > 0, got inf\n"
+
+
+@pytest.mark.parametrize("error", [KeyError("model"), AttributeError("x"), ValueError("a bug")])
+def test_bugs_keep_their_traceback(monkeypatch, capsys, tmp_path, error):
+    _command(monkeypatch, error)
+    with pytest.raises(type(error)):
+        cli.main(["make-dataset", str(tmp_path / "d")])
+
+
+class _WritesMarker:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_eval_refuses_a_malicious_checkpoint(dataset, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": {}, "config": {"model": TINY.to_dict()}, "payload": _WritesMarker(marker)}, path)
+    status, _, err = _run(["eval", "--checkpoint", str(path), "--data", str(dataset)], capsys)
+    assert status == 2 and "refused" in err and "would run code" in err
+    assert "weights_only" not in err and "Traceback" not in err and err.count("\n") == 1
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage", random.Random(0).randbytes(3000)])
+def test_eval_on_a_broken_file_is_one_line(dataset, tmp_path, capsys, data):
+    (tmp_path / "x.pth").write_bytes(data)
+    status, _, err = _run(["eval", "--checkpoint", str(tmp_path / "x.pth"), "--data", str(dataset)], capsys)
+    assert status == 2 and err.startswith(f"error: {tmp_path / 'x.pth'}: ") and err.count("\n") == 1
+    assert "weights_only=False" not in err and "\x1b" not in err
+
+
+def test_eval_accepts_a_91_class_model_on_a_subset_of_coco_ids(dataset, tmp_path, capsys):
+    """Any format `load` reads works with eval --checkpoint. 91 labels = COCO ids: predictions of ids the
+    ground truth lacks (the dataset has ids 1-6) are dropped instead of failing the evaluation."""
+    torch.manual_seed(0)
+    DeformableDETR(TINY, preprocess=PreprocessConfig(min_size=64, max_size=96)).save_pretrained(tmp_path / "model")
+    status, out, err = _run(["eval", "--checkpoint", str(tmp_path / "model"), "--data", str(dataset),
+                             "--out", str(tmp_path / "metrics.json")], capsys)
+    assert status == 0, err
+    assert "AP" in out and (tmp_path / "metrics.json").is_file()
