@@ -7,7 +7,7 @@ Each variant HF supports is built with its native ResNet backbone (bottleneck bl
 layers and different encoder/decoder point counts, so a swapped name or size cannot go unnoticed.
 Every parameter and buffer gets small random values on top of HF's init (which zeroes the sampling-offset
 weights, attention weights and several biases), and under box refinement the class heads, which a fresh
-HF model ties into one tensor (docs/interop.md pitfall 3), are untied so each decoder layer has its own head.
+HF model ties into one tensor (docs/interop.md §7, pitfall 2), are untied so each decoder layer has its own head.
 """
 
 from __future__ import annotations

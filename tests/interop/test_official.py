@@ -1,7 +1,7 @@
 """Loading official (fundamentalvision/Deformable-DETR) checkpoints.
 
 The official code is not installed, so official files are made from the HF reference models with the
-mapping of docs/interop.md §3 written out here independently of the library (official <- HF, aliases
+mapping of docs/interop.md §4 written out here independently of the library (official <- HF, aliases
 included, since an HF model instance holds them all), saved as the official `main.py` saves them
 (a dict with "model", an `argparse.Namespace` under "args", optimizer and epoch), and the loaded model
 must reproduce the HF outputs.
@@ -31,7 +31,7 @@ def load_official(checkpoint, **kwargs):
 
 
 def _torchvision_name(native: str) -> str:
-    """HF native ResNet name -> torchvision name (docs/interop.md §2.1 table)."""
+    """HF native ResNet name -> torchvision name (docs/interop.md §4.1)."""
     native = native.replace("embedder.embedder.convolution", "conv1").replace("embedder.embedder.normalization", "bn1")
     stage = re.match(r"encoder\.stages\.(\d+)\.layers\.(\d+)\.(.*)", native)
     if stage is None:
@@ -43,7 +43,7 @@ def _torchvision_name(native: str) -> str:
     return f"layer{int(s) + 1}.{b}.{rest}"
 
 
-_LAYER_RULES = [  # (HF, official) within transformer.{encoder,decoder}.layers.i, docs/interop.md §3.1 rules 5-6
+_LAYER_RULES = [  # (HF, official) within transformer.{encoder,decoder}.layers.i, docs/interop.md §4 table
     ("encoder", "self_attn_layer_norm", "norm1"),
     ("encoder", "final_layer_norm", "norm2"),
     ("decoder", "encoder_attn_layer_norm", "norm1"),
@@ -57,7 +57,7 @@ _LAYER_RULES = [  # (HF, official) within transformer.{encoder,decoder}.layers.i
 
 
 def hf_to_official(hf_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """docs/interop.md §3 in the official <- HF direction (keys of an HF model instance, aliases included)."""
+    """docs/interop.md §4 in the official <- HF direction (keys of an HF model instance, aliases included)."""
     official, qkv = {}, {}
     for key, value in hf_state_dict.items():
         if key.startswith("model.backbone.model."):
@@ -213,7 +213,7 @@ def test_from_official_refuses_foreign_pickles(tmp_path):
      ("deformable-detr-refine", 597, 40.85), ("deformable-detr-two-stage", 630, 41.18)],
 )
 def test_full_size_official_layout(preset, official_keys, million_parameters):
-    """Paper-size R50 models: the official file has docs/interop.md §1.3's key count, the inferred config is the
+    """Paper-size R50 models: the official file has docs/interop.md §3.3's key count, the inferred config is the
     preset, and the strict load succeeds (the unique parameter counts are the README's 40/34/41/41M)."""
     from deformable_detr.models.config import ModelConfig
 

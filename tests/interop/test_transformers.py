@@ -1,7 +1,7 @@
 """Loading Hugging Face Deformable DETR weights: parity with `transformers` on every variant HF supports.
 
 Not tested: single-scale DC5. HF builds DC5 only with a timm backbone (timm is not installed here), and its
-native ResNet silently ignores `dilation=True` (docs/interop.md pitfall 6).
+native ResNet silently ignores `dilation=True` (docs/interop.md §6).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def test_from_transformers_instance_matches_hf(variant, batch):
 
 @pytest.mark.parametrize("variant", ["multi-scale", "box-refine", "two-stage"])
 def test_from_transformers_directory_without_tied_copies(variant, batch, tmp_path):
-    """save_pretrained drops tied head copies (docs/interop.md §2.2); the loader restores them as HF does."""
+    """save_pretrained drops tied head copies (docs/interop.md §4.2); the loader restores them as HF does."""
     hf_model, expected = reference(variant)
     hf_model.save_pretrained(tmp_path)
     from safetensors.torch import load_file
@@ -55,7 +55,7 @@ def test_from_transformers_directory_without_tied_copies(variant, batch, tmp_pat
 
 
 def _v4_name(key: str) -> str:
-    """transformers 5.x key -> v4-era key (docs/interop.md §3.3), the inverse of what 5.x does on load."""
+    """transformers 5.x key -> v4-era key (docs/interop.md §4.2), the inverse of what 5.x does on load."""
     key = key.replace("model.backbone.model.", "model.backbone.conv_encoder.model.")
     key = re.sub(r"(\.layers\.\d+)\.mlp\.fc([12])\.", r"\1.fc\2.", key)
     return re.sub(r"(decoder\.layers\.\d+\.self_attn)\.o_proj\.", r"\1.out_proj.", key)
@@ -81,7 +81,7 @@ def test_bare_state_dict_is_refused_without_a_config(batch):
 
 
 def test_from_transformers_two_stage_query_count():
-    """HF two-stage keeps `two_stage_num_proposals` proposals and ignores `num_queries` (pitfall 5)."""
+    """HF two-stage keeps `two_stage_num_proposals` proposals and ignores `num_queries` (docs/interop.md §6)."""
     hf_model = make_hf_model("two-stage", num_heads=8)
     hf_model.config.num_queries = 123
     assert transformers_to_ours(hf_model)[0].num_queries == hf_model.config.two_stage_num_proposals

@@ -16,7 +16,7 @@ from deformable_detr.models.backbone import (
 
 
 def _torchvision_resnet50_layout():
-    """Key -> shape of torchvision's resnet50 without fc/num_batches_tracked, from INTEROP.md section 1.1."""
+    """Key -> shape of torchvision's resnet50 without fc/num_batches_tracked, from docs/interop.md §3.1."""
     expected = {"conv1.weight": (64, 3, 7, 7)}
     expected.update({f"bn1.{b}": (64,) for b in ("weight", "bias", "running_mean", "running_var")})
     for s, blocks in zip(range(1, 5), (3, 4, 6, 3)):
@@ -72,7 +72,7 @@ def test_frozen_batchnorm_matches_batchnorm2d_in_eval():
 
 
 def test_basic_block_resnet_matches_huggingface_resnet():
-    """Oracle: HF's native ResNet (basic blocks, BatchNorm2d in eval), weights renamed per INTEROP.md 2.1."""
+    """Oracle: HF's native ResNet (basic blocks, BatchNorm2d in eval), weights renamed per docs/interop.md §4.1."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     hf = transformers.ResNetModel(transformers.ResNetConfig(

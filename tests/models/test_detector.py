@@ -106,7 +106,7 @@ def test_model_carries_default_preprocessing_and_categories(make_config):
         DeformableDETR(make_config(), categories=[{"id": 1, "name": "a"}])
 
 
-# --- State-dict layout (team brief) and counts derived from INTEROP.md section 1.3 -------------------------
+# --- State-dict layout (docs/interop.md §2) and counts derived from docs/interop.md §3.3 ------------------
 # Official counts include aliased copies of the heads; ours keeps each distinct head once:
 #   plain / single-scale / DC5: 561 / 549 / 549 minus 5 aliased class heads (2 keys) and bbox heads (6 keys) = -40;
 #   box refine: 597 minus the 36 `transformer.decoder.bbox_embed` aliases;
@@ -119,7 +119,7 @@ EXPECTED_KEY_COUNTS = {
     "deformable-detr-refine": 561,
     "deformable-detr-two-stage": 574,
 }
-# Unique parameter elements, INTEROP.md section 1.3 (the README's 40/34/34/41/41M). FrozenBN holds buffers only.
+# Unique parameter elements, docs/interop.md §3.3 (the README's 40/34/34/41/41M). FrozenBN holds buffers only.
 EXPECTED_PARAMETERS_M = {
     "deformable-detr": 40.07,
     "deformable-detr-single-scale": 34.07,
@@ -150,7 +150,7 @@ def test_two_stage_without_refine_key_count():
 
 def _expected_transformer_and_heads(L=4, enc=6, dec=6, d=256, ffn=1024, M=8, P=4, Q=300, K=91,
                                     heads=1, two_stage=False):
-    """Key -> shape of everything but the backbone, written from the brief's layout and INTEROP.md 1.2."""
+    """Key -> shape of everything but the backbone, written from docs/interop.md §2 and §3.2."""
     keys = {"transformer.level_embed": (L, d)}
     attention = {"sampling_offsets.weight": (M * L * P * 2, d), "sampling_offsets.bias": (M * L * P * 2,),
                  "attention_weights.weight": (M * L * P, d), "attention_weights.bias": (M * L * P,),
@@ -189,7 +189,7 @@ def _expected_transformer_and_heads(L=4, enc=6, dec=6, d=256, ffn=1024, M=8, P=4
 @pytest.mark.parametrize("preset, levels, heads, two_stage", [
     ("deformable-detr", 4, 1, False), ("deformable-detr-single-scale", 1, 1, False),
     ("deformable-detr-two-stage", 4, 7, True)])
-def test_state_dict_keys_and_shapes_follow_the_brief(preset, levels, heads, two_stage):
+def test_state_dict_keys_and_shapes_follow_the_documented_layout(preset, levels, heads, two_stage):
     state = {k: tuple(v.shape) for k, v in _meta_model(ModelConfig.preset(preset)).state_dict().items()}
     expected = _expected_transformer_and_heads(L=levels, heads=heads, two_stage=two_stage)
     if levels == 4:

@@ -113,7 +113,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _v5_name(key: str) -> str:
-    """Rename a v4-era HF key to its transformers 5.x name (INTEROP.md §3.3)."""
+    """Rename a v4-era HF key to its transformers 5.x name (docs/interop.md §4.2)."""
     key = key.replace("model.backbone.conv_encoder.model.", "model.backbone.model.")
     key = key.replace("model.backbone.conv_encoder.", "model.backbone.")
     key = re.sub(r"(\.layers\.\d+)\.fc([12])\.", r"\1.mlp.fc\2.", key)
