@@ -15,12 +15,12 @@ import re
 
 import pytest
 import torch
+from hf_reference import NUM_HEADS, VARIANTS, assert_same_outputs, reference, transformers
 
 import deformable_detr
 from deformable_detr.errors import CheckpointError
 from deformable_detr.interop.official import official_to_ours, ours_to_official
 from deformable_detr.models.detector import DeformableDETR
-from hf_reference import NUM_HEADS, VARIANTS, assert_same_outputs, reference, transformers
 
 ARGS = {"nheads": NUM_HEADS, "dilation": False}  # what no tensor stores (two-stage also needs num_queries)
 

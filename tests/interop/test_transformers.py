@@ -10,13 +10,13 @@ import re
 
 import pytest
 import torch
+from hf_reference import VARIANTS, assert_same_outputs, make_hf_model, reference
 
 import deformable_detr
 from deformable_detr.errors import CheckpointError
 from deformable_detr.interop.transformers import transformers_to_ours
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
-from hf_reference import VARIANTS, assert_same_outputs, make_hf_model, reference
 
 
 def load_transformers(checkpoint, **kwargs):

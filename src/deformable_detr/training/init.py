@@ -123,12 +123,13 @@ def transfer_weights(model: nn.Module, source_state: Mapping[str, torch.Tensor],
 def read_init_source(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor], list[dict]]:
     """(architecture, state dict, categories) of a weights file to start from.
 
-    Reads training checkpoints (`checkpoint.pth`, `best.pth`) written by `deformable-detr train`.
+    Reads anything `deformable_detr.load` does: training checkpoints (`checkpoint.pth`, `best.pth`) or run
+    folders, save_pretrained folders, official .pth files (COCO names for 91 classes), Hugging Face folders.
     """
-    from .checkpoint import load_trained_model
+    from ..inference.loader import load
 
-    model, _, categories = load_trained_model(path)
-    return model.config, model.state_dict(), list(categories)
+    model = load(path)
+    return model.config, model.state_dict(), list(model.categories)
 
 
 def frozen_backbone_parts(model_config: ModelConfig, freeze: str | None) -> list[str]:
