@@ -10,11 +10,11 @@ import re
 
 import pytest
 import torch
-from hf_reference import VARIANTS, assert_same_outputs, make_hf_model, reference
+from hf_reference import VARIANTS, assert_same_outputs, hf_outputs, make_hf_model, reference, transformers
 
 import deformable_detr
 from deformable_detr.errors import CheckpointError
-from deformable_detr.interop.transformers import transformers_to_ours
+from deformable_detr.interop.transformers import ours_to_transformers, transformers_to_ours
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
 
@@ -96,3 +96,49 @@ def test_from_transformers_rejects_learned_position_embedding():
 def test_from_transformers_rejects_foreign_state_dict():
     with pytest.raises(ValueError, match="'model.level_embed'.* is missing: not a Deformable DETR state dict"):
         load_transformers({"encoder.weight": torch.zeros(1)})
+
+
+def _save_hf_folder(folder, config, state_dict, categories=None):
+    import json
+
+    from safetensors.torch import save_file
+
+    hf_state, hf_config = ours_to_transformers(config, state_dict, categories)
+    folder.mkdir()
+    save_file(hf_state, folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(hf_config))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_ours_to_transformers_round_trip_is_read_by_hf(variant, batch, tmp_path):
+    """HF -> ours -> HF folder -> transformers' own from_pretrained reproduces the original HF outputs."""
+    hf_model, expected = reference(variant)
+    config, ours = transformers_to_ours(hf_model)
+    _save_hf_folder(tmp_path / "hf", config, ours)
+    reloaded = transformers.DeformableDetrForObjectDetection.from_pretrained(tmp_path / "hf").eval()
+    assert_same_outputs(hf_outputs(reloaded, *batch), expected)
+
+
+def test_our_own_model_runs_in_hf(batch, tmp_path):
+    """A model of ours (basic-block ResNet, trainable BatchNorm, two-stage) written for HF gives our outputs there."""
+    from deformable_detr.models.config import ModelConfig
+
+    torch.manual_seed(0)
+    config = ModelConfig.preset("tiny-two-stage", d_model=32, n_heads=4, dim_feedforward=48, num_queries=7, num_classes=3)
+    model = DeformableDETR(config).eval()
+    with torch.no_grad():
+        for value in model.state_dict().values():
+            if value.is_floating_point():
+                value.add_(0.02 * torch.randn_like(value))
+    categories = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
+    _save_hf_folder(tmp_path / "hf", config, model.state_dict(), categories)
+    hf_model = transformers.DeformableDetrForObjectDetection.from_pretrained(tmp_path / "hf").eval()
+    assert hf_model.config.id2label == {0: "a", 1: "b", 2: "c"}
+    assert_same_outputs(_ours(model, *batch), hf_outputs(hf_model, *batch))
+
+
+def test_dc5_cannot_be_written_for_hf_native_resnet():
+    from deformable_detr.models.config import ModelConfig
+
+    with pytest.raises(CheckpointError, match="DC5 .* only with a timm backbone"):
+        ours_to_transformers(ModelConfig(num_feature_levels=1, dilation=True), {})

@@ -9,6 +9,6 @@ Converters only rename and check tensors; `DeformableDETR.from_state_dict` build
 """
 
 from deformable_detr.interop.official import official_to_ours, ours_to_official
-from deformable_detr.interop.transformers import transformers_to_ours
+from deformable_detr.interop.transformers import ours_to_transformers, transformers_to_ours
 
-__all__ = ["official_to_ours", "ours_to_official", "transformers_to_ours"]
+__all__ = ["official_to_ours", "ours_to_official", "ours_to_transformers", "transformers_to_ours"]

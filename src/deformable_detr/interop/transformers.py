@@ -41,6 +41,7 @@ from deformable_detr.interop.official import (
     backbone_from_state_dict,
     make_model_config,
     official_state_dict_to_ours,
+    ours_to_official,
 )
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.util.safe_load import load_torch_file
@@ -360,3 +361,119 @@ def transformers_to_ours(
         official, config.num_decoder_layers, config.with_box_refine, config.two_stage, source
     )
     return config, ours
+
+
+def _native_backbone_name(name: str) -> str:
+    """torchvision ResNet name -> HF native ResNet name (the inverse of `_backbone_name`)."""
+    if name.startswith(("conv1.", "bn1.")):
+        module, tensor = name.split(".", 1)
+        return f"embedder.embedder.{'convolution' if module == 'conv1' else 'normalization'}.{tensor}"
+    match = re.fullmatch(r"layer(\d)\.(\d+)\.(?:(conv|bn)(\d)|downsample\.(\d))\.(.+)", name)
+    if match is None:
+        raise CheckpointError(f"backbone key '{name}' has no Hugging Face ResNet name")
+    stage, block, kind, conv, downsample, tensor = match.groups()
+    prefix = f"encoder.stages.{int(stage) - 1}.layers.{block}."
+    if downsample is not None:
+        return f"{prefix}shortcut.{'convolution' if downsample == '0' else 'normalization'}.{tensor}"
+    return f"{prefix}layer.{int(conv) - 1}.{'convolution' if kind == 'conv' else 'normalization'}.{tensor}"
+
+
+def _hf_name(key: str) -> str:
+    """One official key -> HF (transformers 5.x) key; the decoder's in_proj is split separately."""
+    if key.startswith("backbone.0.body."):
+        return "model.backbone.model." + _native_backbone_name(key[len("backbone.0.body.") :])
+    if key.startswith("query_embed."):
+        return "model.query_position_embeddings." + key[len("query_embed.") :]
+    if key.startswith("input_proj."):
+        return "model." + key
+    match = re.fullmatch(r"transformer\.(encoder|decoder)\.layers\.(\d+)\.(.+)", key)
+    if match:
+        part, index, rest = match.groups()
+        for hf, official in (_ENCODER_LAYER if part == "encoder" else _DECODER_LAYER).items():
+            if rest.startswith(official + "."):
+                rest = hf + rest[len(official) :]
+                break
+        return f"model.{part}.layers.{index}.{rest}"
+    if key.startswith("transformer."):
+        return "model." + key[len("transformer.") :]
+    return key  # class_embed.*, bbox_embed.*
+
+
+def ours_to_transformers(
+    config: ModelConfig, state_dict: Mapping[str, torch.Tensor], categories: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Convert our (ModelConfig, state dict) to a Hugging Face `DeformableDetrForObjectDetection` state dict and config.
+
+    The backbone is written with HF's native ResNet names (`use_timm_backbone=False`), so `transformers` can build
+    the model without timm. Save the result as a folder HF reads:
+
+        hf_state, hf_config = ours_to_transformers(model.config, model.state_dict(), model.categories)
+        safetensors.torch.save_file({k: v.contiguous() for k, v in hf_state.items()}, "hf/model.safetensors")
+        json.dump(hf_config, open("hf/config.json", "w"))      # DeformableDetrForObjectDetection.from_pretrained("hf/")
+
+    Args:
+        config: the architecture; DC5 (`dilation=True`) cannot be expressed with HF's native ResNet.
+        state_dict: our key layout.
+        categories: [{"id", "name"}] in label order, written as `id2label`; None = "LABEL_k".
+
+    Returns:
+        (hf_state_dict, hf_config_dict). Every tensor is its own copy (safetensors refuses shared storage),
+        every head is written once per name, as an HF model instance holds them.
+
+    Raises:
+        CheckpointError: DC5, which HF builds only with a timm backbone.
+    """
+    if config.dilation:
+        raise CheckpointError("DC5 (dilation=True) cannot be written for Hugging Face's native ResNet; HF builds DC5 "
+                              "only with a timm backbone")
+    official, _ = ours_to_official(config, state_dict)
+    hf_state: dict[str, torch.Tensor] = {}
+    for key, value in official.items():
+        if key.endswith("num_batches_tracked"):  # trainable BatchNorm counters; HF's backbone BN is frozen
+            continue
+        match = re.fullmatch(r"transformer\.decoder\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)", key)
+        if match:
+            index, tensor = match.groups()
+            for name, part in zip("qkv", value.chunk(3, dim=0)):  # rows q, k, v
+                hf_state[f"model.decoder.layers.{index}.self_attn.{name}_proj.{tensor}"] = part.clone()
+            continue
+        hf_state[_hf_name(key)] = value.detach().clone()
+    width = config.backbone_base_width
+    bottleneck = "layer1.0.conv3.weight" in {k[len("backbone.0.body.") :] for k in official}
+    labels = [c["name"] for c in categories] if categories is not None else [f"LABEL_{k}" for k in range(config.num_classes)]
+    hf_config = {
+        "model_type": "deformable_detr",
+        "architectures": ["DeformableDetrForObjectDetection"],
+        "use_timm_backbone": False,
+        "use_pretrained_backbone": False,
+        "backbone_config": {
+            "model_type": "resnet",
+            "layer_type": "bottleneck" if bottleneck else "basic",
+            "embedding_size": width,
+            "hidden_sizes": [width * 2**stage * (4 if bottleneck else 1) for stage in range(4)],
+            "depths": list(config.resnet_depths),
+            "out_features": ["stage2", "stage3", "stage4"] if config.num_feature_levels > 1 else ["stage4"],
+            "downsample_in_bottleneck": False,
+        },
+        "d_model": config.d_model,
+        "encoder_layers": config.num_encoder_layers,
+        "decoder_layers": config.num_decoder_layers,
+        "encoder_attention_heads": config.n_heads,
+        "decoder_attention_heads": config.n_heads,
+        "encoder_ffn_dim": config.dim_feedforward,
+        "decoder_ffn_dim": config.dim_feedforward,
+        "encoder_n_points": config.enc_n_points,
+        "decoder_n_points": config.dec_n_points,
+        "num_feature_levels": config.num_feature_levels,
+        "num_queries": config.num_queries,
+        "two_stage_num_proposals": config.num_queries,
+        "with_box_refine": config.with_box_refine,
+        "two_stage": config.two_stage,
+        "dilation": False,
+        "dropout": config.dropout,
+        "activation_function": "relu",
+        "position_embedding_type": "sine",
+        "id2label": {str(k): name for k, name in enumerate(labels)},
+        "label2id": {name: k for k, name in enumerate(labels)},
+    }
+    return hf_state, hf_config
