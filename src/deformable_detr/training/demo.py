@@ -51,17 +51,20 @@ def ensure_dataset(data_dir: Path, data: dict | None = None, progress: bool = Tr
 def draw_validation_predictions(checkpoint_path: Path, data_dir: Path, out_path: Path, count: int = 8,
                                 score_threshold: float = 0.3) -> Path:
     """Grid of the first `count` validation images with predictions (coloured) and ground truth (white)."""
-    from .predict import predict_images
+    from ..data.images import load_rgb_image
+    from ..inference.loader import load
 
-    model, config, categories = ckpt.load_trained_model(checkpoint_path)
+    model = load(checkpoint_path)
     val = CocoDetection(data_dir / "val" / "images", data_dir / "val" / "annotations.json")
     paths = [val.images_dir / info["file_name"] for info in val.images[:count]]
-    _, drawn = predict_images(model, config, categories, paths, score_threshold)
+    names = [category["name"] for category in model.categories]
     tiles = []
-    for index, image in enumerate(drawn):
+    for index, (path, found) in enumerate(zip(paths, model.predict(paths, threshold=score_threshold))):
+        image = load_rgb_image(path)
         info = val.images[index]
         target = val.load_target(index, info.get("width", image.width), info.get("height", image.height))
-        tiles.append(draw_detections(image, [], [], ground_truth_xyxy=target["boxes"].tolist()))
+        tiles.append(draw_detections(image, found.boxes.tolist(), found.labels.tolist(), found.scores.tolist(), names,
+                                     ground_truth_xyxy=target["boxes"].tolist()))
     return save_grid(tiles, out_path)
 
 
