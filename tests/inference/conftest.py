@@ -3,6 +3,7 @@
 import pytest
 from inference_helpers import tiny_model, write_image
 
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     """`save_pretrained` folder of `tiny_model()`."""

@@ -5,13 +5,12 @@ import math
 
 import pytest
 import torch
+from inference_helpers import CATEGORIES, tiny_model, write_image
 
 from deformable_detr.cli import main
 from deformable_detr.errors import ConfigError
 from deformable_detr.inference.inputs import check_output_folder, collect_image_files
 from deformable_detr.inference.predict_files import predict_files
-
-from inference_helpers import CATEGORIES, tiny_model, write_image
 
 
 def _run(capsys, *argv):

@@ -8,8 +8,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from deformable_detr.errors import ConfigError, DatasetError, ModelInputError
-from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.detections import Detections
+from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.predict import pad_levels
 from deformable_detr.models.preprocess import PreprocessConfig, preprocess_image
 

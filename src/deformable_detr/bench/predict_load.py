@@ -81,7 +81,7 @@ def run(count: int, batch_size: int = 8, threads: int = 1) -> dict:
               "model": "tiny preset (1.7M parameters), 128 px shorter side", "runs": []}
     with tempfile.TemporaryDirectory() as scratch:
         good, bad = make_images(Path(scratch) / "images", count)
-        first = sorted((good + bad))[: max(1, count // 10)]
+        first = sorted(good + bad)[: max(1, count // 10)]
         for name, inputs in (("first 10 %", first), ("all", [Path(scratch) / "images"])):
             start = time.perf_counter()
             summary = predict_files(model, [str(p) for p in inputs], Path(scratch) / f"out_{len(result['runs'])}",

@@ -109,7 +109,7 @@ def explain(model: DeformableDETR, image: ImageInput, top: int = 5, threshold: f
                            "category_id": model.categories[label]["id"], "name": model.categories[label]["name"],
                            "query": query, "reference_point": reference, "sampling": sampling})
     shapes = encoder_record["spatial_shapes"].tolist()
-    result = {"image_size": [height, width], "levels": [{"level": l, "size": s} for l, s in enumerate(shapes)],
+    result = {"image_size": [height, width], "levels": [{"level": level, "size": size} for level, size in enumerate(shapes)],
               "detections": detections, "pixel": None}
     if pixel is not None:
         level_height, level_width = shapes[0]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
@@ -93,7 +93,7 @@ def _process_batch(model: DeformableDETR, files: ImageFiles, indices: list[int],
             canvas = draw_detections(shown, detections.boxes.tolist(), detections.labels.tolist(),
                                      detections.scores.tolist(), [c["name"] for c in model.categories],
                                      min_side=DRAW_MIN_SIDE)
-            _write_atomic(drawing, lambda path: canvas.save(path, format="PNG"))
+            _write_atomic(drawing, lambda path, canvas=canvas: canvas.save(path, format="PNG"))
             record["image"]["drawing"] = str(files.outputs[index])
         records.append(record)
     return records

@@ -11,7 +11,8 @@ the whole batch. Batched results equal one-by-one results up to float rounding (
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
