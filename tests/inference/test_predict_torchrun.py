@@ -17,7 +17,7 @@ def _predict(launcher, images, model_dir, out):
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     command = [*launcher, "-m", "deformable_detr.cli", "predict", str(images), "--checkpoint", str(model_dir),
                "--out", str(out), "--threshold", "0.1", "--batch-size", "2"]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
 
 
 @pytest.mark.slow
