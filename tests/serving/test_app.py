@@ -9,8 +9,7 @@ import httpx
 import pytest
 import torch
 from PIL import Image
-
-from conftest import CATEGORIES, PREPROCESS, encode, png_claiming, running_server, scene, single_image_detections
+from serve_helpers import CATEGORIES, PREPROCESS, encode, png_claiming, running_server, scene, single_image_detections
 
 
 def post(url: str, path: str, data: bytes | None, name: str = "image.png", mime: str = "image/png",

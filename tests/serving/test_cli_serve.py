@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 import torch
+from serve_helpers import encode, free_port, scene, tiny_model
 
-from conftest import encode, free_port, scene, tiny_model
 from deformable_detr.cli import main
 
 

@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
-
-from conftest import encode, running_server, scene
+from serve_helpers import encode, running_server, scene
 
 
 def detect(url: str, data: bytes, name: str = "x.png") -> httpx.Response:

@@ -12,8 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from conftest import encode, scene
+from serve_helpers import encode, scene
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
