@@ -55,7 +55,9 @@ def _write(source: DeformableDETR, fmt: str, tmp_path):
 
 
 @pytest.mark.parametrize("fmt, two_stage", [("training-checkpoint", False), ("run-folder", False), ("pretrained", False),
-                                            ("official", False), ("training-checkpoint", True), ("official", True)])
+                                            ("official", False),
+                                            pytest.param("training-checkpoint", True, marks=pytest.mark.slow),
+                                            pytest.param("official", True, marks=pytest.mark.slow)])
 def test_init_from_each_format(tmp_path, fmt, two_stage):
     source = _source(two_stage)
     path = _write(source, fmt, tmp_path)
