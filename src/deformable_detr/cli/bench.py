@@ -142,5 +142,38 @@ def _bench_serve(args) -> None:
     print(f"wrote {out}")
 
 
+def _add_bench_predict(targets) -> None:
+    parser = targets.add_parser("predict", help="images/s end to end (decode -> preprocess -> model -> postprocess): "
+                                                "ours fp32/bf16/compile, onnxruntime, Hugging Face",
+                                description="End-to-end images/s on the same JPEG files and random weights: our "
+                                            "model.predict (eager fp32, bf16 autocast, torch.compile), the exported "
+                                            "ONNX file in onnxruntime, and HF DeformableDetrImageProcessor + "
+                                            "DeformableDetrForObjectDetection. Interleaved rounds, minimum reported.")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800], help="shorter sides (default 512 800)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="images per call (default 1 8)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        help="subset of ours-fp32 ours-bf16 ours-compile onnxruntime hf (default all)")
+    parser.add_argument("--smoke", action="store_true", help="tiny model, 64 px, batches 1 and 2, no torch.compile")
+    parser.add_argument("--out", type=Path, metavar="JSON", help="default benchmarks/results/predict_cpu[_smoke].json")
+    parser.set_defaults(handler=_bench_predict)
+
+
+def _bench_predict(args) -> None:
+    from ..bench.harness import write_result
+    from ..bench.predict import METHODS, format_predict_benchmark, run_predict_benchmark
+
+    if min(args.sizes + args.batch_sizes + [args.repeats, args.threads]) < 1:
+        raise ValueError("--sizes, --batch-sizes, --repeats and --threads must be >= 1")
+    sizes, batches = ((64,), (1, 2)) if args.smoke else (tuple(args.sizes), tuple(args.batch_sizes))
+    result = run_predict_benchmark(sizes, batches, args.repeats, args.threads, args.smoke,
+                                   tuple(args.methods or METHODS), progress=lambda m: print(m, file=sys.stderr))
+    print(format_predict_benchmark(result))
+    out = args.out or Path("benchmarks/results") / f"predict_cpu{'_smoke' if args.smoke else ''}.json"
+    print(f"wrote {write_result(out, result)}")
+
+
 # `bench` targets, in `--help` order. To add one, append its `_add_bench_<name>(targets)` function here.
-BENCH_TARGETS = [_add_bench_model, _add_bench_train, _add_bench_op, _add_bench_op_triton, _add_bench_serve]
+BENCH_TARGETS = [_add_bench_model, _add_bench_train, _add_bench_op, _add_bench_op_triton, _add_bench_serve,
+                 _add_bench_predict]

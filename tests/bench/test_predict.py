@@ -1,0 +1,41 @@
+"""`bench predict` on a tiny model (the real run is `deformable-detr bench predict`; no time asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deformable_detr.bench.predict import numpy_postprocess
+from deformable_detr.cli import main
+from deformable_detr.models.postprocess import postprocess
+
+
+@pytest.mark.slow  # exports an ONNX file and builds an HF model: ~10-30 s
+def test_bench_predict_smoke(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "predict_cpu_smoke.json"
+    assert main(["bench", "predict", "--smoke", "--repeats", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    methods = {(r["size"], r["batch"], r["method"]) for r in result["results"]}
+    assert methods == {(64, b, m) for b in (1, 2) for m in ("ours-fp32", "ours-bf16", "onnxruntime", "hf")}
+    assert all(r["images_per_s"] > 0 for r in result["results"])
+    assert {"ours_fp32_over_hf", "ours_fp32_over_onnxruntime"} <= set(result["ratios"][0])
+    assert "ours/hf" in capsys.readouterr().out
+
+
+def test_numpy_postprocess_equals_the_models():
+    """The numpy postprocessing that the onnxruntime path (and the README) uses vs `models.postprocess`."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 7, 5, generator=generator) * 3
+    boxes = torch.rand(2, 7, 4, generator=generator) * 0.5 + 0.1
+    sizes = [(120, 200), (64, 48)]
+    expected = postprocess({"pred_logits": logits, "pred_boxes": boxes}, torch.tensor(sizes), top_k=10)
+    actual = numpy_postprocess(logits.numpy(), boxes.numpy(), sizes, top_k=10, threshold=0.0)
+    for got, want in zip(actual, expected):
+        np.testing.assert_allclose(got["scores"], want["scores"].numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(got["labels"], want["labels"].numpy())
+        np.testing.assert_allclose(got["boxes"], want["boxes"].numpy(), rtol=1e-5, atol=1e-4)
