@@ -14,6 +14,7 @@ Policy (the same for training data, `predict` and uploads to `serve`):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -57,10 +58,9 @@ def load_rgb_image(source: ImageSource, name: str | None = None, hint: str | Non
         try:
             if scale < 1 and raw.format == "JPEG":
                 raw.draft(raw.mode, (max(1, int(width * scale)), max(1, int(height * scale))))  # decode at 1/2..1/8 scale
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _quiet_pil():
                 raw.load()
-            image = ImageOps.exif_transpose(raw)
+                image = ImageOps.exif_transpose(raw)
             image = _to_rgb(image)
         except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, struct.error ... for bad files
             raise DatasetError(f"{label}: cannot decode image ({_reason(error)}); {hint}") from None
@@ -91,12 +91,21 @@ def image_size(source: ImageSource, name: str | None = None, hint: str | None = 
             try:
                 if raw.format == "JPEG":
                     raw.draft(raw.mode, (max(1, width // 8), max(1, height // 8)))
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with _quiet_pil():
                     raw.load()
             except Exception as error:  # as in load_rgb_image
                 raise DatasetError(f"{label}: cannot decode image ({_reason(error)}); {hint}") from None
     return size
+
+
+@contextlib.contextmanager
+def _quiet_pil():
+    """Silence PIL's warnings (size over its bomb-warning level, which `_checked_size` handles; corrupt EXIF
+    or TIFF tags in an image that still decodes): a file either decodes or raises one DatasetError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
 
 
 def _label(source: ImageSource, name: str | None) -> str:
@@ -119,8 +128,7 @@ def _open(source: ImageSource, label: str, hint: str) -> Image.Image:
                 raise DatasetError(f"{label}: image file is empty (0 bytes); {hint}")
         elif _remaining_bytes(source) == 0:
             raise DatasetError(f"{label}: image is empty (0 bytes); {hint}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _quiet_pil():
             return Image.open(source)
     except DatasetError:
         raise
@@ -156,7 +164,8 @@ def _checked_size(raw: Image.Image, label: str) -> tuple[int, int]:
 def _displayed_size(raw: Image.Image, width: int, height: int) -> tuple[int, int]:
     """(width, height) after the EXIF orientation (5-8 rotate by 90 degrees)."""
     try:
-        orientation = raw.getexif().get(0x0112)
+        with _quiet_pil():
+            orientation = raw.getexif().get(0x0112)
     except Exception:  # a corrupt EXIF block: exif_transpose will ignore it too  # noqa: BLE001
         orientation = None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
