@@ -45,6 +45,16 @@ class ModelConfig:
         num_classes: K sigmoid logits per query (no background class).
         with_box_refine: every decoder layer refines the previous layer's boxes, own heads per layer.
         two_stage: encoder proposals, ranked by a class head, initialise the decoder queries.
+    Faster-converging training (DINO, H-DETR; each off by default, inference unchanged):
+        query_selection: "static" (learned queries; needs two_stage=False), "pure" (two-stage: the top
+            proposals give boxes, positions and content) or "mixed" (DINO: the top proposals give boxes and
+            positions, the content queries stay learned; needs two_stage=True); None = "pure" with
+            two_stage, else "static".
+        denoising: contrastive denoising queries in training (adds a label embedding; a one-stage model
+            also gets the box embedding `pos_trans`). Noise and group sizes are in LossConfig.
+        look_forward_twice: with box refinement, layer i+1's box loss also trains layer i's box head.
+        num_queries_one2many: hybrid matching: extra queries, trained one-to-many against the ground truth
+            repeated LossConfig.hybrid_k times; used in training only (0 = off).
     """
 
     backbone: str = "resnet50"
@@ -67,8 +77,23 @@ class ModelConfig:
     num_classes: int = 91
     with_box_refine: bool = False
     two_stage: bool = False
+    query_selection: str | None = None
+    denoising: bool = False
+    look_forward_twice: bool = False
+    num_queries_one2many: int = 0
 
     def __post_init__(self) -> None:
+        selection = self.query_selection
+        if selection not in (None, "static", "pure", "mixed"):
+            raise ValueError(f"query_selection={selection!r} is unknown; choose one of static, pure, mixed")
+        if selection in ("pure", "mixed") and not self.two_stage:
+            raise ValueError(f"query_selection={selection!r} selects encoder proposals; set two_stage=True "
+                             "(or query_selection='static')")
+        if selection == "static" and self.two_stage:
+            raise ValueError("query_selection='static' uses learned queries; set two_stage=False "
+                             "(or query_selection='pure' / 'mixed')")
+        if self.num_queries_one2many < 0:
+            raise ValueError(f"num_queries_one2many={self.num_queries_one2many} must be >= 0 (0 = no hybrid matching)")
         if self.backbone not in RESNETS:
             raise ConfigError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
         if self.backbone_depths is not None:
@@ -99,6 +124,11 @@ class ModelConfig:
     def resnet_depths(self) -> tuple[int, int, int, int]:
         """Blocks per stage actually built: `backbone_depths`, or the named ResNet's."""
         return self.backbone_depths or RESNETS[self.backbone][1]
+
+    @property
+    def query_selection_mode(self) -> str:
+        """"static", "pure" or "mixed": `query_selection`, or what `two_stage` implies when it is None."""
+        return self.query_selection or ("pure" if self.two_stage else "static")
 
     @property
     def num_prediction_heads(self) -> int:
@@ -203,6 +233,24 @@ def demo() -> ModelConfig:
     return dataclasses.replace(tiny(), two_stage=True, num_queries=30, dropout=0.0, num_classes=6)
 
 
+def deformable_detr_dino_style() -> ModelConfig:
+    """Two-stage with box refinement, trained with DINO's contrastive denoising, mixed query selection and
+    look-forward-twice and H-DETR's hybrid matching (1500 one-to-many queries, as H-DETR with 300).
+
+    Same inference architecture and cost as `deformable-detr-two-stage` (plus a learned content embedding).
+    For reference, on COCO val2017 with R50 and 12 epochs: DINO-4scale 49.0 AP, H-Deformable-DETR two-stage
+    refine 48.7 AP, vs 46.9 for `deformable-detr-two-stage` after 50 epochs (the papers' numbers).
+    """
+    return dataclasses.replace(deformable_detr_two_stage(), query_selection="mixed", denoising=True,
+                               look_forward_twice=True, num_queries_one2many=1500)
+
+
+def demo_dino_style() -> ModelConfig:
+    """`demo` with the training options of `deformable-detr-dino-style` (90 one-to-many queries, 3x `num_queries`)."""
+    return dataclasses.replace(demo(), query_selection="mixed", denoising=True, look_forward_twice=True,
+                               num_queries_one2many=90)
+
+
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "deformable-detr": deformable_detr,
     "deformable-detr-refine": deformable_detr_refine,
@@ -212,4 +260,6 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
     "tiny-two-stage": tiny_two_stage,
     "demo": demo,
+    "deformable-detr-dino-style": deformable_detr_dino_style,
+    "demo-dino-style": demo_dino_style,
 }

@@ -27,6 +27,7 @@ from deformable_detr.models.detections import Detections
 from deformable_detr.models.postprocess import postprocess
 from deformable_detr.models.predict import predict
 from deformable_detr.models.preprocess import PreprocessConfig, check_categories, default_categories
+from deformable_detr.models.query_selection import self_attention_mask
 from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.models.transformer import DeformableTransformer
 from deformable_detr.ops import BACKENDS
@@ -90,6 +91,15 @@ def _checked_backbone(backbone: nn.Module, config: ModelConfig) -> nn.Module:
     return backbone
 
 
+def _layer_outputs(all_logits: list[torch.Tensor], all_boxes: list[torch.Tensor], start: int,
+                   count: int) -> dict[str, Any]:
+    """{"pred_logits", "pred_boxes", "aux_outputs"} of queries start..start+count-1, from per-layer outputs."""
+    logits = [layer_logits[:, start:start + count] for layer_logits in all_logits]  # (B, count, K) each
+    boxes = [layer_boxes[:, start:start + count] for layer_boxes in all_boxes]  # (B, count, 4) each
+    return {"pred_logits": logits[-1], "pred_boxes": boxes[-1],
+            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]}
+
+
 class DeformableDETR(nn.Module):
     """The Deformable DETR detector (Zhu et al., ICLR 2021), every variant from one `ModelConfig`.
 
@@ -122,10 +132,21 @@ class DeformableDETR(nn.Module):
             d_model, n_heads=config.n_heads, num_encoder_layers=config.num_encoder_layers,
             num_decoder_layers=config.num_decoder_layers, dim_feedforward=config.dim_feedforward,
             dropout=config.dropout, num_feature_levels=config.num_feature_levels, enc_n_points=config.enc_n_points,
-            dec_n_points=config.dec_n_points, two_stage=config.two_stage, num_queries=config.num_queries)
+            dec_n_points=config.dec_n_points, two_stage=config.two_stage, num_queries=config.num_queries,
+            box_embedding=config.denoising and not config.two_stage)
         if not config.two_stage:
             self.query_embed = nn.Embedding(config.num_queries, 2 * d_model)  # [position | content], N(0, 1)
         self.class_heads, self.box_heads = self._build_heads(config)
+        # Training add-ons, built after everything else so the base weights do not depend on them.
+        selection, extra = config.query_selection_mode, config.num_queries_one2many
+        if selection == "mixed":
+            self.content_embed = nn.Embedding(config.num_queries, d_model)  # learned content, N(0, 1)
+        if extra and selection == "static":
+            self.query_embed_one2many = nn.Embedding(extra, 2 * d_model)
+        if extra and selection == "mixed":
+            self.content_embed_one2many = nn.Embedding(extra, d_model)
+        if config.denoising:
+            self.label_embed = nn.Embedding(config.num_classes + 1, d_model)  # row K: padding slots
 
     @staticmethod
     def _build_heads(config: ModelConfig) -> tuple[nn.ModuleList, nn.ModuleList]:
@@ -143,12 +164,16 @@ class DeformableDETR(nn.Module):
         nn.init.constant_(box_heads[0].layers[-1].bias[2:], box_bias)
         return class_heads, box_heads
 
-    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None) -> dict[str, Any]:
+    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
+                denoising: Any = None) -> dict[str, Any]:
         """Detect objects.
 
         Args:
             images: (B, 3, H, W) floating point, normalized, padded to a common size, finite.
             padding_mask: (B, H, W) bool, True = padding; None = every pixel valid.
+            denoising: training only, a model with `config.denoising`: extra queries with `labels` (B, Ld)
+                int64 in [0, K] (K = padding slot), `boxes_cxcywh` (B, Ld, 4) and `attention_mask` (Ld, Ld)
+                bool True = blocked (built by `deformable_detr.training.denoising.make_denoising_queries`).
 
         Returns:
             dict with
@@ -156,14 +181,18 @@ class DeformableDETR(nn.Module):
             "pred_boxes": (B, Lq, 4) (cx, cy, w, h) in [0, 1], normalized by each image's valid size;
             "aux_outputs": list over decoder layers 0..n-2 of {"pred_logits", "pred_boxes"};
             "enc_outputs" (two-stage only): {"pred_logits" (B, S, K), "pred_boxes" (B, S, 4)} of every
-            encoder proposal (boxes of invalid proposals are 1).
+            encoder proposal (boxes of invalid proposals are 1);
+            "dn_outputs" (with `denoising`): the same three keys for the Ld denoising queries, plus "queries"
+            (the `denoising` argument, for the loss);
+            "one2many_outputs" (training a model with `num_queries_one2many` > 0): the same three keys for
+            the hybrid-matching queries. The main keys always cover only the `num_queries` matching queries.
 
         Raises:
             ModelInputError: wrong rank, channel count or dtype, NaN/Inf pixels, an empty batch, or a
                 padding_mask of the wrong shape or dtype.
         """
         sources, masks = self.image_features(images, padding_mask)
-        return self.detect(sources, masks)
+        return self.detect(sources, masks, denoising=denoising)
 
     def image_features(self, images: torch.Tensor,
                        padding_mask: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -188,25 +217,49 @@ class DeformableDETR(nn.Module):
             masks.append(downsample_mask(padding_mask, source.shape[-2:]))
         return sources, masks
 
-    def detect(self, sources: list[torch.Tensor], masks: list[torch.Tensor]) -> dict[str, Any]:
+    def detect(self, sources: list[torch.Tensor], masks: list[torch.Tensor], denoising: Any = None) -> dict[str, Any]:
         """Transformer and heads on the maps of `image_features` (which may be padded per level).
 
         Args:
             sources: per level, (B, C, H_l, W_l); masks: per level, (B, H_l, W_l) bool, True = padding.
+            denoising: as `forward`.
 
         Returns:
             as `forward`.
         """
-        positions = [sine_position_encoding(mask, self.config.d_model // 2).to(source.dtype)
+        config = self.config
+        positions = [sine_position_encoding(mask, config.d_model // 2).to(source.dtype)
                      for source, mask in zip(sources, masks)]  # (B, C, H_l, W_l) each
 
-        refine = self.config.with_box_refine
-        two_stage = self.config.two_stage
+        refine = config.with_box_refine
+        two_stage = config.two_stage
+        num_one2many = config.num_queries_one2many if self.training else 0
+        query_embed = content_embed = extra_queries = denoising_mask = None
+        if not two_stage:
+            query_embed = self.query_embed.weight  # (Lq, 2C)
+            if num_one2many:
+                query_embed = torch.cat((query_embed, self.query_embed_one2many.weight))  # (Lq + Lo, 2C)
+        elif config.query_selection_mode == "mixed":
+            content_embed = self.content_embed.weight  # (Lq, C)
+            if num_one2many:
+                content_embed = torch.cat((content_embed, self.content_embed_one2many.weight))  # (Lq + Lo, C)
+        if denoising is not None:
+            if not config.denoising:
+                raise ConfigError("denoising queries given to a model built with denoising=False; build it with "
+                                  "ModelConfig(denoising=True)")
+            extra_queries = (self.label_embed(denoising.labels), denoising.boxes_cxcywh)  # (B, Ld, C), (B, Ld, 4)
+            denoising_mask = denoising.attention_mask
         output = self.transformer(
             sources, masks, positions,
-            query_embed=None if two_stage else self.query_embed.weight,
+            query_embed=query_embed,
             box_heads=self.box_heads if refine else None,
             proposal_heads=(self.class_heads[-1], self.box_heads[-1]) if two_stage else None,
+            content_embed=content_embed,
+            num_queries=config.num_queries + num_one2many,
+            extra_queries=extra_queries,
+            self_attn_mask=self_attention_mask(config.num_queries, num_one2many, denoising_mask,
+                                               device=sources[0].device),
+            look_forward_twice=config.look_forward_twice,
         )
 
         all_logits, all_boxes = [], []
@@ -219,11 +272,13 @@ class DeformableDETR(nn.Module):
                 box_logits = torch.cat((box_logits[..., :2] + inverse_sigmoid(reference), box_logits[..., 2:]), -1)
             all_logits.append(self.class_heads[head](hidden))
             all_boxes.append(box_logits.sigmoid())
-        out = {
-            "pred_logits": all_logits[-1],
-            "pred_boxes": all_boxes[-1],
-            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(all_logits[:-1], all_boxes[:-1])],
-        }
+        num_denoising = 0 if denoising is None else denoising.labels.shape[1]
+        sizes = (num_denoising, config.num_queries, num_one2many)  # queries are [denoising | one-to-one | one-to-many]
+        out = _layer_outputs(all_logits, all_boxes, num_denoising, config.num_queries)
+        if num_denoising:
+            out["dn_outputs"] = {**_layer_outputs(all_logits, all_boxes, 0, num_denoising), "queries": denoising}
+        if num_one2many:
+            out["one2many_outputs"] = _layer_outputs(all_logits, all_boxes, sum(sizes[:2]), num_one2many)
         if two_stage:
             out["enc_outputs"] = {"pred_logits": output.enc_logits, "pred_boxes": output.enc_box_logits.sigmoid()}
         return out

@@ -4,6 +4,8 @@ Losses are computed on the final decoder output, on every auxiliary (intermediat
 (`aux_outputs`, keys suffixed `_0`, `_1`, ...) and, for two-stage models, on the encoder proposals
 (`enc_outputs`, suffix `_enc`, class-agnostic: every target is labelled 0). All terms are divided
 by the number of target boxes in the global batch (summed over processes, at least 1).
+Training add-ons: hybrid matching (`one2many_outputs`, suffix `_o2m`, targets repeated k times, divided
+by k x boxes) and denoising (`dn_outputs`, suffix `_dn`, known targets, divided by groups x boxes).
 """
 
 from __future__ import annotations
@@ -19,12 +21,19 @@ from deformable_detr.errors import ConfigError
 
 from ..util import distributed
 from ..util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from .denoising import DenoisingQueries, make_denoising_queries
 from .matcher import HungarianMatcher
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Matcher costs and loss weights (paper values: focal 2, L1 5, GIoU 2; focal α 0.25, γ 2)."""
+    """Matcher costs and loss weights (paper values: focal 2, L1 5, GIoU 2; focal α 0.25, γ 2).
+
+    Denoising (models with `ModelConfig.denoising`; DINO's values): about `dn_number` queries per image,
+    corner jitter `dn_box_noise` half-sizes, labels flipped with probability `dn_label_noise` / 2.
+    Hybrid matching (models with `num_queries_one2many`): targets repeated `hybrid_k` times (H-DETR: 6),
+    its loss terms weighted `hybrid_weight` times the main ones.
+    """
 
     cost_class: float = 2.0
     cost_bbox: float = 5.0
@@ -35,12 +44,21 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     aux_loss: bool = True
+    dn_number: int = 100
+    dn_box_noise: float = 1.0
+    dn_label_noise: float = 0.5
+    hybrid_k: int = 6
+    hybrid_weight: float = 1.0
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, float) and value < 0:
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"LossConfig.{field.name} = {value} must be >= 0")
+        if self.dn_label_noise > 1:
+            raise ConfigError(f"LossConfig.dn_label_noise = {self.dn_label_noise} must be in [0, 1]")
+        if self.dn_number < 2 or self.hybrid_k < 1:
+            raise ConfigError(f"LossConfig.dn_number = {self.dn_number} must be >= 2 and hybrid_k = {self.hybrid_k} >= 1")
 
 
 def sigmoid_focal_loss(
@@ -79,24 +97,36 @@ class SetCriterion(nn.Module):
     """
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float],
-                 focal_alpha: float = 0.25, focal_gamma: float = 2.0):
+                 focal_alpha: float = 0.25, focal_gamma: float = 2.0, hybrid_k: int = 6, hybrid_weight: float = 1.0,
+                 denoising: dict | None = None):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = dict(weight_dict)
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.hybrid_k, self.hybrid_weight = hybrid_k, hybrid_weight
+        self.denoising = dict(denoising or {})
 
     @classmethod
     def from_config(cls, num_classes: int, config: LossConfig) -> "SetCriterion":
         matcher = HungarianMatcher(config.cost_class, config.cost_bbox, config.cost_giou, config.focal_alpha, config.focal_gamma)
         weights = {"loss_ce": config.loss_ce, "loss_bbox": config.loss_bbox, "loss_giou": config.loss_giou}
-        return cls(num_classes, matcher, weights, config.focal_alpha, config.focal_gamma)
+        denoising = {"number": config.dn_number, "box_noise": config.dn_box_noise, "label_noise": config.dn_label_noise}
+        return cls(num_classes, matcher, weights, config.focal_alpha, config.focal_gamma, config.hybrid_k,
+                   config.hybrid_weight, denoising)
+
+    def denoising_queries(self, targets: list[dict]) -> DenoisingQueries | None:
+        """Contrastive denoising queries for `targets` with this criterion's noise settings (see denoising.py)."""
+        return make_denoising_queries(targets, self.num_classes, **self.denoising)
 
     def weight_of(self, name: str) -> float:
-        """Weight of a loss key such as `loss_giou_3` or `loss_ce_enc`; 0 for logged-only keys."""
+        """Weight of a loss key such as `loss_giou_3`, `loss_ce_enc`, `loss_bbox_dn_0`; 0 for logged-only keys.
+
+        One-to-many terms (`..._o2m...`) weigh `hybrid_weight` times their base weight.
+        """
         for base, weight in self.weight_dict.items():
             if name == base or name.startswith(base + "_"):
-                return weight
+                return weight * self.hybrid_weight if "_o2m" in name else weight
         return 0.0
 
     def _labels_loss(self, outputs, targets, indices, num_boxes):
@@ -154,7 +184,41 @@ class SetCriterion(nn.Module):
         if "enc_outputs" in outputs:
             agnostic = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets]
             losses.update(self._losses_for(outputs["enc_outputs"], agnostic, num_boxes, "_enc"))
+        if "one2many_outputs" in outputs:  # hybrid matching: the ground truth k times, matched one-to-many
+            k = self.hybrid_k
+            repeated = [{**t, "labels": t["labels"].repeat(k), "boxes": t["boxes"].repeat(k, 1)} for t in targets]
+            one2many = outputs["one2many_outputs"]
+            losses.update(self._losses_for(one2many, repeated, num_boxes * k, "_o2m"))
+            for i, aux in enumerate(one2many.get("aux_outputs", [])):
+                losses.update(self._losses_for(aux, repeated, num_boxes * k, f"_o2m_{i}"))
+        if "dn_outputs" in outputs:
+            dn = outputs["dn_outputs"]
+            queries = dn["queries"]
+            losses.update(self._denoising_losses(dn, queries, targets, num_boxes * queries.num_groups, "_dn"))
+            for i, aux in enumerate(dn.get("aux_outputs", [])):
+                losses.update(self._denoising_losses(aux, queries, targets, num_boxes * queries.num_groups, f"_dn_{i}"))
         return losses
+
+    def _denoising_losses(self, outputs, queries: DenoisingQueries, targets, normaliser: float, suffix: str):
+        """Focal loss of every real denoising query (positives: their box's label, negatives: no object),
+        L1 and GIoU of the positives against their boxes; no matching. Divided by boxes x groups."""
+        logits = outputs["pred_logits"]  # (B, Ld, K)
+        real = queries.labels < self.num_classes  # (B, Ld): not a padding slot
+        positive = queries.target_index >= 0  # (B, Ld)
+        batch_idx, query_idx = positive.nonzero(as_tuple=True)  # (N,), (N,) in row-major order
+        box_idx = [queries.target_index[b][positive[b]] for b in range(len(targets))]  # per image, (N_b,)
+        labels = torch.cat([t["labels"][i] for t, i in zip(targets, box_idx)])  # (N,)
+        target_boxes = torch.cat([t["boxes"][i] for t, i in zip(targets, box_idx)])  # (N, 4)
+        onehot = torch.zeros_like(logits, dtype=torch.float32)  # (B, Ld, K)
+        onehot[batch_idx, query_idx, labels] = 1.0
+        real_logits, real_onehot = logits[real].float()[None], onehot[real][None]  # (1, N_real, K)
+        loss_ce = sigmoid_focal_loss(real_logits, real_onehot, normaliser, self.focal_alpha, self.focal_gamma)
+        loss_ce = loss_ce * real_logits.shape[1]
+        src_boxes = outputs["pred_boxes"][batch_idx, query_idx].float()  # (N, 4)
+        loss_bbox = F.l1_loss(src_boxes, target_boxes.float(), reduction="none").sum() / normaliser
+        giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes.float())))
+        loss_giou = (1 - giou).sum() / normaliser
+        return {f"loss_ce{suffix}": loss_ce, f"loss_bbox{suffix}": loss_bbox, f"loss_giou{suffix}": loss_giou}
 
     def weighted_sum(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scalar total: sum of each term times its weight (logged-only keys weigh 0)."""

@@ -301,7 +301,8 @@ def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
 def compute_losses(run: Run, images: torch.Tensor, padding_mask: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
     """Forward (bf16 autocast if `amp`) and the criterion's loss terms for one micro-batch."""
     with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=run.config.amp):
-        outputs = run.train_model(images, padding_mask)
+        denoising = run.criterion.denoising_queries(targets) if run.config.model.denoising else None
+        outputs = run.train_model(images, padding_mask, denoising=denoising)
     return run.criterion(outputs, targets)
 
 
