@@ -85,15 +85,15 @@ class ModelConfig:
     def __post_init__(self) -> None:
         selection = self.query_selection
         if selection not in (None, "static", "pure", "mixed"):
-            raise ValueError(f"query_selection={selection!r} is unknown; choose one of static, pure, mixed")
+            raise ConfigError(f"query_selection={selection!r} is unknown; choose one of static, pure, mixed")
         if selection in ("pure", "mixed") and not self.two_stage:
-            raise ValueError(f"query_selection={selection!r} selects encoder proposals; set two_stage=True "
+            raise ConfigError(f"query_selection={selection!r} selects encoder proposals; set two_stage=True "
                              "(or query_selection='static')")
         if selection == "static" and self.two_stage:
-            raise ValueError("query_selection='static' uses learned queries; set two_stage=False "
+            raise ConfigError("query_selection='static' uses learned queries; set two_stage=False "
                              "(or query_selection='pure' / 'mixed')")
         if self.num_queries_one2many < 0:
-            raise ValueError(f"num_queries_one2many={self.num_queries_one2many} must be >= 0 (0 = no hybrid matching)")
+            raise ConfigError(f"num_queries_one2many={self.num_queries_one2many} must be >= 0 (0 = no hybrid matching)")
         if self.backbone not in RESNETS:
             raise ConfigError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
         if self.backbone_depths is not None:
