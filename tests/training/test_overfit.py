@@ -58,3 +58,28 @@ def test_overfit_one_image_finds_its_boxes(tiny_dataset, tmp_path, make_tiny_mod
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate)
     metrics = evaluate(model, loader, str(gt_path), dataset.label_to_category_id)
     assert metrics["AP50"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_overfit_one_image_with_every_training_option(tiny_dataset, tmp_path, make_tiny_model_config, one_thread):
+    """Denoising, mixed query selection, look-forward-twice and hybrid matching all on: the image is still learned."""
+    torch.manual_seed(0)
+    dataset, gt_path = _one_image(tiny_dataset, tmp_path)
+    config = make_tiny_model_config(num_classes=dataset.num_classes, num_queries=10, two_stage=True,
+                                    query_selection="mixed", denoising=True, look_forward_twice=True,
+                                    num_queries_one2many=20)
+    model = DeformableDETR(config)
+    criterion = SetCriterion.from_config(dataset.num_classes, LossConfig(dn_number=20))
+    optimizer = build_optimizer(model, OptimConfig(lr=3e-3, lr_backbone=3e-3))
+    images, padding_mask, targets = collate([dataset[0]])
+    model.train()
+    for _ in range(150):
+        outputs = model(images, padding_mask, denoising=criterion.denoising_queries(targets))
+        assert "dn_outputs" in outputs and "one2many_outputs" in outputs
+        criterion.weighted_sum(criterion(outputs, targets)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        optimizer.zero_grad()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate)
+    metrics = evaluate(model, loader, str(gt_path), dataset.label_to_category_id)
+    assert metrics["AP50"] == pytest.approx(1.0)
