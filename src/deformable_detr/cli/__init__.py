@@ -18,7 +18,7 @@ import traceback
 
 from .. import __version__
 from ..errors import DeformableDetrError
-from . import bench, data, demo, evaluate, explain, export, predict, serve, train
+from . import bench, data, demo, evaluate, experiment, explain, export, predict, serve, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,4 +74,4 @@ def one_line(error: BaseException) -> str:
 
 # Every command, in `--help` order.
 COMMANDS = [data.register_make_dataset, evaluate.register, data.register_check_data, data.register_convert, demo.register, train.register,
-            predict.register, explain.register, export.register, serve.register, bench.register]
+            predict.register, explain.register, export.register, serve.register, bench.register, experiment.register]

@@ -49,9 +49,10 @@ def register(subparsers) -> None:
                                                "--init CKPT starts a NEW run from CKPT's weights (its architecture, your "
                                                "dataset's classes; fresh optimizer and schedule); --resume OUT continues "
                                                "an interrupted run in OUT exactly where it stopped.")
-    parser.add_argument("--preset", default="paper", help="training preset: paper, demo, finetune (default paper)")
+    parser.add_argument("--preset", default="paper", help="training preset: paper, demo, finetune, detr, detr-demo (default paper)")
     parser.add_argument("--config", type=Path, metavar="JSON", help="a TrainConfig JSON (e.g. OUT/config.json) instead of --preset")
-    parser.add_argument("--model", metavar="PRESET", help="model preset replacing the training preset's (e.g. tiny, deformable-detr-refine)")
+    parser.add_argument("--model", metavar="PRESET", help="model preset replacing the training preset's (e.g. tiny, deformable-detr-refine, detr-r50, "
+                        "detr-demo); switching between DETR and Deformable DETR also switches to that model's loss")
     parser.add_argument("--data", help="dataset folder with train/ and val/ (each images/ + annotations.json)")
     parser.add_argument("--out", help="output folder (checkpoints, metrics.jsonl, curves.png); refused if it holds a run")
     parser.add_argument("--resume", type=Path, metavar="OUT", help="continue the run in OUT exactly where it stopped (mid-epoch "
@@ -100,8 +101,11 @@ def _train_config(args):
     import dataclasses
 
     from ..errors import ConfigError
-    from ..models.config import ModelConfig
+    from ..models.build import model_preset
+    from ..models.detr import DetrConfig
     from ..training.config import TrainConfig
+    from ..training.criterion import LossConfig
+    from ..training.detr_criterion import detr_loss_config
 
     if args.resume is not None and args.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pick one")
@@ -120,7 +124,9 @@ def _train_config(args):
     if args.resume is not None and args.init is not None:
         raise ConfigError("--init starts a new run and --resume continues one; give one of them")
     if args.model is not None:
-        overrides["model"] = ModelConfig.preset(args.model)
+        overrides["model"] = model_preset(args.model)
+        if isinstance(overrides["model"], DetrConfig) != isinstance(config.model, DetrConfig):  # softmax vs focal loss
+            overrides["loss"] = detr_loss_config() if isinstance(overrides["model"], DetrConfig) else LossConfig()
     if args.lr is not None:
         config = config.with_lr(args.lr)
     return dataclasses.replace(config, **overrides)

@@ -235,7 +235,7 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
     `path` may also be a run folder (its best.pth, else checkpoint.pth). `categories` is the COCO
     category list (`id`, `name`) in label order.
     """
-    from ..models.detector import DeformableDETR
+    from ..models.build import model_class
     from .config import TrainConfig
 
     path = checkpoint_in(path)
@@ -244,7 +244,7 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{path}: checkpoint has no 'config'; it was not written by `deformable-detr train`")
     config = TrainConfig.from_dict(state["config"])
     categories = state.get("categories") or [{"id": i + 1, "name": str(i)} for i in range(config.model.num_classes)]
-    model = DeformableDETR.from_state_dict(config.model, state["model"], str(path), categories=categories)
+    model = model_class(config.model).from_state_dict(config.model, state["model"], str(path), categories=categories)
     return model.to(device), config, categories
 
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ..data.coco import CocoDetection, DatasetError
 from ..errors import ConfigError, DeformableDetrError
 from ..evaluation.evaluate import evaluate
+from ..models.build import build_model
 from ..models.detector import DeformableDETR
 from ..models.state_dict import load_state_dict_strict
 from ..util import distributed
@@ -41,6 +42,7 @@ from . import loader
 from .callbacks import TrainCallback
 from .config import TrainConfig
 from .criterion import SetCriterion
+from .detr_criterion import build_criterion
 from .datasets import build_datasets
 from .diagnose import ZeroAPHint
 from .ema import EMACallback
@@ -197,14 +199,14 @@ def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False, ca
         config = run_init.init_model_config(config, train_set.num_classes)
 
     torch.manual_seed(config.seed)
-    model = DeformableDETR(config.model)
+    model = build_model(config.model)  # DeformableDETR or DETR; the criterion below fits it
     if not resume:
         for line in run_init.prepare_model(model, config, train_set.categories):
             logger.info("%s", line)
     model = model.to(device)
     callbacks = tuple(callbacks) + ((EMACallback(config.ema_decay, config.ema_warmup_steps),) if config.ema_decay else ()) \
         + ((EarlyStopping(config.patience),) if config.patience else ()) + (ZeroAPHint(),)
-    criterion = SetCriterion.from_config(config.model.num_classes, config.loss)
+    criterion = build_criterion(config.model, config.model.num_classes, config.loss)
     optimizer = build_optimizer(model, config.optim)
     train_model = DistributedDataParallel(model) if distributed.is_initialized() else model
     run = Run(config, device, model, train_model, criterion, optimizer, train_set, val_set, TrainState(), out,

@@ -48,6 +48,10 @@ class HungarianMatcher(nn.Module):
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
+    def class_cost(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(N, K) raw logits, (T,) labels -> (N, T) classification cost: the focal cost of the sigmoid scores."""
+        return focal_class_cost(logits.sigmoid(), labels, self.focal_alpha, self.focal_gamma)
+
     @torch.no_grad()
     def forward(self, outputs: dict, targets: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Match each image's queries to its targets.
@@ -64,7 +68,6 @@ class HungarianMatcher(nn.Module):
             ValueError: naming the batch index when a cost is NaN or infinite (e.g. NaN predictions).
         """
         batch_size, num_queries = outputs["pred_logits"].shape[:2]
-        prob = outputs["pred_logits"].flatten(0, 1).float().sigmoid()  # (B*Q, K)
         boxes_cxcywh = outputs["pred_boxes"].flatten(0, 1).float()  # (B*Q, 4)
         target_labels = torch.cat([t["labels"] for t in targets])  # (sum T,)
         target_boxes = torch.cat([t["boxes"] for t in targets]).float()  # (sum T, 4)
@@ -73,7 +76,7 @@ class HungarianMatcher(nn.Module):
         if target_labels.numel() == 0:
             return [(empty, empty) for _ in targets]
 
-        cost_class = focal_class_cost(prob, target_labels, self.focal_alpha, self.focal_gamma)  # (B*Q, sum T)
+        cost_class = self.class_cost(outputs["pred_logits"].flatten(0, 1).float(), target_labels)  # (B*Q, sum T)
         cost_bbox = torch.cdist(boxes_cxcywh, target_boxes, p=1)  # (B*Q, sum T)
         cost_giou = -generalized_box_iou(box_cxcywh_to_xyxy(boxes_cxcywh), box_cxcywh_to_xyxy(target_boxes))
         cost = self.cost_bbox * cost_bbox + self.cost_class * cost_class + self.cost_giou * cost_giou

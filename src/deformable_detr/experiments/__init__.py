@@ -1,0 +1,1 @@
+"""Experiments that train several models and write a report: `convergence` (DETR vs Deformable DETR variants)."""

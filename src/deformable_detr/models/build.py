@@ -1,0 +1,50 @@
+"""Which detector a saved config describes: the one place that picks the model class.
+
+A `DetrConfig` dict carries `"architecture": "detr"`; a dict without that key is a Deformable DETR
+`ModelConfig` (every file written before DETR existed has none).
+
+    config = model_config_from_dict(json.load(f)["model"])
+    model = build_model(config)          # DeformableDETR or DETR
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from torch import nn
+
+from deformable_detr.models.config import PRESETS, ModelConfig
+from deformable_detr.models.detector import DeformableDETR
+from deformable_detr.models.detr import ARCHITECTURE as DETR_ARCHITECTURE
+from deformable_detr.models.detr import DETR, DETR_PRESETS, DetrConfig
+
+AnyModelConfig = Union[ModelConfig, DetrConfig]
+
+
+def model_config_from_dict(values: dict[str, Any]) -> AnyModelConfig:
+    """`DetrConfig` when `values["architecture"] == "detr"`, else `ModelConfig`; unknown fields raise."""
+    architecture = values.get("architecture")
+    if architecture is None:
+        return ModelConfig.from_dict(values)
+    if architecture == DETR_ARCHITECTURE:
+        return DetrConfig.from_dict(values)
+    raise ValueError(f"model config: architecture={architecture!r} is unknown; expected {DETR_ARCHITECTURE!r} "
+                     "or no 'architecture' key (Deformable DETR)")
+
+
+def model_preset(name: str, **overrides: Any) -> AnyModelConfig:
+    """A Deformable DETR (`ModelConfig.preset`) or DETR (`DetrConfig.preset`) preset by name."""
+    if name in DETR_PRESETS:
+        return DetrConfig.preset(name, **overrides)
+    if name in PRESETS:
+        return ModelConfig.preset(name, **overrides)
+    raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join([*PRESETS, *DETR_PRESETS])}")
+
+
+def build_model(config: AnyModelConfig | dict[str, Any], **kwargs: Any) -> nn.Module:
+    """`DeformableDETR(config, **kwargs)` or `DETR(config, **kwargs)`; a dict goes through `model_config_from_dict`."""
+    if isinstance(config, dict):
+        config = model_config_from_dict(config)
+    if isinstance(config, DetrConfig):
+        return DETR(config, **kwargs)
+    return DeformableDETR(config, **kwargs)

@@ -1,0 +1,78 @@
+"""Plots of the convergence experiment: AP / APs against epochs and minutes, and encoder cost against image size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def plot_convergence(runs: list, labels: list[str], path: str | Path) -> Path:
+    """2x2 PNG: AP and APs (rows) against epochs and training minutes (columns), one colour per model, one line per seed.
+
+    Args:
+        runs: `RunRecord`s (`label`, `seed`, `evaluations`: dicts with epoch, train_seconds, AP, APs).
+        labels: models in legend order.
+        path: output PNG.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, label in enumerate(labels):
+        colour = colours[index % len(colours)]
+        for number, run in enumerate(r for r in runs if r.label == label):
+            points = run.evaluations
+            if not points:
+                continue
+            epochs = [p["epoch"] + 1 for p in points]
+            minutes = [p["train_seconds"] / 60 for p in points]
+            for row, key in enumerate(("AP", "APs")):
+                values = [p[key] for p in points]
+                marker = "o" if len(points) < 25 else None
+                axes[row][0].plot(epochs, values, color=colour, marker=marker, label=label if number == 0 else None)
+                axes[row][1].plot(minutes, values, color=colour, marker=marker)
+    for row, key in enumerate(("AP", "APs")):
+        for column, xlabel in enumerate(("epoch", "training minutes")):
+            axes[row][column].set_xlabel(xlabel)
+            axes[row][column].set_ylabel(key)
+            axes[row][column].grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("COCO AP on the validation split")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_scaling(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """PNG: encoder GFLOPs (left) and encoder CPU ms (right) against encoder tokens, log-log, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_flops, ax_time) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for model in dict.fromkeys(r["model"] for r in rows):
+        points = [r for r in rows if r["model"] == model]
+        tokens = [r["tokens"] for r in points]
+        ax_flops.plot(tokens, [r["encoder_gflops"] for r in points], marker="o", label=model)
+        ax_time.plot(tokens, [r["encoder_ms"] for r in points], marker="o", label=model)
+        for r in points:
+            ax_flops.annotate(f"{r['size']}px", (r["tokens"], r["encoder_gflops"]), fontsize=6)
+    for axis, ylabel in ((ax_flops, "encoder GFLOPs"), (ax_time, "encoder CPU ms")):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("encoder tokens S")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3, which="both")
+    ax_flops.legend(fontsize=8)
+    fig.suptitle("Encoder cost vs image size (DETR: global attention ~S²; Deformable DETR: ~S)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
