@@ -38,18 +38,18 @@ def test_tiny_experiment_writes_report_and_plots(tiny_dataset, tmp_path, one_thr
 @pytest.mark.slow
 def test_interrupted_experiment_resumes(tiny_dataset, tmp_path, one_thread, monkeypatch):
     config = _config(tmp_path / "exp", tiny_dataset, epochs=2, scaling_sizes=())
-    write_epoch_files, calls = engine._write_epoch_files, []
+    end_of_epoch, calls = engine.end_of_epoch, []
 
-    def interrupt_in_second_epoch(*args, **kwargs):
+    def interrupt_at_end_of_second_epoch(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 2:  # DETR's second epoch: trained, not yet checkpointed
             raise KeyboardInterrupt
-        write_epoch_files(*args, **kwargs)
+        return end_of_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_write_epoch_files", interrupt_in_second_epoch)
+    monkeypatch.setattr(engine, "end_of_epoch", interrupt_at_end_of_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         run_convergence(config, progress=False)
-    monkeypatch.setattr(engine, "_write_epoch_files", write_epoch_files)
+    monkeypatch.setattr(engine, "end_of_epoch", end_of_epoch)
     detr_run = tmp_path / "exp" / "runs" / ("detr" + SMALL.replace(":", "+")) / "seed0"
     assert not (detr_run / "done.json").exists()
 

@@ -91,3 +91,23 @@ def test_postprocess_softmax_without_no_object():
     torch.testing.assert_close(detections["boxes"][1], torch.tensor([80.0, 30.0, 120.0, 70.0]))
     (top,) = detr_postprocess({"pred_logits": logits, "pred_boxes": boxes}, torch.tensor([[100, 200]]), score_threshold=0.5, top_k=2)
     assert top["labels"].tolist() == [1, 0]
+
+
+def test_predict_equals_forward_and_postprocess():
+    """`predict` (backbone per image, padded features) gives the detections of a plain forward on each image."""
+    from PIL import Image
+
+    from deformable_detr.models.preprocess import PreprocessConfig, preprocess_image
+
+    torch.manual_seed(0)
+    model = DETR(DetrConfig(**TINY_DETR), preprocess=PreprocessConfig(min_size=64, max_size=96)).eval()
+    pictures = [Image.fromarray((torch.rand(50, 70, 3) * 255).byte().numpy()),
+                Image.fromarray((torch.rand(80, 60, 3) * 255).byte().numpy())]
+    found = model.predict(pictures, threshold=0.0)
+    for picture, detections in zip(pictures, found):
+        tensor = preprocess_image(picture, model.preprocess)[None]
+        with torch.no_grad():
+            expected = model.postprocess(model(tensor), torch.tensor([[picture.height, picture.width]]), score_threshold=-1.0)[0]
+        torch.testing.assert_close(detections.scores, expected["scores"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(detections.boxes, expected["boxes"], rtol=1e-4, atol=1e-3)
+        assert detections.names == [model.categories[k]["name"] for k in expected["labels"].tolist()]

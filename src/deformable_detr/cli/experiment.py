@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     conv.add_argument("--threads", type=int, default=0, help="torch threads per run (default: torch's)")
     conv.add_argument("--scaling-sizes", type=_int_list, default=(256, 512, 768, 1024),
                       help="image sizes of the encoder-cost table, '' to skip (default 256,512,768,1024)")
+    conv.add_argument("--report-only", action="store_true",
+                      help="train nothing: write the report from what the run folders hold now (unfinished runs marked)")
     conv.set_defaults(handler=_convergence)
 
 
@@ -55,5 +57,5 @@ def _convergence(args) -> None:
         eval_every=args.eval_every, data_dir=str(args.data) if args.data else None, train_images=args.train_images,
         val_images=args.val_images, image_size=args.image_size, train_size=args.train_size, batch_size=args.batch_size,
         threads=args.threads, scaling_sizes=args.scaling_sizes, command="deformable-detr " + shlex.join(sys.argv[1:]))
-    result = run_convergence(config)
+    result = run_convergence(config, train=not args.report_only)
     print(f"report {result.report}; plots {result.convergence_plot}" + (f", {result.scaling_plot}" if result.scaling_plot else ""))

@@ -84,7 +84,7 @@ class ConvergenceConfig:
 
 @dataclass
 class RunRecord:
-    """One finished (model, seed) run: its evaluation history and what it cost."""
+    """One (model, seed) run: its evaluation history, what it cost, and whether it trained its whole budget."""
 
     label: str
     seed: int
@@ -92,6 +92,7 @@ class RunRecord:
     history: list[dict]
     epochs: int
     train_seconds: float
+    finished: bool = True
 
     @property
     def evaluations(self) -> list[dict]:
@@ -165,19 +166,24 @@ def _run_one(train_config: TrainConfig, progress: bool) -> None:
             raise ConfigError(f"{saved_config}: this run was started with other settings ({', '.join(changed)}); "
                               "re-run the experiment with its original arguments, or choose another --out")
         fit(train_config, resume=True, progress=progress)
-    else:
-        fit(train_config, progress=progress)
+    else:  # a fresh run; a folder left by a run that stopped before its first checkpoint is started over
+        fit(train_config, progress=progress, overwrite=True)
     (run_dir / DONE_NAME).write_text(json.dumps({"done": True}) + "\n")
 
 
 def _read_run(label: str, seed: int, run_dir: Path) -> RunRecord:
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = run_dir / "metrics.jsonl"
+    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
     last = history[-1] if history else {"epoch": -1, "train_seconds": 0.0}
-    return RunRecord(label, seed, run_dir, history, last["epoch"] + 1, float(last["train_seconds"]))
+    return RunRecord(label, seed, run_dir, history, last["epoch"] + 1, float(last["train_seconds"]),
+                     finished=(run_dir / DONE_NAME).is_file())
 
 
-def run_convergence(config: ConvergenceConfig, progress: bool = True) -> ConvergenceResult:
+def run_convergence(config: ConvergenceConfig, progress: bool = True, train: bool = True) -> ConvergenceResult:
     """Train every (model, seed) not yet done, then measure FLOPs and write report.md and the plots.
+
+    With `train=False` nothing is trained: the report covers what the run folders hold so far (unfinished
+    runs are marked as such; e.g. while another process is still training some of the models).
 
     Returns:
         ConvergenceResult with every run's history, the summary rows of the report and the file paths.
@@ -194,19 +200,21 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True) -> Converg
             for label, train in variants for seed in config.seeds]
     runs = []
     with tqdm(total=len(jobs), desc="experiment", unit="run", disable=not progress) as bar:
-        for label, seed, train in jobs:
+        for label, seed, job in jobs:
             bar.set_postfix_str(f"{label} seed {seed}")
-            if not (Path(train.output_dir) / DONE_NAME).is_file():
-                _run_one(train, progress)
-            runs.append(_read_run(label, seed, Path(train.output_dir)))
+            if train and not (Path(job.output_dir) / DONE_NAME).is_file():
+                _run_one(job, progress)
+            runs.append(_read_run(label, seed, Path(job.output_dir)))
             bar.update(1)
 
     from ..viz.convergence import plot_convergence, plot_scaling
     from .report import summarize_runs, write_report
     from .scaling import measure_scaling, model_costs
 
-    num_classes = json.loads((Path(jobs[0][2].output_dir) / "config.json").read_text())["model"]["num_classes"]
-    models = {label: dataclasses.replace(train.model, num_classes=num_classes) for label, train in variants}
+    from ..data.coco import CocoDetection
+
+    num_classes = CocoDetection(data_dir / "train" / "images", data_dir / "train" / "annotations.json").num_classes
+    models = {label: dataclasses.replace(variant.model, num_classes=num_classes) for label, variant in variants}
     costs = model_costs(models, config.train_size)
     summary = summarize_runs(runs, labels, _reference_label(variants), costs)
     scaling = measure_scaling(models, config.scaling_sizes, progress=progress) if config.scaling_sizes else []

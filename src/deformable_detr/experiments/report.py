@@ -29,7 +29,8 @@ def summarize_runs(runs: list, labels: list[str], reference: str, costs: dict[st
     rows = []
     for label in labels:
         model_runs = by_label[label]
-        row: dict[str, Any] = {"model": label, "seeds": len(model_runs), **costs.get(label, {})}
+        row: dict[str, Any] = {"model": label, "seeds": len(model_runs), "finished": all(r.finished for r in model_runs),
+                               **costs.get(label, {})}
         for key in METRIC_KEYS:
             row[key] = _mean([r.final[key] for r in model_runs if key in r.final])
         row["epochs"] = _mean([r.epochs for r in model_runs])
@@ -67,9 +68,23 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         if reached and reached < row["seeds"]:
             to_epochs += f" ({reached}/{row['seeds']} seeds)"
         params = f"{row['params'] / 1e6:.2f}M" if "params" in row else "—"
-        lines.append(f"| {row['model']} | {params} | {_fmt(row.get('gflops'), 2)} | " +
+        name = row["model"] if row["finished"] else f"{row['model']} (unfinished)"
+        lines.append(f"| {name} | {params} | {_fmt(row.get('gflops'), 2)} | " +
                      " | ".join(_fmt(row[k]) for k in METRIC_KEYS) +
                      f" | {_fmt(row['epochs'], 1)} | {_fmt(row['minutes'], 1)} | {_fmt(row['s_per_epoch'], 1)} | {to_epochs} | {to_minutes} |")
+    return "\n".join(lines)
+
+
+def by_epoch_table(runs: list, labels: list[str], key: str = "AP") -> str:
+    """Markdown table: one row per evaluated epoch, one column per model (mean `key` over its seeds; — if not there)."""
+    epochs = sorted({e["epoch"] for run in runs for e in run.evaluations})
+    lines = ["| epoch | " + " | ".join(labels) + " |", "|---:|" + "---:|" * len(labels)]
+    for epoch in epochs:
+        cells = []
+        for label in labels:
+            values = [e[key] for run in runs if run.label == label for e in run.evaluations if e["epoch"] == epoch]
+            cells.append(f"{_mean(values):.3f}" if values else "—")
+        lines.append(f"| {epoch + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -126,6 +141,10 @@ def write_report(path: Path, config, data_dir: Path, base: TrainConfig, summary:
         summary_table(summary),
         "",
         "![convergence](convergence.png)",
+        "",
+        "## AP at equal epochs (mean over seeds)",
+        "",
+        by_epoch_table(runs, [row["model"] for row in summary]),
         "",
         "## Evaluations",
         "",

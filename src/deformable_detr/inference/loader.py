@@ -37,6 +37,7 @@ from deformable_detr.errors import CheckpointError, ConfigError
 from deformable_detr.interop.official import official_to_ours, split_official_checkpoint
 from deformable_detr.interop.transformers import read_weights, transformers_to_ours
 from deformable_detr.models.config import ModelConfig
+from deformable_detr.models.build import model_class, model_config_from_dict
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
 from deformable_detr.models.pretrained import WEIGHTS_NAME, from_pretrained, is_pretrained_directory
@@ -211,13 +212,13 @@ def _from_training_checkpoint(state: Mapping[str, Any], path: str,
         if not isinstance(train_config.get("model"), Mapping):
             raise CheckpointError(f"{path}: 'config' has no 'model' entry; not written by `deformable-detr train`")
         try:
-            config = ModelConfig.from_dict(dict(train_config["model"]))
+            config = model_config_from_dict(dict(train_config["model"]))  # Deformable DETR or DETR
         except (ValueError, TypeError) as error:
             raise CheckpointError(f"{path}: config.model: {error}") from None
     preprocess = _training_preprocess(state, train_config, path)
     categories = state.get("categories")
-    model = DeformableDETR.from_state_dict(config, state["model"], source=path, preprocess=preprocess,
-                                           categories=list(categories) if categories is not None else None)
+    model = model_class(config).from_state_dict(config, state["model"], source=path, preprocess=preprocess,
+                                                categories=list(categories) if categories is not None else None)
     epoch = state.get("epoch", (state.get("state") or {}).get("epoch"))
     return model, CheckpointInfo("training-checkpoint", path,
                                  "training checkpoint" + (f" after {epoch} epoch(s)" if epoch is not None else ""))

@@ -41,10 +41,13 @@ def model_preset(name: str, **overrides: Any) -> AnyModelConfig:
     raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join([*PRESETS, *DETR_PRESETS])}")
 
 
+def model_class(config: AnyModelConfig) -> type[DeformableDETR] | type[DETR]:
+    """The detector class a config describes: `DETR` for a `DetrConfig`, else `DeformableDETR`."""
+    return DETR if isinstance(config, DetrConfig) else DeformableDETR
+
+
 def build_model(config: AnyModelConfig | dict[str, Any], **kwargs: Any) -> nn.Module:
     """`DeformableDETR(config, **kwargs)` or `DETR(config, **kwargs)`; a dict goes through `model_config_from_dict`."""
     if isinstance(config, dict):
         config = model_config_from_dict(config)
-    if isinstance(config, DetrConfig):
-        return DETR(config, **kwargs)
-    return DeformableDETR(config, **kwargs)
+    return model_class(config)(config, **kwargs)

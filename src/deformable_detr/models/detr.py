@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deformable_detr.models.backbone import Backbone
-from deformable_detr.models.config import RESNET_DEPTHS
+from deformable_detr.models.backbone import RESNETS, Backbone
+from deformable_detr.models.detections import Detections
+from deformable_detr.models.input_checks import check_model_input
 from deformable_detr.models.position_encoding import sine_position_encoding
+from deformable_detr.models.predict import predict
 from deformable_detr.models.preprocess import PreprocessConfig, check_categories, default_categories
+from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.ops import BACKENDS
 from deformable_detr.util.box_ops import box_cxcywh_to_xyxy
 
@@ -68,8 +71,8 @@ class DetrConfig:
     def __post_init__(self) -> None:
         if self.architecture != ARCHITECTURE:
             raise ValueError(f"DetrConfig.architecture={self.architecture!r} must be {ARCHITECTURE!r}")
-        if self.backbone not in RESNET_DEPTHS:
-            raise ValueError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNET_DEPTHS)}")
+        if self.backbone not in RESNETS:
+            raise ValueError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
         if self.backbone_depths is not None:
             depths = tuple(self.backbone_depths)
             if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
@@ -87,7 +90,7 @@ class DetrConfig:
     @property
     def resnet_depths(self) -> tuple[int, int, int, int]:
         """Blocks per stage actually built: `backbone_depths`, or the named ResNet's."""
-        return self.backbone_depths or RESNET_DEPTHS[self.backbone]
+        return self.backbone_depths or RESNETS[self.backbone][1]
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DetrConfig:
@@ -307,10 +310,11 @@ class DETR(nn.Module):
         self.class_head = nn.Linear(config.d_model, config.num_classes + 1)  # last logit = no object
         self.box_head = MLP(config.d_model, config.d_model, 4, 3)
 
-    def set_attention_backend(self, name: str) -> None:
+    def set_attention_backend(self, name: str) -> DETR:
         """Accepted for interface parity with `DeformableDETR`; DETR has no deformable attention, so no effect."""
         if name not in BACKENDS:
             raise ValueError(f"attention backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}")
+        return self
 
     def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None) -> dict[str, Any]:
         """Detect objects.
@@ -325,10 +329,20 @@ class DETR(nn.Module):
             "pred_boxes": (B, Lq, 4) (cx, cy, w, h) in [0, 1], normalized by each image's valid size;
             "aux_outputs": list over decoder layers 0..n-2 of {"pred_logits", "pred_boxes"}.
         """
+        return self.detect(*self.image_features(images, padding_mask))
+
+    def image_features(self, images: torch.Tensor,
+                       padding_mask: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Backbone and input projection: ([source (B, C, H_5, W_5)], [mask (B, H_5, W_5) bool, True = padding])."""
+        check_model_input(images, padding_mask)
         if padding_mask is None:
             padding_mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
         feature, mask = self.backbone(images, padding_mask)[-1]  # (B, C5, H_5, W_5), (B, H_5, W_5)
-        source = self.input_proj(feature)  # (B, C, H_5, W_5)
+        return [self.input_proj(feature)], [mask]
+
+    def detect(self, sources: list[torch.Tensor], masks: list[torch.Tensor]) -> dict[str, Any]:
+        """Transformer and heads on the one-level output of `image_features` (which may be padded); returns as `forward`."""
+        (source,), (mask,) = sources, masks
         pos = sine_position_encoding(mask, self.config.d_model // 2).to(source.dtype)  # (B, C, H_5, W_5)
         hidden = self.transformer(source, mask, pos, self.query_embed.weight)  # (n_dec, B, Lq, C)
         logits = self.class_head(hidden)  # (n_dec, B, Lq, K + 1)
@@ -343,6 +357,21 @@ class DETR(nn.Module):
                     top_k: int = 100) -> list[dict[str, torch.Tensor]]:
         """Detections in pixels; see `detr_postprocess`."""
         return detr_postprocess(out, target_sizes, score_threshold=score_threshold, top_k=top_k)
+
+    def predict(self, images: Any, threshold: float = 0.5, batch_size: int = 8, amp: bool = False) -> list[Detections]:
+        """Detect objects in images of any type and size with the model's preprocessing; as `DeformableDETR.predict`."""
+        return predict(self, images, threshold=threshold, batch_size=batch_size, amp=amp)
+
+    @classmethod
+    def from_state_dict(cls, config: DetrConfig, state_dict: Mapping[str, torch.Tensor], source: str = "state dict",
+                        preprocess: PreprocessConfig | None = None, categories: list[dict[str, Any]] | None = None,
+                        attention_backend: str | None = None, backbone: nn.Module | None = None) -> DETR:
+        """Build for `config`, load `state_dict` strictly (one error listing every bad key), eval mode, on the CPU."""
+        model = cls(config, backbone=backbone, preprocess=preprocess, categories=categories)
+        load_state_dict_strict(model, state_dict, source)
+        if attention_backend is not None:
+            model.set_attention_backend(attention_backend)
+        return model.eval()
 
 
 @torch.no_grad()
