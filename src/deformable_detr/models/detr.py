@@ -316,12 +316,13 @@ class DETR(nn.Module):
             raise ValueError(f"attention backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}")
         return self
 
-    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None) -> dict[str, Any]:
+    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None, denoising: Any = None) -> dict[str, Any]:
         """Detect objects.
 
         Args:
             images: (B, 3, H, W) normalized, padded to a common size.
             padding_mask: (B, H, W) bool, True = padding; None = every pixel valid.
+            denoising: must be None (accepted for the training loop's common call; DETR has no denoising queries).
 
         Returns:
             dict with
@@ -329,6 +330,8 @@ class DETR(nn.Module):
             "pred_boxes": (B, Lq, 4) (cx, cy, w, h) in [0, 1], normalized by each image's valid size;
             "aux_outputs": list over decoder layers 0..n-2 of {"pred_logits", "pred_boxes"}.
         """
+        if denoising is not None:
+            raise ValueError("DETR has no denoising queries; train it with denoising off")
         return self.detect(*self.image_features(images, padding_mask))
 
     def image_features(self, images: torch.Tensor,

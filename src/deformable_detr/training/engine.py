@@ -303,7 +303,7 @@ def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
 def compute_losses(run: Run, images: torch.Tensor, padding_mask: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
     """Forward (bf16 autocast if `amp`) and the criterion's loss terms for one micro-batch."""
     with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=run.config.amp):
-        denoising = run.criterion.denoising_queries(targets) if run.config.model.denoising else None
+        denoising = run.criterion.denoising_queries(targets) if getattr(run.config.model, "denoising", False) else None  # DETR: none
         outputs = run.train_model(images, padding_mask, denoising=denoising)
     return run.criterion(outputs, targets)
 
