@@ -1,8 +1,40 @@
-"""Deformable DETR: multi-scale deformable attention, detector, training and interop."""
+"""Deformable DETR: multi-scale deformable attention, detector, training, inference, export and serving.
+
+    import deformable_detr
+    model = deformable_detr.load("run/best.pth")          # any checkpoint format people have
+    detections = model.predict(["photo.jpg"], threshold=0.5)
+"""
 
 __version__ = "0.1.0"
 
-from deformable_detr.models import DeformableDETR, ModelConfig  # noqa: E402  (public API)
-from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention  # noqa: E402
-from deformable_detr.ops import multi_scale_deformable_attention  # noqa: E402
+from deformable_detr.errors import (  # noqa: E402
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    DeformableDetrError,
+    ModelInputError,
+)
 from deformable_detr.inference.loader import load  # noqa: E402
+from deformable_detr.models import DeformableDETR, ModelConfig  # noqa: E402
+from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention  # noqa: E402
+from deformable_detr.models.detections import Detections  # noqa: E402
+from deformable_detr.models.preprocess import PreprocessConfig  # noqa: E402
+from deformable_detr.ops import multi_scale_deformable_attention  # noqa: E402
+from deformable_detr.training import TrainConfig, fit  # noqa: E402
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "DeformableDETR",
+    "DeformableDetrError",
+    "Detections",
+    "ModelConfig",
+    "ModelInputError",
+    "MultiScaleDeformableAttention",
+    "PreprocessConfig",
+    "TrainConfig",
+    "fit",
+    "load",
+    "multi_scale_deformable_attention",
+]

@@ -5,7 +5,7 @@ import random
 import torch
 from PIL import Image
 
-from deformable_detr.data.transforms import (IMAGENET_MEAN, ToTensorNormalize, crop, hflip, make_transforms, resize)
+from deformable_detr.data.transforms import IMAGENET_MEAN, ToTensorNormalize, crop, hflip, make_transforms, resize
 
 
 def _sample(width=100, height=50):

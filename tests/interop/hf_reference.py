@@ -154,7 +154,7 @@ def assert_same_outputs(ours: dict, reference: dict, atol: float = 1e-5) -> None
     assert max(diffs.values()) <= atol, diffs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(variant: str, num_heads: int = NUM_HEADS):
     """(HF model, its outputs on `padded_batch()`), built once per session; callers must not modify them."""
     model = make_hf_model(variant, num_heads=num_heads)

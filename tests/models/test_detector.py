@@ -193,13 +193,13 @@ def test_state_dict_keys_and_shapes_follow_the_documented_layout(preset, levels,
     state = {k: tuple(v.shape) for k, v in _meta_model(ModelConfig.preset(preset)).state_dict().items()}
     expected = _expected_transformer_and_heads(L=levels, heads=heads, two_stage=two_stage)
     if levels == 4:
-        expected.update({f"input_proj.{l}.0.weight": (256, c, 1, 1) for l, c in enumerate((512, 1024, 2048))})
+        expected.update({f"input_proj.{level}.0.weight": (256, c, 1, 1) for level, c in enumerate((512, 1024, 2048))})
         expected["input_proj.3.0.weight"] = (256, 2048, 3, 3)
     else:
         expected["input_proj.0.0.weight"] = (256, 2048, 1, 1)
-    for l in range(levels):
-        expected.update({f"input_proj.{l}.0.bias": (256,), f"input_proj.{l}.1.weight": (256,),
-                         f"input_proj.{l}.1.bias": (256,)})
+    for level in range(levels):
+        expected.update({f"input_proj.{level}.0.bias": (256,), f"input_proj.{level}.1.weight": (256,),
+                         f"input_proj.{level}.1.bias": (256,)})
     non_backbone = {k: v for k, v in state.items() if not k.startswith("backbone.body.")}
     assert non_backbone == expected
     assert len(state) - len(non_backbone) == 265

@@ -105,7 +105,7 @@ def test_mixed_selection_uses_learned_content_and_proposal_positions(make_config
 
 
 def test_one_to_many_targets_are_the_ground_truth_k_times():
-    from deformable_detr.training.criterion import LossConfig, SetCriterion
+    from deformable_detr.training.criterion import SetCriterion
     from deformable_detr.training.matcher import HungarianMatcher
 
     seen = []

@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 import torch
+from op_oracles import reference_with_grads
 
 from deformable_detr.ops import cpu, multi_scale_deformable_attention, reference
-from op_oracles import reference_with_grads
 
 pytestmark = pytest.mark.skipif(not cpu.is_available(), reason="the fused CPU kernel cannot be built here")
 
@@ -37,7 +37,7 @@ def assert_matches_reference(inputs, dtype, rtol, seed=1):
     for name, got, want in zip(("output", "grad_value", "grad_locations", "grad_weights"), actual, expected):
         assert got.dtype == dtype and got.shape == want.shape, name
         scale = want.abs().max().item() if want.numel() else 0.0
-        torch.testing.assert_close(got.double(), want, rtol=rtol, atol=rtol * scale + 1e-30, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got.double(), want, rtol=rtol, atol=rtol * scale + 1e-30, msg=lambda m, name=name: f"{name}: {m}")
 
 
 SHAPE_GRID = list(itertools.product((1, 4), (1, 4), (1, 8), (8, 32, 24), (1, 3)))  # L, P, M, D, B

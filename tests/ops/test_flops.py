@@ -7,11 +7,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deformable_detr.experiments.scaling import count_flops
+from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.detr import DETR, DetrConfig
 from deformable_detr.ops import multi_scale_deformable_attention
 from deformable_detr.ops.flops import ms_deform_attn_flops, register_flop_formulas
-from deformable_detr.models.config import ModelConfig
 
 
 def _op_inputs(B=2, Lq=7, M=3, D=4, P=2, shapes=((6, 5), (3, 3))):

@@ -13,10 +13,11 @@ import torch
 
 pytest.importorskip("triton")
 
-from deformable_detr.ops import reference  # noqa: E402
-from deformable_detr.ops import triton as triton_backend  # noqa: E402
 from op_oracles import random_inputs as _inputs  # noqa: E402
 from op_oracles import reference_with_grads as _reference_with_grads  # noqa: E402
+
+from deformable_detr.ops import reference  # noqa: E402
+from deformable_detr.ops import triton as triton_backend  # noqa: E402
 
 
 def _triton_with_grads(grad_output, value, spatial_shapes, level_start_index, locations, weights):
@@ -48,7 +49,7 @@ def _assert_matches_reference(inputs, dtype, rtol, atol_scale, seed=1):
         assert got.dtype == want_dtype, name
         assert got.shape == want.shape, name
         atol = atol_scale * max(want.abs().max().item(), 1.0) if want.numel() else 0.0
-        torch.testing.assert_close(got.cpu().double(), want, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got.cpu().double(), want, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 # (B, Lq, M, D, level shapes, P); odd, non-square and 1x1 levels, D not a power of two.

@@ -54,7 +54,8 @@ def test_box_losses_hand_computed():
 
 def test_aux_and_encoder_terms_and_empty_targets():
     criterion = SetCriterion.from_config(3, LossConfig())
-    head = lambda: {"pred_logits": torch.randn(2, 5, 3, requires_grad=True), "pred_boxes": torch.rand(2, 5, 4).clamp(0.1, 0.9)}
+    def head():
+        return {"pred_logits": torch.randn(2, 5, 3, requires_grad=True), "pred_boxes": torch.rand(2, 5, 4).clamp(0.1, 0.9)}
     outputs = {**head(), "aux_outputs": [head(), head()], "enc_outputs": head()}
     targets = [
         {"labels": torch.tensor([2, 1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.2]])},

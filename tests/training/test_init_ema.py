@@ -16,6 +16,7 @@ from deformable_detr.models.state_dict import CheckpointMismatchError
 from deformable_detr.training.ema import ModelEMA
 from deformable_detr.training.init import category_mapping, transfer_weights
 
+
 def tiny_config(**overrides):
     values = dict(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=8, d_model=32, n_heads=2,
                   enc_n_points=2, dec_n_points=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64,

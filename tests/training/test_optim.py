@@ -1,6 +1,5 @@
 """Parameter groups and the learning-rate schedule."""
 
-import math
 
 import pytest
 

@@ -161,7 +161,7 @@ def run_op_benchmark(
             entry: dict = {"shape": {"value": list(value.shape), "sampling_locations": list(sampling_locations.shape)},
                            "backends": {}}
             report(f"{case}: {', '.join(backends)} (interleaved)")
-            forwards = {b: (lambda b=b: multi_scale_deformable_attention(*inputs, backend=b)) for b in backends}
+            forwards = {b: (lambda b=b, inputs=inputs: multi_scale_deformable_attention(*inputs, backend=b)) for b in backends}
             forward_times = interleaved_times(forwards, repeats)
             passes = {b: _forward_backward(inputs, b) for b in backends}
             forward_backward_times = interleaved_times(passes, repeats)

@@ -198,7 +198,7 @@ def run_predict_benchmark(sizes: tuple[int, ...] = (512, 800), batch_sizes: tupl
             for batch in batch_sizes:
                 say(f"{size} px, batch {batch}: {', '.join(runs)} x {repeats} rounds")
                 batch_paths = paths[:batch]
-                times = interleaved_times({name: (lambda fn=fn: fn(batch_paths)) for name, fn in runs.items()},
+                times = interleaved_times({name: (lambda fn=fn, batch_paths=batch_paths: fn(batch_paths)) for name, fn in runs.items()},
                                           repeats=repeats)
                 for name, seconds in times.items():
                     result["results"].append({"size": size, "batch": batch, "method": name,

@@ -97,7 +97,7 @@ def benchmark_training(image_size: int = 512, batch_size: int = 2, threads: int 
     steps = {"ours": _our_step(ours, SetCriterion.from_config(91, LossConfig()), build_optimizer(ours, optim), images, targets),
              "hf": _hf_step(hf, hf_optimizer, images, targets)}
     times, cpu_times = {"ours": [], "hf": []}, {"ours": [], "hf": []}
-    for name, step in steps.items():
+    for step in steps.values():
         _timed(step)  # warm-up: allocator, kernel caches
     for _ in range(repeats):
         for name, step in steps.items():

@@ -47,7 +47,7 @@ class CocoDetection(torch.utils.data.Dataset):
             self.annotations_file = Path(name or "annotations")
         else:
             self.annotations_file = Path(annotations_file)
-            coco = _read_json(self.annotations_file)
+            coco = read_json(self.annotations_file)
         self.coco = coco
         try:
             self._index(coco)
@@ -139,7 +139,7 @@ class CocoDetection(torch.utils.data.Dataset):
         return self.transforms(image, target)
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from ..errors import DatasetError
-from .coco import _read_json
+from .coco import read_json
 from .split import FORMATS, SPLIT_ALIASES, DatasetSplit
 from .voc import is_voc, read_voc, voc_splits
 from .yolo import is_yolo, read_yolo, yolo_splits
@@ -71,7 +71,7 @@ def read_split(root: str | Path, split: str, format: str = "auto") -> DatasetSpl
     if split not in splits:
         raise DatasetError(f"{root}: no '{split}' split (found {', '.join(splits) or 'none'}); expected {root / split / 'annotations.json'}")
     images_dir, annotations_file = splits[split]
-    return DatasetSplit(split, "coco", images_dir, _read_json(annotations_file), annotations_file)
+    return DatasetSplit(split, "coco", images_dir, read_json(annotations_file), annotations_file)
 
 
 def _resolve_format(root: Path, format: str) -> str:
@@ -105,7 +105,7 @@ def load_json_split(images_dir: str | Path, annotations_file: str | Path) -> Dat
     annotations_file = Path(annotations_file)
     if not Path(images_dir).is_dir():
         raise DatasetError(f"{images_dir}: images folder not found; pass the folder holding the image files")
-    return DatasetSplit(annotations_file.stem, "coco", Path(images_dir), _read_json(annotations_file), annotations_file)
+    return DatasetSplit(annotations_file.stem, "coco", Path(images_dir), read_json(annotations_file), annotations_file)
 
 
 def convert_dataset(src: str | Path, out: str | Path, format: str = "auto") -> dict[str, tuple[Path, int, int, int]]:

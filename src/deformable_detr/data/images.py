@@ -61,7 +61,7 @@ def load_rgb_image(source: ImageSource, name: str | None = None, hint: str | Non
             with _quiet_pil():
                 raw.load()
                 image = ImageOps.exif_transpose(raw)
-            image = _to_rgb(image)
+            image = to_rgb(image)
         except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, struct.error ... for bad files
             raise DatasetError(f"{label}: cannot decode image ({_reason(error)}); {hint}") from None
     if max(image.size) > max_side:
@@ -176,7 +176,7 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB from any PIL mode (see the module docstring)."""
     mode = image.mode
     if mode == "RGB":

@@ -14,7 +14,7 @@ by the same multi-scale resize. Sizes are arguments so small presets can train a
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image

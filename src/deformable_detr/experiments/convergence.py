@@ -207,11 +207,10 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True, train: boo
             runs.append(_read_run(label, seed, Path(job.output_dir)))
             bar.update(1)
 
+    from ..data.coco import CocoDetection
     from ..viz.convergence import plot_convergence, plot_scaling
     from .report import summarize_runs, write_report
     from .scaling import measure_scaling, model_costs
-
-    from ..data.coco import CocoDetection
 
     num_classes = CocoDetection(data_dir / "train" / "images", data_dir / "train" / "annotations.json").num_classes
     models = {label: dataclasses.replace(variant.model, num_classes=num_classes) for label, variant in variants}

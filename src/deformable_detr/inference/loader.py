@@ -36,8 +36,8 @@ import torch
 from deformable_detr.errors import CheckpointError, ConfigError
 from deformable_detr.interop.official import official_to_ours, split_official_checkpoint
 from deformable_detr.interop.transformers import read_weights, transformers_to_ours
-from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.build import model_class, model_config_from_dict
+from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
 from deformable_detr.models.pretrained import WEIGHTS_NAME, from_pretrained, is_pretrained_directory

@@ -9,7 +9,7 @@ A `DetrConfig` dict carries `"architecture": "detr"`; a dict without that key is
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 from torch import nn
 
@@ -18,7 +18,7 @@ from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.detr import ARCHITECTURE as DETR_ARCHITECTURE
 from deformable_detr.models.detr import DETR, DETR_PRESETS, DetrConfig
 
-AnyModelConfig = Union[ModelConfig, DetrConfig]
+AnyModelConfig = ModelConfig | DetrConfig
 
 
 def model_config_from_dict(values: dict[str, Any]) -> AnyModelConfig:

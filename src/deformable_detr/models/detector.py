@@ -19,11 +19,11 @@ from torch import nn
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.backbone import Backbone, downsample_mask
 from deformable_detr.models.config import ModelConfig
-from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
-from deformable_detr.models.input_checks import check_model_input
 from deformable_detr.models.decoder import inverse_sigmoid
-from deformable_detr.models.position_encoding import sine_position_encoding
+from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
 from deformable_detr.models.detections import Detections
+from deformable_detr.models.input_checks import check_model_input
+from deformable_detr.models.position_encoding import sine_position_encoding
 from deformable_detr.models.postprocess import postprocess
 from deformable_detr.models.predict import predict
 from deformable_detr.models.preprocess import PreprocessConfig, check_categories, default_categories

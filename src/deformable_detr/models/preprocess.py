@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deformable_detr.data.images import _to_rgb, load_rgb_image
+from deformable_detr.data.images import load_rgb_image, to_rgb
 from deformable_detr.errors import ConfigError, ModelInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -125,7 +125,7 @@ def to_rgb_image(image: ImageInput) -> Image.Image:
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
             raise ModelInputError(f"PIL image of size {image.size} is empty; give an image of at least 1x1 pixels")
-        return _to_rgb(image)  # the same mode policy as files (alpha over white, 16-bit scaled, ...)
+        return to_rgb(image)  # the same mode policy as files (alpha over white, 16-bit scaled, ...)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
             raise ModelInputError(f"numpy image has shape {image.shape} and dtype {image.dtype}; expected (H, W, 3) "

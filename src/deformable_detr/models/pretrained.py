@@ -90,7 +90,7 @@ def from_pretrained(directory: str | os.PathLike, attention_backend: str | None 
     for path in (config_path, weights_path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: not found; pass a directory written by save_pretrained")
-    config = _read_json(config_path, ModelConfig.from_dict)
+    config = read_json(config_path, ModelConfig.from_dict)
     missing = [name for name in (PREPROCESS_NAME, CATEGORIES_NAME) if not os.path.isfile(os.path.join(directory, name))]
     if missing:
         warnings.warn(
@@ -100,11 +100,11 @@ def from_pretrained(directory: str | os.PathLike, attention_backend: str | None 
         )
     preprocess = None
     if PREPROCESS_NAME not in missing:
-        preprocess = _read_json(os.path.join(directory, PREPROCESS_NAME), PreprocessConfig.from_dict)
+        preprocess = read_json(os.path.join(directory, PREPROCESS_NAME), PreprocessConfig.from_dict)
     categories = None
     if CATEGORIES_NAME not in missing:
         path = os.path.join(directory, CATEGORIES_NAME)
-        categories = _read_json(path, lambda value: check_categories(value, config.num_classes, source=path))
+        categories = read_json(path, lambda value: check_categories(value, config.num_classes, source=path))
     try:
         state_dict = load_file(weights_path, device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
@@ -113,7 +113,7 @@ def from_pretrained(directory: str | os.PathLike, attention_backend: str | None 
                                           categories=categories, attention_backend=attention_backend)
 
 
-def _read_json(path: str, parse) -> Any:
+def read_json(path: str, parse) -> Any:
     """`parse(json.load(path))`, with errors naming the file."""
     try:
         with open(path) as file:

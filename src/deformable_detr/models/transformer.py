@@ -17,8 +17,7 @@ from deformable_detr.errors import ModelInputError
 from deformable_detr.models.decoder import DeformableDecoder
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
 from deformable_detr.models.encoder import DeformableEncoder
-from deformable_detr.models.query_selection import (Queries, box_queries, proposal_queries, static_queries,
-                                                    top_proposals)
+from deformable_detr.models.query_selection import Queries, box_queries, proposal_queries, static_queries, top_proposals
 
 
 @dataclass

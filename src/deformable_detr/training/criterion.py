@@ -108,7 +108,7 @@ class SetCriterion(nn.Module):
         self.denoising = dict(denoising or {})
 
     @classmethod
-    def from_config(cls, num_classes: int, config: LossConfig) -> "SetCriterion":
+    def from_config(cls, num_classes: int, config: LossConfig) -> SetCriterion:
         matcher = HungarianMatcher(config.cost_class, config.cost_bbox, config.cost_giou, config.focal_alpha, config.focal_gamma)
         weights = {"loss_ce": config.loss_ce, "loss_bbox": config.loss_bbox, "loss_giou": config.loss_giou}
         denoising = {"number": config.dn_number, "box_noise": config.dn_box_noise, "label_noise": config.dn_label_noise}
@@ -131,7 +131,7 @@ class SetCriterion(nn.Module):
 
     def _labels_loss(self, outputs, targets, indices, num_boxes):
         logits = outputs["pred_logits"]  # (B, Q, K')
-        batch_idx, query_idx = _matched_query_index(indices)
+        batch_idx, query_idx = matched_query_index(indices)
         matched_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])  # (N,)
         onehot = torch.zeros_like(logits, dtype=torch.float32)  # (B, Q, K')
         onehot[batch_idx, query_idx, matched_labels] = 1.0
@@ -145,7 +145,7 @@ class SetCriterion(nn.Module):
         return {"loss_ce": loss_ce, "class_error": class_error.detach()}
 
     def _boxes_loss(self, outputs, targets, indices, num_boxes):
-        batch_idx, query_idx = _matched_query_index(indices)
+        batch_idx, query_idx = matched_query_index(indices)
         src_boxes = outputs["pred_boxes"][batch_idx, query_idx].float()  # (N, 4) cxcywh
         target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).float()  # (N, 4)
         loss_bbox = F.l1_loss(src_boxes, target_boxes, reduction="none").sum() / num_boxes
@@ -225,7 +225,7 @@ class SetCriterion(nn.Module):
         return sum(value * self.weight_of(name) for name, value in losses.items() if self.weight_of(name) > 0)
 
 
-def _matched_query_index(indices):
+def matched_query_index(indices):
     """Flatten per-image matches -> (batch_idx (N,), query_idx (N,))."""
     batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
     query_idx = torch.cat([src for src, _ in indices])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .criterion import LossConfig, SetCriterion, _matched_query_index
+from .criterion import LossConfig, SetCriterion, matched_query_index
 from .matcher import HungarianMatcher
 
 EOS_COEF = 0.1  # DETR's relative weight of the no-object class
@@ -58,7 +58,7 @@ class DetrCriterion(SetCriterion):
         if logits.shape[-1] != self.num_classes + 1:
             raise ValueError(f"DetrCriterion: pred_logits has {logits.shape[-1]} classes, expected num_classes + 1 = "
                              f"{self.num_classes + 1} (K classes and no-object)")
-        batch_idx, query_idx = _matched_query_index(indices)
+        batch_idx, query_idx = matched_query_index(indices)
         matched_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])  # (N,)
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)  # (B, Q)
         target_classes[batch_idx, query_idx] = matched_labels

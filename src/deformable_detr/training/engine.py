@@ -42,8 +42,8 @@ from . import loader
 from .callbacks import TrainCallback
 from .config import TrainConfig
 from .criterion import SetCriterion
-from .detr_criterion import build_criterion
 from .datasets import build_datasets
+from .detr_criterion import build_criterion
 from .diagnose import ZeroAPHint
 from .ema import EMACallback
 from .optim import build_optimizer, lr_factor, set_lr
