@@ -73,13 +73,17 @@ def test_bad_arguments_exit_2_with_one_line(argv, match, capsys, tmp_path, monke
 
 
 def test_debug_adds_the_traceback(capsys, tmp_path):
-    status, _, err = _run(["--debug", "eval", "--predictions", str(tmp_path / "p.json"),
-                           "--annotations", str(tmp_path / "a.json")], capsys)
+    status, _, err = _run(
+        ["--debug", "eval", "--predictions", str(tmp_path / "p.json"), "--annotations", str(tmp_path / "a.json")],
+        capsys,
+    )
     assert status == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
 
 
 def test_make_dataset_command(tmp_path, capsys):
-    status, out, _ = _run(["make-dataset", str(tmp_path / "d"), "--train", "2", "--val", "1", "--image-size", "64"], capsys)
+    status, out, _ = _run(
+        ["make-dataset", str(tmp_path / "d"), "--train", "2", "--val", "1", "--image-size", "64"], capsys
+    )
     assert status == 0 and "annotations.json" in out
     assert len(json.loads((tmp_path / "d" / "val" / "annotations.json").read_text())["images"]) == 1
 
@@ -91,7 +95,9 @@ def test_check_data_clean_then_broken(dataset, tmp_path, capsys):
     split = tmp_path / "split"
     shutil.copytree(root / "val", split)
     next((split / "images").iterdir()).unlink()
-    status, out, _ = _run(["check-data", "--images", str(split / "images"), "--annotations", str(split / "annotations.json")], capsys)
+    status, out, _ = _run(
+        ["check-data", "--images", str(split / "images"), "--annotations", str(split / "annotations.json")], capsys
+    )
     assert status == 1 and "missing_image: 1" in out
     (split / "annotations.json").write_text("{oops")
     status, _, err = _run(["check-data", str(split)], capsys)
@@ -100,11 +106,23 @@ def test_check_data_clean_then_broken(dataset, tmp_path, capsys):
 
 def test_eval_command_prints_table_and_writes_json(dataset, tmp_path, capsys):
     gt = json.loads(dataset["val"].annotations_file.read_text())
-    predictions = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-                   for a in gt["annotations"]]
+    predictions = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+        for a in gt["annotations"]
+    ]
     (tmp_path / "p.json").write_text(json.dumps(predictions))
-    status, out, _ = _run(["eval", "--predictions", str(tmp_path / "p.json"), "--annotations",
-                           str(dataset["val"].annotations_file), "--out", str(tmp_path / "m.json")], capsys)
+    status, out, _ = _run(
+        [
+            "eval",
+            "--predictions",
+            str(tmp_path / "p.json"),
+            "--annotations",
+            str(dataset["val"].annotations_file),
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        capsys,
+    )
     assert status == 0 and "AP50" in out and "100.0" in out
     assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(1.0)
 
@@ -115,4 +133,3 @@ def test_console_script_runs():
         pytest.skip("console script not installed (run `make setup`)")
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and __version__ in result.stdout
-

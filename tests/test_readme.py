@@ -47,8 +47,14 @@ def world(tmp_path_factory):
     from PIL import Image
 
     Image.open(val_images[1]).save(root / "photo2.png")
-    config = TrainConfig.preset("demo", data_dir=str(root / "data"), output_dir=str(root / "runs" / "small"),
-                                max_steps=2, batch_size=2, threads=1)
+    config = TrainConfig.preset(
+        "demo",
+        data_dir=str(root / "data"),
+        output_dir=str(root / "runs" / "small"),
+        max_steps=2,
+        batch_size=2,
+        threads=1,
+    )
     fit(config, progress=False)
     torch.manual_seed(0)
     model = DeformableDETR(_tiny_config()).eval()

@@ -1,8 +1,8 @@
 """Deformable DETR: multi-scale deformable attention, detector, training, inference, export and serving.
 
-    import deformable_detr
-    model = deformable_detr.load("run/best.pth")          # any checkpoint format people have
-    detections = model.predict(["photo.jpg"], threshold=0.5)
+import deformable_detr
+model = deformable_detr.load("run/best.pth")          # any checkpoint format people have
+detections = model.predict(["photo.jpg"], threshold=0.5)
 """
 
 __version__ = "0.1.0"

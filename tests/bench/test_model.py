@@ -13,8 +13,9 @@ from deformable_detr.cli import main
 def test_bench_model_smoke(tmp_path, capsys):
     pytest.importorskip("transformers")
     out = tmp_path / "model_cpu_smoke.json"
-    assert main(["bench", "model", "--smoke", "--height", "64", "--width", "96", "--repeats", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["bench", "model", "--smoke", "--height", "64", "--width", "96", "--repeats", "1", "--out", str(out)]) == 0
+    )
     result = json.loads(out.read_text())
     assert max(result["max_abs_diff"].values()) <= 1e-5  # same weights, same outputs
     for impl in ("ours", "hf"):

@@ -14,8 +14,9 @@ from deformable_detr.cli import main
 def test_op_benchmark_reports_every_backend_with_speedups(monkeypatch):
     # Shrink the paper's shapes so the run takes a fraction of a second.
     monkeypatch.setattr(bench_op, "ENCODER_LEVELS", [[6, 8], [3, 4]])
-    results = bench_op.run_op_benchmark(backends=("reference", "cpu"), cases=("encoder", "decoder"), repeats=2,
-                                        threads=1, memory=False)
+    results = bench_op.run_op_benchmark(
+        backends=("reference", "cpu"), cases=("encoder", "decoder"), repeats=2, threads=1, memory=False
+    )
     assert results["header"]["threads"] == 1
     for case in ("encoder", "decoder"):
         backends = results["cases"][case]["backends"]
@@ -30,8 +31,26 @@ def test_op_benchmark_reports_every_backend_with_speedups(monkeypatch):
 def test_bench_op_triton_smoke_writes_json(tmp_path, capsys):
     pytest.importorskip("triton")
     out = tmp_path / "triton.json"
-    assert main(["bench", "op-triton", "--smoke", "--repeats", "1", "--dtypes", "float32", "--cases", "decoder",
-                 "--locations", "uniform", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "op-triton",
+                "--smoke",
+                "--repeats",
+                "1",
+                "--dtypes",
+                "float32",
+                "--cases",
+                "decoder",
+                "--locations",
+                "uniform",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["smoke"] and result["header"]["device"] == "cpu-interpreter"
     assert {row["backend"] for row in result["rows"]} == {"reference", "triton"}

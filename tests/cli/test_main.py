@@ -11,9 +11,21 @@ from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
 
-TINY = ModelConfig(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=16, d_model=32, n_heads=2,
-                   enc_n_points=2, dec_n_points=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64,
-                   num_queries=8, num_classes=91, dropout=0.0)
+TINY = ModelConfig(
+    backbone="resnet18",
+    backbone_depths=(1, 1, 1, 1),
+    backbone_base_width=16,
+    d_model=32,
+    n_heads=2,
+    enc_n_points=2,
+    dec_n_points=2,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    dim_feedforward=64,
+    num_queries=8,
+    num_classes=91,
+    dropout=0.0,
+)
 
 
 def _run(argv, capsys):
@@ -36,6 +48,7 @@ def dataset(tmp_path_factory):
 
 def _command(monkeypatch, error):
     """Make `make-dataset` raise `error` instead of doing its work."""
+
     def raising(args):
         raise error
 
@@ -50,10 +63,14 @@ def _command(monkeypatch, error):
     monkeypatch.setattr(cli, "build_parser", build_parser)
 
 
-@pytest.mark.parametrize("error", [
-    ConfigError("\x1b[31m--lr\x1b[0m must be > 0,\ngot inf"), CheckpointError("x.pth: corrupt"),
-    FileNotFoundError("nope.json: not found"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConfigError("\x1b[31m--lr\x1b[0m must be > 0,\ngot inf"),
+        CheckpointError("x.pth: corrupt"),
+        FileNotFoundError("nope.json: not found"),
+    ],
+)
 def test_project_errors_and_os_errors_are_one_clean_line(monkeypatch, capsys, tmp_path, error):
     _command(monkeypatch, error)
     status, _, err = _run(["make-dataset", str(tmp_path / "d")], capsys)
@@ -101,7 +118,17 @@ def test_eval_accepts_a_91_class_model_on_a_subset_of_coco_ids(dataset, tmp_path
     ground truth lacks (the dataset has ids 1-6) are dropped instead of failing the evaluation."""
     torch.manual_seed(0)
     DeformableDETR(TINY, preprocess=PreprocessConfig(min_size=64, max_size=96)).save_pretrained(tmp_path / "model")
-    status, out, err = _run(["eval", "--checkpoint", str(tmp_path / "model"), "--data", str(dataset),
-                             "--out", str(tmp_path / "metrics.json")], capsys)
+    status, out, err = _run(
+        [
+            "eval",
+            "--checkpoint",
+            str(tmp_path / "model"),
+            "--data",
+            str(dataset),
+            "--out",
+            str(tmp_path / "metrics.json"),
+        ],
+        capsys,
+    )
     assert status == 0, err
     assert "AP" in out and (tmp_path / "metrics.json").is_file()

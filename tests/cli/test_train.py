@@ -18,34 +18,51 @@ def _one_line_error(capsys, argv, pattern):
     assert err.startswith("error: ") and err.count("\n") == 1 and re.search(pattern, err), err
 
 
-@pytest.mark.parametrize("option, value, pattern", [
-    ("--threads", "-1", r"--threads: -1 must be >= 1"),
-    ("--threads", "0", r"--threads: 0 must be >= 1"),
-    ("--lr", "inf", r"--lr: inf must be a finite number > 0"),
-    ("--lr", "nan", r"--lr: nan must be a finite number > 0"),
-    ("--lr", "0", r"--lr: 0 must be a finite number > 0"),
-    ("--lr", "-1e-4", r"--lr: -1e-4 must be a finite number > 0"),
-    ("--max-minutes", "inf", r"--max-minutes: inf must be a finite number > 0"),
-    ("--epochs", "0", r"--epochs: 0 must be >= 1"),
-    ("--batch-size", "two", r"--batch-size: 'two' is not an integer"),
-    ("--device", "bogus", r"TrainConfig.device = 'bogus'; use cpu, cuda or cuda:N"),
-])
+@pytest.mark.parametrize(
+    "option, value, pattern",
+    [
+        ("--threads", "-1", r"--threads: -1 must be >= 1"),
+        ("--threads", "0", r"--threads: 0 must be >= 1"),
+        ("--lr", "inf", r"--lr: inf must be a finite number > 0"),
+        ("--lr", "nan", r"--lr: nan must be a finite number > 0"),
+        ("--lr", "0", r"--lr: 0 must be a finite number > 0"),
+        ("--lr", "-1e-4", r"--lr: -1e-4 must be a finite number > 0"),
+        ("--max-minutes", "inf", r"--max-minutes: inf must be a finite number > 0"),
+        ("--epochs", "0", r"--epochs: 0 must be >= 1"),
+        ("--batch-size", "two", r"--batch-size: 'two' is not an integer"),
+        ("--device", "bogus", r"TrainConfig.device = 'bogus'; use cpu, cuda or cuda:N"),
+    ],
+)
 def test_bad_options_are_refused_up_front(tmp_path, capsys, option, value, pattern):
-    _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "o"), f"{option}={value}"], pattern)
+    _one_line_error(
+        capsys,
+        ["train", "--preset", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "o"), f"{option}={value}"],
+        pattern,
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_requested_without_cuda(tmp_path, capsys):
-    _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cuda"],
-                    r"--device cuda: CUDA is not available here .*use --device cpu")
+    _one_line_error(
+        capsys,
+        ["train", "--preset", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cuda"],
+        r"--device cuda: CUDA is not available here .*use --device cpu",
+    )
 
 
 def test_out_holding_a_run_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoint.pth").write_bytes(b"precious")
-    _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(tmp_path), "--out", str(run)],
-                    r"run: already holds a training run \(checkpoint.pth\); continue it with --resume .* --overwrite")
+    _one_line_error(
+        capsys,
+        ["train", "--preset", "demo", "--data", str(tmp_path), "--out", str(run)],
+        r"run: already holds a training run \(checkpoint.pth\); continue it with --resume .* --overwrite",
+    )
     assert (run / "checkpoint.pth").read_bytes() == b"precious"
     _one_line_error(capsys, ["train", "--resume", str(run), "--overwrite"], "contradict")
-    _one_line_error(capsys, ["train", "--resume", str(tmp_path / "nothing")], r"config.json: not found; .* is not a training run folder")
+    _one_line_error(
+        capsys,
+        ["train", "--resume", str(tmp_path / "nothing")],
+        r"config.json: not found; .* is not a training run folder",
+    )

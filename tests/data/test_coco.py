@@ -18,7 +18,14 @@ def _write(tmp_path, images, annotations, categories=({"id": 3, "name": "a"}, {"
 
 
 def _ann(i, image_id, bbox, category_id=3, iscrowd=0):
-    return {"id": i, "image_id": image_id, "bbox": bbox, "category_id": category_id, "iscrowd": iscrowd, "area": bbox[2] * bbox[3]}
+    return {
+        "id": i,
+        "image_id": image_id,
+        "bbox": bbox,
+        "category_id": category_id,
+        "iscrowd": iscrowd,
+        "area": bbox[2] * bbox[3],
+    }
 
 
 def test_modes_exif_crowd_and_ids(tmp_path):
@@ -30,8 +37,10 @@ def test_modes_exif_crowd_and_ids(tmp_path):
     exif = rotated.getexif()
     exif[0x0112] = 6  # orientation: rotate 90 CW to display -> 20 wide, 40 tall
     rotated.save(images_dir / "exif.jpg", exif=exif)
-    images = [{"id": i + 1, "file_name": name, "width": 40, "height": 20}
-              for i, name in enumerate(["gray.png", "rgba.png", "palette.png", "exif.jpg"])]
+    images = [
+        {"id": i + 1, "file_name": name, "width": 40, "height": 20}
+        for i, name in enumerate(["gray.png", "rgba.png", "palette.png", "exif.jpg"])
+    ]
     images[3].update(width=20, height=40)  # the JSON gives the displayed (EXIF-rotated) size
     anns = [_ann(1, 1, [0, 0, 10, 10], 7), _ann(2, 1, [5, 5, 10, 10], 3, iscrowd=1), _ann(3, 4, [2, 4, 10, 20], 3)]
     images_dir, ann_path = _write(tmp_path, images, anns)
@@ -49,8 +58,11 @@ def test_modes_exif_crowd_and_ids(tmp_path):
 
 
 def test_degenerate_boxes_dropped_with_one_warning(tmp_path):
-    images_dir, ann_path = _write(tmp_path, [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "a.png"}],
-                                  [_ann(1, 1, [0, 0, 0, 5]), _ann(2, 2, [50, 0, 5, 5]), _ann(3, 2, [1, 1, 5, 5])])
+    images_dir, ann_path = _write(
+        tmp_path,
+        [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "a.png"}],
+        [_ann(1, 1, [0, 0, 0, 5]), _ann(2, 2, [50, 0, 5, 5]), _ann(3, 2, [1, 1, 5, 5])],
+    )
     Image.new("RGB", (20, 20)).save(images_dir / "a.png")
     dataset = CocoDetection(images_dir, ann_path)
     with warnings.catch_warnings(record=True) as caught:
@@ -61,7 +73,9 @@ def test_degenerate_boxes_dropped_with_one_warning(tmp_path):
 
 
 def test_missing_and_corrupt_images_give_one_line_errors(tmp_path):
-    images_dir, ann_path = _write(tmp_path, [{"id": 1, "file_name": "missing.jpg"}, {"id": 2, "file_name": "bad.jpg"}], [])
+    images_dir, ann_path = _write(
+        tmp_path, [{"id": 1, "file_name": "missing.jpg"}, {"id": 2, "file_name": "bad.jpg"}], []
+    )
     (images_dir / "bad.jpg").write_bytes(b"not a jpeg")
     dataset = CocoDetection(images_dir, ann_path)
     with pytest.raises(DatasetError, match=r"missing\.jpg: image file not found"):

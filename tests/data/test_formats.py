@@ -30,7 +30,9 @@ def _yolo(root, yaml=True):
     (root / "labels/train/a.txt").write_text("0 0.5 0.5 0.2 0.4\n2 0.25 0.75 0.5 0.5\n")
     (root / "labels/val/c.txt").write_text("1 0.5 0.5 1.0 1.0\n")
     if yaml:
-        (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n  0: cat\n  1: dog\n  2: bird\n")
+        (root / "data.yaml").write_text(
+            "path: .\ntrain: images/train\nval: images/val\nnames:\n  0: cat\n  1: dog\n  2: bird\n"
+        )
     else:
         (root / "classes.txt").write_text("cat\ndog\nbird\n")
     return root
@@ -45,10 +47,12 @@ def _voc(root, size=True):
         f"<annotation><filename>x.jpg</filename>{size_xml}"
         "<object><name>dog</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>11</ymin><xmax>50</xmax><ymax>80</ymax></bndbox></object>"
         "<object><name>person</name><difficult>1</difficult><bndbox><xmin>21</xmin><ymin>1</ymin><xmax>30</xmax><ymax>10</ymax></bndbox></object>"
-        "</annotation>")
+        "</annotation>"
+    )
     (root / "Annotations/y.xml").write_text(
         "<annotation><filename>y.jpg</filename><size><width>60</width><height>60</height></size>"
-        "<object><name>cat</name><bndbox><xmin>11</xmin><ymin>21</ymin><xmax>40</xmax><ymax>60</ymax></bndbox></object></annotation>")
+        "<object><name>cat</name><bndbox><xmin>11</xmin><ymin>21</ymin><xmax>40</xmax><ymax>60</ymax></bndbox></object></annotation>"
+    )
     (root / "ImageSets/Main").mkdir(parents=True)
     (root / "ImageSets/Main/train.txt").write_text("x\n")
     (root / "ImageSets/Main/val.txt").write_text("y\n")
@@ -62,7 +66,9 @@ def test_yolo_reader_boxes_names_splits(tmp_path, yaml):
     train = read_split(root, "train")
     assert [c["name"] for c in train.categories] == ["cat", "dog", "bird"]
     assert [(im["file_name"], im["width"], im["height"]) for im in train.coco["images"]] == [
-        ("images/train/a.jpg", 200, 100), ("images/train/b.png", 50, 40)]
+        ("images/train/a.jpg", 200, 100),
+        ("images/train/b.png", 50, 40),
+    ]
     boxes = [(a["image_id"], a["category_id"], a["bbox"]) for a in train.coco["annotations"]]
     # 0.5 0.5 0.2 0.4 on 200x100: x0 = (0.5 - 0.1) * 200 = 80, y0 = (0.5 - 0.2) * 100 = 30, w 40, h 40
     assert boxes == [(1, 1, pytest.approx([80, 30, 40, 40])), (1, 3, pytest.approx([0, 50, 100, 50]))]
@@ -112,8 +118,9 @@ def test_convert_round_trip_keeps_boxes(tmp_path, make):
         converted = read_split(tmp_path / "coco", split)
         assert converted.coco["categories"] == original.coco["categories"]
         assert [a["bbox"] for a in converted.coco["annotations"]] == [a["bbox"] for a in original.coco["annotations"]]
-        assert [(im["width"], im["height"]) for im in converted.coco["images"]] == \
-            [(im["width"], im["height"]) for im in original.coco["images"]]
+        assert [(im["width"], im["height"]) for im in converted.coco["images"]] == [
+            (im["width"], im["height"]) for im in original.coco["images"]
+        ]
         assert check_split(converted).ok
     with pytest.raises(DatasetError, match="not empty"):
         convert_dataset(root, tmp_path / "coco")
@@ -130,14 +137,17 @@ def _bad_line(tmp_path, text, kind, match):
     return root, report
 
 
-@pytest.mark.parametrize("text, kind, match", [
-    ("0 0.5 0.5 0.2", "malformed_entry", "4 numbers; expected 5"),
-    ("7 0.5 0.5 0.2 0.2", "unknown_category_id", "class 7 is not in 0..2"),
-    ("0 0.95 0.5 0.2 0.2", "out_of_bounds_box", "outside the image"),
-    ("0 0.5 0.5 0 0.2", "malformed_entry", "must be > 0"),
-    ("cat 0.5 0.5 0.2 0.2", "malformed_entry", "expected numbers"),
-    ("0 nan 0.5 0.2 0.2", "malformed_entry", "non-finite"),
-])
+@pytest.mark.parametrize(
+    "text, kind, match",
+    [
+        ("0 0.5 0.5 0.2", "malformed_entry", "4 numbers; expected 5"),
+        ("7 0.5 0.5 0.2 0.2", "unknown_category_id", "class 7 is not in 0..2"),
+        ("0 0.95 0.5 0.2 0.2", "out_of_bounds_box", "outside the image"),
+        ("0 0.5 0.5 0 0.2", "malformed_entry", "must be > 0"),
+        ("cat 0.5 0.5 0.2 0.2", "malformed_entry", "expected numbers"),
+        ("0 nan 0.5 0.2 0.2", "malformed_entry", "non-finite"),
+    ],
+)
 def test_bad_yolo_lines_name_file_and_line(tmp_path, text, kind, match):
     root, report = _bad_line(tmp_path, text, kind, match)
     clean, images, annotations = without_bad(read_split(root, "train"), report)
@@ -183,9 +193,16 @@ def test_official_coco_layout(tmp_path):
     root = tmp_path / "coco"
     _image(root / "val2017/1.jpg", 20, 10)
     (root / "annotations").mkdir()
-    (root / "annotations/instances_val2017.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "1.jpg", "width": 20, "height": 10}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [1, 1, 5, 5], "iscrowd": 0, "area": 25}],
-        "categories": [{"id": 5, "name": "x"}]}))
+    (root / "annotations/instances_val2017.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "1.jpg", "width": 20, "height": 10}],
+                "annotations": [
+                    {"id": 1, "image_id": 1, "category_id": 5, "bbox": [1, 1, 5, 5], "iscrowd": 0, "area": 25}
+                ],
+                "categories": [{"id": 5, "name": "x"}],
+            }
+        )
+    )
     assert detect_format(root) == "coco" and dataset_splits(root) == ["val"]
     assert check_split(read_split(root, "val")).ok

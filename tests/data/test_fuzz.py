@@ -28,16 +28,46 @@ from deformable_detr.errors import DeformableDetrError  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-KEYS = ["id", "image_id", "category_id", "bbox", "file_name", "width", "height", "name", "iscrowd", "area", "images",
-        "annotations", "categories"]
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True),
-                    st.sampled_from(["a.png", "", "x", "../../etc/passwd", "\x00"]))
-values = st.recursive(scalars, lambda children: st.one_of(st.lists(children, max_size=5),
-                                                         st.dictionaries(st.sampled_from(KEYS), children, max_size=6)),
-                      max_leaves=25)
+KEYS = [
+    "id",
+    "image_id",
+    "category_id",
+    "bbox",
+    "file_name",
+    "width",
+    "height",
+    "name",
+    "iscrowd",
+    "area",
+    "images",
+    "annotations",
+    "categories",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 300),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["a.png", "", "x", "../../etc/passwd", "\x00"]),
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(st.sampled_from(KEYS), children, max_size=6)
+    ),
+    max_leaves=25,
+)
 entry = st.dictionaries(st.sampled_from(KEYS), values, max_size=7)
-coco_like = st.one_of(values, st.fixed_dictionaries({"images": st.lists(entry, max_size=4), "annotations": st.lists(entry, max_size=6),
-                                                     "categories": st.lists(entry, max_size=3)}))
+coco_like = st.one_of(
+    values,
+    st.fixed_dictionaries(
+        {
+            "images": st.lists(entry, max_size=4),
+            "annotations": st.lists(entry, max_size=6),
+            "categories": st.lists(entry, max_size=3),
+        }
+    ),
+)
 
 
 def _workspace() -> Path:
@@ -66,13 +96,20 @@ def test_coco_structures(data):
 
 
 @settings(max_examples=200, **SETTINGS)
-@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode),
-                 coco_like.map(lambda d: json.dumps(d, allow_nan=True).encode())))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300).map(str.encode),
+        coco_like.map(lambda d: json.dumps(d, allow_nan=True).encode()),
+    )
+)
 def test_coco_files_of_any_bytes(content):
     root = _workspace()
     (root / "annotations.json").write_bytes(content)
-    for call in (lambda: check_dataset(root / "images", root / "annotations.json", num_threads=1),
-                 lambda: CocoDetection(root / "images", root / "annotations.json")):
+    for call in (
+        lambda: check_dataset(root / "images", root / "annotations.json", num_threads=1),
+        lambda: CocoDetection(root / "images", root / "annotations.json"),
+    ):
         try:
             call()
         except DeformableDetrError:
@@ -81,8 +118,9 @@ def test_coco_files_of_any_bytes(content):
 
 label_line = st.one_of(
     st.text(alphabet="0123456789.- e+naif\t", max_size=40),
-    st.lists(st.one_of(st.integers(-3, 5).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr)),
-             max_size=9).map(" ".join),
+    st.lists(
+        st.one_of(st.integers(-3, 5).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr)), max_size=9
+    ).map(" ".join),
 )
 
 
@@ -104,8 +142,12 @@ def test_yolo_label_files(lines, junk):
 
 
 @settings(max_examples=100, **SETTINGS)
-@given(st.one_of(st.text(max_size=200), st.dictionaries(st.sampled_from(["names", "train", "val", "path", "nc"]), values,
-                                                        max_size=4).map(json.dumps)))
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.dictionaries(st.sampled_from(["names", "train", "val", "path", "nc"]), values, max_size=4).map(json.dumps),
+    )
+)
 def test_yolo_yaml_files(text):
     root = _workspace()
     (root / "images" / "train").mkdir()
@@ -117,13 +159,21 @@ def test_yolo_yaml_files(text):
         pass
 
 
-VALID_XML = ("<annotation><filename>a.png</filename><size><width>20</width><height>10</height></size><object><name>x</name>"
-             "<difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>")
+VALID_XML = (
+    "<annotation><filename>a.png</filename><size><width>20</width><height>10</height></size><object><name>x</name>"
+    "<difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>"
+)
 
 
 @settings(max_examples=200, **SETTINGS)
-@given(st.one_of(st.text(max_size=300), st.tuples(st.integers(0, len(VALID_XML)), st.integers(0, len(VALID_XML)), st.text(max_size=12))
-                 .map(lambda t: VALID_XML[: t[0]] + t[2] + VALID_XML[t[1]:])))
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.tuples(st.integers(0, len(VALID_XML)), st.integers(0, len(VALID_XML)), st.text(max_size=12)).map(
+            lambda t: VALID_XML[: t[0]] + t[2] + VALID_XML[t[1] :]
+        ),
+    )
+)
 def test_voc_xml_files(xml):
     root = _workspace()
     (root / "JPEGImages").mkdir()
@@ -142,19 +192,38 @@ def _encoded(fmt: str, mode: str = "RGB") -> bytes:
     return buffer.getvalue()
 
 
-SEEDS = [_encoded("PNG"), _encoded("JPEG"), _encoded("GIF", "P"), _encoded("BMP"), _encoded("TIFF"), _encoded("PNG", "I;16"),
-         _encoded("JPEG", "CMYK"), _encoded("WEBP")]
+SEEDS = [
+    _encoded("PNG"),
+    _encoded("JPEG"),
+    _encoded("GIF", "P"),
+    _encoded("BMP"),
+    _encoded("TIFF"),
+    _encoded("PNG", "I;16"),
+    _encoded("JPEG", "CMYK"),
+    _encoded("WEBP"),
+]
 
 
 def _mutate(seed: bytes, position: int, length: int, replacement: bytes, truncate: bool) -> bytes:
     position %= len(seed) + 1
-    data = seed[:position] + replacement + seed[position + length:]
-    return data[: position] if truncate else data
+    data = seed[:position] + replacement + seed[position + length :]
+    return data[:position] if truncate else data
 
 
 @settings(max_examples=300, **SETTINGS)
-@given(st.one_of(st.binary(max_size=200),
-                 st.builds(_mutate, st.sampled_from(SEEDS), st.integers(0, 2000), st.integers(0, 8), st.binary(max_size=8), st.booleans())))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            _mutate,
+            st.sampled_from(SEEDS),
+            st.integers(0, 2000),
+            st.integers(0, 8),
+            st.binary(max_size=8),
+            st.booleans(),
+        ),
+    )
+)
 def test_image_decoding(content):
     for call in (lambda: load_rgb_image(content, name="fuzz"), lambda: image_size(io.BytesIO(content), name="fuzz")):
         try:

@@ -63,7 +63,9 @@ def test_transparency_is_composited_over_white():
     transparent_palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     transparent_palette.putpixel((1, 0), 1)
     transparent_palette.info["transparency"] = 0
-    np.testing.assert_array_equal(np.asarray(load_rgb_image(_png_bytes(transparent_palette)))[0], [[255, 255, 255], [255, 0, 0]])
+    np.testing.assert_array_equal(
+        np.asarray(load_rgb_image(_png_bytes(transparent_palette)))[0], [[255, 255, 255], [255, 0, 0]]
+    )
 
 
 def test_cmyk_jpeg_decodes_to_its_colours():
@@ -136,11 +138,14 @@ def _truncated_jpeg() -> bytes:
     return buffer.getvalue()[: len(buffer.getvalue()) // 2]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"),
-    (b"this is a text file, not a picture", "not an image file"),
-    (None, "cannot decode|not a readable image"),  # truncated JPEG
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty"),
+        (b"this is a text file, not a picture", "not an image file"),
+        (None, "cannot decode|not a readable image"),  # truncated JPEG
+    ],
+)
 def test_bad_files_are_one_line_naming_the_file(tmp_path, content, message):
     content = _truncated_jpeg() if content is None else content
     path = tmp_path / "photo.jpg"

@@ -126,7 +126,10 @@ def test_no_object_is_more_than_half_hidden():
     owner = np.full((120, 120), -1, np.int32)
     full, visible, placed = [], [], 0
     for area in [100.0**2, 95.0**2] + [40.0**2] * 10 + [15.0**2] * 30:
-        placed += synthetic._place_object(rng, canvas, owner, full, visible, area, CATEGORIES[int(rng.integers(6))]) is not None
+        placed += (
+            synthetic._place_object(rng, canvas, owner, full, visible, area, CATEGORIES[int(rng.integers(6))])
+            is not None
+        )
     assert placed == len(full) and 5 <= placed < 42  # some placements had to be refused
     counted = np.bincount(owner.ravel() + 1, minlength=len(full) + 1)[1:]
     np.testing.assert_array_equal(counted, visible)
@@ -145,8 +148,9 @@ def test_transfer_class_set_has_new_shapes_only(tmp_path):
     assert synthetic.resolve_classes("ring, star") == ("ring", "star")
 
 
-@pytest.mark.parametrize("first, second", [("hexagon", "circle"), ("semicircle", "circle"), ("crescent", "circle"),
-                                           ("arrow", "triangle")])
+@pytest.mark.parametrize(
+    "first, second", [("hexagon", "circle"), ("semicircle", "circle"), ("crescent", "circle"), ("arrow", "triangle")]
+)
 def test_new_shapes_differ_from_the_demo_shapes(first, second):
     a = synthetic._shape_coverage(first, 20.0, 20.0, 0.0) >= 0.5
     b = synthetic._shape_coverage(second, 20.0, 20.0, 0.0) >= 0.5

@@ -10,8 +10,12 @@ from deformable_detr.data.transforms import IMAGENET_MEAN, ToTensorNormalize, cr
 
 def _sample(width=100, height=50):
     image = Image.new("RGB", (width, height), (255, 0, 0))
-    target = {"boxes": torch.tensor([[10.0, 5.0, 30.0, 25.0], [60.0, 10.0, 100.0, 50.0]]), "labels": torch.tensor([0, 1]),
-              "size": torch.tensor([height, width]), "image_id": 3}
+    target = {
+        "boxes": torch.tensor([[10.0, 5.0, 30.0, 25.0], [60.0, 10.0, 100.0, 50.0]]),
+        "labels": torch.tensor([0, 1]),
+        "size": torch.tensor([height, width]),
+        "image_id": 3,
+    }
     return image, target
 
 

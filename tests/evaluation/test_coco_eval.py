@@ -13,8 +13,16 @@ def _ground_truth(boxes_per_image):
     for index, boxes in enumerate(boxes_per_image):
         images.append({"id": index + 1, "file_name": f"{index}.jpg", "width": 200, "height": 200})
         for box in boxes:
-            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": 1, "bbox": box,
-                                "area": box[2] * box[3], "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": 1,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]}
 
 

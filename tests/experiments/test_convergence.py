@@ -15,8 +15,17 @@ MODELS = ("detr" + SMALL, "deform=deformable" + SMALL + ":enc_n_points=2:dec_n_p
 
 
 def _config(out, tiny_dataset, **overrides):
-    values = dict(out_dir=str(out), models=MODELS, epochs=1, eval_every=1, data_dir=str(tiny_dataset), train_size=96,
-                  batch_size=2, threads=1, scaling_sizes=(128, 192))
+    values = dict(
+        out_dir=str(out),
+        models=MODELS,
+        epochs=1,
+        eval_every=1,
+        data_dir=str(tiny_dataset),
+        train_size=96,
+        batch_size=2,
+        threads=1,
+        scaling_sizes=(128, 192),
+    )
     values.update(overrides)
     return ConvergenceConfig(**values)
 
@@ -30,7 +39,9 @@ def test_tiny_experiment_writes_report_and_plots(tiny_dataset, tmp_path, one_thr
         assert row["epochs"] == 1 and row["params"] > 0 and row["gflops"] > 0 and row["AP"] is not None
     assert result.summary[0]["reference_label"] == result.summary[0]["model"]  # DETR is the reference
     assert "| deform |" in report and "## Encoder cost vs image size" in report and "S^" in report
-    assert {(r["model"], r["size"]) for r in result.scaling} == {(m, s) for m in ("deform", result.summary[0]["model"]) for s in (128, 192)}
+    assert {(r["model"], r["size"]) for r in result.scaling} == {
+        (m, s) for m in ("deform", result.summary[0]["model"]) for s in (128, 192)
+    }
     for plot in (result.convergence_plot, result.scaling_plot):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

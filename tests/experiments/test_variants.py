@@ -11,8 +11,15 @@ from deformable_detr.training.config import TrainConfig
 
 def test_every_variant_shares_backbone_width_and_depth():
     configs = [factory() for factory in VARIANTS.values()]
-    for field in ("backbone", "backbone_depths", "backbone_base_width", "d_model", "num_encoder_layers",
-                  "num_decoder_layers", "num_queries"):
+    for field in (
+        "backbone",
+        "backbone_depths",
+        "backbone_base_width",
+        "d_model",
+        "num_encoder_layers",
+        "num_decoder_layers",
+        "num_queries",
+    ):
         assert len({getattr(c, field) for c in configs}) == 1, field
 
 
@@ -36,13 +43,16 @@ def test_labels_and_overrides():
     assert label == "detr+dilation=true" and config.model.dilation is True
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("yolo", "'yolo' .* is unknown; choose one of detr"),
-    ("detr:warp=3", "unexpected keyword argument 'warp'"),
-    ("detr:num_queries", "is not FIELD=VALUE"),
-    ("detr:sched.x=1", "is not FIELD=VALUE"),
-    ("a/b=detr", "cannot name a folder"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("yolo", "'yolo' .* is unknown; choose one of detr"),
+        ("detr:warp=3", "unexpected keyword argument 'warp'"),
+        ("detr:num_queries", "is not FIELD=VALUE"),
+        ("detr:sched.x=1", "is not FIELD=VALUE"),
+        ("a/b=detr", "cannot name a folder"),
+    ],
+)
 def test_bad_specs_are_one_line_errors(spec, message):
     with pytest.raises(ConfigError, match=message):
         variant_train_config(spec, TrainConfig.preset("demo"))

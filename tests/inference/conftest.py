@@ -20,9 +20,13 @@ def image_folder(tmp_path):
     bad: bad/truncated.jpg, bad/notes.jpg (text), bad/empty.png (0 bytes); skipped: bad/readme.txt.
     """
     root = tmp_path / "images"
-    good = [write_image(root / "a" / "000000.jpg", 60, 80, 1), write_image(root / "b" / "000000.jpg", 90, 50, 2),
-            write_image(root / "a" / "000000.png", 40, 40, 3), write_image(root / "b" / "gray.png", 70, 70, 4, "L"),
-            write_image(root / "c" / "deep" / "x.bmp", 33, 99, 5)]
+    good = [
+        write_image(root / "a" / "000000.jpg", 60, 80, 1),
+        write_image(root / "b" / "000000.jpg", 90, 50, 2),
+        write_image(root / "a" / "000000.png", 40, 40, 3),
+        write_image(root / "b" / "gray.png", 70, 70, 4, "L"),
+        write_image(root / "c" / "deep" / "x.bmp", 33, 99, 5),
+    ]
     source = write_image(tmp_path / "source.jpg", 64, 64, 6).read_bytes()
     (root / "bad").mkdir()
     (root / "bad" / "truncated.jpg").write_bytes(source[: len(source) // 3])

@@ -8,17 +8,32 @@ from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
 
-TINY = dict(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=16, d_model=32, n_heads=2,
-            enc_n_points=2, dec_n_points=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64,
-            num_queries=8, num_classes=3, dropout=0.0)
+TINY = dict(
+    backbone="resnet18",
+    backbone_depths=(1, 1, 1, 1),
+    backbone_base_width=16,
+    d_model=32,
+    n_heads=2,
+    enc_n_points=2,
+    dec_n_points=2,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    dim_feedforward=64,
+    num_queries=8,
+    num_classes=3,
+    dropout=0.0,
+)
 CATEGORIES = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 5, "name": "triangle"}]
 
 
 def tiny_model(**overrides) -> DeformableDETR:
     """A random tiny detector (3 classes) that resizes images to a 96 px shorter side (160 max)."""
     torch.manual_seed(0)
-    model = DeformableDETR(ModelConfig(**{**TINY, **overrides}), preprocess=PreprocessConfig(min_size=96, max_size=160),
-                           categories=CATEGORIES)
+    model = DeformableDETR(
+        ModelConfig(**{**TINY, **overrides}),
+        preprocess=PreprocessConfig(min_size=96, max_size=160),
+        categories=CATEGORIES,
+    )
     with torch.no_grad():  # scores spread out instead of all ~0.01 (the focal prior)
         for head in model.class_heads:
             head.bias.normal_(0.0, 2.0)

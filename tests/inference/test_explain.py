@@ -100,8 +100,9 @@ def test_a_pixel_outside_the_image_is_refused(image, pixel):
 def test_cli_writes_pngs_and_an_index(capsys, model_dir, tmp_path):
     path = write_image(tmp_path / "in" / "photo.jpg", HEIGHT, WIDTH)
     out = tmp_path / "explained"
-    status = main(["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out), "--top", "2",
-                   "--pixel", "10,20"])
+    status = main(
+        ["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out), "--top", "2", "--pixel", "10,20"]
+    )
     assert status == 0, capsys.readouterr().err
     page = (out / "index.html").read_text()
     for name in ("detection_1.png", "detection_2.png", "pixel.png"):
@@ -110,8 +111,15 @@ def test_cli_writes_pngs_and_an_index(capsys, model_dir, tmp_path):
     assert "open" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [(["--pixel", "abc"], "x,y"), (["--pixel", "500,5"], "outside"),
-                                           (["--top", "-1"], "--top"), (["--threshold", "nan"], "--threshold")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--pixel", "abc"], "x,y"),
+        (["--pixel", "500,5"], "outside"),
+        (["--top", "-1"], "--top"),
+        (["--threshold", "nan"], "--threshold"),
+    ],
+)
 def test_cli_bad_options(capsys, model_dir, tmp_path, argv, message):
     path = write_image(tmp_path / "in" / "photo.jpg", HEIGHT, WIDTH)
     try:

@@ -24,9 +24,22 @@ from deformable_detr.models.preprocess import PreprocessConfig, default_categori
 from deformable_detr.training.checkpoint import save_checkpoint
 from deformable_detr.training.config import TrainConfig
 
-TINY = ModelConfig(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=16, d_model=32, n_heads=2,
-                   enc_n_points=2, dec_n_points=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64,
-                   num_queries=8, num_classes=5, dropout=0.0, with_box_refine=True)
+TINY = ModelConfig(
+    backbone="resnet18",
+    backbone_depths=(1, 1, 1, 1),
+    backbone_base_width=16,
+    d_model=32,
+    n_heads=2,
+    enc_n_points=2,
+    dec_n_points=2,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    dim_feedforward=64,
+    num_queries=8,
+    num_classes=5,
+    dropout=0.0,
+    with_box_refine=True,
+)
 CATEGORIES = [{"id": 3 * k + 1, "name": f"thing{k}"} for k in range(5)]
 
 
@@ -53,8 +66,16 @@ def _assert_same_model(loaded: DeformableDETR, expected: DeformableDETR) -> None
 def _training_checkpoint(directory, model: DeformableDETR, name="checkpoint.pth"):
     """A checkpoint as `deformable-detr train` writes it (with checksum), in its own layout."""
     config = TrainConfig(model=model.config, train_scales=(96, 128), max_size=160, val_size=128)
-    save_checkpoint(directory / name, {"model": model.state_dict(), "config": config.to_dict(), "categories": CATEGORIES,
-                                       "state": {"epoch": 2, "step": 10}}, keep_previous=False)
+    save_checkpoint(
+        directory / name,
+        {
+            "model": model.state_dict(),
+            "config": config.to_dict(),
+            "categories": CATEGORIES,
+            "state": {"epoch": 2, "step": 10},
+        },
+        keep_previous=False,
+    )
     return directory / name
 
 
@@ -62,7 +83,9 @@ def test_training_checkpoint_file_and_run_folder(tmp_path):
     model = _model(categories=CATEGORIES)
     path = _training_checkpoint(tmp_path, model)
     loaded = deformable_detr.load(path)
-    assert loaded.checkpoint_info.format == "training-checkpoint" and "after 2 epoch" in loaded.checkpoint_info.description
+    assert (
+        loaded.checkpoint_info.format == "training-checkpoint" and "after 2 epoch" in loaded.checkpoint_info.description
+    )
     assert loaded.categories == CATEGORIES
     assert loaded.preprocess == PreprocessConfig(min_size=128, max_size=160)  # the run's evaluation sizes
     _assert_same_model(loaded, model)
@@ -102,14 +125,23 @@ def test_save_pretrained_folder_and_its_safetensors(tmp_path):
         _assert_same_model(loaded, model)
 
 
-@pytest.mark.parametrize("config", [TINY, ModelConfig(**{**TINY.to_dict(), "two_stage": True, "num_queries": 6,
-                                                          "backbone_depths": (1, 1, 1, 1)})])
+@pytest.mark.parametrize(
+    "config",
+    [TINY, ModelConfig(**{**TINY.to_dict(), "two_stage": True, "num_queries": 6, "backbone_depths": (1, 1, 1, 1)})],
+)
 def test_official_checkpoint(tmp_path, config):
     model = _model(config)
     state_dict, args = ours_to_official(config, model.state_dict())
     path = tmp_path / "r50_deformable_detr-checkpoint.pth"
-    torch.save({"model": state_dict, "args": argparse.Namespace(**args), "epoch": 49,
-                "optimizer": {"state": {}, "param_groups": []}}, path)
+    torch.save(
+        {
+            "model": state_dict,
+            "args": argparse.Namespace(**args),
+            "epoch": 49,
+            "optimizer": {"state": {}, "param_groups": []},
+        },
+        path,
+    )
     loaded = deformable_detr.load(path)
     assert loaded.checkpoint_info.format == "official"
     assert loaded.preprocess == PreprocessConfig() and loaded.categories == default_categories(5)
@@ -133,7 +165,9 @@ def _hf_model(num_labels=91):
 
 def _hf_outputs(hf_model, images):
     with torch.no_grad():
-        out = hf_model(pixel_values=images, pixel_mask=torch.ones(images.shape[0], *images.shape[-2:], dtype=torch.long))
+        out = hf_model(
+            pixel_values=images, pixel_mask=torch.ones(images.shape[0], *images.shape[-2:], dtype=torch.long)
+        )
     return out.logits, out.pred_boxes
 
 
@@ -197,7 +231,9 @@ def test_bare_state_dicts_are_refused_without_config(tmp_path, layout):
 def test_wrong_config_lists_the_mismatch(tmp_path):
     torch.save(_model().state_dict(), tmp_path / "weights.pth")
     wrong = ModelConfig(**{**TINY.to_dict(), "num_classes": 7, "backbone_depths": (1, 1, 1, 1)})
-    with pytest.raises(CheckpointError, match=r"4 mis-shaped \(class_heads\.0\.weight: checkpoint \[5, 32\] vs model \[7, 32\]"):
+    with pytest.raises(
+        CheckpointError, match=r"4 mis-shaped \(class_heads\.0\.weight: checkpoint \[5, 32\] vs model \[7, 32\]"
+    ):
         deformable_detr.load(tmp_path / "weights.pth", config=wrong)
 
 
@@ -246,8 +282,7 @@ def test_malicious_checkpoint_is_refused(tmp_path):
 def test_broken_files_are_one_checkpoint_error(tmp_path, kind):
     buffer = io.BytesIO()
     torch.save({"model": {"w": torch.zeros(100)}}, buffer)
-    data = {"random": random.Random(0).randbytes(4000), "truncated": buffer.getvalue()[:300],
-            "text": b"hello"}[kind]
+    data = {"random": random.Random(0).randbytes(4000), "truncated": buffer.getvalue()[:300], "text": b"hello"}[kind]
     (tmp_path / "x.pth").write_bytes(data)
     with pytest.raises(CheckpointError, match=r"x\.pth: ") as error:
         deformable_detr.load(tmp_path / "x.pth")

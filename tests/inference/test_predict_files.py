@@ -91,13 +91,15 @@ def test_an_earlier_result_is_replaced_only_with_overwrite(capsys, model_dir, im
 @pytest.mark.parametrize("value", ["nan", "5", "-0.5", "inf"])
 def test_threshold_outside_0_1_is_refused(capsys, model_dir, image_folder, tmp_path, value):
     _, good, _ = image_folder
-    status, _, stderr = _run(capsys, "predict", good[0], "--checkpoint", model_dir, "--out", tmp_path / "o",
-                             "--threshold", value)
+    status, _, stderr = _run(
+        capsys, "predict", good[0], "--checkpoint", model_dir, "--out", tmp_path / "o", "--threshold", value
+    )
     assert status == 2 and "--threshold" in stderr and "Traceback" not in stderr
 
 
-@pytest.mark.parametrize("option, message", [(["--device", "bogus"], "not a device"),
-                                             (["--batch-size", "0"], "--batch-size")])
+@pytest.mark.parametrize(
+    "option, message", [(["--device", "bogus"], "not a device"), (["--batch-size", "0"], "--batch-size")]
+)
 def test_bad_options_are_one_line_errors(capsys, model_dir, image_folder, tmp_path, option, message):
     _, good, _ = image_folder
     status, _, stderr = _run(capsys, "predict", good[0], "--checkpoint", model_dir, "--out", tmp_path / "o", *option)
@@ -106,8 +108,7 @@ def test_bad_options_are_one_line_errors(capsys, model_dir, image_folder, tmp_pa
 
 def test_globs_missing_files_and_duplicates(image_folder, tmp_path):
     root, good, _ = image_folder
-    files = collect_image_files([str(root / "*" / "000000.*"), good[0], tmp_path / "nope.jpg",
-                                 str(tmp_path / "*.gif")])
+    files = collect_image_files([str(root / "*" / "000000.*"), good[0], tmp_path / "nope.jpg", str(tmp_path / "*.gif")])
     assert files.files == sorted(p.resolve() for p in good[:3])  # good[0] is named twice, kept once
     assert [m["file"] for m in files.missing] == [str(tmp_path / "nope.jpg"), str(tmp_path / "*.gif")]
 

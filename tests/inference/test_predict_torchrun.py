@@ -15,8 +15,21 @@ SRC = str(Path(deformable_detr.__file__).parents[1])
 
 def _predict(launcher, images, model_dir, out):
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    command = [*launcher, "-m", "deformable_detr.cli", "predict", str(images), "--checkpoint", str(model_dir),
-               "--out", str(out), "--threshold", "0.1", "--batch-size", "2"]
+    command = [
+        *launcher,
+        "-m",
+        "deformable_detr.cli",
+        "predict",
+        str(images),
+        "--checkpoint",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--threshold",
+        "0.1",
+        "--batch-size",
+        "2",
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
 
 
@@ -24,8 +37,12 @@ def _predict(launcher, images, model_dir, out):
 def test_two_gloo_processes_write_the_single_process_detections(model_dir, image_folder, tmp_path):
     root, good, bad = image_folder
     single = _predict([sys.executable], root, model_dir, tmp_path / "single")
-    sharded = _predict([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
-                       root, model_dir, tmp_path / "sharded")
+    sharded = _predict(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+        root,
+        model_dir,
+        tmp_path / "sharded",
+    )
     assert single.returncode == 1 and sharded.returncode == 1, sharded.stderr[-3000:]  # 1: the bad files
     # Exit 1 on every rank; torchrun itself then reports ChildFailedError, but no frame of ours fails.
     assert "deformable_detr/" not in sharded.stderr
@@ -37,5 +54,7 @@ def test_two_gloo_processes_write_the_single_process_detections(model_dir, image
     assert len(expected["images"]) == len(good) and len(expected["errors"]) == len(bad)
     assert len(expected["detections"]) > 0
     for image in expected["images"]:  # every rank drew its own share
-        assert (tmp_path / "sharded" / image["drawing"]).read_bytes() == (tmp_path / "single" / image["drawing"]).read_bytes()
+        assert (tmp_path / "sharded" / image["drawing"]).read_bytes() == (
+            tmp_path / "single" / image["drawing"]
+        ).read_bytes()
     assert sharded.stdout.count("image(s)") == 1  # only rank 0 prints the summary

@@ -108,12 +108,23 @@ def save_official_checkpoint(path, model_state: dict, args: argparse.Namespace) 
 def _args(hf_model) -> argparse.Namespace:
     config = hf_model.config
     return argparse.Namespace(
-        hidden_dim=config.d_model, nheads=NUM_HEADS, enc_layers=config.encoder_layers,
-        dec_layers=config.decoder_layers, dim_feedforward=config.encoder_ffn_dim,
-        num_queries=config.two_stage_num_proposals, num_feature_levels=config.num_feature_levels,
-        enc_n_points=config.encoder_n_points, dec_n_points=config.decoder_n_points,
-        with_box_refine=config.with_box_refine, two_stage=config.two_stage, dilation=False,
-        backbone="resnet50", position_embedding="sine", masks=False, lr=2e-4, dropout=0.1,
+        hidden_dim=config.d_model,
+        nheads=NUM_HEADS,
+        enc_layers=config.encoder_layers,
+        dec_layers=config.decoder_layers,
+        dim_feedforward=config.encoder_ffn_dim,
+        num_queries=config.two_stage_num_proposals,
+        num_feature_levels=config.num_feature_levels,
+        enc_n_points=config.encoder_n_points,
+        dec_n_points=config.decoder_n_points,
+        with_box_refine=config.with_box_refine,
+        two_stage=config.two_stage,
+        dilation=False,
+        backbone="resnet50",
+        position_embedding="sine",
+        masks=False,
+        lr=2e-4,
+        dropout=0.1,
     )
 
 
@@ -209,8 +220,12 @@ def test_from_official_refuses_foreign_pickles(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "preset, official_keys, million_parameters",
-    [("deformable-detr", 561, 40.07), ("deformable-detr-single-scale", 549, 34.07),
-     ("deformable-detr-refine", 597, 40.85), ("deformable-detr-two-stage", 630, 41.18)],
+    [
+        ("deformable-detr", 561, 40.07),
+        ("deformable-detr-single-scale", 549, 34.07),
+        ("deformable-detr-refine", 597, 40.85),
+        ("deformable-detr-two-stage", 630, 41.18),
+    ],
 )
 def test_full_size_official_layout(preset, official_keys, million_parameters):
     """Paper-size R50 models: the official file has docs/interop.md §3.3's key count, the inferred config is the
@@ -221,8 +236,10 @@ def test_full_size_official_layout(preset, official_keys, million_parameters):
     out_features = ["stage2", "stage3", "stage4"] if config.num_feature_levels > 1 else ["stage4"]
     hf_config = transformers.DeformableDetrConfig(
         backbone_config=transformers.ResNetConfig(layer_type="bottleneck", out_features=out_features),
-        num_labels=91, num_feature_levels=config.num_feature_levels,
-        with_box_refine=config.with_box_refine, two_stage=config.two_stage,
+        num_labels=91,
+        num_feature_levels=config.num_feature_levels,
+        with_box_refine=config.with_box_refine,
+        two_stage=config.two_stage,
     )
     state = hf_to_official(transformers.DeformableDetrForObjectDetection(hf_config).state_dict())
     assert len(state) == official_keys

@@ -18,9 +18,21 @@ onnxruntime = pytest.importorskip("onnxruntime")
 
 from deformable_detr.interop.onnx import export_onnx, graph_op_types, verify_onnx  # noqa: E402
 
-TINY = dict(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=16, d_model=32, n_heads=2,
-            enc_n_points=2, dec_n_points=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64,
-            num_queries=8, num_classes=3, dropout=0.0)
+TINY = dict(
+    backbone="resnet18",
+    backbone_depths=(1, 1, 1, 1),
+    backbone_base_width=16,
+    d_model=32,
+    n_heads=2,
+    enc_n_points=2,
+    dec_n_points=2,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    dim_feedforward=64,
+    num_queries=8,
+    num_classes=3,
+    dropout=0.0,
+)
 VARIANTS = {
     "single-scale": dict(num_feature_levels=1),
     "single-scale-dc5": dict(num_feature_levels=1, dilation=True),
@@ -34,9 +46,11 @@ TOLERANCE = 1e-3  # the issue's bound on max |onnxruntime - PyTorch|; float32 pa
 
 def tiny_model(variant: str) -> DeformableDETR:
     torch.manual_seed(0)
-    model = DeformableDETR(ModelConfig(**{**TINY, **VARIANTS[variant]}),
-                           preprocess=PreprocessConfig(min_size=96, max_size=160),
-                           categories=[{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 7, "name": "c"}])
+    model = DeformableDETR(
+        ModelConfig(**{**TINY, **VARIANTS[variant]}),
+        preprocess=PreprocessConfig(min_size=96, max_size=160),
+        categories=[{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 7, "name": "c"}],
+    )
     with torch.no_grad():  # spread the scores so that a wrong logit would show
         for head in model.class_heads:
             head.bias.normal_(0.0, 2.0)
@@ -76,8 +90,22 @@ def test_cli_exports_a_checkpoint_verifies_and_stores_preprocessing(tmp_path, ca
     model = tiny_model("two-stage-refine")
     model.save_pretrained(tmp_path / "weights")
     out = tmp_path / "model.onnx"
-    status = main(["export", "onnx", "--checkpoint", str(tmp_path / "weights"), "--out", str(out), "--dynamic",
-                   "--height", "64", "--width", "80", "--verify"])
+    status = main(
+        [
+            "export",
+            "onnx",
+            "--checkpoint",
+            str(tmp_path / "weights"),
+            "--out",
+            str(out),
+            "--dynamic",
+            "--height",
+            "64",
+            "--width",
+            "80",
+            "--verify",
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0, printed
     differences = [float(v) for v in re.findall(r"pred_(?:logits|boxes) ([0-9.e+-]+)", printed)]
@@ -89,10 +117,13 @@ def test_cli_exports_a_checkpoint_verifies_and_stores_preprocessing(tmp_path, ca
     assert ModelConfig.from_dict(json.loads(metadata["model_config"])) == model.config
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--opset", "11"], "opset 11 is not supported; choose 14..20"),
-    ([], "already exists; choose another --out or pass --overwrite"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--opset", "11"], "opset 11 is not supported; choose 14..20"),
+        ([], "already exists; choose another --out or pass --overwrite"),
+    ],
+)
 def test_cli_refuses_bad_requests_in_one_line(tmp_path, capsys, extra, message):
     tiny_model("single-scale").save_pretrained(tmp_path / "weights")
     out = tmp_path / "model.onnx"

@@ -124,7 +124,9 @@ def test_our_own_model_runs_in_hf(batch, tmp_path):
     from deformable_detr.models.config import ModelConfig
 
     torch.manual_seed(0)
-    config = ModelConfig.preset("tiny-two-stage", d_model=32, n_heads=4, dim_feedforward=48, num_queries=7, num_classes=3)
+    config = ModelConfig.preset(
+        "tiny-two-stage", d_model=32, n_heads=4, dim_feedforward=48, num_queries=7, num_classes=3
+    )
     model = DeformableDETR(config).eval()
     with torch.no_grad():
         for value in model.state_dict().values():

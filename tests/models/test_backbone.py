@@ -27,9 +27,13 @@ def _torchvision_resnet50_layout():
             expected[f"layer{s}.{b}.conv2.weight"] = (p, p, 3, 3)
             expected[f"layer{s}.{b}.conv3.weight"] = (4 * p, p, 1, 1)
             for bn, width in (("bn1", p), ("bn2", p), ("bn3", 4 * p)):
-                expected.update({f"layer{s}.{b}.{bn}.{t}": (width,) for t in ("weight", "bias", "running_mean", "running_var")})
+                expected.update(
+                    {f"layer{s}.{b}.{bn}.{t}": (width,) for t in ("weight", "bias", "running_mean", "running_var")}
+                )
         expected[f"layer{s}.0.downsample.0.weight"] = (4 * p, in0, 1, 1)
-        expected.update({f"layer{s}.0.downsample.1.{t}": (4 * p,) for t in ("weight", "bias", "running_mean", "running_var")})
+        expected.update(
+            {f"layer{s}.0.downsample.1.{t}": (4 * p,) for t in ("weight", "bias", "running_mean", "running_var")}
+        )
     return expected
 
 
@@ -51,7 +55,10 @@ def test_resnet101_and_single_scale_channels():
     assert "body.layer3.22.conv3.weight" in r101.state_dict() and "body.layer3.23.conv1.weight" not in r101.state_dict()
     assert r101.num_channels == [2048] and r101.strides == [32]
     assert r18.num_channels == [128, 256, 512]
-    assert "body.layer1.0.conv3.weight" not in r18.state_dict() and "body.layer1.0.downsample.0.weight" not in r18.state_dict()
+    assert (
+        "body.layer1.0.conv3.weight" not in r18.state_dict()
+        and "body.layer1.0.downsample.0.weight" not in r18.state_dict()
+    )
     assert tuple(r18.state_dict()["body.layer2.0.downsample.0.weight"].shape) == (128, 64, 1, 1)
 
 
@@ -75,8 +82,11 @@ def test_basic_block_resnet_matches_huggingface_resnet():
     """Oracle: HF's native ResNet (basic blocks, BatchNorm2d in eval), weights renamed per docs/interop.md §4.1."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    hf = transformers.ResNetModel(transformers.ResNetConfig(
-        layer_type="basic", embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 2, 1, 1])).eval()
+    hf = transformers.ResNetModel(
+        transformers.ResNetConfig(
+            layer_type="basic", embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 2, 1, 1]
+        )
+    ).eval()
     with torch.no_grad():
         for name, buffer in hf.named_buffers():
             if name.endswith("running_var"):
@@ -89,9 +99,14 @@ def test_basic_block_resnet_matches_huggingface_resnet():
         key = key.replace("embedder.embedder.convolution", "conv1").replace("embedder.embedder.normalization", "bn1")
         if key.startswith("encoder.stages."):
             _, _, stage, _, block, rest = key.split(".", 5)
-            rest = (rest.replace("shortcut.convolution", "downsample.0").replace("shortcut.normalization", "downsample.1")
-                    .replace("layer.0.convolution", "conv1").replace("layer.0.normalization", "bn1")
-                    .replace("layer.1.convolution", "conv2").replace("layer.1.normalization", "bn2"))
+            rest = (
+                rest.replace("shortcut.convolution", "downsample.0")
+                .replace("shortcut.normalization", "downsample.1")
+                .replace("layer.0.convolution", "conv1")
+                .replace("layer.0.normalization", "bn1")
+                .replace("layer.1.convolution", "conv2")
+                .replace("layer.1.normalization", "bn2")
+            )
             key = f"layer{int(stage) + 1}.{block}.{rest}"
         renamed[key] = value
     ours.load_state_dict(renamed, strict=True)
@@ -135,7 +150,7 @@ def test_masks_are_nearest_downsampled_and_match_feature_sizes():
     for feature, mask in outputs:
         assert mask.shape == (2, *feature.shape[-2:]) and mask.dtype == torch.bool
         width = mask.shape[-1]
-        assert not mask[0].any() and mask[1, :, width // 2:].all() and not mask[1, :, :width // 2].any()
+        assert not mask[0].any() and mask[1, :, width // 2 :].all() and not mask[1, :, : width // 2].any()
     small = torch.tensor([[[False, False, True], [False, False, True]]])  # (1, 2, 3)
     assert downsample_mask(small, (1, 2)).tolist() == [[[False, False]]]  # nearest picks columns 0 and 1
 
@@ -153,7 +168,9 @@ def test_load_torchvision_weights_drops_fc_and_counters(tmp_path):
 
     state["layer1.0.conv1.weight"] = torch.zeros(3, 3, 1, 1)
     del state["layer4.0.conv3.weight"]
-    with pytest.raises(ValueError, match=r"missing \['layer4.0.conv3.weight'\] \(1\).*mis-shaped \['layer1.0.conv1.weight"):
+    with pytest.raises(
+        ValueError, match=r"missing \['layer4.0.conv3.weight'\] \(1\).*mis-shaped \['layer1.0.conv1.weight"
+    ):
         load_torchvision_weights(target, state)
 
 
@@ -199,12 +216,17 @@ def test_injected_resnet_equals_the_built_one(make_config):
         torch.testing.assert_close(injected(images)["pred_boxes"], built(images)["pred_boxes"], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda b: setattr(b, "num_channels", []), "num_channels = \\[\\].*non-empty list"),
-    (lambda b: setattr(b, "strides", [16]), "2 num_channels but 1 strides"),
-    (lambda b: setattr(b, "num_channels", [12, 20, 30, 40, 50]) or setattr(b, "strides", [4, 8, 16, 32, 64]),
-     "returns 5 levels, more than num_feature_levels=4"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda b: setattr(b, "num_channels", []), "num_channels = \\[\\].*non-empty list"),
+        (lambda b: setattr(b, "strides", [16]), "2 num_channels but 1 strides"),
+        (
+            lambda b: setattr(b, "num_channels", [12, 20, 30, 40, 50]) or setattr(b, "strides", [4, 8, 16, 32, 64]),
+            "returns 5 levels, more than num_feature_levels=4",
+        ),
+    ],
+)
 def test_backbone_breaking_the_contract_is_refused(make_config, edit, message):
     from deformable_detr.errors import ConfigError
     from deformable_detr.models.detector import DeformableDETR

@@ -48,8 +48,11 @@ def test_torchvision_layout_every_tensor_equal(tmp_path, block, depths, suffix):
 def test_other_depth_is_one_clear_error(tmp_path):
     torch.save(_torchvision_like_state(Bottleneck, (3, 4, 6, 3), width=4), tmp_path / "r50.pth")
     body = ResNet(BasicBlock, (2, 2, 2, 2), base_width=4)
-    with pytest.raises(CheckpointError, match=r"r50.pth: holds a resnet50 \(bottleneck blocks, 3-4-6-3, width 4\).*"
-                                              r"backbone is a resnet18 \(basic blocks, 2-2-2-2") as error:
+    with pytest.raises(
+        CheckpointError,
+        match=r"r50.pth: holds a resnet50 \(bottleneck blocks, 3-4-6-3, width 4\).*"
+        r"backbone is a resnet18 \(basic blocks, 2-2-2-2",
+    ) as error:
         load_backbone_weights(body, tmp_path / "r50.pth")
     assert "\n" not in str(error.value)
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
@@ -63,8 +66,13 @@ def test_huggingface_layout_gives_the_same_features(tmp_path, layer_type, depths
     transformers = pytest.importorskip("transformers")
     width = 8
     expansion = 4 if layer_type == "bottleneck" else 1
-    config = transformers.ResNetConfig(embedding_size=width, hidden_sizes=[width * 2**s * expansion for s in range(4)],
-                                       depths=depths, layer_type=layer_type, num_labels=10)
+    config = transformers.ResNetConfig(
+        embedding_size=width,
+        hidden_sizes=[width * 2**s * expansion for s in range(4)],
+        depths=depths,
+        layer_type=layer_type,
+        num_labels=10,
+    )
     torch.manual_seed(0)
     hf = transformers.ResNetForImageClassification(config).eval()
     with torch.no_grad():

@@ -31,7 +31,9 @@ def test_invalid_fields_raise_one_line_naming_the_field(overrides, message):
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown preset 'detr'; choose one of deformable-detr, deformable-detr-refine"):
+    with pytest.raises(
+        ValueError, match="unknown preset 'detr'; choose one of deformable-detr, deformable-detr-refine"
+    ):
         ModelConfig.preset("detr")
 
 
@@ -49,7 +51,12 @@ def test_paper_presets_are_the_paper_variants_and_state_their_ap():
     default = ModelConfig()  # the reference implementation's defaults
     assert (default.backbone, default.num_feature_levels, default.d_model, default.n_heads) == ("resnet50", 4, 256, 8)
     assert (default.num_encoder_layers, default.num_decoder_layers, default.dim_feedforward) == (6, 6, 1024)
-    assert (default.num_queries, default.num_classes, default.dropout, default.resnet_depths) == (300, 91, 0.1, (3, 4, 6, 3))
+    assert (default.num_queries, default.num_classes, default.dropout, default.resnet_depths) == (
+        300,
+        91,
+        0.1,
+        (3, 4, 6, 3),
+    )
 
 
 def test_preset_overrides_and_every_preset_is_valid():

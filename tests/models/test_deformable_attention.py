@@ -22,7 +22,9 @@ def test_init_ring_of_head_directions():
     assert torch.count_nonzero(attention.sampling_offsets.weight) == 0
     bias = attention.sampling_offsets.bias.view(8, 2, 3, 2)  # (M, L, P, 2)
     # head m points at angle 2*pi*m/8, scaled so max(|x|, |y|) = 1: a square ring of 8 directions
-    directions = torch.tensor([[1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0], [-1, -1], [0, -1], [1, -1]], dtype=torch.float32)
+    directions = torch.tensor(
+        [[1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0], [-1, -1], [0, -1], [1, -1]], dtype=torch.float32
+    )
     for point in range(3):
         for level in range(2):
             torch.testing.assert_close(bias[:, level, point], directions * (point + 1), atol=1e-6, rtol=0)
@@ -55,7 +57,9 @@ def test_bad_reference_points_shape_raises():
     attention = MultiScaleDeformableAttention(d_model=16, n_levels=2, n_heads=2, n_points=2)
     spatial_shapes, level_start_index, S = levels()
     with pytest.raises(ValueError, match="reference_points must be"):
-        attention(torch.randn(1, 3, 16), torch.rand(1, 3, 2, 3), torch.randn(1, S, 16), spatial_shapes, level_start_index)
+        attention(
+            torch.randn(1, 3, 16), torch.rand(1, 3, 2, 3), torch.randn(1, S, 16), spatial_shapes, level_start_index
+        )
 
 
 @pytest.mark.parametrize("backend", ["reference", "auto"])
@@ -68,8 +72,9 @@ def test_at_init_samples_the_ring_pixels(backend):
     spatial_shapes, level_start_index, S = levels()
     value_input = torch.randn(1, S, C, dtype=torch.float64)
     level_pixels = [(2, 2), (1, 1)]  # (row, column) of the query's pixel on each level
-    reference_points = torch.tensor([[(c + 0.5) / w, (r + 0.5) / h] for (r, c), (h, w) in zip(level_pixels, SHAPES)],
-                                    dtype=torch.float64).view(1, 1, L, 2)
+    reference_points = torch.tensor(
+        [[(c + 0.5) / w, (r + 0.5) / h] for (r, c), (h, w) in zip(level_pixels, SHAPES)], dtype=torch.float64
+    ).view(1, 1, L, 2)
     query = torch.randn(1, 1, C, dtype=torch.float64)
     out = attention(query, reference_points, value_input, spatial_shapes, level_start_index)
 
@@ -140,8 +145,14 @@ def test_compile_fullgraph_matches_eager():
     attention = MultiScaleDeformableAttention(32, 2, 4, 2)
     spatial_shapes, level_start_index, S = levels()
     query = torch.randn(2, 7, 32, requires_grad=True)
-    inputs = (query, torch.rand(2, 7, 2, 2), torch.randn(2, S, 32), spatial_shapes, level_start_index,
-              torch.rand(2, S) < 0.2)
+    inputs = (
+        query,
+        torch.rand(2, 7, 2, 2),
+        torch.randn(2, S, 32),
+        spatial_shapes,
+        level_start_index,
+        torch.rand(2, S) < 0.2,
+    )
     compiled = torch.compile(attention, fullgraph=True, backend="aot_eager")
     out = compiled(*inputs)
     (grad,) = torch.autograd.grad(out.sum(), query)

@@ -45,8 +45,9 @@ def test_output_shapes_of_every_variant(variant_config):
 
 
 def test_gradients_reach_every_trainable_parameter(make_config):
-    model = DeformableDETR(make_config(with_box_refine=True, two_stage=True, backbone_frozen_bn=False,
-                                       freeze_stem_and_layer1=False)).train()
+    model = DeformableDETR(
+        make_config(with_box_refine=True, two_stage=True, backbone_frozen_bn=False, freeze_stem_and_layer1=False)
+    ).train()
     images, padding_mask = _padded_batch()
     out = model(images, padding_mask)
     outputs = [out, out["enc_outputs"], *out["aux_outputs"]]
@@ -88,14 +89,17 @@ def test_attention_backend_reaches_every_attention_module(make_config):
 def test_from_state_dict_loads_strictly_in_eval_mode(make_config):
     source = DeformableDETR(make_config())
     categories = [{"id": k + 10, "name": f"c{k}"} for k in range(5)]
-    model = DeformableDETR.from_state_dict(make_config(), source.state_dict(), source="x.pth",
-                                           categories=categories, attention_backend="reference")
+    model = DeformableDETR.from_state_dict(
+        make_config(), source.state_dict(), source="x.pth", categories=categories, attention_backend="reference"
+    )
     assert not model.training and model.attention_backend == "reference" and model.categories == categories
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
     state = dict(source.state_dict())
     del state["query_embed.weight"]
-    with pytest.raises(ValueError, match=r"x\.pth: checkpoint does not match the model: 1 missing \(query_embed\.weight\)"):
+    with pytest.raises(
+        ValueError, match=r"x\.pth: checkpoint does not match the model: 1 missing \(query_embed\.weight\)"
+    ):
         DeformableDETR.from_state_dict(make_config(), state, source="x.pth")
 
 
@@ -148,13 +152,21 @@ def test_two_stage_without_refine_key_count():
     assert len(_meta_model(ModelConfig(two_stage=True)).state_dict()) == 526
 
 
-def _expected_transformer_and_heads(L=4, enc=6, dec=6, d=256, ffn=1024, M=8, P=4, Q=300, K=91,
-                                    heads=1, two_stage=False):
+def _expected_transformer_and_heads(
+    L=4, enc=6, dec=6, d=256, ffn=1024, M=8, P=4, Q=300, K=91, heads=1, two_stage=False
+):
     """Key -> shape of everything but the backbone, written from docs/interop.md §2 and §3.2."""
     keys = {"transformer.level_embed": (L, d)}
-    attention = {"sampling_offsets.weight": (M * L * P * 2, d), "sampling_offsets.bias": (M * L * P * 2,),
-                 "attention_weights.weight": (M * L * P, d), "attention_weights.bias": (M * L * P,),
-                 "value_proj.weight": (d, d), "value_proj.bias": (d,), "output_proj.weight": (d, d), "output_proj.bias": (d,)}
+    attention = {
+        "sampling_offsets.weight": (M * L * P * 2, d),
+        "sampling_offsets.bias": (M * L * P * 2,),
+        "attention_weights.weight": (M * L * P, d),
+        "attention_weights.bias": (M * L * P,),
+        "value_proj.weight": (d, d),
+        "value_proj.bias": (d,),
+        "output_proj.weight": (d, d),
+        "output_proj.bias": (d,),
+    }
     ffn_keys = {"linear1.weight": (ffn, d), "linear1.bias": (ffn,), "linear2.weight": (d, ffn), "linear2.bias": (d,)}
 
     def norm(name):
@@ -167,18 +179,46 @@ def _expected_transformer_and_heads(L=4, enc=6, dec=6, d=256, ffn=1024, M=8, P=4
     for i in range(dec):
         prefix = f"transformer.decoder.layers.{i}."
         keys.update({prefix + "cross_attn." + k: v for k, v in attention.items()})
-        keys.update({prefix + "self_attn.in_proj_weight": (3 * d, d), prefix + "self_attn.in_proj_bias": (3 * d,),
-                     prefix + "self_attn.out_proj.weight": (d, d), prefix + "self_attn.out_proj.bias": (d,)})
-        keys.update({prefix + k: v for k, v in {**norm("norm_self_attn"), **norm("norm_cross_attn"), **ffn_keys,
-                                                **norm("norm_ffn")}.items()})
+        keys.update(
+            {
+                prefix + "self_attn.in_proj_weight": (3 * d, d),
+                prefix + "self_attn.in_proj_bias": (3 * d,),
+                prefix + "self_attn.out_proj.weight": (d, d),
+                prefix + "self_attn.out_proj.bias": (d,),
+            }
+        )
+        keys.update(
+            {
+                prefix + k: v
+                for k, v in {
+                    **norm("norm_self_attn"),
+                    **norm("norm_cross_attn"),
+                    **ffn_keys,
+                    **norm("norm_ffn"),
+                }.items()
+            }
+        )
     if two_stage:
-        keys.update({"transformer.enc_output.weight": (d, d), "transformer.enc_output.bias": (d,),
-                     "transformer.enc_output_norm.weight": (d,), "transformer.enc_output_norm.bias": (d,),
-                     "transformer.pos_trans.weight": (2 * d, 2 * d), "transformer.pos_trans.bias": (2 * d,),
-                     "transformer.pos_trans_norm.weight": (2 * d,), "transformer.pos_trans_norm.bias": (2 * d,)})
+        keys.update(
+            {
+                "transformer.enc_output.weight": (d, d),
+                "transformer.enc_output.bias": (d,),
+                "transformer.enc_output_norm.weight": (d,),
+                "transformer.enc_output_norm.bias": (d,),
+                "transformer.pos_trans.weight": (2 * d, 2 * d),
+                "transformer.pos_trans.bias": (2 * d,),
+                "transformer.pos_trans_norm.weight": (2 * d,),
+                "transformer.pos_trans_norm.bias": (2 * d,),
+            }
+        )
     else:
-        keys.update({"transformer.reference_points.weight": (2, d), "transformer.reference_points.bias": (2,),
-                     "query_embed.weight": (Q, 2 * d)})
+        keys.update(
+            {
+                "transformer.reference_points.weight": (2, d),
+                "transformer.reference_points.bias": (2,),
+                "query_embed.weight": (Q, 2 * d),
+            }
+        )
     for j in range(heads):
         keys.update({f"class_heads.{j}.weight": (K, d), f"class_heads.{j}.bias": (K,)})
         for k, out in enumerate((d, d, 4)):
@@ -186,9 +226,14 @@ def _expected_transformer_and_heads(L=4, enc=6, dec=6, d=256, ffn=1024, M=8, P=4
     return keys
 
 
-@pytest.mark.parametrize("preset, levels, heads, two_stage", [
-    ("deformable-detr", 4, 1, False), ("deformable-detr-single-scale", 1, 1, False),
-    ("deformable-detr-two-stage", 4, 7, True)])
+@pytest.mark.parametrize(
+    "preset, levels, heads, two_stage",
+    [
+        ("deformable-detr", 4, 1, False),
+        ("deformable-detr-single-scale", 1, 1, False),
+        ("deformable-detr-two-stage", 4, 7, True),
+    ],
+)
 def test_state_dict_keys_and_shapes_follow_the_documented_layout(preset, levels, heads, two_stage):
     state = {k: tuple(v.shape) for k, v in _meta_model(ModelConfig.preset(preset)).state_dict().items()}
     expected = _expected_transformer_and_heads(L=levels, heads=heads, two_stage=two_stage)
@@ -198,14 +243,20 @@ def test_state_dict_keys_and_shapes_follow_the_documented_layout(preset, levels,
     else:
         expected["input_proj.0.0.weight"] = (256, 2048, 1, 1)
     for level in range(levels):
-        expected.update({f"input_proj.{level}.0.bias": (256,), f"input_proj.{level}.1.weight": (256,),
-                         f"input_proj.{level}.1.bias": (256,)})
+        expected.update(
+            {
+                f"input_proj.{level}.0.bias": (256,),
+                f"input_proj.{level}.1.weight": (256,),
+                f"input_proj.{level}.1.bias": (256,),
+            }
+        )
     non_backbone = {k: v for k, v in state.items() if not k.startswith("backbone.body.")}
     assert non_backbone == expected
     assert len(state) - len(non_backbone) == 265
 
 
 # --- Initialisation (reference implementation's rules) ---------------------------------------------------
+
 
 def test_attention_init_survives_the_transformer_init(make_config):
     model = DeformableDETR(make_config())
@@ -229,12 +280,15 @@ def test_ring_directions_with_eight_heads(make_config):
     torch.testing.assert_close(ring, expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("refine, two_stage, expected_bias", [
-    (False, False, [[0, 0, -2, -2]]),
-    (True, False, [[0, 0, -2, -2], [0, 0, 0, 0]]),
-    (True, True, [[0, 0, 0, 0]] * 3),
-    (False, True, [[0, 0, 0, 0]]),
-])
+@pytest.mark.parametrize(
+    "refine, two_stage, expected_bias",
+    [
+        (False, False, [[0, 0, -2, -2]]),
+        (True, False, [[0, 0, -2, -2], [0, 0, 0, 0]]),
+        (True, True, [[0, 0, 0, 0]] * 3),
+        (False, True, [[0, 0, 0, 0]]),
+    ],
+)
 def test_head_init(make_config, refine, two_stage, expected_bias):
     model = DeformableDETR(make_config(with_box_refine=refine, two_stage=two_stage))
     prior = -math.log((1 - 0.01) / 0.01)
@@ -276,5 +330,6 @@ def test_torch_compile_matches_eager(make_config):
         compiled = torch.compile(model)(images, padding_mask)
     torch.testing.assert_close(compiled["pred_logits"], eager["pred_logits"], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(compiled["pred_boxes"], eager["pred_boxes"], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(compiled["enc_outputs"]["pred_logits"], eager["enc_outputs"]["pred_logits"],
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        compiled["enc_outputs"]["pred_logits"], eager["enc_outputs"]["pred_logits"], rtol=1e-4, atol=1e-4
+    )

@@ -10,8 +10,19 @@ from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.detr import DETR, DetrConfig, detr_postprocess
 
-TINY_DETR = dict(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=16, d_model=32, n_heads=2,
-                 num_encoder_layers=1, num_decoder_layers=3, dim_feedforward=64, num_queries=7, num_classes=5, dropout=0.0)
+TINY_DETR = dict(
+    backbone="resnet18",
+    backbone_depths=(1, 1, 1, 1),
+    backbone_base_width=16,
+    d_model=32,
+    n_heads=2,
+    num_encoder_layers=1,
+    num_decoder_layers=3,
+    dim_feedforward=64,
+    num_queries=7,
+    num_classes=5,
+    dropout=0.0,
+)
 
 
 @pytest.mark.parametrize("dilation", [False, True])
@@ -65,8 +76,17 @@ def test_config_round_trip_and_dispatch():
 def test_small_presets_match_deformable_presets(deformable, detr):
     """Same width, depth and backbone as the Deformable preset, parameter count within 10 %."""
     a, b = ModelConfig.preset(deformable), DetrConfig.preset(detr)
-    for field in ("backbone", "backbone_depths", "backbone_base_width", "d_model", "n_heads", "num_encoder_layers",
-                  "num_decoder_layers", "num_queries", "num_classes"):
+    for field in (
+        "backbone",
+        "backbone_depths",
+        "backbone_base_width",
+        "d_model",
+        "n_heads",
+        "num_encoder_layers",
+        "num_decoder_layers",
+        "num_queries",
+        "num_classes",
+    ):
         assert getattr(a, field) == getattr(b, field), field
     count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
     ratio = count(DETR(b)) / count(DeformableDETR(a))
@@ -80,16 +100,24 @@ def test_r50_preset_parameter_count():
 
 
 def test_postprocess_softmax_without_no_object():
-    logits = torch.tensor([[[math.log(6.0), math.log(1.0), math.log(3.0)],     # p = 0.6, 0.1 | no-object 0.3
-                            [math.log(1.0), math.log(1.0), math.log(8.0)],     # p = 0.1, 0.1 | 0.8
-                            [math.log(2.0), math.log(7.0), math.log(1.0)]]])   # p = 0.2, 0.7 | 0.1
+    logits = torch.tensor(
+        [
+            [
+                [math.log(6.0), math.log(1.0), math.log(3.0)],  # p = 0.6, 0.1 | no-object 0.3
+                [math.log(1.0), math.log(1.0), math.log(8.0)],  # p = 0.1, 0.1 | 0.8
+                [math.log(2.0), math.log(7.0), math.log(1.0)],
+            ]
+        ]
+    )  # p = 0.2, 0.7 | 0.1
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.4], [0.1, 0.1, 0.1, 0.1], [0.25, 0.75, 0.5, 0.5]]])
     (detections,) = detr_postprocess({"pred_logits": logits, "pred_boxes": boxes}, torch.tensor([[100, 200]]))
     torch.testing.assert_close(detections["scores"], torch.tensor([0.7, 0.6, 0.1]))
     assert detections["labels"].tolist() == [1, 0, 0]
     torch.testing.assert_close(detections["boxes"][0], torch.tensor([0.0, 50.0, 100.0, 100.0]))  # xyxy: (w 200, h 100)
     torch.testing.assert_close(detections["boxes"][1], torch.tensor([80.0, 30.0, 120.0, 70.0]))
-    (top,) = detr_postprocess({"pred_logits": logits, "pred_boxes": boxes}, torch.tensor([[100, 200]]), score_threshold=0.5, top_k=2)
+    (top,) = detr_postprocess(
+        {"pred_logits": logits, "pred_boxes": boxes}, torch.tensor([[100, 200]]), score_threshold=0.5, top_k=2
+    )
     assert top["labels"].tolist() == [1, 0]
 
 
@@ -101,13 +129,17 @@ def test_predict_equals_forward_and_postprocess():
 
     torch.manual_seed(0)
     model = DETR(DetrConfig(**TINY_DETR), preprocess=PreprocessConfig(min_size=64, max_size=96)).eval()
-    pictures = [Image.fromarray((torch.rand(50, 70, 3) * 255).byte().numpy()),
-                Image.fromarray((torch.rand(80, 60, 3) * 255).byte().numpy())]
+    pictures = [
+        Image.fromarray((torch.rand(50, 70, 3) * 255).byte().numpy()),
+        Image.fromarray((torch.rand(80, 60, 3) * 255).byte().numpy()),
+    ]
     found = model.predict(pictures, threshold=0.0)
     for picture, detections in zip(pictures, found):
         tensor = preprocess_image(picture, model.preprocess)[None]
         with torch.no_grad():
-            expected = model.postprocess(model(tensor), torch.tensor([[picture.height, picture.width]]), score_threshold=-1.0)[0]
+            expected = model.postprocess(
+                model(tensor), torch.tensor([[picture.height, picture.width]]), score_threshold=-1.0
+            )[0]
         torch.testing.assert_close(detections.scores, expected["scores"], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(detections.boxes, expected["boxes"], rtol=1e-4, atol=1e-3)
         assert detections.names == [model.categories[k]["name"] for k in expected["labels"].tolist()]

@@ -17,8 +17,16 @@ def test_pixel_encoding_counts_only_valid_pixels():
             y = (i + 1 - 0.5) / (2 + 1e-6) * 2 * math.pi  # valid rows above and including i, minus 0.5
             x = (j + 1 - 0.5) / (2 + 1e-6) * 2 * math.pi
             # temperature 10000, 4 features per axis: frequencies 1, 1, 1/100, 1/100
-            expected = [math.sin(y), math.cos(y), math.sin(y / 100), math.cos(y / 100),
-                        math.sin(x), math.cos(x), math.sin(x / 100), math.cos(x / 100)]
+            expected = [
+                math.sin(y),
+                math.cos(y),
+                math.sin(y / 100),
+                math.cos(y / 100),
+                math.sin(x),
+                math.cos(x),
+                math.sin(x / 100),
+                math.cos(x / 100),
+            ]
             torch.testing.assert_close(encoding[0, :, i, j], torch.tensor(expected), rtol=0, atol=1e-5)
 
 

@@ -14,14 +14,18 @@ def _logit(p):
 
 def _hand_built_output():
     """2 images, 3 queries, 2 classes, scores chosen so the ranking is known."""
-    probabilities = torch.tensor([
-        [[0.10, 0.90], [0.80, 0.05], [0.30, 0.60]],  # image 0: (q0,c1) .9, (q1,c0) .8, (q2,c1) .6, (q2,c0) .3, ...
-        [[0.20, 0.01], [0.02, 0.03], [0.70, 0.40]],  # image 1: (q2,c0) .7, (q2,c1) .4, (q0,c0) .2, ...
-    ])
-    boxes_cxcywh = torch.tensor([
-        [[0.5, 0.5, 0.2, 0.4], [0.25, 0.75, 0.5, 0.5], [0.1, 0.1, 0.2, 0.2]],
-        [[0.5, 0.5, 1.0, 1.0], [0.3, 0.3, 0.2, 0.2], [0.9, 0.2, 0.2, 0.4]],
-    ])
+    probabilities = torch.tensor(
+        [
+            [[0.10, 0.90], [0.80, 0.05], [0.30, 0.60]],  # image 0: (q0,c1) .9, (q1,c0) .8, (q2,c1) .6, (q2,c0) .3, ...
+            [[0.20, 0.01], [0.02, 0.03], [0.70, 0.40]],  # image 1: (q2,c0) .7, (q2,c1) .4, (q0,c0) .2, ...
+        ]
+    )
+    boxes_cxcywh = torch.tensor(
+        [
+            [[0.5, 0.5, 0.2, 0.4], [0.25, 0.75, 0.5, 0.5], [0.1, 0.1, 0.2, 0.2]],
+            [[0.5, 0.5, 1.0, 1.0], [0.3, 0.3, 0.2, 0.2], [0.9, 0.2, 0.2, 0.4]],
+        ]
+    )
     logits = probabilities.clone().apply_(_logit)
     return {"pred_logits": logits, "pred_boxes": boxes_cxcywh}
 
@@ -33,14 +37,14 @@ def test_top_k_scores_labels_and_pixel_boxes():
     torch.testing.assert_close(first["scores"], torch.tensor([0.9, 0.8, 0.6]))
     assert first["labels"].tolist() == [1, 0, 1]
     # (q0) cx .5 cy .5 w .2 h .4 in a 200 x 100 image -> x 80..120, y 30..70
-    torch.testing.assert_close(first["boxes"], torch.tensor([[80.0, 30.0, 120.0, 70.0],
-                                                             [0.0, 50.0, 100.0, 100.0],
-                                                             [0.0, 0.0, 40.0, 20.0]]))
+    torch.testing.assert_close(
+        first["boxes"], torch.tensor([[80.0, 30.0, 120.0, 70.0], [0.0, 50.0, 100.0, 100.0], [0.0, 0.0, 40.0, 20.0]])
+    )
     torch.testing.assert_close(second["scores"], torch.tensor([0.7, 0.4, 0.2]))
     assert second["labels"].tolist() == [0, 1, 0]
-    torch.testing.assert_close(second["boxes"], torch.tensor([[32.0, 0.0, 40.0, 20.0],
-                                                              [32.0, 0.0, 40.0, 20.0],
-                                                              [0.0, 0.0, 40.0, 50.0]]))
+    torch.testing.assert_close(
+        second["boxes"], torch.tensor([[32.0, 0.0, 40.0, 20.0], [32.0, 0.0, 40.0, 20.0], [0.0, 0.0, 40.0, 50.0]])
+    )
 
 
 def test_threshold_and_top_k_larger_than_queries_times_classes():

@@ -49,8 +49,15 @@ def test_path_pil_numpy_and_tensor_inputs_give_identical_detections(make_config,
     path = tmp_path / "image.png"
     Image.fromarray(array).save(path)
     uint8_tensor = torch.from_numpy(array).permute(2, 0, 1)  # (3, H, W)
-    inputs = [str(path), path, Image.fromarray(array), array, uint8_tensor, uint8_tensor.float() / 255,
-              Image.fromarray(array).convert("RGBA")]
+    inputs = [
+        str(path),
+        path,
+        Image.fromarray(array),
+        array,
+        uint8_tensor,
+        uint8_tensor.float() / 255,
+        Image.fromarray(array).convert("RGBA"),
+    ]
     results = model.predict(inputs, threshold=0.0, batch_size=1)
     assert len(results) == len(inputs) and len(results[0]) == 40  # 8 queries x 5 classes, all kept at 0
     for result in results[1:]:
@@ -66,8 +73,11 @@ def test_preprocessing_equals_the_validation_transform_of_training(make_config):
     transform = make_transforms(False, (96,), max_size=160, val_size=96)
     for array in _noise_images():
         image = Image.fromarray(array)
-        empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-                 "size": torch.tensor([image.height, image.width])}
+        empty = {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "size": torch.tensor([image.height, image.width]),
+        }
         expected, _ = transform(image, empty)
         torch.testing.assert_close(preprocess_image(image, config), expected, rtol=0, atol=0)
         assert min(expected.shape[-2:]) == 96 or max(expected.shape[-2:]) <= 160
@@ -130,12 +140,23 @@ def test_detections_are_thresholded_sorted_and_named_by_model_categories(make_co
 
 
 def test_to_coco_and_to_dict():
-    detections = Detections(boxes=torch.tensor([[10.0, 20.0, 40.0, 60.0]]), scores=torch.tensor([0.75]),
-                            labels=torch.tensor([2]), category_ids=[7], names=["cat"], image_size=(100, 200))
-    assert detections.to_coco(42) == [{"image_id": 42, "category_id": 7, "bbox": [10.0, 20.0, 30.0, 40.0],
-                                       "score": 0.75}]
-    assert detections.to_dict() == {"image_size": [100, 200], "detections": [
-        {"box_xyxy": [10.0, 20.0, 40.0, 60.0], "score": 0.75, "label": 2, "category_id": 7, "name": "cat"}]}
+    detections = Detections(
+        boxes=torch.tensor([[10.0, 20.0, 40.0, 60.0]]),
+        scores=torch.tensor([0.75]),
+        labels=torch.tensor([2]),
+        category_ids=[7],
+        names=["cat"],
+        image_size=(100, 200),
+    )
+    assert detections.to_coco(42) == [
+        {"image_id": 42, "category_id": 7, "bbox": [10.0, 20.0, 30.0, 40.0], "score": 0.75}
+    ]
+    assert detections.to_dict() == {
+        "image_size": [100, 200],
+        "detections": [
+            {"box_xyxy": [10.0, 20.0, 40.0, 60.0], "score": 0.75, "label": 2, "category_id": 7, "name": "cat"}
+        ],
+    }
     assert len(detections) == 1
 
 
@@ -146,16 +167,19 @@ def test_bad_thresholds_are_refused(make_config, threshold):
         model.predict(_noise_images()[:1], threshold=threshold)
 
 
-@pytest.mark.parametrize("image, message", [
-    (np.zeros((20, 30, 3), dtype=np.float32), "uint8"),
-    (np.zeros((20, 30, 4), dtype=np.uint8), r"\(H, W, 3\)"),
-    (np.zeros((0, 30, 3), dtype=np.uint8), "empty"),
-    (torch.zeros(1, 3, 20, 30), "list"),
-    (torch.full((3, 20, 30), 2.0), r"\[0, 1\]"),
-    (torch.full((3, 20, 30), math.nan), "non-finite"),
-    (torch.zeros(3, 20, 30, dtype=torch.int32), "uint8"),
-    (42, "cannot use a int"),
-])
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((20, 30, 3), dtype=np.float32), "uint8"),
+        (np.zeros((20, 30, 4), dtype=np.uint8), r"\(H, W, 3\)"),
+        (np.zeros((0, 30, 3), dtype=np.uint8), "empty"),
+        (torch.zeros(1, 3, 20, 30), "list"),
+        (torch.full((3, 20, 30), 2.0), r"\[0, 1\]"),
+        (torch.full((3, 20, 30), math.nan), "non-finite"),
+        (torch.zeros(3, 20, 30, dtype=torch.int32), "uint8"),
+        (42, "cannot use a int"),
+    ],
+)
 def test_bad_images_are_refused_with_one_clear_error(make_config, image, message):
     model = _model(make_config())
     with pytest.raises(ModelInputError, match=message):
@@ -208,5 +232,6 @@ def test_cuda_matches_cpu(make_config, amp):
     on_gpu = model.cuda().predict(images, threshold=0.0, batch_size=4, amp=amp)
     for c, g in zip(on_cpu, on_gpu):
         assert g.boxes.device.type == "cpu"
-        torch.testing.assert_close(g.scores.sort().values, c.scores.sort().values,
-                                   rtol=0.05 if amp else 1e-4, atol=1e-3 if amp else 1e-5)
+        torch.testing.assert_close(
+            g.scores.sort().values, c.scores.sort().values, rtol=0.05 if amp else 1e-4, atol=1e-3 if amp else 1e-5
+        )

@@ -33,7 +33,11 @@ def test_round_trip(preset, tmp_path):
     model = _random_model(ModelConfig.preset(preset, **_SMALL), preprocess=preprocess, categories=categories)
     model.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "categories.json", "config.json", "model.safetensors", "preprocess.json"]
+        "categories.json",
+        "config.json",
+        "model.safetensors",
+        "preprocess.json",
+    ]
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in tmp_path.iterdir())
     assert "attention_backend" not in json.loads((tmp_path / "config.json").read_text())
     loaded = DeformableDETR.from_pretrained(tmp_path)

@@ -39,8 +39,9 @@ def test_self_attention_mask_layout():
 
 def _transformer(two_stage, box_embedding=False):
     torch.manual_seed(0)
-    transformer = DeformableTransformer(32, 2, 1, 2, 64, 0.0, 2, 2, 2, two_stage, num_queries=5,
-                                        box_embedding=box_embedding).eval()
+    transformer = DeformableTransformer(
+        32, 2, 1, 2, 64, 0.0, 2, 2, 2, two_stage, num_queries=5, box_embedding=box_embedding
+    ).eval()
     heads = (nn.Linear(32, 3), MLP(32, 32, 4, 3))
     box_heads = nn.ModuleList(MLP(32, 32, 4, 3) for _ in range(2))
     sources = [torch.randn(1, 32, 6, 7), torch.randn(1, 32, 3, 4)]

@@ -31,11 +31,18 @@ def test_options_round_trip_and_presets():
     assert ModelConfig.from_dict(config.to_dict()) == config
     paper = ModelConfig.preset("deformable-detr-dino-style")
     base = ModelConfig.preset("deformable-detr-two-stage")
-    assert dataclasses.replace(paper, query_selection=None, denoising=False, look_forward_twice=False,
-                               num_queries_one2many=0) == base
+    assert (
+        dataclasses.replace(
+            paper, query_selection=None, denoising=False, look_forward_twice=False, num_queries_one2many=0
+        )
+        == base
+    )
     # configs written before these fields existed load with every option off
-    old = {k: v for k, v in ModelConfig().to_dict().items()
-           if k not in ("query_selection", "denoising", "look_forward_twice", "num_queries_one2many")}
+    old = {
+        k: v
+        for k, v in ModelConfig().to_dict().items()
+        if k not in ("query_selection", "denoising", "look_forward_twice", "num_queries_one2many")
+    }
     assert ModelConfig.from_dict(old) == ModelConfig()
 
 
@@ -54,7 +61,9 @@ def test_options_leave_inference_and_base_weights_unchanged(make_config, two_sta
         if name in shared:
             assert torch.equal(tensor, shared[name]), name
     extra = sorted(set(with_options.state_dict()) - set(shared))
-    assert extra == sorted((["label_embed.weight"] if two_stage else []) + ([] if two_stage else ["query_embed_one2many.weight"]))
+    assert extra == sorted(
+        (["label_embed.weight"] if two_stage else []) + ([] if two_stage else ["query_embed_one2many.weight"])
+    )
     images = torch.randn(2, 3, 64, 80)
     with torch.no_grad():
         a, b = plain(images), with_options(images)
@@ -65,8 +74,12 @@ def test_options_leave_inference_and_base_weights_unchanged(make_config, two_sta
 
 @pytest.mark.parametrize("two_stage", [False, True])
 def test_hybrid_branch_only_in_training(make_config, two_stage):
-    config = make_config(two_stage=two_stage, with_box_refine=True, num_queries_one2many=12,
-                         query_selection="mixed" if two_stage else None)
+    config = make_config(
+        two_stage=two_stage,
+        with_box_refine=True,
+        num_queries_one2many=12,
+        query_selection="mixed" if two_stage else None,
+    )
     model = DeformableDETR(config).train()
     images = torch.randn(2, 3, 64, 80)
     out = model(images)
@@ -95,7 +108,8 @@ def test_mixed_selection_uses_learned_content_and_proposal_positions(make_config
     model = DeformableDETR(make_config(two_stage=True, query_selection="mixed")).eval()
     seen = {}
     model.transformer.decoder.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.update(target=args[0], **kwargs), with_kwargs=True)
+        lambda module, args, kwargs: seen.update(target=args[0], **kwargs), with_kwargs=True
+    )
     with torch.no_grad():
         model(torch.randn(2, 3, 64, 80))
     content = model.content_embed.weight  # (Lq, C)
@@ -115,12 +129,17 @@ def test_one_to_many_targets_are_the_ground_truth_k_times():
             seen.append(targets)
             return [(torch.arange(len(t["labels"])), torch.arange(len(t["labels"]))) for t in targets]
 
-    criterion = SetCriterion(3, Recording(), {"loss_ce": 2, "loss_bbox": 5, "loss_giou": 2}, hybrid_k=3, hybrid_weight=0.5)
+    criterion = SetCriterion(
+        3, Recording(), {"loss_ce": 2, "loss_bbox": 5, "loss_giou": 2}, hybrid_k=3, hybrid_weight=0.5
+    )
     targets = [{"labels": torch.tensor([2, 1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]])}]
     one2many_boxes = torch.cat([targets[0]["boxes"]] * 3 + [torch.full((1, 4), 0.5)])[None]  # (1, 7, 4)
     one2many_boxes[0, 0, 3] = 0.4  # one of the six matched predictions is off by 0.2 in height
-    outputs = {"pred_logits": torch.zeros(1, 4, 3), "pred_boxes": torch.full((1, 4, 4), 0.5),
-               "one2many_outputs": {"pred_logits": torch.zeros(1, 7, 3), "pred_boxes": one2many_boxes, "aux_outputs": []}}
+    outputs = {
+        "pred_logits": torch.zeros(1, 4, 3),
+        "pred_boxes": torch.full((1, 4, 4), 0.5),
+        "one2many_outputs": {"pred_logits": torch.zeros(1, 7, 3), "pred_boxes": one2many_boxes, "aux_outputs": []},
+    }
     losses = criterion(outputs, targets)
     repeated = seen[-1][0]
     assert repeated["labels"].tolist() == [2, 1] * 3
@@ -135,8 +154,14 @@ def test_exported_onnx_has_no_training_branches(make_config, tmp_path):
     onnx = pytest.importorskip("onnx")
     from deformable_detr.interop.onnx import export_onnx
 
-    config = make_config(two_stage=True, with_box_refine=True, query_selection="mixed", denoising=True,
-                         look_forward_twice=True, num_queries_one2many=12)
+    config = make_config(
+        two_stage=True,
+        with_box_refine=True,
+        query_selection="mixed",
+        denoising=True,
+        look_forward_twice=True,
+        num_queries_one2many=12,
+    )
     model = DeformableDETR(config).train()
     export_onnx(model, tmp_path / "model.onnx", batch_size=1, height=64, width=80)
     graph = onnx.load(str(tmp_path / "model.onnx")).graph

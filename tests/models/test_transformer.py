@@ -71,8 +71,10 @@ def _transformer_with_heads(two_stage, refine, levels):
     return transformer, query_embed, class_heads, box_heads
 
 
-@pytest.mark.parametrize("levels, refine, two_stage", [(1, False, False), (3, False, False), (4, True, False),
-                                                      (3, True, True), (3, False, True)])
+@pytest.mark.parametrize(
+    "levels, refine, two_stage",
+    [(1, False, False), (3, False, False), (4, True, False), (3, True, True), (3, False, True)],
+)
 def test_outputs_for_an_image_do_not_depend_on_padding_around_it(levels, refine, two_stage):
     """An image alone == the same image padded (garbage in the padding) inside a bigger batch."""
     transformer, query_embed, class_heads, box_heads = _transformer_with_heads(two_stage, refine, levels)
@@ -95,9 +97,14 @@ def test_outputs_for_an_image_do_not_depend_on_padding_around_it(levels, refine,
     def run(sources, masks):
         positions = [sine_position_encoding(m, 16) for m in masks]
         with torch.no_grad():
-            return transformer(sources, masks, positions, None if two_stage else query_embed,
-                               box_heads=box_heads if refine else None,
-                               proposal_heads=(class_heads[-1], box_heads[-1]) if two_stage else None)
+            return transformer(
+                sources,
+                masks,
+                positions,
+                None if two_stage else query_embed,
+                box_heads=box_heads if refine else None,
+                proposal_heads=(class_heads[-1], box_heads[-1]) if two_stage else None,
+            )
 
     alone, padded = run(alone_sources, alone_masks), run(padded_sources, padded_masks)
     for a, p in zip(alone.hidden_states, padded.hidden_states):

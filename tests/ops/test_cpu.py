@@ -37,7 +37,9 @@ def assert_matches_reference(inputs, dtype, rtol, seed=1):
     for name, got, want in zip(("output", "grad_value", "grad_locations", "grad_weights"), actual, expected):
         assert got.dtype == dtype and got.shape == want.shape, name
         scale = want.abs().max().item() if want.numel() else 0.0
-        torch.testing.assert_close(got.double(), want, rtol=rtol, atol=rtol * scale + 1e-30, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            got.double(), want, rtol=rtol, atol=rtol * scale + 1e-30, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 SHAPE_GRID = list(itertools.product((1, 4), (1, 4), (1, 8), (8, 32, 24), (1, 3)))  # L, P, M, D, B
@@ -66,8 +68,9 @@ def test_cpu_on_borders_pixel_centres_and_outside(make_levels):
     last non-zero positions (pixel coordinate -1 and W) and beyond; power-of-two sizes keep every
     coordinate exact in both implementations, so even the kinks agree."""
     spatial_shapes, level_start_index, S = make_levels([[4, 8], [1, 1], [2, 2]])
-    coords = torch.tensor([-0.5, -0.25, -0.125, 0.0, 0.0625, 0.125, 0.5, 0.9375, 1.0, 1.0625, 1.125, 1.5],
-                          dtype=torch.float64)
+    coords = torch.tensor(
+        [-0.5, -0.25, -0.125, 0.0, 0.0625, 0.125, 0.5, 0.9375, 1.0, 1.0625, 1.125, 1.5], dtype=torch.float64
+    )
     xy = torch.cartesian_prod(coords, coords)  # (144, 2)
     Lq, M, L, P = xy.shape[0], 2, 3, 1
     locations = xy.view(1, Lq, 1, 1, 1, 2).expand(1, Lq, M, L, P, 2).contiguous()
@@ -107,8 +110,9 @@ def test_cpu_non_contiguous_inputs(make_inputs):
     locations_nc = locations.transpose(1, 2).contiguous().transpose(1, 2)
     weights_nc = weights.transpose(0, 1).contiguous().transpose(0, 1)
     assert not any(t.is_contiguous() for t in (value_nc, locations_nc, weights_nc))
-    out = multi_scale_deformable_attention(value_nc, spatial_shapes, level_start_index, locations_nc, weights_nc,
-                                           backend="cpu")
+    out = multi_scale_deformable_attention(
+        value_nc, spatial_shapes, level_start_index, locations_nc, weights_nc, backend="cpu"
+    )
     expected = reference.forward(value, spatial_shapes, level_start_index, locations, weights)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
@@ -117,7 +121,9 @@ def test_cpu_non_contiguous_inputs(make_inputs):
 def test_zero_queries_return_empty_output(make_inputs, backend):
     value, spatial_shapes, level_start_index, locations, weights = make_inputs(2, 0, 4, 8, [[5, 3]], 2)
     value.requires_grad_()
-    out = multi_scale_deformable_attention(value, spatial_shapes, level_start_index, locations, weights, backend=backend)
+    out = multi_scale_deformable_attention(
+        value, spatial_shapes, level_start_index, locations, weights, backend=backend
+    )
     assert out.shape == (2, 0, 32)
     out.sum().backward()
     assert torch.equal(value.grad, torch.zeros_like(value))
@@ -126,7 +132,9 @@ def test_zero_queries_return_empty_output(make_inputs, backend):
 def test_non_finite_inputs_surface_as_nan_like_reference(make_inputs):
     """grid_sample turns a NaN/inf location, or a non-finite weight on a point outside the map, into NaN
     for that head; the kernel does the same instead of silently reading zeros."""
-    value, spatial_shapes, level_start_index, locations, weights = make_inputs(1, 4, 2, 8, [[5, 3]], 2, dtype=torch.float32)
+    value, spatial_shapes, level_start_index, locations, weights = make_inputs(
+        1, 4, 2, 8, [[5, 3]], 2, dtype=torch.float32
+    )
     locations[0, 0, 0, 0, 0, 0] = float("nan")
     locations[0, 1, 1, 0, 1, 1] = float("inf")
     locations[0, 2, 0, 0, 0] = 5.0  # outside ...

@@ -126,8 +126,14 @@ def test_custom_op_registration_passes_opcheck(make_inputs, backend):
     if backend == "cpu" and not cpu.is_available():
         pytest.skip("the fused CPU kernel cannot be built here")
     value, spatial_shapes, level_start_index, locations, weights = make_inputs(1, 3, 2, 4, [[3, 2]], 2)
-    args = (value.requires_grad_(), spatial_shapes, level_start_index, locations.requires_grad_(),
-            weights.requires_grad_(), backend)
+    args = (
+        value.requires_grad_(),
+        spatial_shapes,
+        level_start_index,
+        locations.requires_grad_(),
+        weights.requires_grad_(),
+        backend,
+    )
     torch.library.opcheck(torch.ops.deformable_detr.ms_deform_attn.default, args)
 
 

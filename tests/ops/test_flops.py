@@ -55,14 +55,36 @@ def _exponent(model, small, large):
 @pytest.mark.slow
 def test_detr_encoder_grows_quadratically_deformable_linearly():
     torch.manual_seed(0)
-    detr = DETR(DetrConfig(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=8, d_model=32, n_heads=2,
-                           num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=64, num_queries=5, num_classes=3,
-                           dilation=True)).eval()
+    detr = DETR(
+        DetrConfig(
+            backbone="resnet18",
+            backbone_depths=(1, 1, 1, 1),
+            backbone_base_width=8,
+            d_model=32,
+            n_heads=2,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            dim_feedforward=64,
+            num_queries=5,
+            num_classes=3,
+            dilation=True,
+        )
+    ).eval()
     exponent, token_ratio = _exponent(detr, 512, 1024)  # 1024 -> 4096 tokens: global attention dominates
     assert token_ratio == 4
     assert 1.85 < exponent <= 2.0
-    deformable = DeformableDETR(ModelConfig.preset("tiny", backbone_base_width=8, d_model=32, n_heads=2, num_encoder_layers=1,
-                                                   num_decoder_layers=1, dim_feedforward=64, num_queries=5)).eval()
+    deformable = DeformableDETR(
+        ModelConfig.preset(
+            "tiny",
+            backbone_base_width=8,
+            d_model=32,
+            n_heads=2,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            dim_feedforward=64,
+            num_queries=5,
+        )
+    ).eval()
     exponent, token_ratio = _exponent(deformable, 128, 256)
     assert token_ratio == pytest.approx(4, rel=0.05)
     assert exponent == pytest.approx(1.0, abs=0.03)

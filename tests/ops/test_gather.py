@@ -17,8 +17,9 @@ def test_equals_reference_with_points_outside(shapes, B, Lq, M, D, P):
 def test_equals_reference_on_borders_centres_and_far_outside():
     """Points exactly on pixel centres, on the map's edges (0, 1), half a pixel beyond, and far away."""
     value, spatial_shapes, level_start_index, _, _ = random_inputs(1, 1, 2, 3, [[4, 5], [2, 3]], 1)
-    coordinates = torch.tensor([0.0, 1.0, 0.1, 0.5, 0.9, -0.1, 1.1, -0.125, 1.125, -3.0, 7.5, 1e6, -1e6],
-                               dtype=torch.float64)
+    coordinates = torch.tensor(
+        [0.0, 1.0, 0.1, 0.5, 0.9, -0.1, 1.1, -0.125, 1.125, -3.0, 7.5, 1e6, -1e6], dtype=torch.float64
+    )
     xs, ys = torch.meshgrid(coordinates, coordinates, indexing="ij")
     points = torch.stack((xs.flatten(), ys.flatten()), -1)  # (Lq, 2)
     Lq = points.shape[0]
@@ -75,6 +76,7 @@ def test_dispatcher_picks_gather_while_exporting(monkeypatch):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_traced_graph_follows_new_sizes():
     """Traced once, the graph samples maps of other sizes correctly: no size is baked in."""
+
     def run(value, spatial_shapes, level_start_index, locations, weights):
         return multi_scale_deformable_attention(value, spatial_shapes, level_start_index, locations, weights)
 

@@ -49,7 +49,9 @@ def _assert_matches_reference(inputs, dtype, rtol, atol_scale, seed=1):
         assert got.dtype == want_dtype, name
         assert got.shape == want.shape, name
         atol = atol_scale * max(want.abs().max().item(), 1.0) if want.numel() else 0.0
-        torch.testing.assert_close(got.cpu().double(), want, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            got.cpu().double(), want, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 # (B, Lq, M, D, level shapes, P); odd, non-square and 1x1 levels, D not a power of two.

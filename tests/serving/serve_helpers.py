@@ -25,8 +25,9 @@ from deformable_detr.serving import ServeConfig, create_app
 
 # Small inputs keep a forward of the demo-sized model at a few tens of milliseconds on 2 cores.
 PREPROCESS = PreprocessConfig(min_size=96, max_size=128)
-CATEGORIES = [{"id": i + 1, "name": name} for i, name in enumerate(
-    ["circle", "square", "triangle", "star", "ring", "cross"])]
+CATEGORIES = [
+    {"id": i + 1, "name": name} for i, name in enumerate(["circle", "square", "triangle", "star", "ring", "cross"])
+]
 
 
 def tiny_model() -> DeformableDETR:
@@ -51,8 +52,15 @@ def running_server(runner, **settings):
     """A uvicorn server for `create_app(ServeConfig(...settings), runner)` on a free loopback port,
     in a thread; yields (base_url, server). Stops it (gracefully) on exit."""
     config = ServeConfig(checkpoint="<injected>", **settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(config, runner), host="127.0.0.1", port=free_port(),
-                                           log_level="warning", timeout_graceful_shutdown=30))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config, runner),
+            host="127.0.0.1",
+            port=free_port(),
+            log_level="warning",
+            timeout_graceful_shutdown=30,
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 600  # the first forward may compile the CPU kernel
@@ -71,8 +79,9 @@ def scene(width: int, height: int, seed: int = 0) -> Image.Image:
     """An RGB image with a gradient and a few filled shapes."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
-    pixels = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1),
-                       np.full_like(x, 90)], -1).astype(np.uint8)
+    pixels = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), np.full_like(x, 90)], -1).astype(
+        np.uint8
+    )
     image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
     for _ in range(4):
@@ -93,11 +102,17 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
 def png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares width x height pixels (the data is one short row): what a
     decompression bomb looks like to a decoder that trusts the header."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def single_image_detections(model, image: Image.Image, preprocess: PreprocessConfig = PREPROCESS) -> dict:

@@ -12,11 +12,17 @@ from PIL import Image
 from serve_helpers import CATEGORIES, PREPROCESS, encode, png_claiming, running_server, scene, single_image_detections
 
 
-def post(url: str, path: str, data: bytes | None, name: str = "image.png", mime: str = "image/png",
-         headers: dict | None = None, **fields) -> httpx.Response:
+def post(
+    url: str,
+    path: str,
+    data: bytes | None,
+    name: str = "image.png",
+    mime: str = "image/png",
+    headers: dict | None = None,
+    **fields,
+) -> httpx.Response:
     files = {"image": (name, data, mime)} if data is not None else None
-    return httpx.post(url + path, files=files, data={k: str(v) for k, v in fields.items()}, headers=headers,
-                      timeout=60)
+    return httpx.post(url + path, files=files, data={k: str(v) for k, v in fields.items()}, headers=headers, timeout=60)
 
 
 def assert_one_line_error(response: httpx.Response, status: int, *words: str) -> None:
@@ -27,14 +33,17 @@ def assert_one_line_error(response: httpx.Response, status: int, *words: str) ->
         assert word in detail, detail
 
 
-@pytest.mark.parametrize("fmt, mime, size", [
-    ("PNG", "image/png", (120, 90)),
-    ("JPEG", "image/jpeg", (64, 200)),
-    ("BMP", "image/bmp", (97, 97)),
-    ("WEBP", "image/webp", (300, 40)),
-    ("GIF", "image/gif", (50, 70)),
-    ("TIFF", "image/tiff", (33, 160)),
-])
+@pytest.mark.parametrize(
+    "fmt, mime, size",
+    [
+        ("PNG", "image/png", (120, 90)),
+        ("JPEG", "image/jpeg", (64, 200)),
+        ("BMP", "image/bmp", (97, 97)),
+        ("WEBP", "image/webp", (300, 40)),
+        ("GIF", "image/gif", (50, 70)),
+        ("TIFF", "image/tiff", (33, 160)),
+    ],
+)
 def test_detect_equals_single_image_prediction(server_url, model, fmt, mime, size):
     data = encode(scene(*size, seed=size[0]), fmt)
     response = post(server_url, "/v1/detect", data, f"x.{fmt.lower()}", mime, threshold=0)
@@ -45,8 +54,7 @@ def test_detect_equals_single_image_prediction(server_url, model, fmt, mime, siz
     assert body["image"] == {"width": size[0], "height": size[1]}
     detections = body["detections"]
     assert len(detections) == len(expected["scores"]) == 100
-    torch.testing.assert_close(torch.tensor([d["score"] for d in detections]), expected["scores"],
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.tensor([d["score"] for d in detections]), expected["scores"], rtol=0, atol=1e-5)
     torch.testing.assert_close(torch.tensor([d["box"] for d in detections]), expected["boxes"], rtol=0, atol=1e-3)
     assert [d["label"] for d in detections] == expected["labels"].tolist()
     assert [d["category"] for d in detections] == [CATEGORIES[label]["name"] for label in expected["labels"]]
@@ -78,8 +86,11 @@ def test_explain_gives_points_of_detected_queries_and_normalised_weights(server_
     assert len({d["query"] for d in body["detections"]}) == 3  # one per query
     attention = model.transformer.decoder.layers[-1].cross_attn
     for explained in body["detections"]:
-        same = [d for d in detections if d["label"] == explained["label"]
-                and max(abs(a - b) for a, b in zip(d["box"], explained["box"])) < 1e-3]
+        same = [
+            d
+            for d in detections
+            if d["label"] == explained["label"] and max(abs(a - b) for a, b in zip(d["box"], explained["box"])) < 1e-3
+        ]
         assert same and abs(same[0]["score"] - explained["score"]) < 1e-5  # a detection /v1/detect reported
         assert len(explained["sampling"]) == attention.n_levels
         total = 0.0
@@ -113,27 +124,41 @@ def test_model_health_metrics_openapi_and_page(server_url):
 def test_bad_inputs_get_one_line_answers_and_the_server_keeps_serving(server_url):
     good = encode(scene(64, 48), "PNG")
     assert_one_line_error(post(server_url, "/v1/detect", b""), 400, "empty")
-    assert_one_line_error(post(server_url, "/v1/detect", b"just some text", "notes.txt", "text/plain"), 415,
-                          "notes.txt", "not an image")
+    assert_one_line_error(
+        post(server_url, "/v1/detect", b"just some text", "notes.txt", "text/plain"), 415, "notes.txt", "not an image"
+    )
     assert_one_line_error(post(server_url, "/v1/detect", good[: len(good) // 2], "cut.png"), 400, "cut.png", "corrupt")
     jpeg = encode(scene(64, 48), "JPEG")
     assert_one_line_error(post(server_url, "/v1/detect", jpeg[:200], "cut.jpg", "image/jpeg"), 400, "cut.jpg")
-    assert_one_line_error(post(server_url, "/v1/detect", png_claiming(50_000, 50_000), "bomb.png"), 413,
-                          "bomb.png", "pixels")
+    assert_one_line_error(
+        post(server_url, "/v1/detect", png_claiming(50_000, 50_000), "bomb.png"), 413, "bomb.png", "pixels"
+    )
     assert_one_line_error(post(server_url, "/v1/detect", png_claiming(2000, 1000), "big.png"), 413, "max_image_pixels")
     assert_one_line_error(post(server_url, "/v1/detect", b"\0" * (1024 * 1024 + 10)), 413, "upload limit")
     part = b'--x\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
     body = [part] + [b"\0" * 65536] * 20 + [b"\r\n--x--\r\n"]  # 1.3 MB, sent chunked: no Content-Length
-    chunked = httpx.post(server_url + "/v1/detect", content=iter(body),
-                         headers={"content-type": "multipart/form-data; boundary=x"}, timeout=60)
+    chunked = httpx.post(
+        server_url + "/v1/detect",
+        content=iter(body),
+        headers={"content-type": "multipart/form-data; boundary=x"},
+        timeout=60,
+    )
     assert_one_line_error(chunked, 413, "upload limit")
-    for fields in ({"threshold": 5}, {"threshold": -0.1}, {"threshold": "nan"}, {"threshold": "high"},
-                   {"max_detections": 0}, {"max_detections": 101}, {"max_detections": 2.5}):
+    for fields in (
+        {"threshold": 5},
+        {"threshold": -0.1},
+        {"threshold": "nan"},
+        {"threshold": "high"},
+        {"max_detections": 0},
+        {"max_detections": 101},
+        {"max_detections": 2.5},
+    ):
         assert_one_line_error(post(server_url, "/v1/detect", good, **fields), 422, next(iter(fields)))
     assert_one_line_error(post(server_url, "/v1/explain", good, top=0), 422, "top")
     assert_one_line_error(post(server_url, "/v1/detect", None, threshold=0.5), 422, "image")
-    assert_one_line_error(httpx.post(server_url + "/v1/detect", content=b"{}",
-                                     headers={"content-type": "application/json"}), 422, "image")
+    assert_one_line_error(
+        httpx.post(server_url + "/v1/detect", content=b"{}", headers={"content-type": "application/json"}), 422, "image"
+    )
     assert httpx.get(server_url + "/v1/nothing").status_code == 404
     assert post(server_url, "/v1/detect", good).status_code == 200  # still serving
     metrics = httpx.get(server_url + "/metrics").text

@@ -28,8 +28,13 @@ def checkpoint(tmp_path_factory):
 def serve(*arguments: str):
     """`deformable-detr serve ...` in a subprocess; yields (process, base_url) once /health answers."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "deformable_detr.cli", "serve", "--port", str(port), *arguments],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deformable_detr.cli", "serve", "--port", str(port), *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 600  # the first forward may compile the CPU kernel
@@ -56,8 +61,12 @@ def test_serve_answers_like_model_predict_and_stops_cleanly_on_sigterm(checkpoin
     model = tiny_model()
     image = scene(100, 70)
     with serve("--checkpoint", str(checkpoint), "--max-batch", "4") as (process, url):
-        response = httpx.post(url + "/v1/detect", files={"image": ("a.png", encode(image, "PNG"), "image/png")},
-                              data={"threshold": "0.2"}, timeout=60)
+        response = httpx.post(
+            url + "/v1/detect",
+            files={"image": ("a.png", encode(image, "PNG"), "image/png")},
+            data={"threshold": "0.2"},
+            timeout=60,
+        )
         info = httpx.get(url + "/v1/model").json()
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
@@ -70,19 +79,23 @@ def test_serve_answers_like_model_predict_and_stops_cleanly_on_sigterm(checkpoin
     expected = model.predict(image, threshold=0.2)[0]
     detections = response.json()["detections"]
     assert [d["category"] for d in detections] == expected.names
-    torch.testing.assert_close(torch.tensor([d["box"] for d in detections]).reshape(-1, 4), expected.boxes,
-                               rtol=0, atol=1e-3)
+    torch.testing.assert_close(
+        torch.tensor([d["box"] for d in detections]).reshape(-1, 4), expected.boxes, rtol=0, atol=1e-3
+    )
 
 
-@pytest.mark.parametrize("arguments, words", [
-    (["--checkpoint", "does/not/exist"], "not found"),
-    (["--checkpoint", "{checkpoint}", "--max-batch", "0"], "max_batch"),
-    (["--checkpoint", "{checkpoint}", "--max-wait-ms", "nan"], "max_wait_ms"),
-    (["--checkpoint", "{checkpoint}", "--workers", "0"], "--workers"),
-    (["--checkpoint", "{checkpoint}", "--port", "70000"], "--port"),
-    (["--checkpoint", "{checkpoint}", "--device", "tpu"], "tpu"),
-    (["--checkpoint", "{junk}"], "junk.pth"),
-])
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        (["--checkpoint", "does/not/exist"], "not found"),
+        (["--checkpoint", "{checkpoint}", "--max-batch", "0"], "max_batch"),
+        (["--checkpoint", "{checkpoint}", "--max-wait-ms", "nan"], "max_wait_ms"),
+        (["--checkpoint", "{checkpoint}", "--workers", "0"], "--workers"),
+        (["--checkpoint", "{checkpoint}", "--port", "70000"], "--port"),
+        (["--checkpoint", "{checkpoint}", "--device", "tpu"], "tpu"),
+        (["--checkpoint", "{junk}"], "junk.pth"),
+    ],
+)
 def test_bad_options_are_one_line_errors(checkpoint, tmp_path, capsys, arguments, words):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint at all")
@@ -100,8 +113,15 @@ def test_workers_start_separate_processes_that_all_answer(checkpoint):
         while len(pids) < 2 and time.monotonic() < deadline:  # new connections land on either worker
             with httpx.Client() as client:
                 pids.add(client.get(url + "/health").json()["pid"])
-        codes = [httpx.post(url + "/v1/detect", files={"image": ("a.png", data, "image/png")},
-                            headers={"Authorization": "Bearer k"}, timeout=60).status_code for _ in range(4)]
+        codes = [
+            httpx.post(
+                url + "/v1/detect",
+                files={"image": ("a.png", data, "image/png")},
+                headers={"Authorization": "Bearer k"},
+                timeout=60,
+            ).status_code
+            for _ in range(4)
+        ]
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
     assert codes == [200] * 4

@@ -14,8 +14,9 @@ from serve_helpers import encode, running_server, scene
 
 
 def detect(url: str, data: bytes, name: str = "x.png") -> httpx.Response:
-    return httpx.post(url + "/v1/detect", files={"image": (name, data, "image/png")}, data={"threshold": "0"},
-                      timeout=120)
+    return httpx.post(
+        url + "/v1/detect", files={"image": (name, data, "image/png")}, data={"threshold": "0"}, timeout=120
+    )
 
 
 @pytest.mark.slow  # ~30 s on 2 busy cores
@@ -37,10 +38,12 @@ def test_64_requests_at_concurrency_8_match_sequential_ones_and_form_batches(run
         got = response.json()["detections"]
         assert [d["label"] for d in got] == [d["label"] for d in expected]
         # A forward of B images equals B forwards of one up to float32 rounding of the batched kernels.
-        torch.testing.assert_close(torch.tensor([d["score"] for d in got]),
-                                   torch.tensor([d["score"] for d in expected]), rtol=0, atol=1e-5)
-        torch.testing.assert_close(torch.tensor([d["box"] for d in got]),
-                                   torch.tensor([d["box"] for d in expected]), rtol=0, atol=1e-3)
+        torch.testing.assert_close(
+            torch.tensor([d["score"] for d in got]), torch.tensor([d["score"] for d in expected]), rtol=0, atol=1e-5
+        )
+        torch.testing.assert_close(
+            torch.tensor([d["box"] for d in got]), torch.tensor([d["box"] for d in expected]), rtol=0, atol=1e-3
+        )
     assert max(int(size) for size in health["batch_sizes"]) > 1, health
     assert health["images_done"] == before["images_done"] + 64
     assert max(r.json()["timing"]["batch_size"] for r in responses) > 1

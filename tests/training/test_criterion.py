@@ -54,8 +54,13 @@ def test_box_losses_hand_computed():
 
 def test_aux_and_encoder_terms_and_empty_targets():
     criterion = SetCriterion.from_config(3, LossConfig())
+
     def head():
-        return {"pred_logits": torch.randn(2, 5, 3, requires_grad=True), "pred_boxes": torch.rand(2, 5, 4).clamp(0.1, 0.9)}
+        return {
+            "pred_logits": torch.randn(2, 5, 3, requires_grad=True),
+            "pred_boxes": torch.rand(2, 5, 4).clamp(0.1, 0.9),
+        }
+
     outputs = {**head(), "aux_outputs": [head(), head()], "enc_outputs": head()}
     targets = [
         {"labels": torch.tensor([2, 1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.2]])},
@@ -93,18 +98,28 @@ def _several_boxes_case():
         {"labels": torch.tensor([2, 1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.25, 0.25, 0.1, 0.1]])},
         {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.6, 0.4, 0.2, 0.4]])},
     ]
-    pred_boxes = torch.tensor([
-        [[0.5, 0.5, 0.2, 0.4],  # vs target 0: same centre, twice as tall: L1 0.2, IoU = hull ratio 0.5
-         [0.3, 0.25, 0.1, 0.1],  # vs target 1: 0.05 to the right: L1 0.05, IoU 1/3, hull == union
-         [0.7, 0.7, 0.1, 0.1]],  # unmatched
-        [[0.6, 0.4, 0.2, 0.4],  # exact: L1 0, GIoU 1
-         [0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.1, 0.1]],
-    ])
+    pred_boxes = torch.tensor(
+        [
+            [
+                [0.5, 0.5, 0.2, 0.4],  # vs target 0: same centre, twice as tall: L1 0.2, IoU = hull ratio 0.5
+                [0.3, 0.25, 0.1, 0.1],  # vs target 1: 0.05 to the right: L1 0.05, IoU 1/3, hull == union
+                [0.7, 0.7, 0.1, 0.1],
+            ],  # unmatched
+            [
+                [0.6, 0.4, 0.2, 0.4],  # exact: L1 0, GIoU 1
+                [0.2, 0.2, 0.1, 0.1],
+                [0.8, 0.8, 0.1, 0.1],
+            ],
+        ]
+    )
     generator = torch.Generator().manual_seed(0)
     logits = lambda: torch.randn(2, 3, 3, generator=generator, dtype=torch.float64)  # noqa: E731
-    outputs = {"pred_logits": logits(), "pred_boxes": pred_boxes,
-               "aux_outputs": [{"pred_logits": logits(), "pred_boxes": pred_boxes}],
-               "enc_outputs": {"pred_logits": logits(), "pred_boxes": pred_boxes}}
+    outputs = {
+        "pred_logits": logits(),
+        "pred_boxes": pred_boxes,
+        "aux_outputs": [{"pred_logits": logits(), "pred_boxes": pred_boxes}],
+        "enc_outputs": {"pred_logits": logits(), "pred_boxes": pred_boxes},
+    }
     return outputs, targets
 
 
@@ -123,14 +138,20 @@ def test_losses_of_several_boxes_and_images_hand_computed():
     class_aware[0, 0, 2] = class_aware[0, 1, 1] = class_aware[1, 0, 1] = 1
     agnostic = torch.zeros(2, 3, 3)
     agnostic[0, 0, 0] = agnostic[0, 1, 0] = agnostic[1, 0, 0] = 1  # every target labelled 0
-    assert float(losses["loss_ce"]) == pytest.approx(_focal_oracle(outputs["pred_logits"], class_aware) / num_boxes, rel=1e-6)
+    assert float(losses["loss_ce"]) == pytest.approx(
+        _focal_oracle(outputs["pred_logits"], class_aware) / num_boxes, rel=1e-6
+    )
     assert float(losses["loss_ce_0"]) == pytest.approx(
-        _focal_oracle(outputs["aux_outputs"][0]["pred_logits"], class_aware) / num_boxes, rel=1e-6)
+        _focal_oracle(outputs["aux_outputs"][0]["pred_logits"], class_aware) / num_boxes, rel=1e-6
+    )
     enc_logits = outputs["enc_outputs"]["pred_logits"]
     assert float(losses["loss_ce_enc"]) == pytest.approx(_focal_oracle(enc_logits, agnostic) / num_boxes, rel=1e-6)
     assert float(losses["loss_ce_enc"]) != pytest.approx(_focal_oracle(enc_logits, class_aware) / num_boxes, rel=1e-3)
-    weighted = sum(w * float(losses[n + s]) for n, w in (("loss_ce", 2), ("loss_bbox", 5), ("loss_giou", 2))
-                   for s in ("", "_0", "_enc"))
+    weighted = sum(
+        w * float(losses[n + s])
+        for n, w in (("loss_ce", 2), ("loss_bbox", 5), ("loss_giou", 2))
+        for s in ("", "_0", "_enc")
+    )
     assert float(criterion.weighted_sum(losses)) == pytest.approx(weighted, rel=1e-6)
 
 
@@ -145,12 +166,12 @@ def test_hungarian_criterion_on_several_images_matches_brute_force_assignment():
     matcher = HungarianMatcher()
     expected_l1 = 0.0
     for b, target in enumerate(targets):
-        single = {k: v[b:b + 1] for k, v in outputs.items()}
+        single = {k: v[b : b + 1] for k, v in outputs.items()}
         cost = None
         best = None
         for queries in itertools.permutations(range(3), len(target["labels"])):
             query_idx = torch.tensor(queries)
-            (q, t), = _FixedMatcher(query_idx)(single, [target])
+            ((q, t),) = _FixedMatcher(query_idx)(single, [target])
             total = float(_pair_cost(matcher, single, target, q, t))
             if cost is None or total < cost:
                 cost, best = total, query_idx

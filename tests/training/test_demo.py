@@ -19,7 +19,13 @@ def test_demo_command_end_to_end(tmp_path, capsys, monkeypatch, one_thread):
     printed = capsys.readouterr().out
     for key in ("AP50", "APs", "curves", "predictions"):
         assert key in printed
-    for path in ("train/checkpoint.pth", "train/curves.png", "train/metrics.jsonl", "val_predictions.png", "metrics.json"):
+    for path in (
+        "train/checkpoint.pth",
+        "train/curves.png",
+        "train/metrics.jsonl",
+        "val_predictions.png",
+        "metrics.json",
+    ):
         assert (out / path).is_file(), path
     assert "AP" in json.loads((out / "metrics.json").read_text())
 
@@ -47,10 +53,18 @@ def test_train_eval_predict_commands(tmp_path, capsys, tiny_dataset, one_thread)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     capsys.readouterr()
     result = tmp_path / "metrics.json"
-    assert cli.main(["eval", "--checkpoint", str(run / "checkpoint.pth"), "--data", str(tiny_dataset), "--out", str(result)]) == 0
+    assert (
+        cli.main(
+            ["eval", "--checkpoint", str(run / "checkpoint.pth"), "--data", str(tiny_dataset), "--out", str(result)]
+        )
+        == 0
+    )
     assert "AP50" in capsys.readouterr().out and "APs" in json.loads(result.read_text())
     image = next((tiny_dataset / "val" / "images").iterdir())
-    assert cli.main(["predict", str(image), "--checkpoint", str(run / "checkpoint.pth"), "--out", str(tmp_path / "pred")]) == 0
+    assert (
+        cli.main(["predict", str(image), "--checkpoint", str(run / "checkpoint.pth"), "--out", str(tmp_path / "pred")])
+        == 0
+    )
     records = json.loads((tmp_path / "pred" / "detections.json").read_text())
     assert [Path(i["file_name"]).name for i in records["images"]] == [image.name] and not records["errors"]
     assert (tmp_path / "pred" / (image.stem + ".png")).is_file()

@@ -27,11 +27,11 @@ def test_query_count_and_layout(number, groups):
     for g in range(groups):
         start = g * 2 * most
         # image 0: positives 0, 1 then negatives 2, 3; image 1: positive 0, padding 1, negative 2, padding 3
-        assert dn.target_index[0, start:start + 4].tolist() == [0, 1, -1, -1]
-        assert dn.target_index[1, start:start + 4].tolist() == [0, -1, -1, -1]
-        assert dn.labels[0, start:start + 4].tolist() == [1, 2, 1, 2]
-        assert dn.labels[1, start:start + 4].tolist() == [0, 3, 0, 3]  # 3 = K marks padding
-        torch.testing.assert_close(dn.boxes_cxcywh[0, start:start + 2], TARGETS[0]["boxes"])  # no noise
+        assert dn.target_index[0, start : start + 4].tolist() == [0, 1, -1, -1]
+        assert dn.target_index[1, start : start + 4].tolist() == [0, -1, -1, -1]
+        assert dn.labels[0, start : start + 4].tolist() == [1, 2, 1, 2]
+        assert dn.labels[1, start : start + 4].tolist() == [0, 3, 0, 3]  # 3 = K marks padding
+        torch.testing.assert_close(dn.boxes_cxcywh[0, start : start + 2], TARGETS[0]["boxes"])  # no noise
         torch.testing.assert_close(dn.boxes_cxcywh[1, start + 2], TARGETS[1]["boxes"][0])
 
 
@@ -83,19 +83,35 @@ def test_known_target_loss_hand_built():
     """One image with 2 boxes, 2 groups: positives predict their box, negatives (and nothing else) no object."""
     targets = [{"labels": torch.tensor([1, 0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.25, 0.25, 0.1, 0.1]])}]
     # slots: g0 [pos0, pos1, neg0, neg1], g1 [pos0, pos1, neg0, neg1]
-    queries = DenoisingQueries(labels=torch.tensor([[1, 0, 1, 0, 1, 0, 1, 0]]), boxes_cxcywh=torch.rand(1, 8, 4),
-                               attention_mask=torch.zeros(8, 8, dtype=torch.bool),
-                               target_index=torch.tensor([[0, 1, -1, -1, 0, 1, -1, -1]]), num_groups=2)
-    logits = torch.tensor([[[0.5, 1.0], [2.0, -1.0], [0.0, 0.3], [-2.0, 1.5],
-                            [1.0, 0.0], [0.2, 0.2], [-0.5, -0.5], [3.0, -3.0]]])  # (1, 8, K=2)
-    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.4],  # pos of box 0: L1 0.2, GIoU 0.5
-                           [0.3, 0.25, 0.1, 0.1],  # pos of box 1: L1 0.05, GIoU 1/3
-                           [0.9, 0.9, 0.1, 0.1], [0.9, 0.9, 0.1, 0.1],
-                           [0.5, 0.5, 0.2, 0.2],  # exact
-                           [0.25, 0.25, 0.1, 0.1],  # exact
-                           [0.1, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1]]])
-    outputs = {"pred_logits": torch.zeros(1, 3, 2), "pred_boxes": torch.full((1, 3, 4), 0.5),
-               "dn_outputs": {"pred_logits": logits, "pred_boxes": boxes, "aux_outputs": [], "queries": queries}}
+    queries = DenoisingQueries(
+        labels=torch.tensor([[1, 0, 1, 0, 1, 0, 1, 0]]),
+        boxes_cxcywh=torch.rand(1, 8, 4),
+        attention_mask=torch.zeros(8, 8, dtype=torch.bool),
+        target_index=torch.tensor([[0, 1, -1, -1, 0, 1, -1, -1]]),
+        num_groups=2,
+    )
+    logits = torch.tensor(
+        [[[0.5, 1.0], [2.0, -1.0], [0.0, 0.3], [-2.0, 1.5], [1.0, 0.0], [0.2, 0.2], [-0.5, -0.5], [3.0, -3.0]]]
+    )  # (1, 8, K=2)
+    boxes = torch.tensor(
+        [
+            [
+                [0.5, 0.5, 0.2, 0.4],  # pos of box 0: L1 0.2, GIoU 0.5
+                [0.3, 0.25, 0.1, 0.1],  # pos of box 1: L1 0.05, GIoU 1/3
+                [0.9, 0.9, 0.1, 0.1],
+                [0.9, 0.9, 0.1, 0.1],
+                [0.5, 0.5, 0.2, 0.2],  # exact
+                [0.25, 0.25, 0.1, 0.1],  # exact
+                [0.1, 0.1, 0.1, 0.1],
+                [0.1, 0.1, 0.1, 0.1],
+            ]
+        ]
+    )
+    outputs = {
+        "pred_logits": torch.zeros(1, 3, 2),
+        "pred_boxes": torch.full((1, 3, 4), 0.5),
+        "dn_outputs": {"pred_logits": logits, "pred_boxes": boxes, "aux_outputs": [], "queries": queries},
+    }
     criterion = SetCriterion.from_config(2, LossConfig())
     losses = criterion(outputs, targets)
     normaliser = 2 * 2  # boxes x groups

@@ -51,7 +51,9 @@ def test_softmax_matcher_equals_brute_force():
     target_boxes = torch.rand(3, 4) * 0.5 + 0.25
     labels = torch.tensor([0, 2, 2])
     matcher = SoftmaxHungarianMatcher(1.0, 5.0, 2.0)
-    ((query_idx, target_idx),) = matcher({"pred_logits": logits, "pred_boxes": boxes}, [{"labels": labels, "boxes": target_boxes}])
+    ((query_idx, target_idx),) = matcher(
+        {"pred_logits": logits, "pred_boxes": boxes}, [{"labels": labels, "boxes": target_boxes}]
+    )
     prob = logits[0].softmax(-1)
     giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes[0]), box_cxcywh_to_xyxy(target_boxes))
 
@@ -63,9 +65,20 @@ def test_softmax_matcher_equals_brute_force():
 
 
 def test_fit_trains_and_reloads_detr(tiny_train_config):
-    model = DetrConfig(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=8, backbone_frozen_bn=False,
-                       freeze_stem_and_layer1=False, d_model=32, n_heads=2, num_encoder_layers=1, num_decoder_layers=2,
-                       dim_feedforward=64, num_queries=10, dropout=0.0)
+    model = DetrConfig(
+        backbone="resnet18",
+        backbone_depths=(1, 1, 1, 1),
+        backbone_base_width=8,
+        backbone_frozen_bn=False,
+        freeze_stem_and_layer1=False,
+        d_model=32,
+        n_heads=2,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        dim_feedforward=64,
+        num_queries=10,
+        dropout=0.0,
+    )
     config = dataclasses.replace(tiny_train_config, model=model, loss=detr_loss_config(), epochs=1)
     from deformable_detr.training.engine import fit
 

@@ -24,7 +24,11 @@ def test_fit_writes_files_and_stops_at_max_steps(tiny_train_config):
         assert (out / name).is_file(), name
     assert set(result.metrics) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     state = ckpt.load_checkpoint(out / "checkpoint.pth")["state"]
-    assert (state["epoch"], state["batches_done"], state["step"]) == (1, 1, 3)  # mid-epoch position, not "epoch finished"
+    assert (state["epoch"], state["batches_done"], state["step"]) == (
+        1,
+        1,
+        3,
+    )  # mid-epoch position, not "epoch finished"
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".tmp") == []
     assert (out / "checkpoint.pth").stat().st_mode & 0o777 == (out / "config.json").stat().st_mode & 0o777
 
@@ -64,7 +68,9 @@ def test_too_many_non_finite_steps_stop_with_last_checkpoint_intact(tiny_train_c
     config = dataclasses.replace(tiny_train_config, checkpoint_every=1, max_nonfinite_steps=1, epochs=3)
     _poison_from(monkeypatch, 2)
     with pytest.warns(UserWarning, match="step 2: non-finite"):
-        with pytest.raises(NonFiniteLossError, match=r"step 3: non-finite .*2 such steps \(max_nonfinite_steps = 1\).*intact"):
+        with pytest.raises(
+            NonFiniteLossError, match=r"step 3: non-finite .*2 such steps \(max_nonfinite_steps = 1\).*intact"
+        ):
             fit(config, progress=False)
     saved = ckpt.load_checkpoint(tiny_train_config.output_dir + "/checkpoint.pth")
     assert saved["state"]["step"] == 3 and all(torch.isfinite(v).all() for v in saved["model"].values())
@@ -74,6 +80,8 @@ def test_too_many_non_finite_steps_stop_with_last_checkpoint_intact(tiny_train_c
 def test_grad_accumulation_uses_every_batch(tiny_train_config, dataset16, monkeypatch, images, accum, steps_per_epoch):
     """2 batches < 3 micro-steps: one step of 2; 3 batches with 2 per step: steps of 2 and 1 (none dropped)."""
     calls = _poison_from(monkeypatch, math.inf)
-    config = dataclasses.replace(tiny_train_config, data_dir=str(dataset16), grad_accum_steps=accum, max_train_images=images)
+    config = dataclasses.replace(
+        tiny_train_config, data_dir=str(dataset16), grad_accum_steps=accum, max_train_images=images
+    )
     result = fit(config, progress=False)
     assert result.steps == 2 * steps_per_epoch and len(calls) == 2 * images // 2

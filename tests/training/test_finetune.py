@@ -26,14 +26,18 @@ def _yolo_from_coco(coco_root, out, names):
         (out / "labels" / split).mkdir(parents=True)
         sizes = {im["id"]: im for im in data["images"]}
         for image in data["images"]:
-            (out / "images" / split / image["file_name"]).write_bytes((coco_root / split / "images" / image["file_name"]).read_bytes())
+            (out / "images" / split / image["file_name"]).write_bytes(
+                (coco_root / split / "images" / image["file_name"]).read_bytes()
+            )
             lines = []
             for ann in data["annotations"]:
                 if ann["image_id"] == image["id"] and ann["category_id"] <= len(names):
                     x, y, w, h = ann["bbox"]
                     W, H = sizes[ann["image_id"]]["width"], sizes[ann["image_id"]]["height"]
                     lines.append(f"{ann['category_id'] - 1} {(x + w / 2) / W} {(y + h / 2) / H} {w / W} {h / H}")
-            (out / "labels" / split / (image["file_name"].rsplit(".", 1)[0] + ".txt")).write_text("\n".join(lines) + "\n")
+            (out / "labels" / split / (image["file_name"].rsplit(".", 1)[0] + ".txt")).write_text(
+                "\n".join(lines) + "\n"
+            )
     (out / "classes.txt").write_text("\n".join(names) + "\n")
     return out
 
@@ -45,7 +49,12 @@ def test_keep_n_deletes_only_old_epoch_checkpoints(tmp_path):
         (tmp_path / "checkpoint.pth.tmp").replace(tmp_path / "checkpoint.pth")  # as the atomic writer does
         deleted = keep_epoch_checkpoint(tmp_path, epoch, keep=2)
         assert [p.name for p in deleted] == ([f"checkpoint_epoch{epoch - 2}.pth"] if epoch > 2 else [])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pth", "checkpoint.pth", "checkpoint_epoch4.pth", "checkpoint_epoch5.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.pth",
+        "checkpoint.pth",
+        "checkpoint_epoch4.pth",
+        "checkpoint_epoch5.pth",
+    ]
     assert (tmp_path / "checkpoint_epoch4.pth").read_bytes() == b"epoch 4"  # each keeps its own epoch's content
     assert (tmp_path / "checkpoint.pth").read_bytes() == b"epoch 5" and (tmp_path / "best.pth").read_bytes() == b"best"
     assert keep_epoch_checkpoint(tmp_path, 6, keep=0) == [] and not (tmp_path / "checkpoint_epoch6.pth").exists()
@@ -58,13 +67,21 @@ def test_patience_counts_evaluations_without_a_better_ap():
 
 
 def test_frozen_backbone_without_weights_refuses_to_start(tiny_train_config):
-    frozen = dataclasses.replace(tiny_train_config, model=dataclasses.replace(tiny_train_config.model, backbone_frozen_bn=True))
+    frozen = dataclasses.replace(
+        tiny_train_config, model=dataclasses.replace(tiny_train_config.model, backbone_frozen_bn=True)
+    )
     categories = [{"id": 1, "name": "a"}]
     with pytest.raises(ConfigError, match="--backbone-weights FILE.*--random-backbone"):
         prepare_model(DeformableDETR(frozen.model), frozen, categories)
-    assert prepare_model(DeformableDETR(frozen.model), dataclasses.replace(frozen, random_backbone=True), categories) == []
+    assert (
+        prepare_model(DeformableDETR(frozen.model), dataclasses.replace(frozen, random_backbone=True), categories) == []
+    )
     with pytest.raises(ConfigError, match="stay random"):
-        prepare_model(DeformableDETR(tiny_train_config.model), dataclasses.replace(tiny_train_config, freeze="backbone"), categories)
+        prepare_model(
+            DeformableDETR(tiny_train_config.model),
+            dataclasses.replace(tiny_train_config, freeze="backbone"),
+            categories,
+        )
 
 
 @pytest.mark.slow
@@ -76,9 +93,17 @@ def test_init_from_checkpoint_onto_yolo_data_with_ema_keep_and_patience(tiny_tra
     names = [source_names[1], "blob", source_names[0]]  # two known names, out of order, and a new one
     yolo = _yolo_from_coco(tiny_dataset, tmp_path / "yolo", names)
 
-    config = dataclasses.replace(tiny_train_config, data_dir=str(yolo), output_dir=str(tmp_path / "ft"),
-                                 init=str(tmp_path / "source" / "checkpoint.pth"), ema_decay=0.5, keep=1, eval_every=1,
-                                 epochs=2, patience=5)
+    config = dataclasses.replace(
+        tiny_train_config,
+        data_dir=str(yolo),
+        output_dir=str(tmp_path / "ft"),
+        init=str(tmp_path / "source" / "checkpoint.pth"),
+        ema_decay=0.5,
+        keep=1,
+        eval_every=1,
+        epochs=2,
+        patience=5,
+    )
     model = DeformableDETR(dataclasses.replace(source_config.model, num_classes=3))
     lines = prepare_model(model, config, [{"id": i + 1, "name": n} for i, n in enumerate(names)])
     assert "2 matched by name" in lines[0] and "1 new (blob)" in lines[0]
@@ -102,7 +127,9 @@ def test_init_from_checkpoint_onto_yolo_data_with_ema_keep_and_patience(tiny_tra
     best = load_checkpoint(tmp_path / "ft" / "best.pth")
     best_is_last = best["step"] == 4
     if best_is_last:  # best.pth holds the EMA weights that were evaluated
-        torch.testing.assert_close(best["model"]["class_heads.0.weight"], ema_weights["class_heads.0.weight"], rtol=0, atol=0)
+        torch.testing.assert_close(
+            best["model"]["class_heads.0.weight"], ema_weights["class_heads.0.weight"], rtol=0, atol=0
+        )
 
 
 @pytest.mark.slow
@@ -134,11 +161,13 @@ def test_train_batch0_shows_boxes_where_the_targets_are(tmp_path):
     from deformable_detr.viz.training_batch import draw_training_batch
 
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    images = ((torch.full((2, 3, 64, 80), 0.5) - mean) / std)  # grey, normalised
+    images = (torch.full((2, 3, 64, 80), 0.5) - mean) / std  # grey, normalised
     padding_mask = torch.zeros(2, 64, 80, dtype=torch.bool)
     padding_mask[1, :, 40:] = True  # second image is 40 px wide
-    targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]]), "labels": torch.tensor([0])},
-               {"boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]]), "labels": torch.tensor([1])}]
+    targets = [
+        {"boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]]), "labels": torch.tensor([0])},
+        {"boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]]), "labels": torch.tensor([1])},
+    ]
     path = draw_training_batch(images, padding_mask, targets, ["a", "b"], tmp_path / "batch.png")
     grid = np.asarray(Image.open(path))
     assert grid.shape[1] == 2 * grid.shape[1] // 2

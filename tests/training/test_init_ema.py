@@ -18,15 +18,37 @@ from deformable_detr.training.init import category_mapping, transfer_weights
 
 
 def tiny_config(**overrides):
-    values = dict(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=8, d_model=32, n_heads=2,
-                  enc_n_points=2, dec_n_points=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64,
-                  num_queries=8, dropout=0.0)
+    values = dict(
+        backbone="resnet18",
+        backbone_depths=(1, 1, 1, 1),
+        backbone_base_width=8,
+        d_model=32,
+        n_heads=2,
+        enc_n_points=2,
+        dec_n_points=2,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        dim_feedforward=64,
+        num_queries=8,
+        dropout=0.0,
+    )
     return ModelConfig(**{**values, **overrides})
 
 
-SOURCE = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "Star"}, {"id": 4, "name": "ring"}]
-TARGET = [{"id": 10, "name": "hexagon"}, {"id": 11, "name": "star"}, {"id": 12, "name": "arrow"}, {"id": 13, "name": "circle"},
-          {"id": 14, "name": "moon"}, {"id": 15, "name": "x"}]
+SOURCE = [
+    {"id": 1, "name": "circle"},
+    {"id": 2, "name": "square"},
+    {"id": 3, "name": "Star"},
+    {"id": 4, "name": "ring"},
+]
+TARGET = [
+    {"id": 10, "name": "hexagon"},
+    {"id": 11, "name": "star"},
+    {"id": 12, "name": "arrow"},
+    {"id": 13, "name": "circle"},
+    {"id": 14, "name": "moon"},
+    {"id": 15, "name": "x"},
+]
 
 
 def _pair(**variant):
@@ -66,7 +88,14 @@ def test_reused_tensors_equal_the_source_and_heads_are_remapped(variant):
             assert loaded[key][5].item() == pytest.approx(-math.log(99), abs=1e-6)  # focal prior 0.01
         if encoder_head and key.startswith(encoder_head):
             torch.testing.assert_close(loaded[key][0], original[key][0], rtol=0, atol=0)  # objectness row kept
-    assert summary.mapping == {"hexagon": None, "star": "Star", "arrow": None, "circle": "circle", "moon": None, "x": None}
+    assert summary.mapping == {
+        "hexagon": None,
+        "star": "Star",
+        "arrow": None,
+        "circle": "circle",
+        "moon": None,
+        "x": None,
+    }
     line = summary.format()
     assert "\n" not in line and "2 matched by name" in line and "4 new" in line and "src.pth" in line
 
@@ -106,8 +135,12 @@ def test_ema_equals_hand_computed_average():
                 expected[key] = value.clone()
         ema.update(model)
     for key, value in ema.module.state_dict().items():
-        torch.testing.assert_close(value.double(), expected[key].to(value.device).double() if value.dtype.is_floating_point
-                                   else expected[key].double(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            value.double(),
+            expected[key].to(value.device).double() if value.dtype.is_floating_point else expected[key].double(),
+            rtol=1e-6,
+            atol=1e-7,
+        )
     assert ema.module.state_dict()["1.num_batches_tracked"].item() == 7
     restored = ModelEMA(model, decay, warmup)
     restored.load_state_dict(ema.state_dict())

@@ -18,15 +18,33 @@ from deformable_detr.training.config import TrainConfig
 from deformable_detr.training.init import init_model_config, prepare_model
 
 SOURCE_NAMES = ["person", "bicycle", "car"]
-TARGET = [{"id": 1, "name": "car"}, {"id": 2, "name": "kite"}, {"id": 3, "name": "dog"}, {"id": 4, "name": "cat"},
-          {"id": 5, "name": "bus"}]
+TARGET = [
+    {"id": 1, "name": "car"},
+    {"id": 2, "name": "kite"},
+    {"id": 3, "name": "dog"},
+    {"id": 4, "name": "cat"},
+    {"id": 5, "name": "bus"},
+]
 
 
 def _source(two_stage: bool) -> DeformableDETR:
     torch.manual_seed(0)
-    config = ModelConfig(backbone="resnet50", backbone_depths=(1, 1, 1, 1), backbone_base_width=8, d_model=32, n_heads=2,
-                         enc_n_points=2, dec_n_points=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64,
-                         num_queries=8, num_classes=len(SOURCE_NAMES), with_box_refine=two_stage, two_stage=two_stage)
+    config = ModelConfig(
+        backbone="resnet50",
+        backbone_depths=(1, 1, 1, 1),
+        backbone_base_width=8,
+        d_model=32,
+        n_heads=2,
+        enc_n_points=2,
+        dec_n_points=2,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        dim_feedforward=64,
+        num_queries=8,
+        num_classes=len(SOURCE_NAMES),
+        with_box_refine=two_stage,
+        two_stage=two_stage,
+    )
     model = DeformableDETR(config, categories=[{"id": i + 1, "name": n} for i, n in enumerate(SOURCE_NAMES)])
     with torch.no_grad():
         for parameter in model.parameters():
@@ -37,13 +55,25 @@ def _source(two_stage: bool) -> DeformableDETR:
 def _write(source: DeformableDETR, fmt: str, tmp_path):
     if fmt == "training-checkpoint":
         path = tmp_path / "checkpoint.pth"
-        torch.save({"model": source.state_dict(), "config": TrainConfig(model=source.config).to_dict(),
-                    "categories": source.categories}, path)
+        torch.save(
+            {
+                "model": source.state_dict(),
+                "config": TrainConfig(model=source.config).to_dict(),
+                "categories": source.categories,
+            },
+            path,
+        )
     elif fmt == "run-folder":
         path = tmp_path / "run"
         path.mkdir()
-        torch.save({"model": source.state_dict(), "config": TrainConfig(model=source.config).to_dict(),
-                    "categories": source.categories}, path / "best.pth")
+        torch.save(
+            {
+                "model": source.state_dict(),
+                "config": TrainConfig(model=source.config).to_dict(),
+                "categories": source.categories,
+            },
+            path / "best.pth",
+        )
     elif fmt == "pretrained":
         path = tmp_path / "pretrained"
         source.save_pretrained(path)
@@ -54,10 +84,17 @@ def _write(source: DeformableDETR, fmt: str, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("fmt, two_stage", [("training-checkpoint", False), ("run-folder", False), ("pretrained", False),
-                                            ("official", False),
-                                            pytest.param("training-checkpoint", True, marks=pytest.mark.slow),
-                                            pytest.param("official", True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "fmt, two_stage",
+    [
+        ("training-checkpoint", False),
+        ("run-folder", False),
+        ("pretrained", False),
+        ("official", False),
+        pytest.param("training-checkpoint", True, marks=pytest.mark.slow),
+        pytest.param("official", True, marks=pytest.mark.slow),
+    ],
+)
 def test_init_from_each_format(tmp_path, fmt, two_stage):
     source = _source(two_stage)
     path = _write(source, fmt, tmp_path)

@@ -28,10 +28,14 @@ def _pair_cost(prob, box, label, target_box, alpha=0.25, gamma=2.0):
 def _brute_force(prob, boxes, labels, target_boxes):
     """Minimum total cost over every injective map targets -> queries."""
     num_queries, num_targets = len(boxes), len(target_boxes)
-    pair = [[float(_pair_cost(prob[q], boxes[q], labels[t], target_boxes[t])) for t in range(num_targets)]
-            for q in range(num_queries)]
-    return min(sum(pair[q][t] for t, q in enumerate(queries))
-               for queries in itertools.permutations(range(num_queries), num_targets))
+    pair = [
+        [float(_pair_cost(prob[q], boxes[q], labels[t], target_boxes[t])) for t in range(num_targets)]
+        for q in range(num_queries)
+    ]
+    return min(
+        sum(pair[q][t] for t, q in enumerate(queries))
+        for queries in itertools.permutations(range(num_queries), num_targets)
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -44,7 +48,10 @@ def test_matcher_matches_brute_force(seed):
         "pred_boxes": torch.stack([_random_boxes(num_queries, generator) for _ in range(2)]).double(),
     }
     targets = [
-        {"labels": torch.randint(0, num_classes, (n,), generator=generator), "boxes": _random_boxes(n, generator).double()}
+        {
+            "labels": torch.randint(0, num_classes, (n,), generator=generator),
+            "boxes": _random_boxes(n, generator).double(),
+        }
         for n in sizes
     ]
     indices = HungarianMatcher()(outputs, targets)
@@ -67,8 +74,9 @@ def test_focal_class_cost_formula():
     prob = torch.tensor([[0.3, 0.9]], dtype=torch.float64)
     cost = focal_class_cost(prob, torch.tensor([1, 0]))
     p = 0.9
-    expected_1 = 0.25 * (1 - p) ** 2 * -torch.log(torch.tensor(p + 1e-8, dtype=torch.float64)) - 0.75 * p**2 * -torch.log(
-        torch.tensor(1 - p + 1e-8, dtype=torch.float64))
+    expected_1 = 0.25 * (1 - p) ** 2 * -torch.log(
+        torch.tensor(p + 1e-8, dtype=torch.float64)
+    ) - 0.75 * p**2 * -torch.log(torch.tensor(1 - p + 1e-8, dtype=torch.float64))
     torch.testing.assert_close(cost[0, 0], expected_1)
 
 

@@ -1,6 +1,5 @@
 """Parameter groups and the learning-rate schedule."""
 
-
 import pytest
 
 from deformable_detr.models.detector import DeformableDETR

@@ -21,7 +21,9 @@ def _one_image(tiny_dataset, tmp_path, size=64):
     coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
     path = tmp_path / "one.json"
     path.write_text(json.dumps(coco))
-    dataset = CocoDetection(tiny_dataset / "train" / "images", path, make_transforms(False, (size,), 2 * size, val_size=size))
+    dataset = CocoDetection(
+        tiny_dataset / "train" / "images", path, make_transforms(False, (size,), 2 * size, val_size=size)
+    )
     return dataset, path
 
 
@@ -65,9 +67,15 @@ def test_overfit_one_image_with_every_training_option(tiny_dataset, tmp_path, ma
     """Denoising, mixed query selection, look-forward-twice and hybrid matching all on: the image is still learned."""
     torch.manual_seed(0)
     dataset, gt_path = _one_image(tiny_dataset, tmp_path)
-    config = make_tiny_model_config(num_classes=dataset.num_classes, num_queries=10, two_stage=True,
-                                    query_selection="mixed", denoising=True, look_forward_twice=True,
-                                    num_queries_one2many=20)
+    config = make_tiny_model_config(
+        num_classes=dataset.num_classes,
+        num_queries=10,
+        two_stage=True,
+        query_selection="mixed",
+        denoising=True,
+        look_forward_twice=True,
+        num_queries_one2many=20,
+    )
     model = DeformableDETR(config)
     criterion = SetCriterion.from_config(dataset.num_classes, LossConfig(dn_number=20))
     optimizer = build_optimizer(model, OptimConfig(lr=3e-3, lr_backbone=3e-3))

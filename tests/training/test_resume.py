@@ -28,12 +28,38 @@ HERE = Path(__file__).parent
 
 def _config(data_dir, out, **overrides) -> TrainConfig:
     """Tiny model with dropout (so the RNG state matters), 8 steps per epoch, 2 epochs, evaluated each epoch."""
-    model = ModelConfig.preset("tiny", backbone_base_width=8, d_model=32, n_heads=2, enc_n_points=2, dec_n_points=2,
-                               num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64, num_queries=10, dropout=0.1)
-    config = TrainConfig(model=model, optim=OptimConfig(lr=1e-3, lr_backbone=1e-3, warmup_steps=2), data_dir=str(data_dir),
-                         output_dir=str(out), train_scales=(56, 64), max_size=80, crop_resize=(48,), crop_size=(32, 48),
-                         val_size=64, epochs=2, batch_size=2, eval_every=1, workers=0, threads=1, seed=0, log_every=1,
-                         checkpoint_every=3)
+    model = ModelConfig.preset(
+        "tiny",
+        backbone_base_width=8,
+        d_model=32,
+        n_heads=2,
+        enc_n_points=2,
+        dec_n_points=2,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        dim_feedforward=64,
+        num_queries=10,
+        dropout=0.1,
+    )
+    config = TrainConfig(
+        model=model,
+        optim=OptimConfig(lr=1e-3, lr_backbone=1e-3, warmup_steps=2),
+        data_dir=str(data_dir),
+        output_dir=str(out),
+        train_scales=(56, 64),
+        max_size=80,
+        crop_resize=(48,),
+        crop_size=(32, 48),
+        val_size=64,
+        epochs=2,
+        batch_size=2,
+        eval_every=1,
+        workers=0,
+        threads=1,
+        seed=0,
+        log_every=1,
+        checkpoint_every=3,
+    )
     return dataclasses.replace(config, **overrides)
 
 
@@ -53,7 +79,9 @@ def _assert_same_run(reference: Path, resumed: Path) -> None:
             assert torch.equal(value, b["optimizer"]["state"][index][name]), (index, name)
     best_a = torch.load(reference / "best.pth", weights_only=True)
     best_b = torch.load(resumed / "best.pth", weights_only=True)
-    assert best_a["step"] == best_b["step"] and all(torch.equal(best_a["model"][k], best_b["model"][k]) for k in best_a["model"])
+    assert best_a["step"] == best_b["step"] and all(
+        torch.equal(best_a["model"][k], best_b["model"][k]) for k in best_a["model"]
+    )
 
     def records(folder):
         lines = (folder / "metrics.jsonl").read_text().splitlines()
@@ -108,7 +136,11 @@ def test_stop_by_max_steps_then_extend_equals_one_run(dataset16, tmp_path, one_t
 
 def _worker(config_path: Path, mode: str, n, *flags: str, kill_after: float | None = None) -> int:
     command = [sys.executable, str(HERE / "kill_worker.py"), str(config_path), mode, str(n), *flags]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1] / "src"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1] / "src"), os.environ.get("PYTHONPATH")])),
+    }
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if kill_after is not None:  # seconds after the run has started (written config.json)
         started = Path(json.loads(config_path.read_text())["output_dir"]) / "config.json"
@@ -125,8 +157,12 @@ def _worker(config_path: Path, mode: str, n, *flags: str, kill_after: float | No
 
 # Each case: kill points of the first run and of the first resume; "write" counts torch.save calls (the
 # checkpoints at steps 3 and 6, before epoch 0's evaluation, best.pth, after it, ...).
-CASES = [("step", seed) for seed in (0, 1)] + [("eval", seed) for seed in (0, 1)] + [("write", seed) for seed in (0, 1, 2)] + [
-    ("timer", 0), ("budget", 0)]
+CASES = (
+    [("step", seed) for seed in (0, 1)]
+    + [("eval", seed) for seed in (0, 1)]
+    + [("write", seed) for seed in (0, 1, 2)]
+    + [("timer", 0), ("budget", 0)]
+)
 
 
 @pytest.mark.slow
@@ -134,7 +170,11 @@ CASES = [("step", seed) for seed in (0, 1)] + [("eval", seed) for seed in (0, 1)
 def test_sigkill_anywhere_then_resume_is_bit_for_bit(dataset16, tmp_path_factory, mode, seed):
     chooser = random.Random(f"{mode}{seed}")
     tmp = tmp_path_factory.mktemp(f"kill_{mode}_{seed}")
-    overrides = dict(max_minutes=5.5 / 60, optim=OptimConfig(lr=1e-3, lr_backbone=1e-3, schedule="cosine")) if mode == "budget" else {}
+    overrides = (
+        dict(max_minutes=5.5 / 60, optim=OptimConfig(lr=1e-3, lr_backbone=1e-3, schedule="cosine"))
+        if mode == "budget"
+        else {}
+    )
     reference = _config(dataset16, tmp / "reference", **overrides)
     before = torch.get_num_threads()
     torch.set_num_threads(1)

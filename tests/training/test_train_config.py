@@ -14,8 +14,11 @@ from deformable_detr.training.optim import OptimConfig
 
 def test_round_trip_through_json_restores_every_type():
     config = TrainConfig.preset("demo", data_dir="d", output_dir="o", crop_size=(100, 150), max_steps=7)
-    config = dataclasses.replace(config, loss=LossConfig(cost_class=3.0, aux_loss=False),
-                                 optim=OptimConfig(lr=1e-3, betas=(0.8, 0.9), schedule="linear"))
+    config = dataclasses.replace(
+        config,
+        loss=LossConfig(cost_class=3.0, aux_loss=False),
+        optim=OptimConfig(lr=1e-3, betas=(0.8, 0.9), schedule="linear"),
+    )
     restored = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert restored == config
     assert isinstance(restored.model, ModelConfig) and isinstance(restored.optim.betas, tuple)
@@ -26,15 +29,18 @@ def test_partial_dict_takes_defaults():
     assert TrainConfig.from_dict({"epochs": 3}) == TrainConfig(epochs=3)
 
 
-@pytest.mark.parametrize("values, pattern", [
-    ({"epoch": 3}, r"unknown TrainConfig field\(s\) epoch; known fields: .*epochs"),
-    ({"optim": {"learning_rate": 1.0}}, r"unknown OptimConfig field\(s\) learning_rate"),
-    ({"loss": {"dice": 1.0}}, r"unknown LossConfig field\(s\) dice"),
-    ({"device": "gpu"}, r"TrainConfig.device = 'gpu'; use cpu, cuda or cuda:N"),
-    ({"threads": -1}, r"TrainConfig.threads = -1 must be >= 0"),
-    ({"max_minutes": float("nan")}, r"max_minutes = nan must be a finite number > 0"),
-    ({"optim": {"lr": float("inf")}}, r"OptimConfig.lr = inf must be finite"),
-])
+@pytest.mark.parametrize(
+    "values, pattern",
+    [
+        ({"epoch": 3}, r"unknown TrainConfig field\(s\) epoch; known fields: .*epochs"),
+        ({"optim": {"learning_rate": 1.0}}, r"unknown OptimConfig field\(s\) learning_rate"),
+        ({"loss": {"dice": 1.0}}, r"unknown LossConfig field\(s\) dice"),
+        ({"device": "gpu"}, r"TrainConfig.device = 'gpu'; use cpu, cuda or cuda:N"),
+        ({"threads": -1}, r"TrainConfig.threads = -1 must be >= 0"),
+        ({"max_minutes": float("nan")}, r"max_minutes = nan must be a finite number > 0"),
+        ({"optim": {"lr": float("inf")}}, r"OptimConfig.lr = inf must be finite"),
+    ],
+)
 def test_bad_values_are_config_errors(values, pattern):
     with pytest.raises(ConfigError, match=pattern):
         TrainConfig.from_dict(values)

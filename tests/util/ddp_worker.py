@@ -10,8 +10,20 @@ from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.training.criterion import LossConfig, SetCriterion
 from deformable_detr.util import distributed
 
-MODEL = dict(backbone_base_width=8, d_model=32, n_heads=2, enc_n_points=2, dec_n_points=2, num_encoder_layers=1,
-             num_decoder_layers=2, dim_feedforward=64, num_queries=10, dropout=0.0, backbone_frozen_bn=True, num_classes=3)
+MODEL = dict(
+    backbone_base_width=8,
+    d_model=32,
+    n_heads=2,
+    enc_n_points=2,
+    dec_n_points=2,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    dim_feedforward=64,
+    num_queries=10,
+    dropout=0.0,
+    backbone_frozen_bn=True,
+    num_classes=3,
+)
 
 
 def batch():

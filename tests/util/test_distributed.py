@@ -35,9 +35,21 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     out = tmp_path / "grads.pth"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-         str(HERE / "ddp_worker.py"), str(out)],
-        capture_output=True, text=True, timeout=240, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29517",
+            str(HERE / "ddp_worker.py"),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ddp_grads = torch.load(out, weights_only=True)

@@ -1,7 +1,7 @@
 """What every benchmark shares: the JSON header, interleaved timing, peak-RSS probes, the JSON writer.
 
-    times = interleaved_min({"ours": run_ours, "hf": run_hf}, repeats=5)   # seconds, min of interleaved runs
-    write_result(path, {"header": header(threads=2), "results": ...})
+times = interleaved_min({"ours": run_ours, "hf": run_hf}, repeats=5)   # seconds, min of interleaved runs
+write_result(path, {"header": header(threads=2), "results": ...})
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def cpu_model() -> str:
 def git_commit() -> str | None:
     """The checkout's HEAD commit (None outside a git checkout)."""
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None
@@ -70,8 +71,9 @@ def time_once(fn: Callable[[], object], sync: Callable[[], None] | None = None) 
     return time.perf_counter() - start
 
 
-def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                      sync: Callable[[], None] | None = None) -> dict[str, list[float]]:
+def interleaved_times(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None
+) -> dict[str, list[float]]:
     """Run each function `warmup` times, then `repeats` rounds of one call each, in turn, so that a busy
     moment of a shared machine hits every side alike. Returns the seconds of every timed call."""
     for fn in fns.values():
@@ -89,8 +91,9 @@ def summarize(seconds: list[float]) -> dict[str, float]:
     return {"min_s": min(seconds), "median_s": statistics.median(seconds), "max_s": max(seconds), "runs": len(seconds)}
 
 
-def interleaved_min(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                    sync: Callable[[], None] | None = None) -> dict[str, float]:
+def interleaved_min(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None
+) -> dict[str, float]:
     """Minimum seconds of each function over interleaved runs (see `interleaved_times`)."""
     return {name: min(t) for name, t in interleaved_times(fns, repeats, warmup, sync).items()}
 

@@ -10,8 +10,16 @@ from __future__ import annotations
 import torch
 
 PAPER_OUT_FEATURES = ["stage2", "stage3", "stage4"]  # C3-C5, as the paper's multi-scale model
-SMOKE_SIZES = dict(d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                   num_queries=20, encoder_attention_heads=4, decoder_attention_heads=4)
+SMOKE_SIZES = dict(
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    num_queries=20,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+)
 
 
 def hf_config(smoke: bool = False, num_labels: int = 91, **overrides):
@@ -20,8 +28,13 @@ def hf_config(smoke: bool = False, num_labels: int = 91, **overrides):
     from transformers import DeformableDetrConfig, ResNetConfig
 
     if smoke:
-        backbone = ResNetConfig(embedding_size=8, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1],
-                                layer_type="bottleneck", out_features=PAPER_OUT_FEATURES)
+        backbone = ResNetConfig(
+            embedding_size=8,
+            hidden_sizes=[32, 64, 128, 256],
+            depths=[1, 1, 1, 1],
+            layer_type="bottleneck",
+            out_features=PAPER_OUT_FEATURES,
+        )
         return DeformableDetrConfig(backbone_config=backbone, num_labels=num_labels, **{**SMOKE_SIZES, **overrides})
     backbone = ResNetConfig(layer_type="bottleneck", out_features=PAPER_OUT_FEATURES)  # HF's ResNet-50 defaults
     return DeformableDetrConfig(backbone_config=backbone, num_labels=num_labels, **overrides)

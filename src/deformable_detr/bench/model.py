@@ -34,8 +34,9 @@ from .harness import header, peak_rss_mib, rss_mib
 from .hf_reference import random_hf_model
 
 
-def _worker(impl: str, dtype: str, directory: str, height: int, width: int, repeats: int, threads: int,
-            out: str) -> None:
+def _worker(
+    impl: str, dtype: str, directory: str, height: int, width: int, repeats: int, threads: int, out: str
+) -> None:
     """One measurement in this process: build `impl`, warm up, time `repeats` forwards, save outputs + stats."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -67,15 +68,34 @@ def _worker(impl: str, dtype: str, directory: str, height: int, width: int, repe
             if repeat:
                 times.append(time.perf_counter() - start)
     peak_mb = peak_rss_mib()
-    torch.save({"pred_logits": logits.float(), "pred_boxes": boxes.float(), "times_s": times,
-                "peak_rss_mb": peak_mb, "rss_before_forward_mb": rss_before}, out)
+    torch.save(
+        {
+            "pred_logits": logits.float(),
+            "pred_boxes": boxes.float(),
+            "times_s": times,
+            "peak_rss_mb": peak_mb,
+            "rss_before_forward_mb": rss_before,
+        },
+        out,
+    )
 
 
 def _run_worker(impl: str, dtype: str, directory: str, height: int, width: int, repeats: int, threads: int) -> dict:
     out = os.path.join(directory, f"{impl}_{dtype}.pt")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    command = [sys.executable, "-m", "deformable_detr.bench.model", impl, dtype, directory,
-               str(height), str(width), str(repeats), str(threads), out]
+    command = [
+        sys.executable,
+        "-m",
+        "deformable_detr.bench.model",
+        impl,
+        dtype,
+        directory,
+        str(height),
+        str(width),
+        str(repeats),
+        str(threads),
+        out,
+    ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True)
     if completed.returncode:
         tail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -83,8 +103,9 @@ def _run_worker(impl: str, dtype: str, directory: str, height: int, width: int, 
     return torch.load(out, weights_only=True)
 
 
-def run_model_benchmark(height: int = 800, width: int = 1066, repeats: int = 3, threads: int = 2,
-                        smoke: bool = False, progress=None) -> dict[str, Any]:
+def run_model_benchmark(
+    height: int = 800, width: int = 1066, repeats: int = 3, threads: int = 2, smoke: bool = False, progress=None
+) -> dict[str, Any]:
     """Time and compare our model and HF's at the default config (or a tiny one with `smoke`).
 
     Args:
@@ -106,10 +127,15 @@ def run_model_benchmark(height: int = 800, width: int = 1066, repeats: int = 3, 
     say = progress or (lambda message: None)
     result: dict[str, Any] = {
         "header": header(threads=threads, transformers=transformers.__version__),
-        "setup": dict(image=[height, width], batch=1, threads=threads, repeats=repeats, warmup=1,
-                      config="tiny (smoke)" if smoke
-                      else "default: R50, 4 levels, d 256, 6+6 layers, 300 queries, 91 classes",
-                      mode="eval, torch.inference_mode, batch of one unpadded image, one subprocess per run"),
+        "setup": dict(
+            image=[height, width],
+            batch=1,
+            threads=threads,
+            repeats=repeats,
+            warmup=1,
+            config="tiny (smoke)" if smoke else "default: R50, 4 levels, d 256, 6+6 layers, 300 queries, 91 classes",
+            mode="eval, torch.inference_mode, batch of one unpadded image, one subprocess per run",
+        ),
     }
     with tempfile.TemporaryDirectory(prefix="bench_model_") as directory:
         say("writing identical random weights (HF save_pretrained)")
@@ -122,9 +148,11 @@ def run_model_benchmark(height: int = 800, width: int = 1066, repeats: int = 3, 
     for impl in ("ours", "hf"):
         fp32, bf16 = runs[impl, "float32"], runs[impl, "bfloat16"]
         result[impl] = dict(
-            fp32_ms=1e3 * min(fp32["times_s"]), fp32_median_ms=1e3 * statistics.median(fp32["times_s"]),
+            fp32_ms=1e3 * min(fp32["times_s"]),
+            fp32_median_ms=1e3 * statistics.median(fp32["times_s"]),
             fp32_ms_all=[1e3 * t for t in fp32["times_s"]],
-            bf16_ms=1e3 * min(bf16["times_s"]), bf16_median_ms=1e3 * statistics.median(bf16["times_s"]),
+            bf16_ms=1e3 * min(bf16["times_s"]),
+            bf16_median_ms=1e3 * statistics.median(bf16["times_s"]),
             bf16_ms_all=[1e3 * t for t in bf16["times_s"]],
             peak_rss_mb=fp32["peak_rss_mb"],
             forward_rss_growth_mb=max(0.0, fp32["peak_rss_mb"] - fp32["rss_before_forward_mb"]),
@@ -162,7 +190,6 @@ def format_model_benchmark(result: dict[str, Any]) -> str:
         f"max |d boxes| {result['max_abs_diff']['pred_boxes']:.2e}",
     ]
     return "\n".join(lines)
-
 
 
 if __name__ == "__main__":  # worker entry point used by _run_worker

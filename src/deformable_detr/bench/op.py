@@ -56,8 +56,9 @@ def make_case(case: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> t
     else:
         centres = []
         for height, width in ENCODER_LEVELS:  # every pixel centre of every level, level by level
-            ys, xs = torch.meshgrid((torch.arange(height) + 0.5) / height, (torch.arange(width) + 0.5) / width,
-                                    indexing="ij")
+            ys, xs = torch.meshgrid(
+                (torch.arange(height) + 0.5) / height, (torch.arange(width) + 0.5) / width, indexing="ij"
+            )
             centres.append(torch.stack([xs, ys], -1).reshape(-1, 2))
         reference_points = torch.cat(centres).expand(B, S, 2)  # (B, S, 2)
     Lq = reference_points.shape[1]
@@ -74,8 +75,13 @@ def make_case(case: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> t
     logits = torch.randn(B, Lq, M, L * P, generator=generator)
     attention_weights = logits.softmax(-1).view(B, Lq, M, L, P)
     value = torch.randn(B, S, M, D, generator=generator)
-    return (value.to(dtype), spatial_shapes, level_start_index, sampling_locations.to(dtype).contiguous(),
-            attention_weights.to(dtype))
+    return (
+        value.to(dtype),
+        spatial_shapes,
+        level_start_index,
+        sampling_locations.to(dtype).contiguous(),
+        attention_weights.to(dtype),
+    )
 
 
 def _bytes_moved(inputs: tuple[torch.Tensor, ...], backward: bool) -> int:
@@ -95,8 +101,9 @@ def _forward_backward(inputs: tuple[torch.Tensor, ...], backend: str) -> Callabl
     grad_output = torch.randn(B, sampling_locations.shape[1], M * D, dtype=value.dtype)
 
     def run() -> None:
-        out = multi_scale_deformable_attention(leaves[0], spatial_shapes, level_start_index, leaves[1], leaves[2],
-                                               backend=backend)
+        out = multi_scale_deformable_attention(
+            leaves[0], spatial_shapes, level_start_index, leaves[1], leaves[2], backend=backend
+        )
         out.backward(grad_output)
         for leaf in leaves:
             leaf.grad = None
@@ -122,7 +129,6 @@ def peak_memory_child(case: str, backend: str, threads: int) -> float:
     before = reset_peak_rss_mib()
     run()
     return peak_rss_mib() - before
-
 
 
 def run_op_benchmark(
@@ -152,16 +158,25 @@ def run_op_benchmark(
     report = progress or (lambda message: None)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    results: dict = {"header": header(threads=threads), "repeats": repeats, "threads": threads, "dtype": "float32",
-                     "cases": {}}
+    results: dict = {
+        "header": header(threads=threads),
+        "repeats": repeats,
+        "threads": threads,
+        "dtype": "float32",
+        "cases": {},
+    }
     try:
         for case in cases:
             inputs = make_case(case)
             value, sampling_locations = inputs[0], inputs[3]
-            entry: dict = {"shape": {"value": list(value.shape), "sampling_locations": list(sampling_locations.shape)},
-                           "backends": {}}
+            entry: dict = {
+                "shape": {"value": list(value.shape), "sampling_locations": list(sampling_locations.shape)},
+                "backends": {},
+            }
             report(f"{case}: {', '.join(backends)} (interleaved)")
-            forwards = {b: (lambda b=b, inputs=inputs: multi_scale_deformable_attention(*inputs, backend=b)) for b in backends}
+            forwards = {
+                b: (lambda b=b, inputs=inputs: multi_scale_deformable_attention(*inputs, backend=b)) for b in backends
+            }
             forward_times = interleaved_times(forwards, repeats)
             passes = {b: _forward_backward(inputs, b) for b in backends}
             forward_backward_times = interleaved_times(passes, repeats)
@@ -192,12 +207,17 @@ def run_op_benchmark(
 
 def format_op_benchmark(results: dict) -> str:
     """A plain-text table of `run_op_benchmark`'s result."""
-    header = (f"{'case':<16} {'backend':<10} {'fwd ms':>9} {'x ref':>6} {'GB/s':>6} "
-              f"{'fwd+bwd ms':>11} {'x ref':>6} {'GB/s':>6} {'peak MiB':>9}")
+    header = (
+        f"{'case':<16} {'backend':<10} {'fwd ms':>9} {'x ref':>6} {'GB/s':>6} "
+        f"{'fwd+bwd ms':>11} {'x ref':>6} {'GB/s':>6} {'peak MiB':>9}"
+    )
     machine = results["header"]
-    lines = [f"multi-scale deformable attention, float32, {results['threads']} threads, min of {results['repeats']} "
-             f"interleaved runs; {machine['machine']}, load average {machine['load_average'][0]:.1f}",
-             header, "-" * len(header)]
+    lines = [
+        f"multi-scale deformable attention, float32, {results['threads']} threads, min of {results['repeats']} "
+        f"interleaved runs; {machine['machine']}, load average {machine['load_average'][0]:.1f}",
+        header,
+        "-" * len(header),
+    ]
     for case, entry in results["cases"].items():
         for backend, t in entry["backends"].items():
             memory = f"{t['peak_memory_mb']:.0f}" if "peak_memory_mb" in t else "-"

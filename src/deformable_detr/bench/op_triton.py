@@ -125,7 +125,9 @@ def _passes(backend: str, inputs, grad_output):
 
         def forward():
             with torch.no_grad():
-                return reference.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+                return reference.forward(
+                    value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+                )
 
         def forward_backward():
             output = reference.forward(leaves[0], spatial_shapes, level_start_index, leaves[1], leaves[2])
@@ -253,8 +255,14 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_and_write(repeats: int, dtypes: tuple[str, ...], cases: tuple[str, ...], locations: tuple[str, ...],
-                  smoke: bool, out: Path | None) -> tuple[list[dict], Path]:
+def run_and_write(
+    repeats: int,
+    dtypes: tuple[str, ...],
+    cases: tuple[str, ...],
+    locations: tuple[str, ...],
+    smoke: bool,
+    out: Path | None,
+) -> tuple[list[dict], Path]:
     """Run the benchmark and write `{"header", "smoke", "rows"}` JSON; returns the rows and the path.
 
     Raises:
@@ -271,6 +279,13 @@ def run_and_write(repeats: int, dtypes: tuple[str, ...], cases: tuple[str, ...],
 
     device_name = "cpu-interpreter" if smoke else torch.cuda.get_device_name()
     out = out or Path("benchmarks/results") / f"op_triton_{device_name.replace(' ', '_')}.json"
-    write_result(out, {"header": header(triton=triton.__version__, device=device_name), "repeats": repeats,
-                       "smoke": smoke, "rows": rows})
+    write_result(
+        out,
+        {
+            "header": header(triton=triton.__version__, device=device_name),
+            "repeats": repeats,
+            "smoke": smoke,
+            "rows": rows,
+        },
+    )
     return rows, out

@@ -52,8 +52,13 @@ def _write_images(directory: Path, count: int, height: int, width: int) -> list[
     return paths
 
 
-def numpy_postprocess(logits: np.ndarray, boxes_cxcywh: np.ndarray, sizes_hw: list[tuple[int, int]],
-                      top_k: int = 100, threshold: float = 0.5) -> list[dict[str, np.ndarray]]:
+def numpy_postprocess(
+    logits: np.ndarray,
+    boxes_cxcywh: np.ndarray,
+    sizes_hw: list[tuple[int, int]],
+    top_k: int = 100,
+    threshold: float = 0.5,
+) -> list[dict[str, np.ndarray]]:
     """The model's postprocess in numpy: sigmoid, top-k over (query, class), cxcywh -> xyxy pixels.
 
     Args:
@@ -85,8 +90,8 @@ def _onnx_predict(session, model, paths: list[str], threshold: float) -> list[di
     images = np.zeros((len(tensors), 3, height, width), np.float32)
     padding_mask = np.ones((len(tensors), height, width), bool)
     for index, tensor in enumerate(tensors):
-        images[index, :, :tensor.shape[1], :tensor.shape[2]] = tensor
-        padding_mask[index, :tensor.shape[1], :tensor.shape[2]] = False
+        images[index, :, : tensor.shape[1], : tensor.shape[2]] = tensor
+        padding_mask[index, : tensor.shape[1], : tensor.shape[2]] = False
     logits, boxes = session.run(None, {"images": images, "padding_mask": padding_mask})
     return numpy_postprocess(logits, boxes, [(p.height, p.width) for p in pictures], threshold=threshold)
 
@@ -101,8 +106,9 @@ def _compiled(model):
     return compiled
 
 
-def _methods(directory: str, onnx_path: str, model, threads: int, threshold: float,
-             methods: tuple[str, ...]) -> dict[str, Callable[[list[str]], object]]:
+def _methods(
+    directory: str, onnx_path: str, model, threads: int, threshold: float, methods: tuple[str, ...]
+) -> dict[str, Callable[[list[str]], object]]:
     """name -> callable(paths) running the whole pipeline for one batch of files."""
     runs: dict[str, Callable[[list[str]], object]] = {}
     if "ours-fp32" in methods:
@@ -127,7 +133,9 @@ def _methods(directory: str, onnx_path: str, model, threads: int, threshold: flo
         hf_model = DeformableDetrForObjectDetection.from_pretrained(directory).eval()
         processor = DeformableDetrImageProcessor(
             size={"shortest_edge": model.preprocess.min_size, "longest_edge": model.preprocess.max_size},
-            image_mean=list(model.preprocess.mean), image_std=list(model.preprocess.std))
+            image_mean=list(model.preprocess.mean),
+            image_std=list(model.preprocess.std),
+        )
 
         def hf_predict(paths):
             pictures = [Image.open(path).convert("RGB") for path in paths]
@@ -135,15 +143,22 @@ def _methods(directory: str, onnx_path: str, model, threads: int, threshold: flo
                 inputs = processor(images=pictures, return_tensors="pt")
                 outputs = hf_model(**inputs)
                 return processor.post_process_object_detection(
-                    outputs, threshold=threshold, target_sizes=[(p.height, p.width) for p in pictures])
+                    outputs, threshold=threshold, target_sizes=[(p.height, p.width) for p in pictures]
+                )
 
         runs["hf"] = hf_predict
     return runs
 
 
-def run_predict_benchmark(sizes: tuple[int, ...] = (512, 800), batch_sizes: tuple[int, ...] = (1, 8),
-                          repeats: int = 3, threads: int = 2, smoke: bool = False,
-                          methods: tuple[str, ...] = METHODS, progress=None) -> dict[str, Any]:
+def run_predict_benchmark(
+    sizes: tuple[int, ...] = (512, 800),
+    batch_sizes: tuple[int, ...] = (1, 8),
+    repeats: int = 3,
+    threads: int = 2,
+    smoke: bool = False,
+    methods: tuple[str, ...] = METHODS,
+    progress=None,
+) -> dict[str, Any]:
     """Images/s of each method end to end, for every (shorter side, batch size).
 
     Args:
@@ -172,12 +187,19 @@ def run_predict_benchmark(sizes: tuple[int, ...] = (512, 800), batch_sizes: tupl
     say = progress or (lambda message: None)
     torch.set_num_threads(threads)
     result: dict[str, Any] = {
-        "header": header(threads=threads, transformers=transformers.__version__,
-                         onnxruntime=__import__("onnxruntime").__version__),
-        "setup": dict(sizes=list(sizes), batch_sizes=list(batch_sizes), repeats=repeats, warmup=1, threads=threads,
-                      config="tiny (smoke)" if smoke else "default: R50, 4 levels, d 256, 6+6 layers, 300 queries",
-                      images="JPEG files 480x640 (HxW), decoded, resized to the shorter side, normalised",
-                      pipeline="decode -> preprocess -> model -> postprocess (threshold 0.5, top 100)"),
+        "header": header(
+            threads=threads, transformers=transformers.__version__, onnxruntime=__import__("onnxruntime").__version__
+        ),
+        "setup": dict(
+            sizes=list(sizes),
+            batch_sizes=list(batch_sizes),
+            repeats=repeats,
+            warmup=1,
+            threads=threads,
+            config="tiny (smoke)" if smoke else "default: R50, 4 levels, d 256, 6+6 layers, 300 queries",
+            images="JPEG files 480x640 (HxW), decoded, resized to the shorter side, normalised",
+            pipeline="decode -> preprocess -> model -> postprocess (threshold 0.5, top 100)",
+        ),
         "results": [],
     }
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
@@ -198,11 +220,20 @@ def run_predict_benchmark(sizes: tuple[int, ...] = (512, 800), batch_sizes: tupl
             for batch in batch_sizes:
                 say(f"{size} px, batch {batch}: {', '.join(runs)} x {repeats} rounds")
                 batch_paths = paths[:batch]
-                times = interleaved_times({name: (lambda fn=fn, batch_paths=batch_paths: fn(batch_paths)) for name, fn in runs.items()},
-                                          repeats=repeats)
+                times = interleaved_times(
+                    {name: (lambda fn=fn, batch_paths=batch_paths: fn(batch_paths)) for name, fn in runs.items()},
+                    repeats=repeats,
+                )
                 for name, seconds in times.items():
-                    result["results"].append({"size": size, "batch": batch, "method": name,
-                                              "images_per_s": batch / min(seconds), "seconds": summarize(seconds)})
+                    result["results"].append(
+                        {
+                            "size": size,
+                            "batch": batch,
+                            "method": name,
+                            "images_per_s": batch / min(seconds),
+                            "seconds": summarize(seconds),
+                        }
+                    )
     result["ratios"] = _ratios(result["results"])
     return result
 
@@ -226,12 +257,16 @@ def format_predict_benchmark(result: dict[str, Any]) -> str:
     methods = [m for m in METHODS if any(r["method"] == m for r in result["results"])]
     speed = {(r["size"], r["batch"], r["method"]): r["images_per_s"] for r in result["results"]}
     head = result["header"]
-    lines = [f"bench predict: {head['machine']}, {head['threads']} threads, load {head['load_average']}, "
-             f"{result['setup']['config']}; images/s end to end (min of {result['setup']['repeats']} interleaved rounds)",
-             " size  batch  " + "  ".join(f"{m:>12}" for m in methods) + "  ours/hf  ours/ort"]
+    lines = [
+        f"bench predict: {head['machine']}, {head['threads']} threads, load {head['load_average']}, "
+        f"{result['setup']['config']}; images/s end to end (min of {result['setup']['repeats']} interleaved rounds)",
+        " size  batch  " + "  ".join(f"{m:>12}" for m in methods) + "  ours/hf  ours/ort",
+    ]
     for ratio in result["ratios"]:
         key = (ratio["size"], ratio["batch"])
         cells = "  ".join(f"{speed.get((*key, m), float('nan')):12.2f}" for m in methods)
-        lines.append(f"{key[0]:5d}  {key[1]:5d}  {cells}  {ratio.get('ours_fp32_over_hf', float('nan')):7.2f}"
-                     f"  {ratio.get('ours_fp32_over_onnxruntime', float('nan')):8.2f}")
+        lines.append(
+            f"{key[0]:5d}  {key[1]:5d}  {cells}  {ratio.get('ours_fp32_over_hf', float('nan')):7.2f}"
+            f"  {ratio.get('ours_fp32_over_onnxruntime', float('nan')):8.2f}"
+        )
     return "\n".join(lines)

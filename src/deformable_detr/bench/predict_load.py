@@ -28,8 +28,17 @@ from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
 
-FORMATS = [("jpg", "RGB"), ("png", "RGB"), ("png", "L"), ("png", "RGBA"), ("png", "P"), ("bmp", "RGB"),
-           ("webp", "RGB"), ("tif", "RGB"), ("png", "I;16")]
+FORMATS = [
+    ("jpg", "RGB"),
+    ("png", "RGB"),
+    ("png", "L"),
+    ("png", "RGBA"),
+    ("png", "P"),
+    ("bmp", "RGB"),
+    ("webp", "RGB"),
+    ("tif", "RGB"),
+    ("png", "I;16"),
+]
 BAD_EVERY = 37
 
 
@@ -77,22 +86,40 @@ def run(count: int, batch_size: int = 8, threads: int = 1) -> dict:
     """Generate `count` files, predict over 10 % then all of them; counts, RSS and time."""
     torch.set_num_threads(threads)
     model = tiny_model()
-    result = {"header": header(threads=threads), "images": count, "batch_size": batch_size,
-              "model": "tiny preset (1.7M parameters), 128 px shorter side", "runs": []}
+    result = {
+        "header": header(threads=threads),
+        "images": count,
+        "batch_size": batch_size,
+        "model": "tiny preset (1.7M parameters), 128 px shorter side",
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory() as scratch:
         good, bad = make_images(Path(scratch) / "images", count)
         first = sorted(good + bad)[: max(1, count // 10)]
         for name, inputs in (("first 10 %", first), ("all", [Path(scratch) / "images"])):
             start = time.perf_counter()
-            summary = predict_files(model, [str(p) for p in inputs], Path(scratch) / f"out_{len(result['runs'])}",
-                                    threshold=0.5, batch_size=batch_size, progress=False)
+            summary = predict_files(
+                model,
+                [str(p) for p in inputs],
+                Path(scratch) / f"out_{len(result['runs'])}",
+                threshold=0.5,
+                batch_size=batch_size,
+                progress=False,
+            )
             expected_bad = [p for p in bad if p in first] if name != "all" else bad
-            result["runs"].append({
-                "run": name, "files": summary.images + len(summary.errors), "processed": summary.images,
-                "failed": len(summary.errors), "bad_files_listed": sorted(e["file"] for e in summary.errors)
-                == sorted(str(p.resolve()) for p in expected_bad),
-                "seconds": round(time.perf_counter() - start, 1),
-                "peak_rss_mib_after": round(peak_rss_mib(), 1), "rss_mib_after": round(rss_mib(), 1)})
+            result["runs"].append(
+                {
+                    "run": name,
+                    "files": summary.images + len(summary.errors),
+                    "processed": summary.images,
+                    "failed": len(summary.errors),
+                    "bad_files_listed": sorted(e["file"] for e in summary.errors)
+                    == sorted(str(p.resolve()) for p in expected_bad),
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "peak_rss_mib_after": round(peak_rss_mib(), 1),
+                    "rss_mib_after": round(rss_mib(), 1),
+                }
+            )
         result["good_files"], result["bad_files"] = len(good), len(bad)
     return result
 
@@ -106,8 +133,10 @@ def main() -> None:
     result = run(args.images, threads=args.threads)
     print(f"{'run':<12} {'files':>6} {'processed':>9} {'failed':>6} {'bad listed':>10} {'s':>7} {'peak RSS MiB':>12}")
     for r in result["runs"]:
-        print(f"{r['run']:<12} {r['files']:>6} {r['processed']:>9} {r['failed']:>6} {str(r['bad_files_listed']):>10} "
-              f"{r['seconds']:>7} {r['peak_rss_mib_after']:>12}")
+        print(
+            f"{r['run']:<12} {r['files']:>6} {r['processed']:>9} {r['failed']:>6} {str(r['bad_files_listed']):>10} "
+            f"{r['seconds']:>7} {r['peak_rss_mib_after']:>12}"
+        )
     print(f"wrote {write_result(args.out, result)}")
 
 

@@ -27,7 +27,10 @@ from typing import Any
 
 from deformable_detr.bench.harness import header
 
-MODES = {"batched": ["--max-batch", "8", "--max-wait-ms", "10"], "unbatched": ["--max-batch", "1", "--max-wait-ms", "0"]}
+MODES = {
+    "batched": ["--max-batch", "8", "--max-wait-ms", "10"],
+    "unbatched": ["--max-batch", "1", "--max-wait-ms", "0"],
+}
 # name -> (ModelConfig preset, preprocess min_size, max_size, test image (width, height))
 MODELS = {
     "smoke": ("tiny", 64, 96, (96, 72)),
@@ -58,7 +61,9 @@ def _save_model(name: str, directory: Path) -> Path:
 
     preset, min_size, max_size, _ = MODELS[name]
     torch.manual_seed(0)
-    model = DeformableDETR(ModelConfig.preset(preset), preprocess=PreprocessConfig(min_size=min_size, max_size=max_size))
+    model = DeformableDETR(
+        ModelConfig.preset(preset), preprocess=PreprocessConfig(min_size=min_size, max_size=max_size)
+    )
     model.save_pretrained(directory / name)
     return directory / name
 
@@ -69,9 +74,24 @@ def _server(checkpoint: Path, mode_arguments: list[str]):
     import httpx
 
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "deformable_detr.cli", "serve", "--checkpoint", str(checkpoint),
-                                "--port", str(port), "--max-queue", "256", *mode_arguments],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deformable_detr.cli",
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--max-queue",
+            "256",
+            *mode_arguments,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 900
@@ -103,11 +123,15 @@ async def _load(url: str, images: list[bytes], requests: int, concurrency: int) 
     batch_sizes: list[int] = []
     semaphore = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+
         async def one(index: int) -> None:
             async with semaphore:
                 started = time.perf_counter()
-                response = await client.post(url + "/v1/detect", data={"threshold": "0.3"},
-                                             files={"image": ("bench.jpg", images[index % len(images)], "image/jpeg")})
+                response = await client.post(
+                    url + "/v1/detect",
+                    data={"threshold": "0.3"},
+                    files={"image": ("bench.jpg", images[index % len(images)], "image/jpeg")},
+                )
                 latencies.append(time.perf_counter() - started)
                 statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
                 if response.status_code == 200:
@@ -118,9 +142,13 @@ async def _load(url: str, images: list[bytes], requests: int, concurrency: int) 
         wall = time.perf_counter() - started
     ordered = sorted(latencies)
     return {
-        "requests": requests, "concurrency": concurrency, "statuses": {str(k): v for k, v in statuses.items()},
-        "wall_s": wall, "throughput_rps": requests / wall,
-        "p50_ms": 1e3 * statistics.median(ordered), "p95_ms": 1e3 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "requests": requests,
+        "concurrency": concurrency,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "wall_s": wall,
+        "throughput_rps": requests / wall,
+        "p50_ms": 1e3 * statistics.median(ordered),
+        "p95_ms": 1e3 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
         "mean_batch_size": statistics.fmean(batch_sizes) if batch_sizes else 0.0,
     }
 
@@ -140,9 +168,12 @@ def _images(size: tuple[int, int], count: int = 4) -> list[bytes]:
     return encoded
 
 
-def run_serve_benchmark(models: tuple[str, ...] = ("demo", "r50"), concurrencies: tuple[int, ...] = (1, 4, 8),
-                        requests: dict[str, int] | None = None,
-                        progress: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+def run_serve_benchmark(
+    models: tuple[str, ...] = ("demo", "r50"),
+    concurrencies: tuple[int, ...] = (1, 4, 8),
+    requests: dict[str, int] | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
     """Measure every model x concurrency x mode; see the module docstring.
 
     Args:
@@ -161,8 +192,13 @@ def run_serve_benchmark(models: tuple[str, ...] = ("demo", "r50"), concurrencies
             progress(f"{name}: starting a batched and an unbatched server")
             with _server(checkpoint, MODES["batched"]) as batched, _server(checkpoint, MODES["unbatched"]) as unbatched:
                 servers = {"batched": batched, "unbatched": unbatched}
-                memory = {mode: {"rss_before_mib": _proc_status_mib(pid, "VmRSS"),
-                                 "peak_before_mib": _proc_status_mib(pid, "VmHWM")} for mode, (pid, _) in servers.items()}
+                memory = {
+                    mode: {
+                        "rss_before_mib": _proc_status_mib(pid, "VmRSS"),
+                        "peak_before_mib": _proc_status_mib(pid, "VmHWM"),
+                    }
+                    for mode, (pid, _) in servers.items()
+                }
                 for _, url in servers.values():  # one warm request each (the server already ran its warm-up)
                     asyncio.run(_load(url, images, 1, 1))
                 runs = []
@@ -171,11 +207,16 @@ def run_serve_benchmark(models: tuple[str, ...] = ("demo", "r50"), concurrencies
                         progress(f"{name}: {requests[name]} requests at concurrency {concurrency}, {mode}")
                         runs.append({"mode": mode, **asyncio.run(_load(url, images, requests[name], concurrency))})
                 for mode, (pid, _) in servers.items():
-                    memory[mode].update(rss_after_mib=_proc_status_mib(pid, "VmRSS"),
-                                        peak_after_mib=_proc_status_mib(pid, "VmHWM"))
-            result["models"][name] = {"preset": MODELS[name][0], "image": list(MODELS[name][3]),
-                                      "preprocess": {"min_size": MODELS[name][1], "max_size": MODELS[name][2]},
-                                      "runs": runs, "memory": memory}
+                    memory[mode].update(
+                        rss_after_mib=_proc_status_mib(pid, "VmRSS"), peak_after_mib=_proc_status_mib(pid, "VmHWM")
+                    )
+            result["models"][name] = {
+                "preset": MODELS[name][0],
+                "image": list(MODELS[name][3]),
+                "preprocess": {"min_size": MODELS[name][1], "max_size": MODELS[name][2]},
+                "runs": runs,
+                "memory": memory,
+            }
     return result
 
 
@@ -184,10 +225,14 @@ def format_serve_benchmark(result: dict[str, Any]) -> str:
     lines = [f"{'model':<6} {'conc':>4} {'mode':<9} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'batch':>5} {'ok':>5}"]
     for name, entry in result["models"].items():
         for run in entry["runs"]:
-            lines.append(f"{name:<6} {run['concurrency']:>4} {run['mode']:<9} {run['throughput_rps']:>7.2f} "
-                         f"{run['p50_ms']:>8.0f} {run['p95_ms']:>8.0f} {run['mean_batch_size']:>5.2f} "
-                         f"{run['statuses'].get('200', 0):>5}")
+            lines.append(
+                f"{name:<6} {run['concurrency']:>4} {run['mode']:<9} {run['throughput_rps']:>7.2f} "
+                f"{run['p50_ms']:>8.0f} {run['p95_ms']:>8.0f} {run['mean_batch_size']:>5.2f} "
+                f"{run['statuses'].get('200', 0):>5}"
+            )
         for mode, memory in entry["memory"].items():
-            lines.append(f"{name:<6} {mode}: RSS {memory['rss_before_mib']:.0f} -> {memory['rss_after_mib']:.0f} MiB, "
-                         f"peak {memory['peak_before_mib']:.0f} -> {memory['peak_after_mib']:.0f} MiB")
+            lines.append(
+                f"{name:<6} {mode}: RSS {memory['rss_before_mib']:.0f} -> {memory['rss_after_mib']:.0f} MiB, "
+                f"peak {memory['peak_before_mib']:.0f} -> {memory['peak_after_mib']:.0f} MiB"
+            )
     return "\n".join(lines)

@@ -30,8 +30,12 @@ def _batch(batch_size: int, image_size: int, num_classes: int, seed: int = 0):
     for _ in range(batch_size):
         centres = torch.rand(3, 2, generator=generator) * 0.6 + 0.2
         sizes = torch.rand(3, 2, generator=generator) * 0.2 + 0.05
-        targets.append({"labels": torch.randint(0, num_classes, (3,), generator=generator),
-                        "boxes": torch.cat([centres, sizes], dim=1)})
+        targets.append(
+            {
+                "labels": torch.randint(0, num_classes, (3,), generator=generator),
+                "boxes": torch.cat([centres, sizes], dim=1),
+            }
+        )
     return images, targets
 
 
@@ -55,6 +59,7 @@ def _our_step(model, criterion, optimizer, images, targets, amp: bool = False):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
     return step
 
 
@@ -67,6 +72,7 @@ def _hf_step(model, optimizer, images, targets):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
     return step
 
 
@@ -79,23 +85,32 @@ def _timed(step, cpu_times: list | None = None) -> float:
     return time.perf_counter() - started
 
 
-def benchmark_training(image_size: int = 512, batch_size: int = 2, threads: int = 2, repeats: int = 3,
-                       demo_steps: int = 4) -> dict:
+def benchmark_training(
+    image_size: int = 512, batch_size: int = 2, threads: int = 2, repeats: int = 3, demo_steps: int = 4
+) -> dict:
     """Time training steps; returns a JSON-ready dict (seconds per step, speed-up, demo images/s)."""
     torch.set_num_threads(threads)
     hf = _hf_model().train()
     from ..interop.transformers import transformers_to_ours
 
     ours = DeformableDETR.from_state_dict(*transformers_to_ours(hf)).train()
-    trainable = {"ours": sum(p.numel() for p in ours.parameters() if p.requires_grad),
-                 "hf": sum(p.numel() for p in hf.parameters() if p.requires_grad)}
+    trainable = {
+        "ours": sum(p.numel() for p in ours.parameters() if p.requires_grad),
+        "hf": sum(p.numel() for p in hf.parameters() if p.requires_grad),
+    }
     if trainable["ours"] != trainable["hf"]:
         raise RuntimeError(f"bench train: trainable parameters differ (ours {trainable['ours']}, HF {trainable['hf']})")
     images, targets = _batch(batch_size, image_size, 91)
     optim = OptimConfig()
-    hf_optimizer = torch.optim.AdamW([p for p in hf.parameters() if p.requires_grad], lr=optim.lr, weight_decay=optim.weight_decay)
-    steps = {"ours": _our_step(ours, SetCriterion.from_config(91, LossConfig()), build_optimizer(ours, optim), images, targets),
-             "hf": _hf_step(hf, hf_optimizer, images, targets)}
+    hf_optimizer = torch.optim.AdamW(
+        [p for p in hf.parameters() if p.requires_grad], lr=optim.lr, weight_decay=optim.weight_decay
+    )
+    steps = {
+        "ours": _our_step(
+            ours, SetCriterion.from_config(91, LossConfig()), build_optimizer(ours, optim), images, targets
+        ),
+        "hf": _hf_step(hf, hf_optimizer, images, targets),
+    }
     times, cpu_times = {"ours": [], "hf": []}, {"ours": [], "hf": []}
     for step in steps.values():
         _timed(step)  # warm-up: allocator, kernel caches
@@ -108,11 +123,18 @@ def benchmark_training(image_size: int = 512, batch_size: int = 2, threads: int 
         "config": "paper default (R50 frozen BN, stem+layer1 frozen, 4 levels, d 256, 6+6 layers, 300 queries, 91 classes, dropout 0.1)",
         "trainable_parameters": trainable["ours"],
         "header": header(threads=threads),
-        "image_size": image_size, "batch_size": batch_size, "threads": threads, "repeats": repeats,
-        "ours_s_per_step": min(times["ours"]), "hf_s_per_step": min(times["hf"]),
-        "ours_median_s_per_step": statistics.median(times["ours"]), "hf_median_s_per_step": statistics.median(times["hf"]),
-        "ours_times_s": times["ours"], "hf_times_s": times["hf"],
-        "ours_cpu_s_per_step": statistics.median(cpu_times["ours"]), "hf_cpu_s_per_step": statistics.median(cpu_times["hf"]),
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "threads": threads,
+        "repeats": repeats,
+        "ours_s_per_step": min(times["ours"]),
+        "hf_s_per_step": min(times["hf"]),
+        "ours_median_s_per_step": statistics.median(times["ours"]),
+        "hf_median_s_per_step": statistics.median(times["hf"]),
+        "ours_times_s": times["ours"],
+        "hf_times_s": times["hf"],
+        "ours_cpu_s_per_step": statistics.median(cpu_times["ours"]),
+        "hf_cpu_s_per_step": statistics.median(cpu_times["hf"]),
         "note": "wall time is what counts on an idle machine; CPU time (all threads) is less sensitive to other load",
     }
     result["speedup"] = result["hf_s_per_step"] / result["ours_s_per_step"]
@@ -130,24 +152,38 @@ def benchmark_demo_preset(steps: int = 4) -> dict:
     model = DeformableDETR(model_config).train()
     size = max(config.train_scales)
     images, targets = _batch(config.batch_size, size, 6)
-    step = _our_step(model, SetCriterion.from_config(6, config.loss), build_optimizer(model, config.optim), images, targets, config.amp)
+    step = _our_step(
+        model,
+        SetCriterion.from_config(6, config.loss),
+        build_optimizer(model, config.optim),
+        images,
+        targets,
+        config.amp,
+    )
     _timed(step)
     times = [_timed(step) for _ in range(steps)]
     seconds = min(times)
-    return {"batch_size": config.batch_size, "image_size": size, "amp": config.amp, "s_per_step": seconds,
-            "images_per_s": config.batch_size / seconds}
+    return {
+        "batch_size": config.batch_size,
+        "image_size": size,
+        "amp": config.amp,
+        "s_per_step": seconds,
+        "images_per_s": config.batch_size / seconds,
+    }
 
 
 def format_training_benchmark(result: dict) -> str:
     """The result as a small text table."""
     demo = result["demo"]
-    return "\n".join([
-        f"training step, {result['batch_size']} x {result['image_size']}px, {result['threads']} threads, min of {result['repeats']} interleaved:",
-        f"  ours  {result['ours_s_per_step']:8.3f} s/step",
-        f"  HF    {result['hf_s_per_step']:8.3f} s/step",
-        f"  speed-up {result['speedup']:.2f}x (CPU time: ours {result['ours_cpu_s_per_step']:.2f} s, HF {result['hf_cpu_s_per_step']:.2f} s)",
-        f"  medians: ours {result['ours_median_s_per_step']:.3f} s, HF {result['hf_median_s_per_step']:.3f} s, "
-        f"speed-up {result['speedup_median']:.2f}x",
-        f"demo preset: batch {demo['batch_size']} x {demo['image_size']}px, amp={demo['amp']}: "
-        f"{demo['s_per_step']:.3f} s/step = {demo['images_per_s']:.1f} images/s",
-    ])
+    return "\n".join(
+        [
+            f"training step, {result['batch_size']} x {result['image_size']}px, {result['threads']} threads, min of {result['repeats']} interleaved:",
+            f"  ours  {result['ours_s_per_step']:8.3f} s/step",
+            f"  HF    {result['hf_s_per_step']:8.3f} s/step",
+            f"  speed-up {result['speedup']:.2f}x (CPU time: ours {result['ours_cpu_s_per_step']:.2f} s, HF {result['hf_cpu_s_per_step']:.2f} s)",
+            f"  medians: ours {result['ours_median_s_per_step']:.3f} s, HF {result['hf_median_s_per_step']:.3f} s, "
+            f"speed-up {result['speedup_median']:.2f}x",
+            f"demo preset: batch {demo['batch_size']} x {demo['image_size']}px, amp={demo['amp']}: "
+            f"{demo['s_per_step']:.3f} s/step = {demo['images_per_s']:.1f} images/s",
+        ]
+    )

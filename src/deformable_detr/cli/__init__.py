@@ -73,5 +73,17 @@ def one_line(error: BaseException) -> str:
 
 
 # Every command, in `--help` order.
-COMMANDS = [data.register_make_dataset, evaluate.register, data.register_check_data, data.register_convert, demo.register, train.register,
-            predict.register, explain.register, export.register, serve.register, bench.register, experiment.register]
+COMMANDS = [
+    data.register_make_dataset,
+    evaluate.register,
+    data.register_check_data,
+    data.register_convert,
+    demo.register,
+    train.register,
+    predict.register,
+    explain.register,
+    export.register,
+    serve.register,
+    bench.register,
+    experiment.register,
+]

@@ -7,17 +7,24 @@ from pathlib import Path
 
 
 def register_make_dataset(subparsers) -> None:
-    parser = subparsers.add_parser("make-dataset", help="render the synthetic shapes dataset (COCO format)",
-                                   description="Render OUT/{train,val}/images/*.jpg and OUT/{train,val}/annotations.json.")
+    parser = subparsers.add_parser(
+        "make-dataset",
+        help="render the synthetic shapes dataset (COCO format)",
+        description="Render OUT/{train,val}/images/*.jpg and OUT/{train,val}/annotations.json.",
+    )
     parser.add_argument("out", type=Path, metavar="OUT", help="output folder")
     parser.add_argument("--train", type=int, default=2000, help="training images (default 2000)")
     parser.add_argument("--val", type=int, default=250, help="validation images (default 250)")
     parser.add_argument("--image-size", type=int, default=256, help="longer image side in px (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="the output is a pure function of the seed (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    parser.add_argument("--classes", default="demo", metavar="SET|NAMES",
-                        help="class set: demo (circle, square, triangle, star, ring, cross), transfer (hexagon, crescent, "
-                             "arrow, semicircle), or comma-separated shape names (default demo)")
+    parser.add_argument(
+        "--classes",
+        default="demo",
+        metavar="SET|NAMES",
+        help="class set: demo (circle, square, triangle, star, ring, cross), transfer (hexagon, crescent, "
+        "arrow, semicircle), or comma-separated shape names (default demo)",
+    )
     parser.set_defaults(handler=_make_dataset)
 
 
@@ -27,19 +34,31 @@ def _make_dataset(args) -> None:
     from ..data.synthetic import make_dataset
 
     with tqdm(total=args.train + args.val, unit="img", desc="rendering", delay=1) as bar:
-        splits = make_dataset(args.out, args.train, args.val, args.image_size, args.seed, args.workers, progress=bar.update,
-                              classes=args.classes)
+        splits = make_dataset(
+            args.out,
+            args.train,
+            args.val,
+            args.image_size,
+            args.seed,
+            args.workers,
+            progress=bar.update,
+            classes=args.classes,
+        )
     for name, paths in splits.items():
         print(f"{name}: {paths.images_dir}  {paths.annotations_file}")
 
 
-
 def register_check_data(subparsers) -> None:
-    parser = subparsers.add_parser("check-data", help="list every problem of a dataset, any format (exit 1 if any)",
-                                   description="Check a COCO, YOLO or Pascal VOC dataset (format detected, or --format): "
-                                               "every split of DIR; or one COCO split given as --images with --annotations.")
+    parser = subparsers.add_parser(
+        "check-data",
+        help="list every problem of a dataset, any format (exit 1 if any)",
+        description="Check a COCO, YOLO or Pascal VOC dataset (format detected, or --format): "
+        "every split of DIR; or one COCO split given as --images with --annotations.",
+    )
     parser.add_argument("dir", type=Path, nargs="?", metavar="DIR", help="dataset folder")
-    parser.add_argument("--format", default="auto", choices=("auto", "coco", "yolo", "voc"), help="dataset format (default auto)")
+    parser.add_argument(
+        "--format", default="auto", choices=("auto", "coco", "yolo", "voc"), help="dataset format (default auto)"
+    )
     parser.add_argument("--images", type=Path, metavar="DIR", help="images folder (with --annotations)")
     parser.add_argument("--annotations", type=Path, metavar="FILE", help="instances JSON (with --images)")
     parser.add_argument("--examples", type=int, default=3, help="example messages shown per problem kind (default 3)")
@@ -58,7 +77,9 @@ def _check_data(args) -> int:
         if explicit:
             reports = [check_dataset(args.images, args.annotations)]
         else:
-            reports = [check_split(read_split(args.dir, name, args.format)) for name in dataset_splits(args.dir, args.format)]
+            reports = [
+                check_split(read_split(args.dir, name, args.format)) for name in dataset_splits(args.dir, args.format)
+            ]
     except DatasetError as error:  # a malformed file is a problem found, not a usage error
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -67,13 +88,18 @@ def _check_data(args) -> int:
 
 
 def register_convert(subparsers) -> None:
-    parser = subparsers.add_parser("convert", help="convert a YOLO / Pascal VOC / COCO dataset to COCO format",
-                                   description="Write OUT/<split>/images/ + OUT/<split>/annotations.json for every split "
-                                               "of SRC (images hard-linked where possible, else copied).")
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a YOLO / Pascal VOC / COCO dataset to COCO format",
+        description="Write OUT/<split>/images/ + OUT/<split>/annotations.json for every split "
+        "of SRC (images hard-linked where possible, else copied).",
+    )
     parser.add_argument("src", type=Path, metavar="SRC", help="dataset folder")
     parser.add_argument("--to", required=True, choices=("coco",), help="output format")
     parser.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty)")
-    parser.add_argument("--format", default="auto", choices=("auto", "coco", "yolo", "voc"), help="SRC's format (default auto)")
+    parser.add_argument(
+        "--format", default="auto", choices=("auto", "coco", "yolo", "voc"), help="SRC's format (default auto)"
+    )
     parser.set_defaults(handler=_convert)
 
 
@@ -82,6 +108,10 @@ def _convert(args) -> int:
 
     written = convert_dataset(args.src, args.out, args.format)
     for name, (path, images, boxes, problems) in written.items():
-        skipped = f"; {problems} entries could not be converted (see `deformable-detr check-data {args.src}`)" if problems else ""
+        skipped = (
+            f"; {problems} entries could not be converted (see `deformable-detr check-data {args.src}`)"
+            if problems
+            else ""
+        )
         print(f"{name}: {images} images, {boxes} boxes -> {path}{skipped}")
     return 0

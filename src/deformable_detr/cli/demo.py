@@ -11,15 +11,26 @@ DEMO_DIR = Path("demo_out")  # as training.demo.DEMO_DIR (not imported: --help s
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="make synthetic data, train a small detector on the CPU, evaluate, draw",
-                                   description="End to end in about 10 minutes on 2 CPU cores (a fixed number of training steps; the bar shows the ETA): render the synthetic shapes "
-                                               "dataset (if absent) under OUT/data, train the `demo` preset, print the val AP "
-                                               "table, write curves and a picture of validation predictions.")
+    parser = subparsers.add_parser(
+        "demo",
+        help="make synthetic data, train a small detector on the CPU, evaluate, draw",
+        description="End to end in about 10 minutes on 2 CPU cores (a fixed number of training steps; the bar shows the ETA): render the synthetic shapes "
+        "dataset (if absent) under OUT/data, train the `demo` preset, print the val AP "
+        "table, write curves and a picture of validation predictions.",
+    )
     parser.add_argument("--out", type=Path, default=DEMO_DIR, help=f"output folder (default {DEMO_DIR})")
-    parser.add_argument("--minutes", type=positive_float, help="train for this time budget instead of the preset's fixed "
-                                                                "step count (a busy machine then gets fewer steps)")
-    parser.add_argument("--max-steps", type=positive_int, help="train this many optimizer steps (default: the demo preset's)")
-    parser.add_argument("--threads", type=positive_int, help="torch threads (default 2; use 1 while other jobs load the CPU)")
+    parser.add_argument(
+        "--minutes",
+        type=positive_float,
+        help="train for this time budget instead of the preset's fixed "
+        "step count (a busy machine then gets fewer steps)",
+    )
+    parser.add_argument(
+        "--max-steps", type=positive_int, help="train this many optimizer steps (default: the demo preset's)"
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, help="torch threads (default 2; use 1 while other jobs load the CPU)"
+    )
     parser.set_defaults(handler=_run_demo)
 
 
@@ -32,6 +43,10 @@ def _run_demo(args) -> None:
     train = result.train
     print(f"trained {train.steps} steps ({train.train_seconds / 60:.1f} min of training); validation AP:")
     print(format_metrics_table(train.metrics))
-    print(f"data:         {result.data_dir}\ncheckpoint:   {train.checkpoint}\ncurves:       {train.output_dir / 'curves.png'}")
-    print(f"predictions:  {result.predictions_image}\nmetrics:      {result.metrics_file}, {train.output_dir / 'metrics.jsonl'}")
+    print(
+        f"data:         {result.data_dir}\ncheckpoint:   {train.checkpoint}\ncurves:       {train.output_dir / 'curves.png'}"
+    )
+    print(
+        f"predictions:  {result.predictions_image}\nmetrics:      {result.metrics_file}, {train.output_dir / 'metrics.jsonl'}"
+    )
     print(f"total time:   {result.seconds / 60:.1f} min")

@@ -16,8 +16,9 @@ def checked_device(name: str) -> str:
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if count == 0:
-            raise ConfigError(f"--device {name}: this machine has no CUDA device (or torch was built without CUDA); "
-                              "use --device cpu")
+            raise ConfigError(
+                f"--device {name}: this machine has no CUDA device (or torch was built without CUDA); use --device cpu"
+            )
         if device.index is not None and device.index >= count:
             raise ConfigError(f"--device {name}: only cuda:0..cuda:{count - 1} exist")
     elif device.type != "cpu":

@@ -7,14 +7,24 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="COCO box AP of detections",
-                                   description="COCO box evaluation (pycocotools) of a predictions file.")
+    parser = subparsers.add_parser(
+        "eval", help="COCO box AP of detections", description="COCO box evaluation (pycocotools) of a predictions file."
+    )
     source = parser.add_mutually_exclusive_group(required=True)  # what to evaluate; add --checkpoint here
     source.add_argument("--predictions", type=Path, metavar="FILE", help="COCO results JSON (list of detections)")
-    source.add_argument("--checkpoint", type=Path, metavar="PATH",
-                        help="model to run on --data: training checkpoint or run folder, save_pretrained folder, "
-                             "official .pth or Hugging Face folder")
-    parser.add_argument("--data", type=Path, metavar="DIR", help="with --checkpoint: dataset folder (images/ + annotations.json, or one with val/)")
+    source.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="model to run on --data: training checkpoint or run folder, save_pretrained folder, "
+        "official .pth or Hugging Face folder",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="with --checkpoint: dataset folder (images/ + annotations.json, or one with val/)",
+    )
     parser.add_argument("--device", default="cpu", help="with --checkpoint: cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--annotations", type=Path, metavar="FILE", help="COCO ground-truth instances JSON")
     parser.add_argument("--out", type=Path, metavar="JSON", help="also write the metrics to this JSON file")

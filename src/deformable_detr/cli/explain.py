@@ -17,15 +17,20 @@ def _pixel(text: str) -> tuple[float, float]:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "explain", help="draw the sampling points and attention weights behind detections",
+        "explain",
+        help="draw the sampling points and attention weights behind detections",
         description="Writes DIR/detection_N.png (the last decoder layer's sampling points of each top detection, "
-                    "per level, coloured by attention weight, with the reference point and the box), DIR/pixel.png "
-                    "with --pixel (the last encoder layer's sampling points there), DIR/explain.json and "
-                    "DIR/index.html showing them.")
+        "per level, coloured by attention weight, with the reference point and the box), DIR/pixel.png "
+        "with --pixel (the last encoder layer's sampling points there), DIR/explain.json and "
+        "DIR/index.html showing them.",
+    )
     parser.add_argument("image", type=Path, metavar="IMAGE", help="image file")
-    parser.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT",
-                        help="weights in any format `predict` reads")
-    parser.add_argument("--out", type=Path, default=Path("explain"), metavar="DIR", help="output folder (default explain)")
+    parser.add_argument(
+        "--checkpoint", required=True, type=Path, metavar="CKPT", help="weights in any format `predict` reads"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("explain"), metavar="DIR", help="output folder (default explain)"
+    )
     parser.add_argument("--top", type=int, default=5, metavar="K", help="explain the K best detections (default 5)")
     parser.add_argument("--threshold", type=float, default=0.0, help="only detections scoring >= this (default 0)")
     parser.add_argument("--pixel", type=_pixel, metavar="X,Y", help="also explain the encoder at this pixel")

@@ -8,17 +8,33 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "predict", help="detect objects in image files with a checkpoint",
+        "predict",
+        help="detect objects in image files with a checkpoint",
         description="Writes OUT/detections.json (COCO results with file names, and the files that could not be "
-                    "read under errors) and one drawing per image, mirroring the inputs' paths. Exit 1 when any "
-                    "input failed. Under torchrun the images are shared between the processes.")
-    parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders (searched recursively) or globs")
-    parser.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT",
-                        help="weights: a training checkpoint (or its run folder), save_pretrained folder, official .pth "
-                             "or Hugging Face folder")
-    parser.add_argument("--out", type=Path, default=Path("predictions"), metavar="DIR",
-                        help="output folder (default predictions); must not contain the inputs")
-    parser.add_argument("--threshold", type=float, default=0.5, help="keep detections scoring >= this, 0..1 (default 0.5)")
+        "read under errors) and one drawing per image, mirroring the inputs' paths. Exit 1 when any "
+        "input failed. Under torchrun the images are shared between the processes.",
+    )
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGES", help="image files, folders (searched recursively) or globs"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        metavar="CKPT",
+        help="weights: a training checkpoint (or its run folder), save_pretrained folder, official .pth "
+        "or Hugging Face folder",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("predictions"),
+        metavar="DIR",
+        help="output folder (default predictions); must not contain the inputs",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="keep detections scoring >= this, 0..1 (default 0.5)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
@@ -42,8 +58,9 @@ def _predict(args) -> int:
     main_process = distributed.is_main_process()
     try:
         model = load(args.checkpoint, device=device)
-        summary = predict_files(model, args.images, args.out, args.threshold, args.batch_size, args.amp, args.draw,
-                                args.overwrite)
+        summary = predict_files(
+            model, args.images, args.out, args.threshold, args.batch_size, args.amp, args.draw, args.overwrite
+        )
     finally:
         distributed.destroy()
     if not main_process:  # every rank has the whole summary; rank 0 reports it
@@ -51,6 +68,8 @@ def _predict(args) -> int:
     for error in summary.errors:
         print(f"failed: {error['file']}: {error['error']}", file=sys.stderr)
     skipped = f", {len(summary.skipped)} non-image file(s) skipped" if summary.skipped else ""
-    print(f"{summary.images} image(s), {summary.detections} detection(s), {len(summary.errors)} failed{skipped}; "
-          f"wrote {summary.detections_file}")
+    print(
+        f"{summary.images} image(s), {summary.detections} detection(s), {len(summary.errors)} failed{skipped}; "
+        f"wrote {summary.detections_file}"
+    )
     return 1 if summary.errors else 0

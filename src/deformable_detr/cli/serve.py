@@ -10,28 +10,47 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "serve", help="serve a checkpoint over HTTP: JSON API, web page at /, Prometheus /metrics",
+        "serve",
+        help="serve a checkpoint over HTTP: JSON API, web page at /, Prometheus /metrics",
         description="Serve a detector over HTTP. POST /v1/detect and /v1/explain take a multipart `image`; "
-                    "GET / is a web page; GET /health, /metrics, /v1/model, /openapi.json. Concurrent requests "
-                    "are batched (up to --max-batch, waiting at most --max-wait-ms). Without --api-key anyone "
-                    "who can reach the address can use it, so the default address is loopback only.")
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="training checkpoint or run folder, save_pretrained folder, official .pth or HF folder")
+        "GET / is a web page; GET /health, /metrics, /v1/model, /openapi.json. Concurrent requests "
+        "are batched (up to --max-batch, waiting at most --max-wait-ms). Without --api-key anyone "
+        "who can reach the address can use it, so the default address is loopback only.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="training checkpoint or run folder, save_pretrained folder, official .pth or HF folder",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     parser.add_argument("--max-batch", type=int, default=8, help="most images per forward (default 8)")
-    parser.add_argument("--max-wait-ms", type=float, default=10.0,
-                        help="how long a batch waits for more requests (default 10; 0 = no waiting)")
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=10.0,
+        help="how long a batch waits for more requests (default 10; 0 = no waiting)",
+    )
     parser.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503 (default 64)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body, MB (default 20)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forward")
-    parser.add_argument("--attention-backend", choices=["auto", "reference", "cpu", "triton"],
-                        help="deformable-attention operator backend (default: the model's)")
-    parser.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1/* (default: "
-                                          "$DEFORMABLE_DETR_API_KEY if set, else no key)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="server processes sharing the port, each with its own model and batching (default 1)")
+    parser.add_argument(
+        "--attention-backend",
+        choices=["auto", "reference", "cpu", "triton"],
+        help="deformable-attention operator backend (default: the model's)",
+    )
+    parser.add_argument(
+        "--api-key",
+        help="require `Authorization: Bearer KEY` on /v1/* (default: $DEFORMABLE_DETR_API_KEY if set, else no key)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own model and batching (default 1)",
+    )
     parser.set_defaults(handler=_serve)
 
 
@@ -51,18 +70,30 @@ def _serve(args) -> int:
         raise ConfigError(f"--port must be 1..65535 and --workers >= 1, got {args.port} and {args.workers}")
     if not args.checkpoint.exists():
         raise ConfigError(f"--checkpoint {args.checkpoint}: not found; pass a checkpoint file or model folder")
-    config = ServeConfig(checkpoint=str(args.checkpoint), device=args.device, amp=args.amp,
-                         attention_backend=args.attention_backend, max_batch=args.max_batch,
-                         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
-                         api_key=args.api_key or os.environ.get("DEFORMABLE_DETR_API_KEY") or None)
+    config = ServeConfig(
+        checkpoint=str(args.checkpoint),
+        device=args.device,
+        amp=args.amp,
+        attention_backend=args.attention_backend,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_upload_mb=args.max_upload_mb,
+        api_key=args.api_key or os.environ.get("DEFORMABLE_DETR_API_KEY") or None,
+    )
     runner = load_runner(config)  # a bad checkpoint is one error line here, before anything listens
     if config.api_key is None:
         loopback = _is_loopback(args.host)
-        print(f"no API key: anyone who can reach {args.host}:{args.port} can use the API"
-              + ("" if loopback else " -- this address is reachable from other machines; pass --api-key"),
-              file=sys.stderr)
-    print(f"serving {args.checkpoint} on http://{args.host}:{args.port}/ ({args.workers} worker(s), "
-          f"batches of up to {args.max_batch}); Ctrl-C stops after the requests in flight", file=sys.stderr)
+        print(
+            f"no API key: anyone who can reach {args.host}:{args.port} can use the API"
+            + ("" if loopback else " -- this address is reachable from other machines; pass --api-key"),
+            file=sys.stderr,
+        )
+    print(
+        f"serving {args.checkpoint} on http://{args.host}:{args.port}/ ({args.workers} worker(s), "
+        f"batches of up to {args.max_batch}); Ctrl-C stops after the requests in flight",
+        file=sys.stderr,
+    )
     return run_server(config, args.host, args.port, args.workers, runner)
 
 

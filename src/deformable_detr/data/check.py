@@ -83,7 +83,10 @@ class DatasetReport:
             f"{self.num_categories} categories; {sum(map(len, self.problems.values()))} problems, "
             f"{sum(map(len, self.warnings.values()))} warnings"
         ]
-        for level, found, hints in (("problem", self.problems, PROBLEM_KINDS), ("warning", self.warnings, WARNING_KINDS)):
+        for level, found, hints in (
+            ("problem", self.problems, PROBLEM_KINDS),
+            ("warning", self.warnings, WARNING_KINDS),
+        ):
             for kind, messages in found.items():
                 lines.append(f"  {level} {kind}: {len(messages)} ({hints[kind]})")
                 lines.extend(f"    - {message}" for message in messages[:examples])
@@ -92,7 +95,9 @@ class DatasetReport:
         return "\n".join(lines)
 
 
-def check_dataset(images_dir: str | Path, annotations_file: str | Path, num_threads: int | None = None) -> DatasetReport:
+def check_dataset(
+    images_dir: str | Path, annotations_file: str | Path, num_threads: int | None = None
+) -> DatasetReport:
     """Check a COCO-format dataset (images folder + instances JSON) and list every problem with counts.
 
     Raises:
@@ -120,8 +125,12 @@ def check_split(split: DatasetSplit, num_threads: int | None = None) -> DatasetR
         DatasetError: the instances dict lacks the images/annotations/categories lists.
     """
     data = split.coco
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise DatasetError(f"{split.source}: needs top-level lists 'images', 'annotations' and 'categories' (COCO instances format)")
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        raise DatasetError(
+            f"{split.source}: needs top-level lists 'images', 'annotations' and 'categories' (COCO instances format)"
+        )
     found = _Findings()
     for kind, message, image_id in split.problems:
         found.problem(kind, message, image_id)
@@ -135,10 +144,16 @@ def check_split(split: DatasetSplit, num_threads: int | None = None) -> DatasetR
                 kind, message = file_problem
                 found.problem(kind, f"image id {image_id} ({images[image_id]['file_name']}): {message}", image_id)
     return DatasetReport(
-        split.images_dir, split.source, len(data["images"]), len(data["annotations"]), len(data["categories"]),
+        split.images_dir,
+        split.source,
+        len(data["images"]),
+        len(data["annotations"]),
+        len(data["categories"]),
         {kind: found.problems[kind] for kind in PROBLEM_KINDS if kind in found.problems},
         {kind: found.warnings[kind] for kind in WARNING_KINDS if kind in found.warnings},
-        frozenset(found.bad_images), frozenset(found.bad_annotations), tuple(found.fatal),
+        frozenset(found.bad_images),
+        frozenset(found.bad_annotations),
+        tuple(found.fatal),
     )
 
 
@@ -155,8 +170,11 @@ def without_bad(split: DatasetSplit, report: DatasetReport) -> tuple[DatasetSpli
         raise DatasetError(f"{split.source}: {report.fatal[0]}; --skip-bad cannot skip this, fix the dataset")
     images = [im for im in split.coco["images"] if not (isinstance(im, dict) and im.get("id") in report.bad_image_ids)]
     image_ids = {im["id"] for im in images if isinstance(im, dict)}
-    annotations = [ann for index, ann in enumerate(split.coco["annotations"])
-                   if index not in report.bad_annotations and ann.get("image_id") in image_ids]
+    annotations = [
+        ann
+        for index, ann in enumerate(split.coco["annotations"])
+        if index not in report.bad_annotations and ann.get("image_id") in image_ids
+    ]
     coco = {**split.coco, "images": images, "annotations": annotations}
     clean = dataclasses.replace(split, coco=coco, problems=[])
     return clean, len(split.coco["images"]) - len(images), len(split.coco["annotations"]) - len(annotations)
@@ -200,7 +218,10 @@ def _check_categories(categories: list, found: _Findings) -> set:
         else:
             ids.add(category["id"])
     if ids and sorted(ids) != list(range(1, len(ids) + 1)):
-        found.warning("noncontiguous_category_ids", f"category ids {sorted(ids)[:10]}{'...' if len(ids) > 10 else ''} are not 1..{len(ids)}")
+        found.warning(
+            "noncontiguous_category_ids",
+            f"category ids {sorted(ids)[:10]}{'...' if len(ids) > 10 else ''} are not 1..{len(ids)}",
+        )
     return ids
 
 
@@ -209,17 +230,30 @@ def _check_images(images: list, found: _Findings) -> dict:
     by_id: dict = {}
     file_names = Counter()
     for index, image in enumerate(images):
-        if not isinstance(image, dict) or not _is_int(image.get("id")) or not isinstance(image.get("file_name"), str) \
-                or not _is_int(image.get("width")) or not _is_int(image.get("height")):
+        if (
+            not isinstance(image, dict)
+            or not _is_int(image.get("id"))
+            or not isinstance(image.get("file_name"), str)
+            or not _is_int(image.get("width"))
+            or not _is_int(image.get("height"))
+        ):
             image_id = image.get("id") if isinstance(image, dict) and _is_int(image.get("id")) else None
-            found.problem("malformed_entry", f"images[{index}]: needs integer id/width/height and a file_name, got {image!r:.80}", image_id)
+            found.problem(
+                "malformed_entry",
+                f"images[{index}]: needs integer id/width/height and a file_name, got {image!r:.80}",
+                image_id,
+            )
         elif image["id"] in by_id:
             found.problem("duplicate_image_id", f"images[{index}]: id {image['id']} used before", image["id"])
         else:
             by_id[image["id"]] = image
             file_names[image["file_name"]] += 1
             if image["width"] <= 0 or image["height"] <= 0:
-                found.problem("empty_image", f"images[{index}] ({image['file_name']}): size {image['width']}x{image['height']} in the JSON", image["id"])
+                found.problem(
+                    "empty_image",
+                    f"images[{index}] ({image['file_name']}): size {image['width']}x{image['height']} in the JSON",
+                    image["id"],
+                )
     for name, count in file_names.items():
         if count > 1:
             found.warning("duplicate_file_name", f"{name} is named by {count} image entries")
@@ -231,11 +265,25 @@ def _check_annotations(annotations: list, images: dict, categories: set, found: 
     for index, ann in enumerate(annotations):
         source = ann.get("source") if isinstance(ann, dict) else None
         where = source if isinstance(source, str) else f"annotations[{index}]"
-        image_id = ann.get("image_id") if isinstance(ann, dict) and _is_int(ann.get("image_id")) and ann["image_id"] in images else None
+        image_id = (
+            ann.get("image_id")
+            if isinstance(ann, dict) and _is_int(ann.get("image_id")) and ann["image_id"] in images
+            else None
+        )
         bbox = ann.get("bbox") if isinstance(ann, dict) else None
-        if not isinstance(ann, dict) or not _is_int(ann.get("id")) or not isinstance(bbox, (list, tuple)) or len(bbox) != 4 \
-                or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
-            found.problem("malformed_entry", f"{where}: needs an integer id and bbox of 4 finite numbers, got {ann!r:.80}", image_id, index)
+        if (
+            not isinstance(ann, dict)
+            or not _is_int(ann.get("id"))
+            or not isinstance(bbox, (list, tuple))
+            or len(bbox) != 4
+            or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
+        ):
+            found.problem(
+                "malformed_entry",
+                f"{where}: needs an integer id and bbox of 4 finite numbers, got {ann!r:.80}",
+                image_id,
+                index,
+            )
             continue
         if not isinstance(source, str):
             where = f"{where} (id {ann['id']})"
@@ -243,17 +291,31 @@ def _check_annotations(annotations: list, images: dict, categories: set, found: 
             found.problem("duplicate_annotation_id", f"{where}: id {ann['id']} used before", image_id, index)
         ids.add(ann["id"])
         if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
-            found.problem("unknown_category_id", f"{where}: category_id {ann.get('category_id')!r} not in categories", image_id, index)
+            found.problem(
+                "unknown_category_id",
+                f"{where}: category_id {ann.get('category_id')!r} not in categories",
+                image_id,
+                index,
+            )
         x, y, w, h = bbox
         if w <= 0 or h <= 0:
             found.problem("degenerate_box", f"{where}: bbox {list(bbox)} has w or h <= 0", image_id, index)
         image = images.get(image_id)
         if image is None:
             found.problem("unknown_image_id", f"{where}: image_id {ann.get('image_id')!r} not in images", None, index)
-        elif x < -_BOX_TOLERANCE or y < -_BOX_TOLERANCE or x + w > image["width"] + _BOX_TOLERANCE \
-                or y + h > image["height"] + _BOX_TOLERANCE:
-            found.problem("out_of_bounds_box", f"{where}: bbox {[round(v, 2) for v in bbox]} outside image {image['id']} "
-                          f"({image['width']}x{image['height']})", image_id, index)
+        elif (
+            x < -_BOX_TOLERANCE
+            or y < -_BOX_TOLERANCE
+            or x + w > image["width"] + _BOX_TOLERANCE
+            or y + h > image["height"] + _BOX_TOLERANCE
+        ):
+            found.problem(
+                "out_of_bounds_box",
+                f"{where}: bbox {[round(v, 2) for v in bbox]} outside image {image['id']} "
+                f"({image['width']}x{image['height']})",
+                image_id,
+                index,
+            )
 
 
 def _check_image_file(images_dir: Path, image_id, image: dict) -> tuple[str, str] | None:

@@ -38,8 +38,13 @@ class CocoDetection(torch.utils.data.Dataset):
     (h, w) of the image file (its JSON size), `size` (2,) int64 (h, w) after the transforms.
     """
 
-    def __init__(self, images_dir: str | Path, annotations_file: str | Path | dict, transforms: Callable | None = None,
-                 name: str | None = None):
+    def __init__(
+        self,
+        images_dir: str | Path,
+        annotations_file: str | Path | dict,
+        transforms: Callable | None = None,
+        name: str | None = None,
+    ):
         self.images_dir = Path(images_dir)
         self.transforms = transforms if transforms is not None else ToTensorNormalize()
         if isinstance(annotations_file, dict):
@@ -54,16 +59,22 @@ class CocoDetection(torch.utils.data.Dataset):
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             if isinstance(error, DatasetError):
                 raise
-            raise DatasetError(f"{self.annotations_file}: malformed COCO entry ({type(error).__name__}: {error}); "
-                               "`deformable-detr check-data` lists every problem") from None
+            raise DatasetError(
+                f"{self.annotations_file}: malformed COCO entry ({type(error).__name__}: {error}); "
+                "`deformable-detr check-data` lists every problem"
+            ) from None
         self._warned_degenerate = False
 
     def _index(self, coco: dict) -> None:
         if not isinstance(coco, dict):
-            raise DatasetError(f"{self.annotations_file}: top level must be an object with images, annotations, categories")
+            raise DatasetError(
+                f"{self.annotations_file}: top level must be an object with images, annotations, categories"
+            )
         for key in ("images", "annotations", "categories"):
             if not isinstance(coco.get(key), list):
-                raise DatasetError(f"{self.annotations_file}: missing top-level list '{key}'; a COCO instances file needs images, annotations, categories")
+                raise DatasetError(
+                    f"{self.annotations_file}: missing top-level list '{key}'; a COCO instances file needs images, annotations, categories"
+                )
         self.categories = sorted(coco["categories"], key=lambda c: c["id"])
         self.label_to_category_id = [c["id"] for c in self.categories]
         self.category_id_to_label = {cid: label for label, cid in enumerate(self.label_to_category_id)}
@@ -115,8 +126,10 @@ class CocoDetection(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         info = self.images[index]
         if not isinstance(info.get("file_name"), str) or not info["file_name"]:
-            raise DatasetError(f"{self.annotations_file}: image {info.get('id')!r} has no file_name; "
-                               "`deformable-detr check-data` lists every problem")
+            raise DatasetError(
+                f"{self.annotations_file}: image {info.get('id')!r} has no file_name; "
+                "`deformable-detr check-data` lists every problem"
+            )
         image = load_rgb_image(self.images_dir / info["file_name"], hint=_IMAGE_HINT)
         file_width, file_height = image.info.get("original_size", image.size)
         if (info.get("width"), info.get("height")) not in ((None, None), (file_width, file_height)):
@@ -130,8 +143,10 @@ class CocoDetection(torch.utils.data.Dataset):
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:  # malformed annotation entries
             if isinstance(error, DatasetError):
                 raise
-            raise DatasetError(f"{self.annotations_file}: malformed annotation of image {info.get('id')!r} "
-                               f"({type(error).__name__}: {error}); `deformable-detr check-data` lists every problem") from None
+            raise DatasetError(
+                f"{self.annotations_file}: malformed annotation of image {info.get('id')!r} "
+                f"({type(error).__name__}: {error}); `deformable-detr check-data` lists every problem"
+            ) from None
         if image.size != (file_width, file_height):  # downscaled on decoding: boxes follow the pixels
             scale = torch.tensor([image.width / file_width, image.height / file_height] * 2)
             target["boxes"] = target["boxes"] * scale

@@ -22,7 +22,7 @@ from .yolo import is_yolo, read_yolo, yolo_splits
 
 
 def detect_format(root: str | Path) -> str:
-    """"coco", "yolo" or "voc" for the dataset at `root`.
+    """ "coco", "yolo" or "voc" for the dataset at `root`.
 
     Raises:
         DatasetError: `root` is missing or matches none of the layouts.
@@ -36,8 +36,10 @@ def detect_format(root: str | Path) -> str:
         return "voc"
     if is_yolo(root):
         return "yolo"
-    raise DatasetError(f"{root}: not a recognised dataset; expected COCO (train/annotations.json + train/images/), "
-                       "YOLO (data.yaml or classes.txt + images/ + labels/) or Pascal VOC (Annotations/ + JPEGImages/)")
+    raise DatasetError(
+        f"{root}: not a recognised dataset; expected COCO (train/annotations.json + train/images/), "
+        "YOLO (data.yaml or classes.txt + images/ + labels/) or Pascal VOC (Annotations/ + JPEGImages/)"
+    )
 
 
 def dataset_splits(root: str | Path, format: str = "auto") -> list[str]:
@@ -47,7 +49,9 @@ def dataset_splits(root: str | Path, format: str = "auto") -> list[str]:
     if format == "coco":
         splits = _coco_splits(root)
         if not splits:
-            raise DatasetError(f"{root}: no COCO annotations found (train/annotations.json, annotations.json or annotations/instances_*.json)")
+            raise DatasetError(
+                f"{root}: no COCO annotations found (train/annotations.json, annotations.json or annotations/instances_*.json)"
+            )
         return list(splits)
     if format == "yolo":
         return list(yolo_splits(root))
@@ -69,7 +73,9 @@ def read_split(root: str | Path, split: str, format: str = "auto") -> DatasetSpl
         return read_voc(root, split)
     splits = _coco_splits(root)
     if split not in splits:
-        raise DatasetError(f"{root}: no '{split}' split (found {', '.join(splits) or 'none'}); expected {root / split / 'annotations.json'}")
+        raise DatasetError(
+            f"{root}: no '{split}' split (found {', '.join(splits) or 'none'}); expected {root / split / 'annotations.json'}"
+        )
     images_dir, annotations_file = splits[split]
     return DatasetSplit(split, "coco", images_dir, read_json(annotations_file), annotations_file)
 
@@ -95,7 +101,9 @@ def _coco_splits(root: Path) -> dict[str, tuple[Path, Path]]:
     for path in sorted((root / "annotations").glob("instances_*.json")) if (root / "annotations").is_dir() else []:
         name = path.stem.removeprefix("instances_")
         split = SPLIT_ALIASES.get(re.sub(r"\d+$", "", name), name)
-        images_dir = next((d for d in (root / name, root / "images" / name, root / "images") if d.is_dir()), root / name)
+        images_dir = next(
+            (d for d in (root / name, root / "images" / name, root / "images") if d.is_dir()), root / name
+        )
         splits.setdefault(split, (images_dir, path))
     return splits
 

@@ -31,8 +31,9 @@ MAX_PIXELS = 178_956_970  # width * height above this is refused (PIL's Decompre
 ImageSource = str | os.PathLike | bytes | BinaryIO
 
 
-def load_rgb_image(source: ImageSource, name: str | None = None, hint: str | None = None,
-                   max_side: int = MAX_SIDE) -> Image.Image:
+def load_rgb_image(
+    source: ImageSource, name: str | None = None, hint: str | None = None, max_side: int = MAX_SIDE
+) -> Image.Image:
     """Decode an image file (path, bytes or binary file object) into an 8-bit RGB PIL image.
 
     Args:
@@ -57,7 +58,9 @@ def load_rgb_image(source: ImageSource, name: str | None = None, hint: str | Non
         scale = max_side / max(width, height)
         try:
             if scale < 1 and raw.format == "JPEG":
-                raw.draft(raw.mode, (max(1, int(width * scale)), max(1, int(height * scale))))  # decode at 1/2..1/8 scale
+                raw.draft(
+                    raw.mode, (max(1, int(width * scale)), max(1, int(height * scale)))
+                )  # decode at 1/2..1/8 scale
             with _quiet_pil():
                 raw.load()
                 image = ImageOps.exif_transpose(raw)
@@ -66,13 +69,17 @@ def load_rgb_image(source: ImageSource, name: str | None = None, hint: str | Non
             raise DatasetError(f"{label}: cannot decode image ({_reason(error)}); {hint}") from None
     if max(image.size) > max_side:
         factor = max_side / max(image.size)
-        image = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))), Image.BILINEAR)
+        image = image.resize(
+            (max(1, round(image.width * factor)), max(1, round(image.height * factor))), Image.BILINEAR
+        )
     if image.size != original_size:
         image.info["original_size"] = original_size
     return image
 
 
-def image_size(source: ImageSource, name: str | None = None, hint: str | None = None, verify: bool = True) -> tuple[int, int]:
+def image_size(
+    source: ImageSource, name: str | None = None, hint: str | None = None, verify: bool = True
+) -> tuple[int, int]:
     """(width, height) an image displays at (after EXIF rotation), checking that it decodes.
 
     Args:
@@ -133,8 +140,10 @@ def _open(source: ImageSource, label: str, hint: str) -> Image.Image:
     except DatasetError:
         raise
     except Image.DecompressionBombError:
-        raise DatasetError(f"{label}: image refused: over the {MAX_PIXELS}-pixel limit (a possible decompression bomb); "
-                           "downscale the file") from None
+        raise DatasetError(
+            f"{label}: image refused: over the {MAX_PIXELS}-pixel limit (a possible decompression bomb); "
+            "downscale the file"
+        ) from None
     except UnidentifiedImageError:
         raise DatasetError(f"{label}: not an image file (format not recognised); {hint}") from None
     except Exception as error:  # IsADirectoryError, PermissionError, a truncated header ...
@@ -156,8 +165,10 @@ def _checked_size(raw: Image.Image, label: str) -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise DatasetError(f"{label}: image has size {width}x{height}; replace the file")
     if width * height > MAX_PIXELS:
-        raise DatasetError(f"{label}: image of {width}x{height} = {width * height} pixels is over the {MAX_PIXELS}-pixel "
-                           "limit (a possible decompression bomb); refused; downscale the file")
+        raise DatasetError(
+            f"{label}: image of {width}x{height} = {width * height} pixels is over the {MAX_PIXELS}-pixel "
+            "limit (a possible decompression bomb); refused; downscale the file"
+        )
     return width, height
 
 

@@ -68,9 +68,25 @@ def write_coco(split: DatasetSplit, out_dir: str | Path, copy_images: bool = Tru
     return path
 
 
-def box_entry(ann_id: int, image_id: int, category_id: int, x0: float, y0: float, x1: float, y1: float,
-              source: str, iscrowd: int = 0) -> dict:
+def box_entry(
+    ann_id: int,
+    image_id: int,
+    category_id: int,
+    x0: float,
+    y0: float,
+    x1: float,
+    y1: float,
+    source: str,
+    iscrowd: int = 0,
+) -> dict:
     """A COCO annotation for the pixel box (x0, y0, x1, y1)."""
     w, h = x1 - x0, y1 - y0
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": [x0, y0, w, h],
-            "area": max(w, 0.0) * max(h, 0.0), "iscrowd": iscrowd, "source": source}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [x0, y0, w, h],
+        "area": max(w, 0.0) * max(h, 0.0),
+        "iscrowd": iscrowd,
+        "source": source,
+    }

@@ -121,7 +121,9 @@ def _map(function, tasks: list, workers: int, progress) -> list:
         return results
     chunksize = max(1, min(32, len(tasks) // (4 * workers)))
     # fork where available (Linux): spawn would re-run an unguarded calling script in every worker.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux") else "spawn"
+    method = (
+        "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux") else "spawn"
+    )
     with multiprocessing.get_context(method).Pool(workers) as pool:
         results = []
         for result in pool.imap(function, tasks, chunksize=chunksize):
@@ -138,29 +140,38 @@ def resolve_classes(classes: tuple[str, ...] | str) -> tuple[str, ...]:
     classes = tuple(classes)
     unknown = [name for name in classes if name not in _SHAPES]
     if not classes or unknown or len(set(classes)) != len(classes):
-        raise ConfigError(f"make_dataset: classes {classes!r} must be distinct shape names from {', '.join(_SHAPES)} "
-                         f"or a set name ({', '.join(CLASS_SETS)})")
+        raise ConfigError(
+            f"make_dataset: classes {classes!r} must be distinct shape names from {', '.join(_SHAPES)} "
+            f"or a set name ({', '.join(CLASS_SETS)})"
+        )
     return classes
 
 
-def _coco_dict(results: list[tuple[int, int, list]], split: str, image_size: int, seed: int,
-               classes: tuple[str, ...] = CATEGORIES) -> dict:
+def _coco_dict(
+    results: list[tuple[int, int, list]], split: str, image_size: int, seed: int, classes: tuple[str, ...] = CATEGORIES
+) -> dict:
     """Assemble the COCO instances dict from per-image (width, height, objects) in image order."""
     images, annotations = [], []
     for index, (width, height, objects) in enumerate(results):
         image_id = index + 1
         images.append({"id": image_id, "file_name": f"{index:06d}.jpg", "width": width, "height": height})
         for category_id, bbox in objects:
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": category_id,
-                "bbox": bbox,
-                "area": float(bbox[2] * bbox[3]),
-                "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category_id,
+                    "bbox": bbox,
+                    "area": float(bbox[2] * bbox[3]),
+                    "iscrowd": 0,
+                }
+            )
     return {
-        "info": {"description": f"deformable_detr synthetic shapes, {split} split", "image_size": image_size, "seed": seed},
+        "info": {
+            "description": f"deformable_detr synthetic shapes, {split} split",
+            "image_size": image_size,
+            "seed": seed,
+        },
         "images": images,
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(classes)],
@@ -183,8 +194,9 @@ def _render_and_save(task: tuple) -> tuple[int, int, list]:
     return width, height, objects
 
 
-def render_image(rng: np.random.Generator, image_size: int,
-                 classes: tuple[str, ...] = CATEGORIES) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
+def render_image(
+    rng: np.random.Generator, image_size: int, classes: tuple[str, ...] = CATEGORIES
+) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
     """Draw one image and its objects.
 
     Args:
@@ -249,7 +261,7 @@ def _place_object(rng, canvas, owner, full_pixels, visible_pixels, area, shape: 
     rows, cols = np.nonzero(coverage >= 0.5)
     if rows.size == 0:
         return None
-    coverage = coverage[rows.min():rows.max() + 1, cols.min():cols.max() + 1]  # crop to the tight box
+    coverage = coverage[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # crop to the tight box
     mask = coverage >= 0.5  # (h, w) drawn mask: defines the box and occlusion
     box_h, box_w = mask.shape
     if box_h > height or box_w > width:
@@ -358,8 +370,18 @@ def _semicircle(u, v):
     return (u * u + (1.0 - w) ** 2 <= 1.0) & (w <= 1.0)
 
 
-_SHAPES = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star, "ring": _ring, "cross": _cross,
-           "hexagon": _hexagon, "crescent": _crescent, "arrow": _arrow, "semicircle": _semicircle}
+_SHAPES = {
+    "circle": _circle,
+    "square": _square,
+    "triangle": _triangle,
+    "star": _star,
+    "ring": _ring,
+    "cross": _cross,
+    "hexagon": _hexagon,
+    "crescent": _crescent,
+    "arrow": _arrow,
+    "semicircle": _semicircle,
+}
 SHAPES = tuple(_SHAPES)
 
 
@@ -405,8 +427,9 @@ def _texture(rng: np.random.Generator, box_h: int, box_w: int, below: np.ndarray
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """(H, W, 3) float32 clutter: muted gradient + coarse blotches + pixel noise + distractor strokes."""
     direction = rng.uniform(0, 2 * math.pi)
-    ramp = (np.arange(width, dtype=np.float32) * math.cos(direction))[None, :] \
-        + (np.arange(height, dtype=np.float32) * math.sin(direction))[:, None]  # (H, W)
+    ramp = (np.arange(width, dtype=np.float32) * math.cos(direction))[None, :] + (
+        np.arange(height, dtype=np.float32) * math.sin(direction)
+    )[:, None]  # (H, W)
     ramp = ((ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0))[..., None]  # (H, W, 1) in [0, 1]
     grey = rng.uniform(60, 190)
     start, end = (grey + rng.uniform(-45, 45, size=(2, 3))).astype(np.float32)  # muted colours near grey

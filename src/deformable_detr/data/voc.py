@@ -32,7 +32,9 @@ def voc_root(root: str | Path) -> Path:
     for candidate in inner:
         if (candidate / "Annotations").is_dir():
             return candidate
-    raise DatasetError(f"{root}: no Annotations/ folder (Pascal VOC layout: Annotations/, JPEGImages/, ImageSets/Main/)")
+    raise DatasetError(
+        f"{root}: no Annotations/ folder (Pascal VOC layout: Annotations/, JPEGImages/, ImageSets/Main/)"
+    )
 
 
 def is_voc(root: Path) -> bool:
@@ -98,11 +100,15 @@ def _read_xml(root: Path, stem: str, category_of: dict[str, int], result: Datase
     try:
         tree = ET.parse(path).getroot()
     except FileNotFoundError:
-        result.problems.append(("missing_image", f"{shown}: not found (listed in ImageSets/Main); add it or remove the id", None))
+        result.problems.append(
+            ("missing_image", f"{shown}: not found (listed in ImageSets/Main); add it or remove the id", None)
+        )
         return
     except ET.ParseError as error:
         line, column = error.position
-        result.problems.append(("malformed_entry", f"{shown}:{line}: not valid XML (column {column}); fix the file", None))
+        result.problems.append(
+            ("malformed_entry", f"{shown}:{line}: not valid XML (column {column}); fix the file", None)
+        )
         return
     except OSError as error:
         result.problems.append(("malformed_entry", f"{shown}: cannot read ({error})", None))
@@ -113,8 +119,13 @@ def _read_xml(root: Path, stem: str, category_of: dict[str, int], result: Datase
     size = tree.find("size")
     width, height = _int(size, "width"), _int(size, "height")
     if width is None or height is None or width <= 0 or height <= 0:
-        result.problems.append(("malformed_entry", f"{shown}: no valid <size><width>/<height> (got {width}x{height}); "
-                                "add the image size", None))
+        result.problems.append(
+            (
+                "malformed_entry",
+                f"{shown}: no valid <size><width>/<height> (got {width}x{height}); add the image size",
+                None,
+            )
+        )
         return
     image_id = len(result.coco["images"]) + 1
     result.coco["images"].append({"id": image_id, "file_name": file_name, "width": width, "height": height})
@@ -122,19 +133,30 @@ def _read_xml(root: Path, stem: str, category_of: dict[str, int], result: Datase
         where = f"{shown}: object {index}"
         name = (obj.findtext("name") or "").strip()
         if name not in category_of:
-            result.problems.append(("unknown_category_id", f"{where}: class {name!r} not in the class list "
-                                    f"({', '.join(list(category_of)[:8])}...); fix the name or add it to classes.txt", image_id))
+            result.problems.append(
+                (
+                    "unknown_category_id",
+                    f"{where}: class {name!r} not in the class list "
+                    f"({', '.join(list(category_of)[:8])}...); fix the name or add it to classes.txt",
+                    image_id,
+                )
+            )
             continue
         box = obj.find("bndbox")
         corners = [_float(box, key) for key in ("xmin", "ymin", "xmax", "ymax")]
         if any(v is None for v in corners):
-            result.problems.append(("malformed_entry", f"{where} ({name}): <bndbox> needs numeric xmin, ymin, xmax, ymax", image_id))
+            result.problems.append(
+                ("malformed_entry", f"{where} ({name}): <bndbox> needs numeric xmin, ymin, xmax, ymax", image_id)
+            )
             continue
         xmin, ymin, xmax, ymax = corners
         difficult = _int(obj, "difficult") or 0
         ann_id = len(result.coco["annotations"]) + 1
-        result.coco["annotations"].append(box_entry(ann_id, image_id, category_of[name], xmin - 1, ymin - 1, xmax, ymax,
-                                                    where, iscrowd=int(difficult == 1)))
+        result.coco["annotations"].append(
+            box_entry(
+                ann_id, image_id, category_of[name], xmin - 1, ymin - 1, xmax, ymax, where, iscrowd=int(difficult == 1)
+            )
+        )
 
 
 def _float(element, key: str) -> float | None:

@@ -27,8 +27,12 @@ _TOLERANCE = 1e-3  # normalised coordinates may exceed [0, 1] by this much (floa
 
 def is_yolo(root: Path) -> bool:
     """True when `root` looks like a YOLO dataset (a data yaml, classes.txt, or a labels/ folder)."""
-    return _yaml_file(root) is not None or (root / "classes.txt").is_file() or (root / "labels").is_dir() \
+    return (
+        _yaml_file(root) is not None
+        or (root / "classes.txt").is_file()
+        or (root / "labels").is_dir()
         or any((root / name / "labels").is_dir() for name in SPLIT_ALIASES)
+    )
 
 
 def yolo_splits(root: str | Path) -> dict[str, list[Path]]:
@@ -49,7 +53,9 @@ def yolo_splits(root: str | Path) -> dict[str, list[Path]]:
     if not splits and (root / "images").is_dir():
         splits["train"] = _images_under(root / "images")
     if not splits:
-        raise DatasetError(f"{root}: no YOLO images found; expected images/{{train,val}}/, {{train,val}}/images/ or a data.yaml")
+        raise DatasetError(
+            f"{root}: no YOLO images found; expected images/{{train,val}}/, {{train,val}}/images/ or a data.yaml"
+        )
     return splits
 
 
@@ -65,7 +71,9 @@ def class_names(root: str | Path) -> list[str]:
             except (TypeError, ValueError):
                 raise DatasetError(f"{_yaml_file(root)}: 'names' keys must be class indices 0..K-1") from None
             if sorted(indexed) != list(range(len(indexed))):
-                raise DatasetError(f"{_yaml_file(root)}: 'names' keys {sorted(indexed)} are not 0..{len(indexed) - 1}; number the classes from 0")
+                raise DatasetError(
+                    f"{_yaml_file(root)}: 'names' keys {sorted(indexed)} are not 0..{len(indexed) - 1}; number the classes from 0"
+                )
             return [indexed[i] for i in range(len(indexed))]
         if isinstance(names, list) and names:
             return [str(n) for n in names]
@@ -105,7 +113,9 @@ def _read_image(root: Path, image_path: Path, num_classes: int, result: DatasetS
     except DatasetError as error:
         result.problems.append(("unreadable_image", str(error), None))
         return
-    result.coco["images"].append({"id": image_id, "file_name": _relative(image_path, root), "width": width, "height": height})
+    result.coco["images"].append(
+        {"id": image_id, "file_name": _relative(image_path, root), "width": width, "height": height}
+    )
     label_path = label_file(image_path)
     if not label_path.is_file():
         return
@@ -124,16 +134,29 @@ def _read_image(root: Path, image_path: Path, num_classes: int, result: DatasetS
             continue
         class_index, (x0, y0, x1, y1) = parsed
         if not 0 <= class_index < num_classes:
-            result.problems.append(("unknown_category_id", f"{where}: class {class_index} is not in 0..{num_classes - 1} "
-                                    f"({num_classes} names); fix the class or add its name", image_id))
+            result.problems.append(
+                (
+                    "unknown_category_id",
+                    f"{where}: class {class_index} is not in 0..{num_classes - 1} "
+                    f"({num_classes} names); fix the class or add its name",
+                    image_id,
+                )
+            )
             continue
         if min(x0, y0) < -_TOLERANCE or max(x1, y1) > 1 + _TOLERANCE:
-            result.problems.append(("out_of_bounds_box", f"{where}: box ({x0:.4g}, {y0:.4g}, {x1:.4g}, {y1:.4g}) (normalised "
-                                    "x0 y0 x1 y1) is outside the image [0, 1]; clip or fix it", image_id))
+            result.problems.append(
+                (
+                    "out_of_bounds_box",
+                    f"{where}: box ({x0:.4g}, {y0:.4g}, {x1:.4g}, {y1:.4g}) (normalised "
+                    "x0 y0 x1 y1) is outside the image [0, 1]; clip or fix it",
+                    image_id,
+                )
+            )
             continue
         ann_id = len(result.coco["annotations"]) + 1
         result.coco["annotations"].append(
-            box_entry(ann_id, image_id, class_index + 1, x0 * width, y0 * height, x1 * width, y1 * height, where))
+            box_entry(ann_id, image_id, class_index + 1, x0 * width, y0 * height, x1 * width, y1 * height, where)
+        )
 
 
 def _parse_line(line: str) -> tuple[int, tuple[float, float, float, float]] | str:
@@ -187,7 +210,9 @@ def _images_of(base: Path, entry, root: Path) -> list[Path]:
     if isinstance(entry, list):
         return [path for item in entry for path in _images_of(base, item, root)]
     if not isinstance(entry, str):
-        raise DatasetError(f"{_yaml_file(root)}: split entry {entry!r} must be a folder, a .txt list of images, or a list of those")
+        raise DatasetError(
+            f"{_yaml_file(root)}: split entry {entry!r} must be a folder, a .txt list of images, or a list of those"
+        )
     path = _resolve(base, entry, root)
     if path.is_dir():
         return _images_under(path)
@@ -196,7 +221,9 @@ def _images_of(base: Path, entry, root: Path) -> list[Path]:
         return [_resolve(path.parent, item, root) if not Path(item).is_absolute() else Path(item) for item in listed]
     if path.is_file():
         return [path]
-    raise DatasetError(f"{_yaml_file(root)}: split path {entry!r} not found (looked for {path}); fix the path in the yaml")
+    raise DatasetError(
+        f"{_yaml_file(root)}: split path {entry!r} not found (looked for {path}); fix the path in the yaml"
+    )
 
 
 def _resolve(base: Path, entry: str, root: Path) -> Path:

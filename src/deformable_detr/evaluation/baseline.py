@@ -35,7 +35,13 @@ def mean_box_detections(train: dict, images: list[dict]) -> list[dict]:
     for image in images:
         for category_id in sorted(counts):
             cx, cy, w, h = (s / counts[category_id] for s in sums[category_id])
-            box = [(cx - w / 2) * image["width"], (cy - h / 2) * image["height"], w * image["width"], h * image["height"]]
-            detections.append({"image_id": image["id"], "category_id": category_id, "bbox": box,
-                               "score": counts[category_id] / total})
+            box = [
+                (cx - w / 2) * image["width"],
+                (cy - h / 2) * image["height"],
+                w * image["width"],
+                h * image["height"],
+            ]
+            detections.append(
+                {"image_id": image["id"], "category_id": category_id, "bbox": box, "score": counts[category_id] / total}
+            )
     return detections

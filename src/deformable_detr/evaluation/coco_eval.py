@@ -63,13 +63,17 @@ def evaluate_detections(
     from pycocotools.coco import COCO  # imported here: pycocotools is only needed to evaluate
     from pycocotools.cocoeval import COCOeval
 
-    gt = _prepared_ground_truth(_load_json(ground_truth, "ground truth") if not isinstance(ground_truth, dict) else ground_truth)
+    gt = _prepared_ground_truth(
+        _load_json(ground_truth, "ground truth") if not isinstance(ground_truth, dict) else ground_truth
+    )
     results = _load_json(detections, "detections") if isinstance(detections, (str, Path)) else detections
     results = _checked_detections(results, {im["id"] for im in gt["images"]}, {c["id"] for c in gt["categories"]})
     output = io.StringIO()
     with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(output):
         coco_gt = _coco_from_dict(COCO, gt)
-        coco_dt = _coco_from_dict(COCO, {"images": gt["images"], "categories": gt["categories"], "annotations": results})
+        coco_dt = _coco_from_dict(
+            COCO, {"images": gt["images"], "categories": gt["categories"], "annotations": results}
+        )
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.evaluate()
         evaluator.accumulate()
@@ -100,11 +104,15 @@ def _prepared_ground_truth(gt: dict) -> dict:
     """A copy of the instances dict with the fields COCOeval needs (`iscrowd`, `area`) filled in."""
     for key in ("images", "annotations", "categories"):
         if not isinstance(gt.get(key), list):
-            raise DatasetError(f"ground truth: missing list '{key}'; a COCO instances dict needs images, annotations, categories")
+            raise DatasetError(
+                f"ground truth: missing list '{key}'; a COCO instances dict needs images, annotations, categories"
+            )
     annotations = []
     for index, ann in enumerate(gt["annotations"]):
         if not _is_box(ann.get("bbox")):
-            raise DatasetError(f"ground truth: annotations[{index}].bbox = {ann.get('bbox')!r} is not 4 numbers [x, y, w, h]; run check-data")
+            raise DatasetError(
+                f"ground truth: annotations[{index}].bbox = {ann.get('bbox')!r} is not 4 numbers [x, y, w, h]; run check-data"
+            )
         filled = {"iscrowd": 0, "area": float(ann["bbox"][2] * ann["bbox"][3]), **ann, "id": ann.get("id", index + 1)}
         annotations.append(filled)
     return {**gt, "annotations": annotations}
@@ -118,12 +126,16 @@ def _checked_detections(detections, image_ids: set, category_ids: set) -> list[d
     for index, det in enumerate(detections):
         where = f"detections[{index}]"
         if not isinstance(det, dict):
-            raise DatasetError(f"{where}: expected a dict with image_id, category_id, bbox, score; got {type(det).__name__}")
+            raise DatasetError(
+                f"{where}: expected a dict with image_id, category_id, bbox, score; got {type(det).__name__}"
+            )
         for key in ("image_id", "category_id", "bbox", "score"):
             if key not in det:
                 raise DatasetError(f"{where}: missing '{key}'; each detection needs image_id, category_id, bbox, score")
         if det["image_id"] not in image_ids:
-            raise DatasetError(f"{where}: image_id {det['image_id']!r} is not in the ground truth; match the annotations' image ids")
+            raise DatasetError(
+                f"{where}: image_id {det['image_id']!r} is not in the ground truth; match the annotations' image ids"
+            )
         if det["category_id"] not in category_ids:
             raise DatasetError(
                 f"{where}: category_id {det['category_id']!r} is not in the ground truth (known: {sorted(category_ids)}); "
@@ -135,15 +147,17 @@ def _checked_detections(detections, image_ids: set, category_ids: set) -> list[d
         if not isinstance(det["score"], Real) or not math.isfinite(det["score"]):
             raise DatasetError(f"{where}: score {det['score']!r} must be a finite number")
         x, y, w, h = (float(v) for v in bbox)
-        checked.append({
-            "id": index + 1,
-            "image_id": det["image_id"],
-            "category_id": det["category_id"],
-            "bbox": [x, y, w, h],
-            "score": float(det["score"]),
-            "area": w * h,
-            "iscrowd": 0,
-        })
+        checked.append(
+            {
+                "id": index + 1,
+                "image_id": det["image_id"],
+                "category_id": det["category_id"],
+                "bbox": [x, y, w, h],
+                "score": float(det["score"]),
+                "area": w * h,
+                "iscrowd": 0,
+            }
+        )
     return checked
 
 

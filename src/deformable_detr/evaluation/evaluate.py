@@ -14,8 +14,15 @@ from .coco_eval import evaluate_detections
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data_loader: DataLoader, ground_truth, label_to_category_id: list[int | None],
-             device: torch.device | str = "cpu", amp: bool = False, progress: bool = False) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module,
+    data_loader: DataLoader,
+    ground_truth,
+    label_to_category_id: list[int | None],
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+    progress: bool = False,
+) -> dict[str, float]:
     """COCO box AP of `model` on every image of `data_loader`.
 
     Args:
@@ -40,11 +47,19 @@ def evaluate(model: torch.nn.Module, data_loader: DataLoader, ground_truth, labe
         for target, detections in zip(targets, model.postprocess(outputs, target_sizes)):
             boxes_xyxy = detections["boxes"].cpu()
             boxes_xywh = torch.cat([boxes_xyxy[:, :2], boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]], dim=1)  # (N, 4)
-            for score, label, box in zip(detections["scores"].tolist(), detections["labels"].tolist(), boxes_xywh.tolist()):
+            for score, label, box in zip(
+                detections["scores"].tolist(), detections["labels"].tolist(), boxes_xywh.tolist()
+            ):
                 if label_to_category_id[label] is None:
                     continue
-                results.append({"image_id": target["image_id"], "category_id": label_to_category_id[label],
-                                "bbox": [round(x, 2) for x in box], "score": round(score, 5)})
+                results.append(
+                    {
+                        "image_id": target["image_id"],
+                        "category_id": label_to_category_id[label],
+                        "bbox": [round(x, 2) for x in box],
+                        "score": round(score, 5),
+                    }
+                )
     return evaluate_detections(ground_truth, results)
 
 
@@ -60,9 +75,16 @@ def dataset_split(data_dir: str | Path, annotations_file: str | Path | None = No
     return split / "images", split / "annotations.json"
 
 
-def evaluate_checkpoint(checkpoint_path: str | Path, images_dir: str | Path, annotations_file: str | Path,
-                        device: str = "cpu", batch_size: int = 8, workers: int = 0, progress: bool = True,
-                        amp: bool = False) -> dict[str, float]:
+def evaluate_checkpoint(
+    checkpoint_path: str | Path,
+    images_dir: str | Path,
+    annotations_file: str | Path,
+    device: str = "cpu",
+    batch_size: int = 8,
+    workers: int = 0,
+    progress: bool = True,
+    amp: bool = False,
+) -> dict[str, float]:
     """COCO AP of a model on a COCO-format dataset, at the model's own preprocessing sizes.
 
     Args:
@@ -77,15 +99,18 @@ def evaluate_checkpoint(checkpoint_path: str | Path, images_dir: str | Path, ann
 
     model = load(checkpoint_path, device)
     preprocess = model.preprocess
-    transforms = make_transforms(False, max_size=preprocess.max_size, val_size=preprocess.min_size,
-                                 mean=preprocess.mean, std=preprocess.std)
+    transforms = make_transforms(
+        False, max_size=preprocess.max_size, val_size=preprocess.min_size, mean=preprocess.mean, std=preprocess.std
+    )
     dataset = CocoDetection(images_dir, annotations_file, transforms)
     model_ids = [category["id"] for category in model.categories]
     dataset_ids = {category["id"] for category in dataset.categories}
     unknown = sorted(dataset_ids - set(model_ids))
     if unknown:
-        raise DatasetError(f"{annotations_file}: category ids {unknown[:10]} are not among the {len(model_ids)} "
-                           f"categories the model predicts; evaluate on data with the model's categories")
+        raise DatasetError(
+            f"{annotations_file}: category ids {unknown[:10]} are not among the {len(model_ids)} "
+            f"categories the model predicts; evaluate on data with the model's categories"
+        )
     label_to_category_id = [cid if cid in dataset_ids else None for cid in model_ids]
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers)
     return evaluate(model, loader, str(annotations_file), label_to_category_id, device, amp, progress)

@@ -74,12 +74,16 @@ class ConvergenceConfig:
         if not self.models:
             raise ConfigError("experiment convergence: --models is empty; name at least one model variant")
         if self.epochs < 1 or self.eval_every < 1:
-            raise ConfigError(f"experiment convergence: epochs={self.epochs}, eval_every={self.eval_every} must be >= 1")
+            raise ConfigError(
+                f"experiment convergence: epochs={self.epochs}, eval_every={self.eval_every} must be >= 1"
+            )
         if self.budget_minutes is not None and self.budget_minutes <= 0:
             raise ConfigError(f"experiment convergence: --budget-minutes {self.budget_minutes} must be > 0")
         if self.data_dir is None and (self.train_images < self.batch_size or self.val_images < 1):
-            raise ConfigError(f"experiment convergence: --train-images {self.train_images} must be >= --batch-size "
-                              f"{self.batch_size} and --val-images {self.val_images} >= 1")
+            raise ConfigError(
+                f"experiment convergence: --train-images {self.train_images} must be >= --batch-size "
+                f"{self.batch_size} and --val-images {self.val_images} >= 1"
+            )
 
 
 @dataclass
@@ -122,11 +126,20 @@ def base_train_config(config: ConvergenceConfig, data_dir: Path) -> TrainConfig:
     base = TrainConfig.preset("demo")
     size = config.train_size
     return dataclasses.replace(
-        base, data_dir=str(data_dir), train_scales=(size,), max_size=max(size, round(size * 4 / 3)),
-        crop_resize=(round(size * 5 / 6), size), crop_size=(round(size * 2 / 3), size), val_size=size,
-        epochs=config.epochs if config.budget_minutes is None else 100_000, max_minutes=config.budget_minutes,
-        eval_every=config.eval_every, batch_size=config.batch_size, threads=config.threads,
-        optim=OptimConfig(lr=2e-3, lr_backbone=2e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.05))
+        base,
+        data_dir=str(data_dir),
+        train_scales=(size,),
+        max_size=max(size, round(size * 4 / 3)),
+        crop_resize=(round(size * 5 / 6), size),
+        crop_size=(round(size * 2 / 3), size),
+        val_size=size,
+        epochs=config.epochs if config.budget_minutes is None else 100_000,
+        max_minutes=config.budget_minutes,
+        eval_every=config.eval_every,
+        batch_size=config.batch_size,
+        threads=config.threads,
+        optim=OptimConfig(lr=2e-3, lr_backbone=2e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.05),
+    )
 
 
 def ensure_dataset(config: ConvergenceConfig, progress: bool = True) -> Path:
@@ -163,8 +176,10 @@ def _run_one(train_config: TrainConfig, progress: bool) -> None:
         saved["model"]["num_classes"] = wanted["model"]["num_classes"]  # training sets it from the data
         if saved != wanted:
             changed = sorted(k for k in wanted if saved.get(k) != wanted.get(k))
-            raise ConfigError(f"{saved_config}: this run was started with other settings ({', '.join(changed)}); "
-                              "re-run the experiment with its original arguments, or choose another --out")
+            raise ConfigError(
+                f"{saved_config}: this run was started with other settings ({', '.join(changed)}); "
+                "re-run the experiment with its original arguments, or choose another --out"
+            )
         fit(train_config, resume=True, progress=progress)
     else:  # a fresh run; a folder left by a run that stopped before its first checkpoint is started over
         fit(train_config, progress=progress, overwrite=True)
@@ -173,10 +188,19 @@ def _run_one(train_config: TrainConfig, progress: bool) -> None:
 
 def _read_run(label: str, seed: int, run_dir: Path) -> RunRecord:
     metrics = run_dir / "metrics.jsonl"
-    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    history = (
+        [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    )
     last = history[-1] if history else {"epoch": -1, "train_seconds": 0.0}
-    return RunRecord(label, seed, run_dir, history, last["epoch"] + 1, float(last["train_seconds"]),
-                     finished=(run_dir / DONE_NAME).is_file())
+    return RunRecord(
+        label,
+        seed,
+        run_dir,
+        history,
+        last["epoch"] + 1,
+        float(last["train_seconds"]),
+        finished=(run_dir / DONE_NAME).is_file(),
+    )
 
 
 def run_convergence(config: ConvergenceConfig, progress: bool = True, train: bool = True) -> ConvergenceResult:
@@ -196,8 +220,11 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True, train: boo
     labels = [label for label, _ in variants]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"experiment convergence: model labels repeat in {', '.join(labels)}; give each a LABEL=")
-    jobs = [(label, seed, dataclasses.replace(train, seed=seed, output_dir=str(out / "runs" / label / f"seed{seed}")))
-            for label, train in variants for seed in config.seeds]
+    jobs = [
+        (label, seed, dataclasses.replace(train, seed=seed, output_dir=str(out / "runs" / label / f"seed{seed}")))
+        for label, train in variants
+        for seed in config.seeds
+    ]
     runs = []
     with tqdm(total=len(jobs), desc="experiment", unit="run", disable=not progress) as bar:
         for label, seed, job in jobs:

@@ -15,7 +15,9 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def summarize_runs(runs: list, labels: list[str], reference: str, costs: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+def summarize_runs(
+    runs: list, labels: list[str], reference: str, costs: dict[str, dict[str, float]]
+) -> list[dict[str, Any]]:
     """One row per model: mean over seeds of the final metrics, epochs, minutes, s/epoch, and when it reached the
     reference model's final AP (mean over the seeds that reached it; `reached` counts them).
 
@@ -29,8 +31,12 @@ def summarize_runs(runs: list, labels: list[str], reference: str, costs: dict[st
     rows = []
     for label in labels:
         model_runs = by_label[label]
-        row: dict[str, Any] = {"model": label, "seeds": len(model_runs), "finished": all(r.finished for r in model_runs),
-                               **costs.get(label, {})}
+        row: dict[str, Any] = {
+            "model": label,
+            "seeds": len(model_runs),
+            "finished": all(r.finished for r in model_runs),
+            **costs.get(label, {}),
+        }
         for key in METRIC_KEYS:
             row[key] = _mean([r.final[key] for r in model_runs if key in r.final])
         row["epochs"] = _mean([r.epochs for r in model_runs])
@@ -59,8 +65,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of `summarize_runs` rows."""
-    lines = ["| model | params | GFLOPs | AP | AP50 | APs | APm | APl | epochs | train min | s / epoch | epochs to ref. AP | min to ref. AP |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | params | GFLOPs | AP | AP50 | APs | APm | APl | epochs | train min | s / epoch | epochs to ref. AP | min to ref. AP |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         reached = row["reached"]
         to_epochs = _fmt(row["epochs_to_reference"], 1) if reached else "not reached"
@@ -69,9 +77,11 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
             to_epochs += f" ({reached}/{row['seeds']} seeds)"
         params = f"{row['params'] / 1e6:.2f}M" if "params" in row else "—"
         name = row["model"] if row["finished"] else f"{row['model']} (unfinished)"
-        lines.append(f"| {name} | {params} | {_fmt(row.get('gflops'), 2)} | " +
-                     " | ".join(_fmt(row[k]) for k in METRIC_KEYS) +
-                     f" | {_fmt(row['epochs'], 1)} | {_fmt(row['minutes'], 1)} | {_fmt(row['s_per_epoch'], 1)} | {to_epochs} | {to_minutes} |")
+        lines.append(
+            f"| {name} | {params} | {_fmt(row.get('gflops'), 2)} | "
+            + " | ".join(_fmt(row[k]) for k in METRIC_KEYS)
+            + f" | {_fmt(row['epochs'], 1)} | {_fmt(row['minutes'], 1)} | {_fmt(row['s_per_epoch'], 1)} | {to_epochs} | {to_minutes} |"
+        )
     return "\n".join(lines)
 
 
@@ -92,22 +102,41 @@ def scaling_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of `scaling.measure_scaling` rows plus each model's growth exponents."""
     from .scaling import growth_exponent
 
-    lines = ["| model | image | encoder tokens S | encoder GFLOPs | model GFLOPs | encoder ms | model ms |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | image | encoder tokens S | encoder GFLOPs | model GFLOPs | encoder ms | model ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
-        lines.append(f"| {row['model']} | {row['size']}² | {row['tokens']} | {row['encoder_gflops']:.3f} | "
-                     f"{row['total_gflops']:.2f} | {row['encoder_ms']:.1f} | {row['total_ms']:.1f} |")
+        lines.append(
+            f"| {row['model']} | {row['size']}² | {row['tokens']} | {row['encoder_gflops']:.3f} | "
+            f"{row['total_gflops']:.2f} | {row['encoder_ms']:.1f} | {row['total_ms']:.1f} |"
+        )
     models = list(dict.fromkeys(r["model"] for r in rows))
-    lines += ["", "Growth with the number of encoder tokens S (least-squares slope of log cost vs log S; 2 = quadratic, "
-              "1 = linear):", "", "| model | encoder FLOPs | encoder time | model FLOPs |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "Growth with the number of encoder tokens S (least-squares slope of log cost vs log S; 2 = quadratic, "
+        "1 = linear):",
+        "",
+        "| model | encoder FLOPs | encoder time | model FLOPs |",
+        "|---|---:|---:|---:|",
+    ]
     for model in models:
-        lines.append(f"| {model} | S^{growth_exponent(rows, model):.2f} | S^{growth_exponent(rows, model, 'encoder_ms'):.2f} | "
-                     f"S^{growth_exponent(rows, model, 'total_gflops'):.2f} |")
+        lines.append(
+            f"| {model} | S^{growth_exponent(rows, model):.2f} | S^{growth_exponent(rows, model, 'encoder_ms'):.2f} | "
+            f"S^{growth_exponent(rows, model, 'total_gflops'):.2f} |"
+        )
     return "\n".join(lines)
 
 
-def write_report(path: Path, config, data_dir: Path, base: TrainConfig, summary: list[dict[str, Any]],
-                 scaling: list[dict[str, Any]], runs: list) -> Path:
+def write_report(
+    path: Path,
+    config,
+    data_dir: Path,
+    base: TrainConfig,
+    summary: list[dict[str, Any]],
+    scaling: list[dict[str, Any]],
+    runs: list,
+) -> Path:
     """Write report.md (atomically) and return its path."""
     import os
 
@@ -115,23 +144,33 @@ def write_report(path: Path, config, data_dir: Path, base: TrainConfig, summary:
 
     machine = header(threads=config.threads or None)
     reference = summary[0]["reference_ap"] if summary else None
-    budget = (f"{config.budget_minutes:g} minutes of training steps per run" if config.budget_minutes is not None
-              else f"{config.epochs} epochs per run")
+    budget = (
+        f"{config.budget_minutes:g} minutes of training steps per run"
+        if config.budget_minutes is not None
+        else f"{config.epochs} epochs per run"
+    )
     lines = [
         "# Convergence: DETR vs Deformable DETR",
         "",
         f"Command: `{config.command or 'run_convergence(...)'}`",
         "",
         f"- Seeds: {', '.join(map(str, config.seeds))}; budget: {budget}; evaluation every {config.eval_every} epochs and at the end.",
-        f"- Data: `{data_dir}` (" + (f"synthetic shapes, {config.train_images} train / {config.val_images} val images of up to "
-                                     f"{config.image_size} px, data seed {config.data_seed}" if config.data_dir is None else "given") + ").",
+        f"- Data: `{data_dir}` ("
+        + (
+            f"synthetic shapes, {config.train_images} train / {config.val_images} val images of up to "
+            f"{config.image_size} px, data seed {config.data_seed}"
+            if config.data_dir is None
+            else "given"
+        )
+        + ").",
         f"- Training (every model): {config.train_size} px, batch {base.batch_size}, bf16 autocast = {base.amp}, AdamW "
         f"lr {base.optim.lr:g} (DETR models × 0.5, as DETR's 1e-4 vs 2e-4), {base.optim.warmup_steps} warm-up steps, "
         f"{base.optim.schedule} to {base.optim.min_lr_ratio:g}×, clip {base.optim.clip_max_norm:g}, threads {config.threads or 'default'}.",
         f"- Machine: {machine.get('machine', '?')}, torch {machine.get('torch', '?')}, load average at report time "
         f"{machine.get('load_average', '?')}, commit {machine.get('git_commit', '?')}.",
-        f"- Reference AP (\"to ref. AP\" columns): the final AP of `{_reference_name(summary)}`, "
-        f"{reference:.3f}." if reference is not None else "- Reference AP: none (no finished run).",
+        f'- Reference AP ("to ref. AP" columns): the final AP of `{_reference_name(summary)}`, {reference:.3f}.'
+        if reference is not None
+        else "- Reference AP: none (no finished run).",
         "- GFLOPs: forward of one square image at the training size, counted by `FlopCounterMode` with the deformable "
         "operator's own formula (2 FLOPs per multiply-add). Minutes count training steps only (not evaluation); runs that "
         "trained side by side on a shared machine have noisier minutes than epochs.",
@@ -153,12 +192,23 @@ def write_report(path: Path, config, data_dir: Path, base: TrainConfig, summary:
     ]
     for run in runs:
         for record in run.evaluations:
-            lines.append(f"| {run.label} | {run.seed} | {record['epoch'] + 1} | {record['train_seconds'] / 60:.1f} | " +
-                         " | ".join(f"{record[k]:.3f}" for k in METRIC_KEYS) + " |")
+            lines.append(
+                f"| {run.label} | {run.seed} | {record['epoch'] + 1} | {record['train_seconds'] / 60:.1f} | "
+                + " | ".join(f"{record[k]:.3f}" for k in METRIC_KEYS)
+                + " |"
+            )
     if scaling:
-        lines += ["", "## Encoder cost vs image size", "",
-                  "Batch 1, square images, inference mode; FLOPs counted as above, times the minimum of 2 forwards on this "
-                  "machine's CPU (noisy on a shared machine).", "", scaling_table(scaling), "", "![scaling](scaling.png)"]
+        lines += [
+            "",
+            "## Encoder cost vs image size",
+            "",
+            "Batch 1, square images, inference mode; FLOPs counted as above, times the minimum of 2 forwards on this "
+            "machine's CPU (noisy on a shared machine).",
+            "",
+            scaling_table(scaling),
+            "",
+            "![scaling](scaling.png)",
+        ]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")

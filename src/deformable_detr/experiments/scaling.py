@@ -30,11 +30,15 @@ def count_flops(model: torch.nn.Module, image_size: int | tuple[int, int], batch
     tokens = []
     hook = model.transformer.encoder.register_forward_pre_hook(lambda module, args: tokens.append(args[0].shape[1]))
     try:
-        with FlopCounterMode(display=False) as counter:  # no torch.no_grad: FlopCounterMode's module tracker needs grad mode
+        with FlopCounterMode(
+            display=False
+        ) as counter:  # no torch.no_grad: FlopCounterMode's module tracker needs grad mode
             model(torch.randn(batch, 3, height, width))
     finally:
         hook.remove()
-    encoder = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name.endswith("transformer.encoder"))
+    encoder = sum(
+        sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name.endswith("transformer.encoder")
+    )
     return {"total": float(counter.get_total_flops()), "encoder": float(encoder), "tokens": int(tokens[0])}
 
 
@@ -44,7 +48,9 @@ def _forward_seconds(model: torch.nn.Module, size: int, repeats: int = 2) -> tup
     encoder_times: list[float] = []
     started: list[float] = []
     pre = model.transformer.encoder.register_forward_pre_hook(lambda *_: started.append(time.perf_counter()))
-    post = model.transformer.encoder.register_forward_hook(lambda *_: encoder_times.append(time.perf_counter() - started[-1]))
+    post = model.transformer.encoder.register_forward_hook(
+        lambda *_: encoder_times.append(time.perf_counter() - started[-1])
+    )
     totals = []
     try:
         with torch.inference_mode():
@@ -67,13 +73,17 @@ def model_costs(models: dict[str, AnyModelConfig], image_size: int) -> dict[str,
         torch.manual_seed(0)
         model = build_model(config).eval()
         flops = count_flops(model, image_size)
-        costs[label] = {"params": sum(p.numel() for p in model.parameters()), "gflops": flops["total"] / 1e9,
-                        "encoder_gflops": flops["encoder"] / 1e9}
+        costs[label] = {
+            "params": sum(p.numel() for p in model.parameters()),
+            "gflops": flops["total"] / 1e9,
+            "encoder_gflops": flops["encoder"] / 1e9,
+        }
     return costs
 
 
-def measure_scaling(models: dict[str, AnyModelConfig], sizes: tuple[int, ...] | list[int], repeats: int = 2,
-                    progress: bool = True) -> list[dict[str, Any]]:
+def measure_scaling(
+    models: dict[str, AnyModelConfig], sizes: tuple[int, ...] | list[int], repeats: int = 2, progress: bool = True
+) -> list[dict[str, Any]]:
     """FLOPs and CPU time of each model's encoder and whole forward at each square image size.
 
     Returns:
@@ -88,9 +98,17 @@ def measure_scaling(models: dict[str, AnyModelConfig], sizes: tuple[int, ...] | 
             for size in sizes:
                 flops = count_flops(model, size)
                 total_s, encoder_s = _forward_seconds(model, size, repeats)
-                rows.append({"model": label, "size": size, "tokens": flops["tokens"],
-                             "encoder_gflops": flops["encoder"] / 1e9, "total_gflops": flops["total"] / 1e9,
-                             "encoder_ms": encoder_s * 1e3, "total_ms": total_s * 1e3})
+                rows.append(
+                    {
+                        "model": label,
+                        "size": size,
+                        "tokens": flops["tokens"],
+                        "encoder_gflops": flops["encoder"] / 1e9,
+                        "total_gflops": flops["total"] / 1e9,
+                        "encoder_ms": encoder_s * 1e3,
+                        "total_ms": total_s * 1e3,
+                    }
+                )
                 bar.update(1)
     return rows
 

@@ -63,7 +63,9 @@ def variant_train_config(spec: str, base: TrainConfig) -> tuple[str, TrainConfig
     label, _, name = head.rpartition("=")
     label = label or spec.replace(":", "+")
     if "/" in label or label in ("", ".", ".."):
-        raise ConfigError(f"model variant {spec!r}: label {label!r} cannot name a folder; write LABEL=BASE with a plain LABEL")
+        raise ConfigError(
+            f"model variant {spec!r}: label {label!r} cannot name a folder; write LABEL=BASE with a plain LABEL"
+        )
     if name not in VARIANTS:
         raise ConfigError(f"model variant {name!r} (in {spec!r}) is unknown; choose one of {', '.join(VARIANTS)}")
     model = VARIANTS[name]()
@@ -76,12 +78,16 @@ def variant_train_config(spec: str, base: TrainConfig) -> tuple[str, TrainConfig
         key, sep, text = assignment.partition("=")
         part, _, field = key.rpartition(".")
         if not sep or part not in ("", "loss", "optim"):
-            raise ConfigError(f"model variant {spec!r}: {assignment!r} is not FIELD=VALUE, loss.FIELD=VALUE or optim.FIELD=VALUE")
+            raise ConfigError(
+                f"model variant {spec!r}: {assignment!r} is not FIELD=VALUE, loss.FIELD=VALUE or optim.FIELD=VALUE"
+            )
         overrides[part or "model"][field] = _parse_value(text)
     try:
         model = dataclasses.replace(model, **overrides["model"])
         loss = dataclasses.replace(loss, **overrides["loss"])
         optim = dataclasses.replace(optim, **overrides["optim"])
     except TypeError as error:  # an unknown field name
-        raise ConfigError(f"model variant {spec!r}: {error}; see the fields of ModelConfig/DetrConfig, LossConfig, OptimConfig") from None
+        raise ConfigError(
+            f"model variant {spec!r}: {error}; see the fields of ModelConfig/DetrConfig, LossConfig, OptimConfig"
+        ) from None
     return label, dataclasses.replace(base, model=model, loss=loss, optim=optim)

@@ -42,10 +42,14 @@ def _sampling(record: dict[str, torch.Tensor], query: int, width: int, height: i
     head_index = torch.arange(heads).repeat_interleave(points).tolist()
     sampling = []
     for level in range(levels):
-        sampling.append({"level": level,
-                         "points": (locations[:, level].reshape(-1, 2) * scale).tolist(),  # (M * P, 2)
-                         "weights": weights[:, level].reshape(-1).tolist(),
-                         "heads": head_index})
+        sampling.append(
+            {
+                "level": level,
+                "points": (locations[:, level].reshape(-1, 2) * scale).tolist(),  # (M * P, 2)
+                "weights": weights[:, level].reshape(-1).tolist(),
+                "heads": head_index,
+            }
+        )
     return reference.tolist(), sampling
 
 
@@ -57,14 +61,20 @@ def _parse_pixel(pixel: tuple[float, float] | None, width: int, height: int) -> 
     except (TypeError, ValueError):
         raise ConfigError(f"pixel must be (x, y), got {pixel!r}") from None
     if not (0 <= x < width and 0 <= y < height):
-        raise ConfigError(f"pixel ({x:g}, {y:g}) is outside the {width}x{height} image; give 0 <= x < {width}, "
-                          f"0 <= y < {height}")
+        raise ConfigError(
+            f"pixel ({x:g}, {y:g}) is outside the {width}x{height} image; give 0 <= x < {width}, 0 <= y < {height}"
+        )
     return x, y
 
 
 @torch.inference_mode()
-def explain(model: DeformableDETR, image: ImageInput, top: int = 5, threshold: float = 0.0,
-            pixel: tuple[float, float] | None = None) -> dict[str, Any]:
+def explain(
+    model: DeformableDETR,
+    image: ImageInput,
+    top: int = 5,
+    threshold: float = 0.0,
+    pixel: tuple[float, float] | None = None,
+) -> dict[str, Any]:
     """Sampling points and attention weights of the top detections (and optionally of one pixel).
 
     Args:
@@ -88,8 +98,10 @@ def explain(model: DeformableDETR, image: ImageInput, top: int = 5, threshold: f
     model.eval()
     try:
         transformer = model.transformer
-        with recording_sampling([transformer.encoder]) as encoder_attentions, \
-                recording_sampling([transformer.decoder]) as decoder_attentions:
+        with (
+            recording_sampling([transformer.encoder]) as encoder_attentions,
+            recording_sampling([transformer.decoder]) as decoder_attentions,
+        ):
             out = model(batch)
     finally:
         model.train(was_training)
@@ -97,26 +109,45 @@ def explain(model: DeformableDETR, image: ImageInput, top: int = 5, threshold: f
 
     probabilities = out["pred_logits"][0].float().sigmoid()  # (Lq, K)
     scores, labels = probabilities.max(-1)  # a query's best class
-    boxes = box_cxcywh_to_xyxy(out["pred_boxes"][0].float()) * torch.tensor([width, height, width, height],
-                                                                            device=device)  # (Lq, 4)
+    boxes = box_cxcywh_to_xyxy(out["pred_boxes"][0].float()) * torch.tensor(
+        [width, height, width, height], device=device
+    )  # (Lq, 4)
     detections = []
     for query in scores.argsort(descending=True)[:top].tolist():
         if scores[query] < threshold:
             break
         label = int(labels[query])
         reference, sampling = _sampling(decoder_record, query, width, height)
-        detections.append({"box_xyxy": boxes[query].tolist(), "score": float(scores[query]), "label": label,
-                           "category_id": model.categories[label]["id"], "name": model.categories[label]["name"],
-                           "query": query, "reference_point": reference, "sampling": sampling})
+        detections.append(
+            {
+                "box_xyxy": boxes[query].tolist(),
+                "score": float(scores[query]),
+                "label": label,
+                "category_id": model.categories[label]["id"],
+                "name": model.categories[label]["name"],
+                "query": query,
+                "reference_point": reference,
+                "sampling": sampling,
+            }
+        )
     shapes = encoder_record["spatial_shapes"].tolist()
-    result = {"image_size": [height, width], "levels": [{"level": level, "size": size} for level, size in enumerate(shapes)],
-              "detections": detections, "pixel": None}
+    result = {
+        "image_size": [height, width],
+        "levels": [{"level": level, "size": size} for level, size in enumerate(shapes)],
+        "detections": detections,
+        "pixel": None,
+    }
     if pixel is not None:
         level_height, level_width = shapes[0]
         row = min(int(pixel[1] / height * level_height), level_height - 1)
         column = min(int(pixel[0] / width * level_width), level_width - 1)
         query = row * level_width + column  # level 0 starts the flattened sequence
         reference, sampling = _sampling(encoder_record, query, width, height)
-        result["pixel"] = {"pixel": list(pixel), "level": 0, "query": query, "reference_point": reference,
-                           "sampling": sampling}
+        result["pixel"] = {
+            "pixel": list(pixel),
+            "level": 0,
+            "query": query,
+            "reference_point": reference,
+            "sampling": sampling,
+        }
     return result

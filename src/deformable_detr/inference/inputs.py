@@ -72,8 +72,9 @@ def collect_image_files(inputs: Sequence[str | os.PathLike]) -> ImageFiles:
             images, others = _folder_files(path)
             skipped.extend(str(p) for p in others)
             if not images:
-                missing.append({"file": str(item), "error": "folder holds no image files "
-                                f"({', '.join(sorted(IMAGE_EXTENSIONS))})"})
+                missing.append(
+                    {"file": str(item), "error": f"folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"}
+                )
             found.extend(images)
         elif path.exists():
             found.append(path)
@@ -120,11 +121,15 @@ def check_output_folder(out_dir: str | os.PathLike, files: Sequence[Path], overw
     out = Path(out_dir).resolve()
     inside = [f for f in files if f == out or out in f.parents]
     if inside:
-        raise ConfigError(f"--out {out_dir}: the folder contains input images (e.g. {inside[0]}); drawings could "
-                          "replace them; choose an output folder outside the inputs")
+        raise ConfigError(
+            f"--out {out_dir}: the folder contains input images (e.g. {inside[0]}); drawings could "
+            "replace them; choose an output folder outside the inputs"
+        )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out_dir}: exists and is not a folder; choose a folder path")
     if (out / "detections.json").exists() and not overwrite:
-        raise ConfigError(f"--out {out_dir}: already holds detections.json from an earlier run; "
-                          "choose another folder or pass --overwrite")
+        raise ConfigError(
+            f"--out {out_dir}: already holds detections.json from an earlier run; "
+            "choose another folder or pass --overwrite"
+        )
     return out

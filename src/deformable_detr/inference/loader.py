@@ -116,8 +116,9 @@ def _load_directory(path: str, config: ModelConfig | None) -> tuple[DeformableDE
     if is_pretrained_directory(path):
         model = from_pretrained(path)
         if config is not None:
-            model = DeformableDETR.from_state_dict(config, model.state_dict(), source=path,
-                                                   preprocess=model.preprocess, categories=model.categories)
+            model = DeformableDETR.from_state_dict(
+                config, model.state_dict(), source=path, preprocess=model.preprocess, categories=model.categories
+            )
         return model, CheckpointInfo("pretrained", path, "save_pretrained folder")
     for name in RUN_CHECKPOINTS:
         candidate = os.path.join(path, name)
@@ -144,15 +145,22 @@ def _hf_config(directory: str) -> dict[str, Any] | None:
             "DeformableDetrForObjectDetection weights can be loaded"
         )
     if not any(os.path.isfile(os.path.join(directory, name)) for name in _HF_WEIGHTS):
-        raise CheckpointError(f"{directory}: Hugging Face config.json but no weights; expected one of {list(_HF_WEIGHTS)}")
+        raise CheckpointError(
+            f"{directory}: Hugging Face config.json but no weights; expected one of {list(_HF_WEIGHTS)}"
+        )
     return data
 
 
 def _from_transformers(path: str, config: ModelConfig | None, what: str) -> tuple[DeformableDETR, CheckpointInfo]:
     model_config, state_dict = transformers_to_ours(path, config=config)
     hf_config = _hf_config(path if os.path.isdir(path) else os.path.dirname(path) or ".")
-    model = DeformableDETR.from_state_dict(model_config, state_dict, source=path, preprocess=PreprocessConfig(),
-                                           categories=_hf_categories(hf_config, model_config.num_classes))
+    model = DeformableDETR.from_state_dict(
+        model_config,
+        state_dict,
+        source=path,
+        preprocess=PreprocessConfig(),
+        categories=_hf_categories(hf_config, model_config.num_classes),
+    )
     return model, CheckpointInfo("transformers", path, what)
 
 
@@ -195,8 +203,9 @@ def _load_torch(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, 
     return _from_bare_state_dict(state_dict, path, config)
 
 
-def _from_training_checkpoint(state: Mapping[str, Any], path: str,
-                              config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+def _from_training_checkpoint(
+    state: Mapping[str, Any], path: str, config: ModelConfig | None
+) -> tuple[DeformableDETR, CheckpointInfo]:
     """A `deformable-detr train` checkpoint: {"model", "config": TrainConfig dict, "categories"?, "preprocess"?,
     "checksum"?}; a stored checksum is verified."""
     if "checksum" in state:
@@ -217,11 +226,17 @@ def _from_training_checkpoint(state: Mapping[str, Any], path: str,
             raise CheckpointError(f"{path}: config.model: {error}") from None
     preprocess = _training_preprocess(state, train_config, path)
     categories = state.get("categories")
-    model = model_class(config).from_state_dict(config, state["model"], source=path, preprocess=preprocess,
-                                                categories=list(categories) if categories is not None else None)
+    model = model_class(config).from_state_dict(
+        config,
+        state["model"],
+        source=path,
+        preprocess=preprocess,
+        categories=list(categories) if categories is not None else None,
+    )
     epoch = state.get("epoch", (state.get("state") or {}).get("epoch"))
-    return model, CheckpointInfo("training-checkpoint", path,
-                                 "training checkpoint" + (f" after {epoch} epoch(s)" if epoch is not None else ""))
+    return model, CheckpointInfo(
+        "training-checkpoint", path, "training checkpoint" + (f" after {epoch} epoch(s)" if epoch is not None else "")
+    )
 
 
 def _training_preprocess(state: Mapping[str, Any], train_config: Mapping[str, Any], path: str) -> PreprocessConfig:
@@ -240,7 +255,7 @@ def _training_preprocess(state: Mapping[str, Any], train_config: Mapping[str, An
 
 
 def _key_layout(state_dict: Mapping[str, Any]) -> str | None:
-    """"ours", "official" or "transformers" from the key names, or None when none matches."""
+    """ "ours", "official" or "transformers" from the key names, or None when none matches."""
     keys = set(state_dict)
     if "transformer.level_embed" in keys and any(key.startswith("class_heads.") for key in keys):
         return "ours"
@@ -251,8 +266,9 @@ def _key_layout(state_dict: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _from_bare_state_dict(state_dict: Mapping[str, Any], path: str,
-                          config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+def _from_bare_state_dict(
+    state_dict: Mapping[str, Any], path: str, config: ModelConfig | None
+) -> tuple[DeformableDETR, CheckpointInfo]:
     """A state dict with no config beside it: its layout is recognised from the key names; `config` is required."""
     layout = _key_layout(state_dict)
     if layout is None:
@@ -265,7 +281,9 @@ def _from_bare_state_dict(state_dict: Mapping[str, Any], path: str,
             "pass config=ModelConfig(...) describing the model"
         )
     if layout == "official":
-        config, state_dict = official_to_ours(split_official_checkpoint(state_dict, path)[0], config=config, source=path)
+        config, state_dict = official_to_ours(
+            split_official_checkpoint(state_dict, path)[0], config=config, source=path
+        )
     elif layout == "transformers":
         config, state_dict = transformers_to_ours(state_dict, config=config, source=path)
     model = DeformableDETR.from_state_dict(config, state_dict, source=path)

@@ -65,8 +65,9 @@ def _round(values: list[float], digits: int) -> list[float]:
     return [round(v, digits) for v in values]
 
 
-def _process_batch(model: DeformableDETR, files: ImageFiles, indices: list[int], out: Path, threshold: float,
-                   amp: bool, draw: bool) -> list[dict[str, Any]]:
+def _process_batch(
+    model: DeformableDETR, files: ImageFiles, indices: list[int], out: Path, threshold: float, amp: bool, draw: bool
+) -> list[dict[str, Any]]:
     """Decode, detect and draw the files at `indices`: one record per file ({"index", "image" | "error"})."""
     records, pictures, good = [], [], []
     for index in indices:
@@ -80,28 +81,50 @@ def _process_batch(model: DeformableDETR, files: ImageFiles, indices: list[int],
     found = model.predict(pictures, threshold=threshold, batch_size=len(pictures), amp=amp)
     for index, picture, detections in zip(good, pictures, found):
         height, width = detections.image_size
-        record = {"index": index, "image": {"file_name": str(files.files[index]), "width": width, "height": height},
-                  "detections": [{"category_id": category_id, "category_name": name,
-                                  "bbox": _round([x0, y0, x1 - x0, y1 - y0], 2), "score": round(score, 5)}
-                                 for (x0, y0, x1, y1), score, category_id, name in zip(
-                                     detections.boxes.tolist(), detections.scores.tolist(),
-                                     detections.category_ids, detections.names)]}
+        record = {
+            "index": index,
+            "image": {"file_name": str(files.files[index]), "width": width, "height": height},
+            "detections": [
+                {
+                    "category_id": category_id,
+                    "category_name": name,
+                    "bbox": _round([x0, y0, x1 - x0, y1 - y0], 2),
+                    "score": round(score, 5),
+                }
+                for (x0, y0, x1, y1), score, category_id, name in zip(
+                    detections.boxes.tolist(), detections.scores.tolist(), detections.category_ids, detections.names
+                )
+            ],
+        }
         if draw:
             drawing = out / files.outputs[index]
             drawing.parent.mkdir(parents=True, exist_ok=True)
             shown = picture if picture.size == (width, height) else picture.resize((width, height))
-            canvas = draw_detections(shown, detections.boxes.tolist(), detections.labels.tolist(),
-                                     detections.scores.tolist(), [c["name"] for c in model.categories],
-                                     min_side=DRAW_MIN_SIDE)
+            canvas = draw_detections(
+                shown,
+                detections.boxes.tolist(),
+                detections.labels.tolist(),
+                detections.scores.tolist(),
+                [c["name"] for c in model.categories],
+                min_side=DRAW_MIN_SIDE,
+            )
             _write_atomic(drawing, lambda path, canvas=canvas: canvas.save(path, format="PNG"))
             record["image"]["drawing"] = str(files.outputs[index])
         records.append(record)
     return records
 
 
-def predict_files(model: DeformableDETR, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                  threshold: float = 0.5, batch_size: int = 8, amp: bool = False, draw: bool = True,
-                  overwrite: bool = False, progress: bool = True) -> PredictSummary:
+def predict_files(
+    model: DeformableDETR,
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    amp: bool = False,
+    draw: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PredictSummary:
     """Run `model.predict` over image files, folders and globs; write detections.json and drawings.
 
     Args:
@@ -130,12 +153,15 @@ def predict_files(model: DeformableDETR, inputs: Sequence[str | os.PathLike], ou
         out.mkdir(parents=True, exist_ok=True)
     if world > 1:
         dist.barrier()
-    batches = [list(range(start, min(start + batch_size, len(files.files))))
-               for start in range(0, len(files.files), batch_size)]
+    batches = [
+        list(range(start, min(start + batch_size, len(files.files))))
+        for start in range(0, len(files.files), batch_size)
+    ]
     mine = batches[rank::world]
     records = []
-    with tqdm(total=sum(map(len, mine)), unit="img", desc="predict", disable=not (progress and rank == 0),
-              delay=0.5) as bar:
+    with tqdm(
+        total=sum(map(len, mine)), unit="img", desc="predict", disable=not (progress and rank == 0), delay=0.5
+    ) as bar:
         for indices in mine:
             records.extend(_process_batch(model, files, indices, out, threshold, amp, draw))
             bar.update(len(indices))
@@ -145,15 +171,22 @@ def predict_files(model: DeformableDETR, inputs: Sequence[str | os.PathLike], ou
         records = [record for part in gathered for record in part]
     summary = PredictSummary(out, out / "detections.json", skipped=files.skipped)
     records.sort(key=lambda record: record["index"])
-    summary.errors = files.missing + [{"file": str(files.files[r["index"]]), "error": r["error"]}
-                                      for r in records if "error" in r]
+    summary.errors = files.missing + [
+        {"file": str(files.files[r["index"]]), "error": r["error"]} for r in records if "error" in r
+    ]
     images, detections = [], []
     for image_id, record in enumerate((r for r in records if "image" in r), start=1):
         images.append({"id": image_id, **record["image"]})
         detections.extend({"image_id": image_id, **d} for d in record["detections"])
     summary.images, summary.detections = len(images), len(detections)
-    result = {"threshold": threshold, "categories": model.categories, "images": images, "detections": detections,
-              "errors": summary.errors, "skipped": summary.skipped}
+    result = {
+        "threshold": threshold,
+        "categories": model.categories,
+        "images": images,
+        "detections": detections,
+        "errors": summary.errors,
+        "skipped": summary.skipped,
+    }
     if rank == 0:
         _write_atomic(summary.detections_file, lambda path: path.write_text(json.dumps(result, indent=1) + "\n"))
     if world > 1:

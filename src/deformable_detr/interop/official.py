@@ -121,9 +121,7 @@ def _head_tensors(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[s
 
 
 def _same(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(
-        a[name].shape == b[name].shape and torch.equal(a[name], b[name]) for name in a
-    )
+    return a.keys() == b.keys() and all(a[name].shape == b[name].shape and torch.equal(a[name], b[name]) for name in a)
 
 
 def _heads_differ(state_dict: Mapping[str, torch.Tensor], kind: str) -> bool:
@@ -263,8 +261,12 @@ def official_state_dict_to_ours(
     """
     state_dict = _drop_ignored(state_dict)
     _check_position_embedding(state_dict, {}, source)
-    head_prefixes = ("class_embed.", "bbox_embed.", "transformer.decoder.class_embed.",
-                     "transformer.decoder.bbox_embed.")
+    head_prefixes = (
+        "class_embed.",
+        "bbox_embed.",
+        "transformer.decoder.class_embed.",
+        "transformer.decoder.bbox_embed.",
+    )
     ours = {_rename(key): value for key, value in state_dict.items() if not key.startswith(head_prefixes)}
     num_heads = num_decoder_layers + 1 if two_stage else num_decoder_layers
     for kind, ours_kind in (("class_embed", "class_heads"), ("bbox_embed", "box_heads")):
@@ -363,7 +365,9 @@ _OUR_ENCODER_NORMS = {ours: official for official, ours in _ENCODER_NORMS.items(
 _OUR_DECODER_NORMS = {ours: official for official, ours in _DECODER_NORMS.items()}
 
 
-def ours_to_official(config: ModelConfig, state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def ours_to_official(
+    config: ModelConfig, state_dict: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Convert our (ModelConfig, state dict) to the official layout, aliases included, and its `args`.
 
     Args:
@@ -406,11 +410,21 @@ def ours_to_official(config: ModelConfig, state_dict: Mapping[str, torch.Tensor]
             for prefix in prefixes:
                 official.update({prefix + name: value for name, value in tensors.items()})
     args = dict(
-        hidden_dim=config.d_model, nheads=config.n_heads, enc_layers=config.num_encoder_layers,
-        dec_layers=config.num_decoder_layers, dim_feedforward=config.dim_feedforward, dropout=config.dropout,
-        num_queries=config.num_queries, num_feature_levels=config.num_feature_levels,
-        enc_n_points=config.enc_n_points, dec_n_points=config.dec_n_points,
-        with_box_refine=config.with_box_refine, two_stage=config.two_stage, dilation=config.dilation,
-        backbone=config.backbone, position_embedding="sine", masks=False,
+        hidden_dim=config.d_model,
+        nheads=config.n_heads,
+        enc_layers=config.num_encoder_layers,
+        dec_layers=config.num_decoder_layers,
+        dim_feedforward=config.dim_feedforward,
+        dropout=config.dropout,
+        num_queries=config.num_queries,
+        num_feature_levels=config.num_feature_levels,
+        enc_n_points=config.enc_n_points,
+        dec_n_points=config.dec_n_points,
+        with_box_refine=config.with_box_refine,
+        two_stage=config.two_stage,
+        dilation=config.dilation,
+        backbone=config.backbone,
+        position_embedding="sine",
+        masks=False,
     )
     return official, args

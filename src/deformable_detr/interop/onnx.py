@@ -39,7 +39,9 @@ class _ExportedDetector(nn.Module):
         self.model = model
         self.with_padding_mask = with_padding_mask
 
-    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, H, W) float32 normalized; padding_mask (B, H, W) bool True = padding ->
         pred_logits (B, Lq, K), pred_boxes (B, Lq, 4) (cx, cy, w, h) in [0, 1] of each image's valid region."""
         out = self.model(images, padding_mask if self.with_padding_mask else None)
@@ -55,8 +57,9 @@ def _export_copy(model: nn.Module) -> nn.Module:
     return exported
 
 
-def _example_inputs(batch_size: int, height: int, width: int, with_padding_mask: bool,
-                    seed: int = 0) -> tuple[torch.Tensor, ...]:
+def _example_inputs(
+    batch_size: int, height: int, width: int, with_padding_mask: bool, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
     """Random normalized images (B, 3, H, W) and, if asked, a padding mask (B, H, W) whose images after
     the first are padded on the right and bottom (so the traced graph sees real padding)."""
     generator = torch.Generator().manual_seed(seed)
@@ -65,8 +68,8 @@ def _example_inputs(batch_size: int, height: int, width: int, with_padding_mask:
         return (images,)
     padding_mask = torch.zeros(batch_size, height, width, dtype=torch.bool)
     for index in range(1, batch_size):
-        padding_mask[index, (height * 3) // 4:, :] = True
-        padding_mask[index, :, (width * 3) // 4:] = True
+        padding_mask[index, (height * 3) // 4 :, :] = True
+        padding_mask[index, :, (width * 3) // 4 :] = True
     images = images.masked_fill(padding_mask[:, None], 0.0)
     return images, padding_mask
 
@@ -80,9 +83,18 @@ def _metadata(model: nn.Module) -> dict[str, str]:
     }
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 17, dynamic: bool = False,
-                batch_size: int = 1, height: int = 800, width: int = 1066, padding_mask: bool = True,
-                overwrite: bool = False) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    opset: int = 17,
+    dynamic: bool = False,
+    batch_size: int = 1,
+    height: int = 800,
+    width: int = 1066,
+    padding_mask: bool = True,
+    overwrite: bool = False,
+) -> Path:
     """Write `model`'s eval() forward as an ONNX file (standard ops only) and check it with onnx.checker.
 
     Args:
@@ -117,11 +129,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 17, d
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _ExportedDetector(_export_copy(model), padding_mask)
     inputs = _example_inputs(batch_size, height, width, padding_mask)
-    input_names = list(INPUT_NAMES[:len(inputs)])
+    input_names = list(INPUT_NAMES[: len(inputs)])
     dynamic_axes = None
     if dynamic:
-        dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"},
-                        "pred_logits": {0: "batch"}, "pred_boxes": {0: "batch"}}
+        dynamic_axes = {
+            "images": {0: "batch", 2: "height", 3: "width"},
+            "pred_logits": {0: "batch"},
+            "pred_boxes": {0: "batch"},
+        }
         if padding_mask:
             dynamic_axes["padding_mask"] = {0: "batch", 1: "height", 2: "width"}
     tmp = path.with_name(f".{path.name}.tmp")
@@ -131,9 +146,17 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 17, d
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
-            torch.onnx.export(wrapper, inputs, str(tmp), dynamo=False, opset_version=opset,
-                              input_names=input_names, output_names=list(OUTPUT_NAMES),
-                              dynamic_axes=dynamic_axes, do_constant_folding=True)
+            torch.onnx.export(
+                wrapper,
+                inputs,
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
         proto = onnx.load(str(tmp))
         for key, value in _metadata(model).items():
             entry = proto.metadata_props.add()
@@ -170,8 +193,9 @@ def verification_sizes(height: int, width: int, dynamic: bool) -> list[tuple[int
     return [(height, width), (max(32, height * 3 // 4), width * 5 // 4)]
 
 
-def verify_onnx(model: nn.Module, path: str | os.PathLike, sizes: list[tuple[int, int]], batch_size: int = 2,
-                seed: int = 1) -> list[dict[str, Any]]:
+def verify_onnx(
+    model: nn.Module, path: str | os.PathLike, sizes: list[tuple[int, int]], batch_size: int = 2, seed: int = 1
+) -> list[dict[str, Any]]:
     """Run the ONNX file with onnxruntime (CPU) and `model` with PyTorch on the same random batches.
 
     Args:
@@ -200,10 +224,14 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, sizes: list[tuple[int
             out = reference(*(t.to(device) for t in inputs))
         feeds = {name: tensor.numpy() for name, tensor in zip(names, inputs)}
         logits, boxes = session.run(list(OUTPUT_NAMES), feeds)
-        results.append({
-            "height": height, "width": width, "batch_size": batch_size,
-            "pred_logits": float((torch.from_numpy(logits) - out["pred_logits"].float().cpu()).abs().max()),
-            "pred_boxes": float((torch.from_numpy(boxes) - out["pred_boxes"].float().cpu()).abs().max()),
-        })
+        results.append(
+            {
+                "height": height,
+                "width": width,
+                "batch_size": batch_size,
+                "pred_logits": float((torch.from_numpy(logits) - out["pred_logits"].float().cpu()).abs().max()),
+                "pred_boxes": float((torch.from_numpy(boxes) - out["pred_boxes"].float().cpu()).abs().max()),
+            }
+        )
     reference.train(was_training)
     return results

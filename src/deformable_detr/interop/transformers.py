@@ -79,9 +79,7 @@ def read_transformers_directory(directory: str | os.PathLike) -> tuple[dict[str,
             for shard in shards:
                 state_dict.update(read_weights(os.path.join(directory, shard)))
             return state_dict, config
-    raise FileNotFoundError(
-        f"{directory}: no weights found; expected one of {list(_WEIGHT_FILES + _SHARD_INDEXES)}"
-    )
+    raise FileNotFoundError(f"{directory}: no weights found; expected one of {list(_WEIGHT_FILES + _SHARD_INDEXES)}")
 
 
 def read_json(path: str) -> dict[str, Any]:
@@ -209,7 +207,9 @@ def transformers_state_dict_to_official(
         official[_official_name(key)] = value
     for key, parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
-            raise CheckpointError(f"{source}: {key}: decoder self-attention has only {sorted(parts)} of q/k/v projections")
+            raise CheckpointError(
+                f"{source}: {key}: decoder self-attention has only {sorted(parts)} of q/k/v projections"
+            )
         official[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)  # (3C, C) or (3C,)
     return official
 
@@ -254,7 +254,9 @@ def config_from_transformers(
             f"{source}: position_embedding_type={get('position_embedding_type')!r} is not supported; use 'sine'"
         )
     if get("activation_function", "relu") != "relu":
-        raise CheckpointError(f"{source}: activation_function={get('activation_function')!r} is not supported; use 'relu'")
+        raise CheckpointError(
+            f"{source}: activation_function={get('activation_function')!r} is not supported; use 'relu'"
+        )
     for ours, (enc, dec, default) in {
         "n_heads": ("encoder_attention_heads", "decoder_attention_heads", 8),
         "dim_feedforward": ("encoder_ffn_dim", "decoder_ffn_dim", 1024),
@@ -424,8 +426,10 @@ def ours_to_transformers(
         CheckpointError: DC5, which HF builds only with a timm backbone.
     """
     if config.dilation:
-        raise CheckpointError("DC5 (dilation=True) cannot be written for Hugging Face's native ResNet; HF builds DC5 "
-                              "only with a timm backbone")
+        raise CheckpointError(
+            "DC5 (dilation=True) cannot be written for Hugging Face's native ResNet; HF builds DC5 "
+            "only with a timm backbone"
+        )
     official, _ = ours_to_official(config, state_dict)
     hf_state: dict[str, torch.Tensor] = {}
     for key, value in official.items():
@@ -440,7 +444,9 @@ def ours_to_transformers(
         hf_state[_hf_name(key)] = value.detach().clone()
     width = config.backbone_base_width
     bottleneck = "layer1.0.conv3.weight" in {k[len("backbone.0.body.") :] for k in official}
-    labels = [c["name"] for c in categories] if categories is not None else [f"LABEL_{k}" for k in range(config.num_classes)]
+    labels = (
+        [c["name"] for c in categories] if categories is not None else [f"LABEL_{k}" for k in range(config.num_classes)]
+    )
     hf_config = {
         "model_type": "deformable_detr",
         "architectures": ["DeformableDetrForObjectDetection"],

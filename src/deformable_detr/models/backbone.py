@@ -144,8 +144,14 @@ class ResNet(nn.Module):
         norm_layer: `FrozenBatchNorm2d` or `nn.BatchNorm2d`.
     """
 
-    def __init__(self, block: type[nn.Module], depths: tuple[int, int, int, int], base_width: int = 64,
-                 dilation: bool = False, norm_layer: type[nn.Module] = FrozenBatchNorm2d):
+    def __init__(
+        self,
+        block: type[nn.Module],
+        depths: tuple[int, int, int, int],
+        base_width: int = 64,
+        dilation: bool = False,
+        norm_layer: type[nn.Module] = FrozenBatchNorm2d,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(3, base_width, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(base_width)
@@ -159,8 +165,11 @@ class ResNet(nn.Module):
             later_dilation = 2 if stage == 3 and dilation else 1
             blocks = []
             for index in range(num_blocks):
-                blocks.append(block(in_channels, width, stride if index == 0 else 1,
-                                    1 if index == 0 else later_dilation, norm_layer))
+                blocks.append(
+                    block(
+                        in_channels, width, stride if index == 0 else 1, 1 if index == 0 else later_dilation, norm_layer
+                    )
+                )
                 in_channels = width * block.expansion
             setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
             self.out_channels.append(in_channels)
@@ -193,9 +202,17 @@ class Backbone(nn.Module):
         freeze_stem_and_layer1: freeze conv1/bn1/layer1 (the paper's default with ImageNet weights).
     """
 
-    def __init__(self, name: str, depths: tuple[int, int, int, int], base_width: int = 64,
-                 return_interm_layers: bool = True, dilation: bool = False, frozen_bn: bool = True,
-                 train_backbone: bool = True, freeze_stem_and_layer1: bool = True):
+    def __init__(
+        self,
+        name: str,
+        depths: tuple[int, int, int, int],
+        base_width: int = 64,
+        return_interm_layers: bool = True,
+        dilation: bool = False,
+        frozen_bn: bool = True,
+        train_backbone: bool = True,
+        freeze_stem_and_layer1: bool = True,
+    ):
         super().__init__()
         block = BasicBlock if RESNETS[name][0] == "basic" else Bottleneck
         self.body = ResNet(block, depths, base_width, dilation, FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
@@ -240,14 +257,22 @@ def load_torchvision_weights(body: ResNet, path_or_state_dict: str | os.PathLike
     else:
         state_dict, source = load_torch_file(path_or_state_dict), str(path_or_state_dict)
     own = body.state_dict()
-    state_dict = {k: v for k, v in state_dict.items()
-                  if not k.startswith("fc.") and (k in own or not k.endswith("num_batches_tracked"))}
+    state_dict = {
+        k: v
+        for k, v in state_dict.items()
+        if not k.startswith("fc.") and (k in own or not k.endswith("num_batches_tracked"))
+    }
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
-    mis_shaped = sorted(f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
-                        for k, v in state_dict.items() if k in own and v.shape != own[k].shape)
+    mis_shaped = sorted(
+        f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+        for k, v in state_dict.items()
+        if k in own and v.shape != own[k].shape
+    )
     if missing or unexpected or mis_shaped:
-        raise CheckpointError(f"{source}: not a torchvision ResNet of this shape: missing {missing[:5]} ({len(missing)}), "
-                         f"unexpected {unexpected[:5]} ({len(unexpected)}), mis-shaped {mis_shaped[:5]}; "
-                         "pass the matching torchvision resnet file")
+        raise CheckpointError(
+            f"{source}: not a torchvision ResNet of this shape: missing {missing[:5]} ({len(missing)}), "
+            f"unexpected {unexpected[:5]} ({len(unexpected)}), mis-shaped {mis_shaped[:5]}; "
+            "pass the matching torchvision resnet file"
+        )
     body.load_state_dict(state_dict)

@@ -23,7 +23,9 @@ from ..errors import CheckpointError
 from .backbone import ResNet
 
 _HF_STEM = re.compile(r"^(?:resnet\.)?embedder\.embedder\.(convolution|normalization)\.(.+)$")
-_HF_BLOCK = re.compile(r"^(?:resnet\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.(layer\.(\d+)|shortcut)\.(convolution|normalization)\.(.+)$")
+_HF_BLOCK = re.compile(
+    r"^(?:resnet\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.(layer\.(\d+)|shortcut)\.(convolution|normalization)\.(.+)$"
+)
 _CLASSIFIER = ("fc.", "classifier.", "head.", "resnet.pooler", "pooler.")
 
 
@@ -39,7 +41,9 @@ def read_backbone_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError) as error:
-            raise CheckpointError(f"{path}: cannot read safetensors ({error}); pass a torchvision/timm/HF ResNet file") from None
+            raise CheckpointError(
+                f"{path}: cannot read safetensors ({error}); pass a torchvision/timm/HF ResNet file"
+            ) from None
     else:
         from ..util.safe_load import load_torch_file
 
@@ -65,7 +69,9 @@ def to_torchvision_names(state: dict[str, torch.Tensor]) -> tuple[dict[str, torc
                 if part == "shortcut":
                     name = prefix + ("downsample.0" if kind == "convolution" else "downsample.1")
                 else:
-                    name = prefix + (f"conv{int(conv_index) + 1}" if kind == "convolution" else f"bn{int(conv_index) + 1}")
+                    name = prefix + (
+                        f"conv{int(conv_index) + 1}" if kind == "convolution" else f"bn{int(conv_index) + 1}"
+                    )
                 renamed[f"{name}.{leaf}"] = value
             elif not key.startswith(_CLASSIFIER):
                 renamed[key] = value  # left for the strict check to report
@@ -74,12 +80,16 @@ def to_torchvision_names(state: dict[str, torch.Tensor]) -> tuple[dict[str, torc
 
 
 def describe_resnet(state: dict[str, torch.Tensor]) -> str:
-    """"resnet50 (bottleneck, 3-4-6-3, width 64)"-style description of a torchvision-named state dict."""
+    """ "resnet50 (bottleneck, 3-4-6-3, width 64)"-style description of a torchvision-named state dict."""
     depths = tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{s}.")}) for s in range(1, 5))
     bottleneck = any(k.endswith("conv3.weight") for k in state)
     width = state["conv1.weight"].shape[0] if "conv1.weight" in state else "?"
-    name = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet50" if bottleneck else "resnet34",
-            (3, 4, 23, 3): "resnet101", (3, 8, 36, 3): "resnet152"}.get(depths, "resnet")
+    name = {
+        (2, 2, 2, 2): "resnet18",
+        (3, 4, 6, 3): "resnet50" if bottleneck else "resnet34",
+        (3, 4, 23, 3): "resnet101",
+        (3, 8, 36, 3): "resnet152",
+    }.get(depths, "resnet")
     return f"{name} ({'bottleneck' if bottleneck else 'basic'} blocks, {'-'.join(map(str, depths))}, width {width})"
 
 

@@ -28,8 +28,10 @@ def model_config_from_dict(values: dict[str, Any]) -> AnyModelConfig:
         return ModelConfig.from_dict(values)
     if architecture == DETR_ARCHITECTURE:
         return DetrConfig.from_dict(values)
-    raise ValueError(f"model config: architecture={architecture!r} is unknown; expected {DETR_ARCHITECTURE!r} "
-                     "or no 'architecture' key (Deformable DETR)")
+    raise ValueError(
+        f"model config: architecture={architecture!r} is unknown; expected {DETR_ARCHITECTURE!r} "
+        "or no 'architecture' key (Deformable DETR)"
+    )
 
 
 def model_preset(name: str, **overrides: Any) -> AnyModelConfig:

@@ -87,11 +87,15 @@ class ModelConfig:
         if selection not in (None, "static", "pure", "mixed"):
             raise ConfigError(f"query_selection={selection!r} is unknown; choose one of static, pure, mixed")
         if selection in ("pure", "mixed") and not self.two_stage:
-            raise ConfigError(f"query_selection={selection!r} selects encoder proposals; set two_stage=True "
-                             "(or query_selection='static')")
+            raise ConfigError(
+                f"query_selection={selection!r} selects encoder proposals; set two_stage=True "
+                "(or query_selection='static')"
+            )
         if selection == "static" and self.two_stage:
-            raise ConfigError("query_selection='static' uses learned queries; set two_stage=False "
-                             "(or query_selection='pure' / 'mixed')")
+            raise ConfigError(
+                "query_selection='static' uses learned queries; set two_stage=False "
+                "(or query_selection='pure' / 'mixed')"
+            )
         if self.num_queries_one2many < 0:
             raise ConfigError(f"num_queries_one2many={self.num_queries_one2many} must be >= 0 (0 = no hybrid matching)")
         if self.backbone not in RESNETS:
@@ -109,12 +113,23 @@ class ModelConfig:
             raise ConfigError(
                 f"num_feature_levels={self.num_feature_levels} must be 1 (C5 only) or >= 3 (C3-C5 plus extra levels)"
             )
-        for name in ("d_model", "n_heads", "enc_n_points", "dec_n_points", "num_encoder_layers",
-                     "num_decoder_layers", "dim_feedforward", "num_queries", "num_classes"):
+        for name in (
+            "d_model",
+            "n_heads",
+            "enc_n_points",
+            "dec_n_points",
+            "num_encoder_layers",
+            "num_decoder_layers",
+            "dim_feedforward",
+            "num_queries",
+            "num_classes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if self.d_model % 32:
-            raise ConfigError(f"d_model={self.d_model} must be a multiple of 32 (the input projections use GroupNorm(32))")
+            raise ConfigError(
+                f"d_model={self.d_model} must be a multiple of 32 (the input projections use GroupNorm(32))"
+            )
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
@@ -127,7 +142,7 @@ class ModelConfig:
 
     @property
     def query_selection_mode(self) -> str:
-        """"static", "pure" or "mixed": `query_selection`, or what `two_stage` implies when it is None."""
+        """ "static", "pure" or "mixed": `query_selection`, or what `two_stage` implies when it is None."""
         return self.query_selection or ("pure" if self.two_stage else "static")
 
     @property
@@ -162,7 +177,9 @@ class ModelConfig:
         values = {key: value for key, value in values.items() if key not in _RUNTIME_FIELDS}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown ModelConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown ModelConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
+            )
         values = dict(values)
         if values.get("backbone_depths") is not None:
             values["backbone_depths"] = tuple(values["backbone_depths"])
@@ -241,14 +258,20 @@ def deformable_detr_dino_style() -> ModelConfig:
     For reference, on COCO val2017 with R50 and 12 epochs: DINO-4scale 49.0 AP, H-Deformable-DETR two-stage
     refine 48.7 AP, vs 46.9 for `deformable-detr-two-stage` after 50 epochs (the papers' numbers).
     """
-    return dataclasses.replace(deformable_detr_two_stage(), query_selection="mixed", denoising=True,
-                               look_forward_twice=True, num_queries_one2many=1500)
+    return dataclasses.replace(
+        deformable_detr_two_stage(),
+        query_selection="mixed",
+        denoising=True,
+        look_forward_twice=True,
+        num_queries_one2many=1500,
+    )
 
 
 def demo_dino_style() -> ModelConfig:
     """`demo` with the training options of `deformable-detr-dino-style` (90 one-to-many queries, 3x `num_queries`)."""
-    return dataclasses.replace(demo(), query_selection="mixed", denoising=True, look_forward_twice=True,
-                               num_queries_one2many=90)
+    return dataclasses.replace(
+        demo(), query_selection="mixed", denoising=True, look_forward_twice=True, num_queries_one2many=90
+    )
 
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {

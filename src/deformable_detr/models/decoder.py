@@ -33,8 +33,16 @@ class DeformableDecoderLayer(nn.Module):
         backend: attention operator backend.
     """
 
-    def __init__(self, d_model: int, n_levels: int, n_heads: int, n_points: int, dim_feedforward: int,
-                 dropout: float, backend: str = "auto"):
+    def __init__(
+        self,
+        d_model: int,
+        n_levels: int,
+        n_heads: int,
+        n_points: int,
+        dim_feedforward: int,
+        dropout: float,
+        backend: str = "auto",
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
         self.dropout_self_attn = nn.Dropout(dropout)
@@ -48,9 +56,17 @@ class DeformableDecoderLayer(nn.Module):
         self.dropout_ffn = nn.Dropout(dropout)
         self.norm_ffn = nn.LayerNorm(d_model)
 
-    def forward(self, target: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor,
-                memory: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                padding_mask: torch.Tensor | None, self_attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        target: torch.Tensor,
+        query_pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        memory: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        self_attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """One decoder layer.
 
         Args:
@@ -70,8 +86,14 @@ class DeformableDecoderLayer(nn.Module):
         query = target + query_pos
         attended = self.self_attn(query, query, target, attn_mask=self_attn_mask, need_weights=False)[0]  # (B, Lq, C)
         target = self.norm_self_attn(target + self.dropout_self_attn(attended))
-        attended = self.cross_attn(target + query_pos, reference_points, memory, spatial_shapes=spatial_shapes,
-                                   level_start_index=level_start_index, padding_mask=padding_mask)
+        attended = self.cross_attn(
+            target + query_pos,
+            reference_points,
+            memory,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            padding_mask=padding_mask,
+        )
         target = self.norm_cross_attn(target + self.dropout_cross_attn(attended))
         hidden = self.dropout_hidden(F.relu(self.linear1(target)))  # (B, Lq, dim_feedforward)
         return self.norm_ffn(target + self.dropout_ffn(self.linear2(hidden)))
@@ -80,20 +102,45 @@ class DeformableDecoderLayer(nn.Module):
 class DeformableDecoder(nn.Module):
     """A stack of `DeformableDecoderLayer`s, optionally refining the reference boxes layer by layer."""
 
-    def __init__(self, num_layers: int, d_model: int, n_levels: int, n_heads: int, n_points: int,
-                 dim_feedforward: int, dropout: float, backend: str = "auto"):
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        n_levels: int,
+        n_heads: int,
+        n_points: int,
+        dim_feedforward: int,
+        dropout: float,
+        backend: str = "auto",
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
-            DeformableDecoderLayer(d_model, n_levels=n_levels, n_heads=n_heads, n_points=n_points,
-                                   dim_feedforward=dim_feedforward, dropout=dropout, backend=backend)
+            DeformableDecoderLayer(
+                d_model,
+                n_levels=n_levels,
+                n_heads=n_heads,
+                n_points=n_points,
+                dim_feedforward=dim_feedforward,
+                dropout=dropout,
+                backend=backend,
+            )
             for _ in range(num_layers)
         )
 
-    def forward(self, target: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor,
-                memory: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                valid_ratios: torch.Tensor, padding_mask: torch.Tensor | None,
-                box_heads: nn.ModuleList | None = None, self_attn_mask: torch.Tensor | None = None,
-                look_forward_twice: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(
+        self,
+        target: torch.Tensor,
+        query_pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        memory: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        valid_ratios: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        box_heads: nn.ModuleList | None = None,
+        self_attn_mask: torch.Tensor | None = None,
+        look_forward_twice: bool = False,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Decode the queries.
 
         Args:
@@ -125,9 +172,16 @@ class DeformableDecoder(nn.Module):
         for index, layer in enumerate(self.layers):
             ratios = valid_ratios if reference_points.shape[-1] == 2 else torch.cat((valid_ratios, valid_ratios), -1)
             sampled_reference = reference_points[:, :, None] * ratios[:, None]  # (B, Lq, L, 2 | 4)
-            target = layer(target, query_pos, sampled_reference, memory, spatial_shapes=spatial_shapes,
-                           level_start_index=level_start_index, padding_mask=padding_mask,
-                           self_attn_mask=self_attn_mask)
+            target = layer(
+                target,
+                query_pos,
+                sampled_reference,
+                memory,
+                spatial_shapes=spatial_shapes,
+                level_start_index=level_start_index,
+                padding_mask=padding_mask,
+                self_attn_mask=self_attn_mask,
+            )
             hidden_states.append(target)
             references.append(returned_reference)
             if box_heads is not None:
@@ -135,7 +189,9 @@ class DeformableDecoder(nn.Module):
                 if reference_points.shape[-1] == 4:
                     refined = box_delta + inverse_sigmoid(reference_points)
                 else:
-                    refined = torch.cat((box_delta[..., :2] + inverse_sigmoid(reference_points), box_delta[..., 2:]), -1)
+                    refined = torch.cat(
+                        (box_delta[..., :2] + inverse_sigmoid(reference_points), box_delta[..., 2:]), -1
+                    )
                 refined = refined.sigmoid()
                 reference_points = refined.detach()
                 returned_reference = refined if look_forward_twice else reference_points

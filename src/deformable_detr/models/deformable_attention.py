@@ -29,8 +29,9 @@ class MultiScaleDeformableAttention(nn.Module):
         backend: operator backend, "auto", "reference", "cpu" or "triton" (see `deformable_detr.ops`).
     """
 
-    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
-                 backend: str = "auto") -> None:
+    def __init__(
+        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, backend: str = "auto"
+    ) -> None:
         super().__init__()
         for name, count in (("d_model", d_model), ("n_levels", n_levels), ("n_heads", n_heads), ("n_points", n_points)):
             if count < 1:
@@ -72,9 +73,15 @@ class MultiScaleDeformableAttention(nn.Module):
             nn.init.xavier_uniform_(projection.weight)
             nn.init.zeros_(projection.bias)
 
-    def forward(self, query: torch.Tensor, reference_points: torch.Tensor, value_input: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        value_input: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Sample the value maps around each query's reference points and mix the samples.
 
         Args:
@@ -117,7 +124,8 @@ class MultiScaleDeformableAttention(nn.Module):
         if reference_points.shape[-1] == 2:
             offset_normalizer = spatial_shapes.flip(-1).to(sampling_offsets.dtype)  # (L, 2) as (W_l, H_l)
             sampling_locations = (
-                reference_points[:, :, None, :, None, :] + sampling_offsets / offset_normalizer[None, None, None, :, None, :]
+                reference_points[:, :, None, :, None, :]
+                + sampling_offsets / offset_normalizer[None, None, None, :, None, :]
             )  # (B, Lq, M, L, P, 2)
         else:
             sampling_locations = (
@@ -125,21 +133,30 @@ class MultiScaleDeformableAttention(nn.Module):
                 + sampling_offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5
             )  # (B, Lq, M, L, P, 2)
         if self.record:
-            self.last_sampling = {"reference_points": reference_points.detach(), "spatial_shapes": spatial_shapes,
-                                  "sampling_locations": sampling_locations.detach(),
-                                  "attention_weights": attention_weights.detach()}
+            self.last_sampling = {
+                "reference_points": reference_points.detach(),
+                "spatial_shapes": spatial_shapes,
+                "sampling_locations": sampling_locations.detach(),
+                "attention_weights": attention_weights.detach(),
+            }
         # Under autocast value is bfloat16 but locations follow the float32 reference points: run the
         # operator in the widest of the three (a bfloat16 location is off by up to half a pixel).
         dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
         output = multi_scale_deformable_attention(
-            value.to(dtype), spatial_shapes, level_start_index, sampling_locations.to(dtype),
-            attention_weights.to(dtype), backend=self.backend,
+            value.to(dtype),
+            spatial_shapes,
+            level_start_index,
+            sampling_locations.to(dtype),
+            attention_weights.to(dtype),
+            backend=self.backend,
         )  # (B, Lq, C)
         return self.output_proj(output)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, n_levels={self.n_levels}, n_heads={self.n_heads}, "
-                f"n_points={self.n_points}, backend={self.backend!r}")
+        return (
+            f"d_model={self.d_model}, n_levels={self.n_levels}, n_heads={self.n_heads}, "
+            f"n_points={self.n_points}, backend={self.backend!r}"
+        )
 
 
 @contextmanager

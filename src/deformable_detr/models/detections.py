@@ -35,8 +35,9 @@ class Detections:
         records = []
         for box, score, category_id in zip(self.boxes.tolist(), self.scores.tolist(), self.category_ids):
             x0, y0, x1, y1 = box
-            records.append({"image_id": image_id, "category_id": category_id,
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+            records.append(
+                {"image_id": image_id, "category_id": category_id, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score}
+            )
         return records
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,7 +47,8 @@ class Detections:
             "image_size": list(self.image_size),
             "detections": [
                 {"box_xyxy": box, "score": score, "label": label, "category_id": category_id, "name": name}
-                for box, score, label, category_id, name in zip(self.boxes.tolist(), self.scores.tolist(),
-                                                                self.labels.tolist(), self.category_ids, self.names)
+                for box, score, label, category_id, name in zip(
+                    self.boxes.tolist(), self.scores.tolist(), self.labels.tolist(), self.category_ids, self.names
+                )
             ],
         }

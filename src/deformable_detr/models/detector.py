@@ -1,8 +1,8 @@
 """Deformable DETR: backbone -> input projections -> deformable transformer -> class and box heads.
 
-    model = DeformableDETR(ModelConfig.preset("deformable-detr"))
-    out = model(images, padding_mask)          # see `DeformableDETR.forward`
-    detections = model.postprocess(out, target_sizes)
+model = DeformableDETR(ModelConfig.preset("deformable-detr"))
+out = model(images, padding_mask)          # see `DeformableDETR.forward`
+detections = model.postprocess(out, target_sizes)
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ def _input_projections(backbone_channels: list[int], num_levels: int, d_model: i
     projections = [nn.Sequential(nn.Conv2d(c, d_model, 1), nn.GroupNorm(32, d_model)) for c in backbone_channels]
     in_channels = backbone_channels[-1]
     for _ in range(num_levels - len(backbone_channels)):
-        projections.append(nn.Sequential(nn.Conv2d(in_channels, d_model, 3, stride=2, padding=1),
-                                         nn.GroupNorm(32, d_model)))
+        projections.append(
+            nn.Sequential(nn.Conv2d(in_channels, d_model, 3, stride=2, padding=1), nn.GroupNorm(32, d_model))
+        )
         in_channels = d_model
     for projection in projections:  # as the reference code
         nn.init.xavier_uniform_(projection[0].weight, gain=1)
@@ -65,39 +66,56 @@ def _input_projections(backbone_channels: list[int], num_levels: int, d_model: i
 
 def _resnet_backbone(config: ModelConfig) -> Backbone:
     """The ResNet of `config`: C3-C5 for multi-scale models, C5 alone for single-scale ones."""
-    return Backbone(config.backbone, config.resnet_depths, config.backbone_base_width,
-                    return_interm_layers=config.num_feature_levels > 1, dilation=config.dilation,
-                    frozen_bn=config.backbone_frozen_bn, train_backbone=config.train_backbone,
-                    freeze_stem_and_layer1=config.freeze_stem_and_layer1)
+    return Backbone(
+        config.backbone,
+        config.resnet_depths,
+        config.backbone_base_width,
+        return_interm_layers=config.num_feature_levels > 1,
+        dilation=config.dilation,
+        frozen_bn=config.backbone_frozen_bn,
+        train_backbone=config.train_backbone,
+        freeze_stem_and_layer1=config.freeze_stem_and_layer1,
+    )
 
 
 def _checked_backbone(backbone: nn.Module, config: ModelConfig) -> nn.Module:
     """`backbone` if it fulfils the backbone contract for `config`, else a ConfigError saying what is missing."""
     name = type(backbone).__name__
     if not isinstance(backbone, nn.Module):
-        raise ConfigError(f"backbone must be an nn.Module with num_channels, strides and forward(images, padding_mask); "
-                          f"got {name}")
+        raise ConfigError(
+            f"backbone must be an nn.Module with num_channels, strides and forward(images, padding_mask); got {name}"
+        )
     for attribute in ("num_channels", "strides"):
         values = getattr(backbone, attribute, None)
         if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, int) and v > 0 for v in values):
-            raise ConfigError(f"backbone {name}.{attribute} = {values!r}; it must be a non-empty list of positive ints, "
-                              "one per returned feature level")
+            raise ConfigError(
+                f"backbone {name}.{attribute} = {values!r}; it must be a non-empty list of positive ints, "
+                "one per returned feature level"
+            )
     if len(backbone.num_channels) != len(backbone.strides):
-        raise ConfigError(f"backbone {name} has {len(backbone.num_channels)} num_channels but {len(backbone.strides)} "
-                          "strides; give one of each per returned level")
+        raise ConfigError(
+            f"backbone {name} has {len(backbone.num_channels)} num_channels but {len(backbone.strides)} "
+            "strides; give one of each per returned level"
+        )
     if len(backbone.num_channels) > config.num_feature_levels:
-        raise ConfigError(f"backbone {name} returns {len(backbone.num_channels)} levels, more than "
-                          f"num_feature_levels={config.num_feature_levels}; raise num_feature_levels or return fewer")
+        raise ConfigError(
+            f"backbone {name} returns {len(backbone.num_channels)} levels, more than "
+            f"num_feature_levels={config.num_feature_levels}; raise num_feature_levels or return fewer"
+        )
     return backbone
 
 
-def _layer_outputs(all_logits: list[torch.Tensor], all_boxes: list[torch.Tensor], start: int,
-                   count: int) -> dict[str, Any]:
+def _layer_outputs(
+    all_logits: list[torch.Tensor], all_boxes: list[torch.Tensor], start: int, count: int
+) -> dict[str, Any]:
     """{"pred_logits", "pred_boxes", "aux_outputs"} of queries start..start+count-1, from per-layer outputs."""
-    logits = [layer_logits[:, start:start + count] for layer_logits in all_logits]  # (B, count, K) each
-    boxes = [layer_boxes[:, start:start + count] for layer_boxes in all_boxes]  # (B, count, 4) each
-    return {"pred_logits": logits[-1], "pred_boxes": boxes[-1],
-            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]}
+    logits = [layer_logits[:, start : start + count] for layer_logits in all_logits]  # (B, count, K) each
+    boxes = [layer_boxes[:, start : start + count] for layer_boxes in all_boxes]  # (B, count, 4) each
+    return {
+        "pred_logits": logits[-1],
+        "pred_boxes": boxes[-1],
+        "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
+    }
 
 
 class DeformableDETR(nn.Module):
@@ -108,8 +126,13 @@ class DeformableDETR(nn.Module):
     per decoder layer plus, in two-stage, a last pair for the encoder proposals.
     """
 
-    def __init__(self, config: ModelConfig, backbone: nn.Module | None = None,
-                 preprocess: PreprocessConfig | None = None, categories: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        backbone: nn.Module | None = None,
+        preprocess: PreprocessConfig | None = None,
+        categories: list[dict[str, Any]] | None = None,
+    ):
         """Build the model with fresh weights.
 
         Args:
@@ -123,17 +146,28 @@ class DeformableDETR(nn.Module):
         super().__init__()
         self.config = config
         self.preprocess = preprocess if preprocess is not None else PreprocessConfig()
-        self.categories = check_categories(categories, config.num_classes) if categories is not None \
+        self.categories = (
+            check_categories(categories, config.num_classes)
+            if categories is not None
             else default_categories(config.num_classes)
+        )
         d_model = config.d_model
         self.backbone = _resnet_backbone(config) if backbone is None else _checked_backbone(backbone, config)
         self.input_proj = _input_projections(list(self.backbone.num_channels), config.num_feature_levels, d_model)
         self.transformer = DeformableTransformer(
-            d_model, n_heads=config.n_heads, num_encoder_layers=config.num_encoder_layers,
-            num_decoder_layers=config.num_decoder_layers, dim_feedforward=config.dim_feedforward,
-            dropout=config.dropout, num_feature_levels=config.num_feature_levels, enc_n_points=config.enc_n_points,
-            dec_n_points=config.dec_n_points, two_stage=config.two_stage, num_queries=config.num_queries,
-            box_embedding=config.denoising and not config.two_stage)
+            d_model,
+            n_heads=config.n_heads,
+            num_encoder_layers=config.num_encoder_layers,
+            num_decoder_layers=config.num_decoder_layers,
+            dim_feedforward=config.dim_feedforward,
+            dropout=config.dropout,
+            num_feature_levels=config.num_feature_levels,
+            enc_n_points=config.enc_n_points,
+            dec_n_points=config.dec_n_points,
+            two_stage=config.two_stage,
+            num_queries=config.num_queries,
+            box_embedding=config.denoising and not config.two_stage,
+        )
         if not config.two_stage:
             self.query_embed = nn.Embedding(config.num_queries, 2 * d_model)  # [position | content], N(0, 1)
         self.class_heads, self.box_heads = self._build_heads(config)
@@ -164,8 +198,9 @@ class DeformableDETR(nn.Module):
         nn.init.constant_(box_heads[0].layers[-1].bias[2:], box_bias)
         return class_heads, box_heads
 
-    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
-                denoising: Any = None) -> dict[str, Any]:
+    def forward(
+        self, images: torch.Tensor, padding_mask: torch.Tensor | None = None, *, denoising: Any = None
+    ) -> dict[str, Any]:
         """Detect objects.
 
         Args:
@@ -194,8 +229,9 @@ class DeformableDETR(nn.Module):
         sources, masks = self.image_features(images, padding_mask)
         return self.detect(sources, masks, denoising=denoising)
 
-    def image_features(self, images: torch.Tensor,
-                       padding_mask: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def image_features(
+        self, images: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Backbone and input projections: the per-level maps the transformer reads.
 
         Args:
@@ -228,8 +264,9 @@ class DeformableDETR(nn.Module):
             as `forward`.
         """
         config = self.config
-        positions = [sine_position_encoding(mask, config.d_model // 2).to(source.dtype)
-                     for source, mask in zip(sources, masks)]  # (B, C, H_l, W_l) each
+        positions = [
+            sine_position_encoding(mask, config.d_model // 2).to(source.dtype) for source, mask in zip(sources, masks)
+        ]  # (B, C, H_l, W_l) each
 
         refine = config.with_box_refine
         two_stage = config.two_stage
@@ -245,20 +282,25 @@ class DeformableDETR(nn.Module):
                 content_embed = torch.cat((content_embed, self.content_embed_one2many.weight))  # (Lq + Lo, C)
         if denoising is not None:
             if not config.denoising:
-                raise ConfigError("denoising queries given to a model built with denoising=False; build it with "
-                                  "ModelConfig(denoising=True)")
+                raise ConfigError(
+                    "denoising queries given to a model built with denoising=False; build it with "
+                    "ModelConfig(denoising=True)"
+                )
             extra_queries = (self.label_embed(denoising.labels), denoising.boxes_cxcywh)  # (B, Ld, C), (B, Ld, 4)
             denoising_mask = denoising.attention_mask
         output = self.transformer(
-            sources, masks, positions,
+            sources,
+            masks,
+            positions,
             query_embed=query_embed,
             box_heads=self.box_heads if refine else None,
             proposal_heads=(self.class_heads[-1], self.box_heads[-1]) if two_stage else None,
             content_embed=content_embed,
             num_queries=config.num_queries + num_one2many,
             extra_queries=extra_queries,
-            self_attn_mask=self_attention_mask(config.num_queries, num_one2many, denoising_mask,
-                                               device=sources[0].device),
+            self_attn_mask=self_attention_mask(
+                config.num_queries, num_one2many, denoising_mask, device=sources[0].device
+            ),
             look_forward_twice=config.look_forward_twice,
         )
 
@@ -283,8 +325,9 @@ class DeformableDETR(nn.Module):
             out["enc_outputs"] = {"pred_logits": output.enc_logits, "pred_boxes": output.enc_box_logits.sigmoid()}
         return out
 
-    def postprocess(self, out: dict[str, Any], target_sizes: torch.Tensor, score_threshold: float = 0.0,
-                    top_k: int = 100) -> list[dict[str, torch.Tensor]]:
+    def postprocess(
+        self, out: dict[str, Any], target_sizes: torch.Tensor, score_threshold: float = 0.0, top_k: int = 100
+    ) -> list[dict[str, torch.Tensor]]:
         """Top-k detections per image in pixels; see `deformable_detr.models.postprocess.postprocess`."""
         return postprocess(out, target_sizes, score_threshold=score_threshold, top_k=top_k)
 
@@ -325,9 +368,16 @@ class DeformableDETR(nn.Module):
         return self
 
     @classmethod
-    def from_state_dict(cls, config: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str = "state dict",
-                        preprocess: PreprocessConfig | None = None, categories: list[dict[str, Any]] | None = None,
-                        attention_backend: str | None = None, backbone: nn.Module | None = None) -> DeformableDETR:
+    def from_state_dict(
+        cls,
+        config: ModelConfig,
+        state_dict: Mapping[str, torch.Tensor],
+        source: str = "state dict",
+        preprocess: PreprocessConfig | None = None,
+        categories: list[dict[str, Any]] | None = None,
+        attention_backend: str | None = None,
+        backbone: nn.Module | None = None,
+    ) -> DeformableDETR:
         """Build a model for `config`, load `state_dict` strictly and switch to eval mode: every loader's last step.
 
         Args:

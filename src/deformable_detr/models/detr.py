@@ -76,10 +76,20 @@ class DetrConfig:
         if self.backbone_depths is not None:
             depths = tuple(self.backbone_depths)
             if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
-                raise ValueError(f"backbone_depths={self.backbone_depths!r} must be 4 positive ints (blocks of layer1..layer4)")
+                raise ValueError(
+                    f"backbone_depths={self.backbone_depths!r} must be 4 positive ints (blocks of layer1..layer4)"
+                )
             object.__setattr__(self, "backbone_depths", depths)
-        for name in ("backbone_base_width", "d_model", "n_heads", "num_encoder_layers", "num_decoder_layers",
-                     "dim_feedforward", "num_queries", "num_classes"):
+        for name in (
+            "backbone_base_width",
+            "d_model",
+            "n_heads",
+            "num_encoder_layers",
+            "num_decoder_layers",
+            "dim_feedforward",
+            "num_queries",
+            "num_classes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.d_model % 2 or self.d_model % self.n_heads:
@@ -112,7 +122,9 @@ class DetrConfig:
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown DetrConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"unknown DetrConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
+            )
         values = dict(values)
         if values.get("backbone_depths") is not None:
             values["backbone_depths"] = tuple(values["backbone_depths"])
@@ -138,9 +150,19 @@ def detr_tiny() -> DetrConfig:
     """The width, depth and backbone of Deformable DETR's `tiny` preset: 1-block ResNet-18 of widths 32-256
     (trainable BatchNorm), d_model 64, 4 heads, 2+2 layers, 50 queries. The FFN is twice as wide (512), as
     DETR's 2048 is twice Deformable DETR's 1024; the parameter count is then within 10 % of `tiny`'s."""
-    return DetrConfig(backbone="resnet18", backbone_depths=(1, 1, 1, 1), backbone_base_width=32, backbone_frozen_bn=False,
-                      freeze_stem_and_layer1=False, d_model=64, n_heads=4, num_encoder_layers=2, num_decoder_layers=2,
-                      dim_feedforward=512, num_queries=50)
+    return DetrConfig(
+        backbone="resnet18",
+        backbone_depths=(1, 1, 1, 1),
+        backbone_base_width=32,
+        backbone_frozen_bn=False,
+        freeze_stem_and_layer1=False,
+        d_model=64,
+        n_heads=4,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dim_feedforward=512,
+        num_queries=50,
+    )
 
 
 def detr_demo() -> DetrConfig:
@@ -189,14 +211,21 @@ class DecoderLayer(nn.Module):
         self.norm_self_attn, self.norm_cross_attn, self.norm_ffn = (nn.LayerNorm(d_model) for _ in range(3))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, target: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
-                padding_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        target: torch.Tensor,
+        query_pos: torch.Tensor,
+        memory: torch.Tensor,
+        pos: torch.Tensor,
+        padding_mask: torch.Tensor,
+    ) -> torch.Tensor:
         """target, query_pos (B, Lq, C); memory, pos (B, S, C); padding_mask (B, S) -> (B, Lq, C)."""
         query = target + query_pos
         attended = self.self_attn(query, query, target, need_weights=False)[0]
         target = self.norm_self_attn(target + self.dropout(attended))
-        attended = self.cross_attn(target + query_pos, memory + pos, memory, key_padding_mask=padding_mask,
-                                   need_weights=False)[0]
+        attended = self.cross_attn(
+            target + query_pos, memory + pos, memory, key_padding_mask=padding_mask, need_weights=False
+        )[0]
         target = self.norm_cross_attn(target + self.dropout(attended))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(target))))
         return self.norm_ffn(target + self.dropout(ffn))
@@ -224,8 +253,9 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, query_pos: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
-                padding_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, query_pos: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, padding_mask: torch.Tensor
+    ) -> torch.Tensor:
         """query_pos (B, Lq, C); memory, pos (B, S, C) -> (num_layers, B, Lq, C) normalized hidden states."""
         target = torch.zeros_like(query_pos)  # DETR starts the content from zeros
         hidden_states = []
@@ -253,8 +283,15 @@ class MLP(nn.Module):
 class DetrTransformer(nn.Module):
     """DETR's encoder-decoder; parameters with more than one dimension are xavier-uniform (as DETR)."""
 
-    def __init__(self, d_model: int, n_heads: int, num_encoder_layers: int, num_decoder_layers: int,
-                 dim_feedforward: int, dropout: float):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        num_encoder_layers: int,
+        num_decoder_layers: int,
+        dim_feedforward: int,
+        dropout: float,
+    ):
         super().__init__()
         self.encoder = Encoder(num_encoder_layers, EncoderLayer(d_model, n_heads, dim_feedforward, dropout))
         self.decoder = Decoder(num_decoder_layers, DecoderLayer(d_model, n_heads, dim_feedforward, dropout), d_model)
@@ -262,8 +299,9 @@ class DetrTransformer(nn.Module):
             if parameter.dim() > 1:
                 nn.init.xavier_uniform_(parameter)
 
-    def forward(self, source: torch.Tensor, padding_mask: torch.Tensor, pos: torch.Tensor,
-                query_embed: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, source: torch.Tensor, padding_mask: torch.Tensor, pos: torch.Tensor, query_embed: torch.Tensor
+    ) -> torch.Tensor:
         """Encode the feature map, decode the queries.
 
         Args:
@@ -292,20 +330,37 @@ class DETR(nn.Module):
         categories: [{"id", "name"}] in label order (default: COCO names for 91 classes, else "class_1", ...).
     """
 
-    def __init__(self, config: DetrConfig, backbone: nn.Module | None = None, preprocess: PreprocessConfig | None = None,
-                 categories: list[dict] | None = None):
+    def __init__(
+        self,
+        config: DetrConfig,
+        backbone: nn.Module | None = None,
+        preprocess: PreprocessConfig | None = None,
+        categories: list[dict] | None = None,
+    ):
         super().__init__()
         self.config = config
         self.preprocess = preprocess or PreprocessConfig()
         categories = default_categories(config.num_classes) if categories is None else categories
         self.categories = check_categories(categories, config.num_classes)
         self.backbone = backbone or Backbone(
-            config.backbone, config.resnet_depths, config.backbone_base_width, return_interm_layers=False,
-            dilation=config.dilation, frozen_bn=config.backbone_frozen_bn, train_backbone=config.train_backbone,
-            freeze_stem_and_layer1=config.freeze_stem_and_layer1)
+            config.backbone,
+            config.resnet_depths,
+            config.backbone_base_width,
+            return_interm_layers=False,
+            dilation=config.dilation,
+            frozen_bn=config.backbone_frozen_bn,
+            train_backbone=config.train_backbone,
+            freeze_stem_and_layer1=config.freeze_stem_and_layer1,
+        )
         self.input_proj = nn.Conv2d(self.backbone.num_channels[-1], config.d_model, 1)
-        self.transformer = DetrTransformer(config.d_model, config.n_heads, config.num_encoder_layers,
-                                           config.num_decoder_layers, config.dim_feedforward, config.dropout)
+        self.transformer = DetrTransformer(
+            config.d_model,
+            config.n_heads,
+            config.num_encoder_layers,
+            config.num_decoder_layers,
+            config.dim_feedforward,
+            config.dropout,
+        )
         self.query_embed = nn.Embedding(config.num_queries, config.d_model)
         self.class_head = nn.Linear(config.d_model, config.num_classes + 1)  # last logit = no object
         self.box_head = MLP(config.d_model, config.d_model, 4, 3)
@@ -316,7 +371,9 @@ class DETR(nn.Module):
             raise ValueError(f"attention backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}")
         return self
 
-    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None, denoising: Any = None) -> dict[str, Any]:
+    def forward(
+        self, images: torch.Tensor, padding_mask: torch.Tensor | None = None, denoising: Any = None
+    ) -> dict[str, Any]:
         """Detect objects.
 
         Args:
@@ -334,8 +391,9 @@ class DETR(nn.Module):
             raise ValueError("DETR has no denoising queries; train it with denoising off")
         return self.detect(*self.image_features(images, padding_mask))
 
-    def image_features(self, images: torch.Tensor,
-                       padding_mask: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def image_features(
+        self, images: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Backbone and input projection: ([source (B, C, H_5, W_5)], [mask (B, H_5, W_5) bool, True = padding])."""
         check_model_input(images, padding_mask)
         if padding_mask is None:
@@ -356,8 +414,9 @@ class DETR(nn.Module):
             "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
         }
 
-    def postprocess(self, out: dict[str, Any], target_sizes: torch.Tensor, score_threshold: float = 0.0,
-                    top_k: int = 100) -> list[dict[str, torch.Tensor]]:
+    def postprocess(
+        self, out: dict[str, Any], target_sizes: torch.Tensor, score_threshold: float = 0.0, top_k: int = 100
+    ) -> list[dict[str, torch.Tensor]]:
         """Detections in pixels; see `detr_postprocess`."""
         return detr_postprocess(out, target_sizes, score_threshold=score_threshold, top_k=top_k)
 
@@ -366,9 +425,16 @@ class DETR(nn.Module):
         return predict(self, images, threshold=threshold, batch_size=batch_size, amp=amp)
 
     @classmethod
-    def from_state_dict(cls, config: DetrConfig, state_dict: Mapping[str, torch.Tensor], source: str = "state dict",
-                        preprocess: PreprocessConfig | None = None, categories: list[dict[str, Any]] | None = None,
-                        attention_backend: str | None = None, backbone: nn.Module | None = None) -> DETR:
+    def from_state_dict(
+        cls,
+        config: DetrConfig,
+        state_dict: Mapping[str, torch.Tensor],
+        source: str = "state dict",
+        preprocess: PreprocessConfig | None = None,
+        categories: list[dict[str, Any]] | None = None,
+        attention_backend: str | None = None,
+        backbone: nn.Module | None = None,
+    ) -> DETR:
         """Build for `config`, load `state_dict` strictly (one error listing every bad key), eval mode, on the CPU."""
         model = cls(config, backbone=backbone, preprocess=preprocess, categories=categories)
         load_state_dict_strict(model, state_dict, source)
@@ -378,8 +444,9 @@ class DETR(nn.Module):
 
 
 @torch.no_grad()
-def detr_postprocess(out: dict[str, Any], target_sizes: torch.Tensor, score_threshold: float = 0.0,
-                     top_k: int = 100) -> list[dict[str, torch.Tensor]]:
+def detr_postprocess(
+    out: dict[str, Any], target_sizes: torch.Tensor, score_threshold: float = 0.0, top_k: int = 100
+) -> list[dict[str, torch.Tensor]]:
     """One detection per query, as DETR's PostProcess: the best object class of the softmax (no-object excluded).
 
     Args:
@@ -394,8 +461,10 @@ def detr_postprocess(out: dict[str, Any], target_sizes: torch.Tensor, score_thre
     """
     logits, boxes_cxcywh = out["pred_logits"], out["pred_boxes"]
     if target_sizes.shape != (logits.shape[0], 2):
-        raise ValueError(f"target_sizes has shape {tuple(target_sizes.shape)}, expected ({logits.shape[0]}, 2) "
-                         "(height, width) per image")
+        raise ValueError(
+            f"target_sizes has shape {tuple(target_sizes.shape)}, expected ({logits.shape[0]}, 2) "
+            "(height, width) per image"
+        )
     probabilities = logits.float().softmax(-1)[..., :-1]  # (B, Lq, K): no-object dropped after the softmax
     scores, labels = probabilities.max(-1)  # (B, Lq)
     scores, order = scores.sort(dim=1, descending=True)

@@ -24,8 +24,16 @@ class DeformableEncoderLayer(nn.Module):
         backend: attention operator backend.
     """
 
-    def __init__(self, d_model: int, n_levels: int, n_heads: int, n_points: int, dim_feedforward: int,
-                 dropout: float, backend: str = "auto"):
+    def __init__(
+        self,
+        d_model: int,
+        n_levels: int,
+        n_heads: int,
+        n_points: int,
+        dim_feedforward: int,
+        dropout: float,
+        backend: str = "auto",
+    ):
         super().__init__()
         self.self_attn = MultiScaleDeformableAttention(d_model, n_levels, n_heads, n_points, backend=backend)
         self.dropout_attn = nn.Dropout(dropout)
@@ -36,9 +44,15 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout_ffn = nn.Dropout(dropout)
         self.norm_ffn = nn.LayerNorm(d_model)
 
-    def forward(self, features: torch.Tensor, position: torch.Tensor, reference_points: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        features: torch.Tensor,
+        position: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         """One encoder layer.
 
         Args:
@@ -52,8 +66,9 @@ class DeformableEncoderLayer(nn.Module):
         Returns:
             (B, S, C).
         """
-        attended = self.self_attn(features + position, reference_points, features, spatial_shapes,
-                                  level_start_index, padding_mask)
+        attended = self.self_attn(
+            features + position, reference_points, features, spatial_shapes, level_start_index, padding_mask
+        )
         features = self.norm_attn(features + self.dropout_attn(attended))
         hidden = self.dropout_hidden(F.relu(self.linear1(features)))  # (B, S, dim_feedforward)
         return self.norm_ffn(features + self.dropout_ffn(self.linear2(hidden)))
@@ -77,8 +92,11 @@ def encoder_reference_points(spatial_shapes: list[tuple[int, int]], valid_ratios
     points = []
     for level, (height, width) in enumerate(spatial_shapes):
         # arange + 0.5, not linspace: the ONNX export of a 1-step linspace divides by zero on 1-pixel levels.
-        y, x = torch.meshgrid(torch.arange(height, dtype=dtype, device=device) + 0.5,
-                              torch.arange(width, dtype=dtype, device=device) + 0.5, indexing="ij")
+        y, x = torch.meshgrid(
+            torch.arange(height, dtype=dtype, device=device) + 0.5,
+            torch.arange(width, dtype=dtype, device=device) + 0.5,
+            indexing="ij",
+        )
         y = y.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * height)  # (B, H_l*W_l)
         x = x.reshape(-1)[None] / (valid_ratios[:, None, level, 0] * width)  # (B, H_l*W_l)
         points.append(torch.stack((x, y), -1))  # (B, H_l*W_l, 2)
@@ -89,18 +107,41 @@ def encoder_reference_points(spatial_shapes: list[tuple[int, int]], valid_ratios
 class DeformableEncoder(nn.Module):
     """A stack of `DeformableEncoderLayer`s sharing the pixel reference points."""
 
-    def __init__(self, num_layers: int, d_model: int, n_levels: int, n_heads: int, n_points: int,
-                 dim_feedforward: int, dropout: float, backend: str = "auto"):
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        n_levels: int,
+        n_heads: int,
+        n_points: int,
+        dim_feedforward: int,
+        dropout: float,
+        backend: str = "auto",
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
-            DeformableEncoderLayer(d_model, n_levels=n_levels, n_heads=n_heads, n_points=n_points,
-                                   dim_feedforward=dim_feedforward, dropout=dropout, backend=backend)
+            DeformableEncoderLayer(
+                d_model,
+                n_levels=n_levels,
+                n_heads=n_heads,
+                n_points=n_points,
+                dim_feedforward=dim_feedforward,
+                dropout=dropout,
+                backend=backend,
+            )
             for _ in range(num_layers)
         )
 
-    def forward(self, features: torch.Tensor, position: torch.Tensor, spatial_shapes_list: list[tuple[int, int]],
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, valid_ratios: torch.Tensor,
-                padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        features: torch.Tensor,
+        position: torch.Tensor,
+        spatial_shapes_list: list[tuple[int, int]],
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        valid_ratios: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         """Encode the flattened multi-scale features.
 
         Args:
@@ -117,7 +158,12 @@ class DeformableEncoder(nn.Module):
         """
         reference_points = encoder_reference_points(spatial_shapes_list, valid_ratios)  # (B, S, L, 2)
         for layer in self.layers:
-            features = layer(features, position=position, reference_points=reference_points,
-                             spatial_shapes=spatial_shapes, level_start_index=level_start_index,
-                             padding_mask=padding_mask)
+            features = layer(
+                features,
+                position=position,
+                reference_points=reference_points,
+                spatial_shapes=spatial_shapes,
+                level_start_index=level_start_index,
+                padding_mask=padding_mask,
+            )
         return features

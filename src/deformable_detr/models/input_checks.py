@@ -36,24 +36,36 @@ def check_model_input(images: torch.Tensor, padding_mask: torch.Tensor | None, c
     if batch == 0:
         raise ModelInputError("images is an empty batch (B = 0); pass at least one image")
     if got_channels != channels:
-        raise ModelInputError(f"images has {got_channels} channels (shape {tuple(images.shape)}); the model takes "
-                              f"{channels} (RGB): convert grayscale/RGBA images to RGB first")
+        raise ModelInputError(
+            f"images has {got_channels} channels (shape {tuple(images.shape)}); the model takes "
+            f"{channels} (RGB): convert grayscale/RGBA images to RGB first"
+        )
     if height == 0 or width == 0:
         raise ModelInputError(f"images has an empty side (shape {tuple(images.shape)}); pass images of at least 1x1")
     if not images.is_floating_point():
-        raise ModelInputError(f"images has dtype {images.dtype}; the model takes normalized floating-point pixels "
-                              "(convert with .float() and normalize with the model's mean/std)")
+        raise ModelInputError(
+            f"images has dtype {images.dtype}; the model takes normalized floating-point pixels "
+            "(convert with .float() and normalize with the model's mean/std)"
+        )
     if padding_mask is not None:
         if not isinstance(padding_mask, torch.Tensor):
-            raise ModelInputError(f"padding_mask must be a (B, H, W) bool tensor or None; got {type(padding_mask).__name__}")
+            raise ModelInputError(
+                f"padding_mask must be a (B, H, W) bool tensor or None; got {type(padding_mask).__name__}"
+            )
         if padding_mask.dtype != torch.bool:
-            raise ModelInputError(f"padding_mask has dtype {padding_mask.dtype}; it must be bool with True = padding "
-                                  "(a 1 = valid mask converts with mask == 0)")
+            raise ModelInputError(
+                f"padding_mask has dtype {padding_mask.dtype}; it must be bool with True = padding "
+                "(a 1 = valid mask converts with mask == 0)"
+            )
         if tuple(padding_mask.shape) != (batch, height, width):
-            raise ModelInputError(f"padding_mask has shape {tuple(padding_mask.shape)}; it must be (B, H, W) = "
-                                  f"{(batch, height, width)} to match images {tuple(images.shape)}")
+            raise ModelInputError(
+                f"padding_mask has shape {tuple(padding_mask.shape)}; it must be (B, H, W) = "
+                f"{(batch, height, width)} to match images {tuple(images.shape)}"
+            )
         if padding_mask.device != images.device:
-            raise ModelInputError(f"padding_mask is on {padding_mask.device} but images on {images.device}; "
-                                  "move both to the model's device")
+            raise ModelInputError(
+                f"padding_mask is on {padding_mask.device} but images on {images.device}; "
+                "move both to the model's device"
+            )
     if not _is_capturing() and not bool(torch.isfinite(images).all()):
         raise ModelInputError("images contain NaN or Inf pixels; check the image decoding and normalization")

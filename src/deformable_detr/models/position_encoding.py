@@ -21,8 +21,9 @@ def _sine_features(positions: torch.Tensor, num_feats: int, temperature: float) 
     return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
 
 
-def sine_position_encoding(padding_mask: torch.Tensor, num_feats: int, temperature: float = 10000.0,
-                           scale: float = 2 * math.pi) -> torch.Tensor:
+def sine_position_encoding(
+    padding_mask: torch.Tensor, num_feats: int, temperature: float = 10000.0, scale: float = 2 * math.pi
+) -> torch.Tensor:
     """DETR's normalized 2-D sine encoding of every pixel, counting only valid (unpadded) pixels.
 
     Position along each axis is the count of valid pixels up to and including this one, minus 0.5,
@@ -44,13 +45,15 @@ def sine_position_encoding(padding_mask: torch.Tensor, num_feats: int, temperatu
     eps = 1e-6  # as DETR
     y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps) * scale
     x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps) * scale
-    encoding = torch.cat((_sine_features(y_embed, num_feats, temperature),
-                          _sine_features(x_embed, num_feats, temperature)), dim=-1)  # (B, H, W, 2*num_feats)
+    encoding = torch.cat(
+        (_sine_features(y_embed, num_feats, temperature), _sine_features(x_embed, num_feats, temperature)), dim=-1
+    )  # (B, H, W, 2*num_feats)
     return encoding.permute(0, 3, 1, 2)  # (B, 2*num_feats, H, W)
 
 
-def sine_box_encoding(boxes_cxcywh: torch.Tensor, num_feats: int, temperature: float = 10000.0,
-                      scale: float = 2 * math.pi) -> torch.Tensor:
+def sine_box_encoding(
+    boxes_cxcywh: torch.Tensor, num_feats: int, temperature: float = 10000.0, scale: float = 2 * math.pi
+) -> torch.Tensor:
     """Sine encoding of each box coordinate, concatenated (the two-stage query position input).
 
     Args:

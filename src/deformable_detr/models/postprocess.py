@@ -11,8 +11,9 @@ from deformable_detr.util.box_ops import box_cxcywh_to_xyxy
 
 
 @torch.no_grad()
-def postprocess(out: dict[str, Any], target_sizes: torch.Tensor, score_threshold: float = 0.0,
-                top_k: int = 100) -> list[dict[str, torch.Tensor]]:
+def postprocess(
+    out: dict[str, Any], target_sizes: torch.Tensor, score_threshold: float = 0.0, top_k: int = 100
+) -> list[dict[str, torch.Tensor]]:
     """The `top_k` highest-scoring (query, class) pairs of each image, as the reference PostProcess.
 
     A query may appear several times with different classes; there is no NMS.
@@ -29,8 +30,10 @@ def postprocess(out: dict[str, Any], target_sizes: torch.Tensor, score_threshold
     """
     logits, boxes_cxcywh = out["pred_logits"], out["pred_boxes"]
     if target_sizes.shape != (logits.shape[0], 2):
-        raise ModelInputError(f"target_sizes has shape {tuple(target_sizes.shape)}, expected ({logits.shape[0]}, 2) "
-                         "(height, width) per image")
+        raise ModelInputError(
+            f"target_sizes has shape {tuple(target_sizes.shape)}, expected ({logits.shape[0]}, 2) "
+            "(height, width) per image"
+        )
     num_classes = logits.shape[-1]
     probabilities = logits.float().sigmoid().flatten(1)  # (B, Lq*K)
     scores, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)  # (B, k)

@@ -42,8 +42,14 @@ def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
 
 
 @torch.inference_mode()
-def predict(model: DeformableDETR, images: ImageInput | Sequence[ImageInput], threshold: float = 0.5,
-            batch_size: int = 8, amp: bool = False, top_k: int = 100) -> list[Detections]:
+def predict(
+    model: DeformableDETR,
+    images: ImageInput | Sequence[ImageInput],
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    amp: bool = False,
+    top_k: int = 100,
+) -> list[Detections]:
     """Detect objects in images of any size; see `DeformableDETR.predict`.
 
     Args:
@@ -67,15 +73,22 @@ def predict(model: DeformableDETR, images: ImageInput | Sequence[ImageInput], th
     try:
         results = []
         for start in range(0, len(inputs), batch_size):
-            pictures = [to_rgb_image(image) for image in inputs[start:start + batch_size]]
+            pictures = [to_rgb_image(image) for image in inputs[start : start + batch_size]]
             results.extend(_predict_batch(model, pictures, config, categories, threshold, amp, top_k))
         return results
     finally:
         model.train(was_training)
 
 
-def _predict_batch(model: DeformableDETR, pictures: list, config: PreprocessConfig, categories: list[dict],
-                   threshold: float, amp: bool, top_k: int) -> list[Detections]:
+def _predict_batch(
+    model: DeformableDETR,
+    pictures: list,
+    config: PreprocessConfig,
+    categories: list[dict],
+    threshold: float,
+    amp: bool,
+    top_k: int,
+) -> list[Detections]:
     """One forward pass over RGB PIL images: backbone per size group, transformer on the padded batch."""
     device = next(model.parameters()).device
     tensors = [preprocess_image(picture, config) for picture in pictures]  # (3, h_i, w_i) each
@@ -95,15 +108,19 @@ def _predict_batch(model: DeformableDETR, pictures: list, config: PreprocessConf
     original_sizes = [picture.info.get("original_size", picture.size) for picture in pictures]
     sizes = torch.tensor([[height, width] for width, height in original_sizes], device=device)  # (B, 2)
     detections = []
-    for (width, height), found in zip(original_sizes, model.postprocess(out, sizes, score_threshold=-1.0,
-                                                                          top_k=top_k)):
+    for (width, height), found in zip(original_sizes, model.postprocess(out, sizes, score_threshold=-1.0, top_k=top_k)):
         keep = found["scores"] >= threshold
         labels = found["labels"][keep].cpu()
-        detections.append(Detections(
-            boxes=found["boxes"][keep].float().cpu(), scores=found["scores"][keep].float().cpu(), labels=labels,
-            category_ids=[categories[label]["id"] for label in labels.tolist()],
-            names=[categories[label]["name"] for label in labels.tolist()],
-            image_size=(height, width)))
+        detections.append(
+            Detections(
+                boxes=found["boxes"][keep].float().cpu(),
+                scores=found["scores"][keep].float().cpu(),
+                labels=labels,
+                category_ids=[categories[label]["id"] for label in labels.tolist()],
+                names=[categories[label]["name"] for label in labels.tolist()],
+                image_size=(height, width),
+            )
+        )
     return detections
 
 
@@ -125,8 +142,8 @@ def pad_levels(per_image: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor],
         padded = maps[0].new_zeros((len(maps), maps[0].shape[0], height, width))  # (B, C, H_l, W_l)
         mask = torch.ones((len(maps), height, width), dtype=torch.bool, device=maps[0].device)  # (B, H_l, W_l)
         for index, level_map in enumerate(maps):
-            padded[index, :, :level_map.shape[-2], :level_map.shape[-1]] = level_map
-            mask[index, :level_map.shape[-2], :level_map.shape[-1]] = False
+            padded[index, :, : level_map.shape[-2], : level_map.shape[-1]] = level_map
+            mask[index, : level_map.shape[-2], : level_map.shape[-1]] = False
         sources.append(padded)
         masks.append(mask)
     return sources, masks

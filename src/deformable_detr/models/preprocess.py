@@ -67,18 +67,86 @@ class PreprocessConfig:
 # COCO 2017 detection categories (ids 1..90 with gaps), in id order: label k of a 91-class
 # official/HF model is COCO id k (labels without a COCO category are named "N/A").
 COCO_CATEGORY_NAMES = {
-    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train", 8: "truck",
-    9: "boat", 10: "traffic light", 11: "fire hydrant", 13: "stop sign", 14: "parking meter", 15: "bench",
-    16: "bird", 17: "cat", 18: "dog", 19: "horse", 20: "sheep", 21: "cow", 22: "elephant", 23: "bear",
-    24: "zebra", 25: "giraffe", 27: "backpack", 28: "umbrella", 31: "handbag", 32: "tie", 33: "suitcase",
-    34: "frisbee", 35: "skis", 36: "snowboard", 37: "sports ball", 38: "kite", 39: "baseball bat",
-    40: "baseball glove", 41: "skateboard", 42: "surfboard", 43: "tennis racket", 44: "bottle",
-    46: "wine glass", 47: "cup", 48: "fork", 49: "knife", 50: "spoon", 51: "bowl", 52: "banana", 53: "apple",
-    54: "sandwich", 55: "orange", 56: "broccoli", 57: "carrot", 58: "hot dog", 59: "pizza", 60: "donut",
-    61: "cake", 62: "chair", 63: "couch", 64: "potted plant", 65: "bed", 67: "dining table", 70: "toilet",
-    72: "tv", 73: "laptop", 74: "mouse", 75: "remote", 76: "keyboard", 77: "cell phone", 78: "microwave",
-    79: "oven", 80: "toaster", 81: "sink", 82: "refrigerator", 84: "book", 85: "clock", 86: "vase",
-    87: "scissors", 88: "teddy bear", 89: "hair drier", 90: "toothbrush",
+    1: "person",
+    2: "bicycle",
+    3: "car",
+    4: "motorcycle",
+    5: "airplane",
+    6: "bus",
+    7: "train",
+    8: "truck",
+    9: "boat",
+    10: "traffic light",
+    11: "fire hydrant",
+    13: "stop sign",
+    14: "parking meter",
+    15: "bench",
+    16: "bird",
+    17: "cat",
+    18: "dog",
+    19: "horse",
+    20: "sheep",
+    21: "cow",
+    22: "elephant",
+    23: "bear",
+    24: "zebra",
+    25: "giraffe",
+    27: "backpack",
+    28: "umbrella",
+    31: "handbag",
+    32: "tie",
+    33: "suitcase",
+    34: "frisbee",
+    35: "skis",
+    36: "snowboard",
+    37: "sports ball",
+    38: "kite",
+    39: "baseball bat",
+    40: "baseball glove",
+    41: "skateboard",
+    42: "surfboard",
+    43: "tennis racket",
+    44: "bottle",
+    46: "wine glass",
+    47: "cup",
+    48: "fork",
+    49: "knife",
+    50: "spoon",
+    51: "bowl",
+    52: "banana",
+    53: "apple",
+    54: "sandwich",
+    55: "orange",
+    56: "broccoli",
+    57: "carrot",
+    58: "hot dog",
+    59: "pizza",
+    60: "donut",
+    61: "cake",
+    62: "chair",
+    63: "couch",
+    64: "potted plant",
+    65: "bed",
+    67: "dining table",
+    70: "toilet",
+    72: "tv",
+    73: "laptop",
+    74: "mouse",
+    75: "remote",
+    76: "keyboard",
+    77: "cell phone",
+    78: "microwave",
+    79: "oven",
+    80: "toaster",
+    81: "sink",
+    82: "refrigerator",
+    84: "book",
+    85: "clock",
+    86: "vase",
+    87: "scissors",
+    88: "teddy bear",
+    89: "hair drier",
+    90: "toothbrush",
 }
 
 
@@ -90,14 +158,20 @@ def default_categories(num_classes: int) -> list[dict[str, Any]]:
     return [{"id": k + 1, "name": f"class_{k + 1}"} for k in range(num_classes)]
 
 
-def check_categories(categories: list[dict[str, Any]], num_classes: int, source: str = "categories") -> list[dict[str, Any]]:
+def check_categories(
+    categories: list[dict[str, Any]], num_classes: int, source: str = "categories"
+) -> list[dict[str, Any]]:
     """Validate a category list ({"id": int, "name": str} per label) against the model's class count."""
     if not isinstance(categories, list) or len(categories) != num_classes:
         count = len(categories) if isinstance(categories, list) else type(categories).__name__
         raise ConfigError(f"{source}: expected a list of {num_classes} categories (one per class), got {count}")
     checked = []
     for index, category in enumerate(categories):
-        if not isinstance(category, dict) or not isinstance(category.get("id"), int) or not isinstance(category.get("name"), str):
+        if (
+            not isinstance(category, dict)
+            or not isinstance(category.get("id"), int)
+            or not isinstance(category.get("name"), str)
+        ):
             raise ConfigError(f"{source}: entry {index} must be {{'id': int, 'name': str}}, got {category!r}")
         checked.append({"id": category["id"], "name": category["name"]})
     return checked
@@ -128,27 +202,35 @@ def to_rgb_image(image: ImageInput) -> Image.Image:
         return to_rgb(image)  # the same mode policy as files (alpha over white, 16-bit scaled, ...)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-            raise ModelInputError(f"numpy image has shape {image.shape} and dtype {image.dtype}; expected (H, W, 3) "
-                                  "or (H, W) uint8 (convert with (array * 255).round().astype(np.uint8))")
+            raise ModelInputError(
+                f"numpy image has shape {image.shape} and dtype {image.dtype}; expected (H, W, 3) "
+                "or (H, W) uint8 (convert with (array * 255).round().astype(np.uint8))"
+            )
         if image.size == 0:
             raise ModelInputError(f"numpy image of shape {image.shape} is empty; give at least 1x1 pixels")
         return Image.fromarray(np.ascontiguousarray(image)).convert("RGB")
     if isinstance(image, torch.Tensor):
         return _tensor_to_image(image)
-    raise ModelInputError(f"cannot use a {type(image).__name__} as an image; give a path, a PIL image, a numpy "
-                          "(H, W, 3) uint8 array or a (3, H, W) tensor")
+    raise ModelInputError(
+        f"cannot use a {type(image).__name__} as an image; give a path, a PIL image, a numpy "
+        "(H, W, 3) uint8 array or a (3, H, W) tensor"
+    )
 
 
 def _tensor_to_image(image: torch.Tensor) -> Image.Image:
     """(3 | 1, H, W) uint8 or float in [0, 1] -> RGB PIL image."""
     if image.dim() != 3 or image.shape[0] not in (1, 3) or image.shape[1] < 1 or image.shape[2] < 1:
-        raise ModelInputError(f"image tensor has shape {tuple(image.shape)}; expected (3, H, W) or (1, H, W) "
-                              "with H, W >= 1 (a batch of images goes in as a list)")
+        raise ModelInputError(
+            f"image tensor has shape {tuple(image.shape)}; expected (3, H, W) or (1, H, W) "
+            "with H, W >= 1 (a batch of images goes in as a list)"
+        )
     image = image.detach().cpu()
     if image.is_floating_point():
         if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-            raise ModelInputError(f"float image tensor has values in [{image.min().item()}, {image.max().item()}]"
-                                  " or non-finite ones; expected pixel values in [0, 1] (or a uint8 tensor)")
+            raise ModelInputError(
+                f"float image tensor has values in [{image.min().item()}, {image.max().item()}]"
+                " or non-finite ones; expected pixel values in [0, 1] (or a uint8 tensor)"
+            )
         image = (image.float() * 255).round().to(torch.uint8)
     elif image.dtype != torch.uint8:
         raise ModelInputError(f"image tensor has dtype {image.dtype}; expected uint8 (0..255) or float (0..1)")

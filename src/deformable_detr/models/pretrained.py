@@ -46,8 +46,11 @@ def save_pretrained(model, directory: str | os.PathLike) -> None:
     os.makedirs(directory, exist_ok=True)
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     _write_atomically(directory, WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
-    for name, content in ((CONFIG_NAME, model.config.to_dict()), (PREPROCESS_NAME, model.preprocess.to_dict()),
-                          (CATEGORIES_NAME, model.categories)):
+    for name, content in (
+        (CONFIG_NAME, model.config.to_dict()),
+        (PREPROCESS_NAME, model.preprocess.to_dict()),
+        (CATEGORIES_NAME, model.categories),
+    ):
         _write_atomically(directory, name, lambda path, content=content: _write_json(path, content))
 
 
@@ -108,9 +111,17 @@ def from_pretrained(directory: str | os.PathLike, attention_backend: str | None 
     try:
         state_dict = load_file(weights_path, device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error}); use a complete copy") from None
-    return DeformableDETR.from_state_dict(config, state_dict, source=weights_path, preprocess=preprocess,
-                                          categories=categories, attention_backend=attention_backend)
+        raise CheckpointError(
+            f"{weights_path}: not a readable safetensors file ({error}); use a complete copy"
+        ) from None
+    return DeformableDETR.from_state_dict(
+        config,
+        state_dict,
+        source=weights_path,
+        preprocess=preprocess,
+        categories=categories,
+        attention_backend=attention_backend,
+    )
 
 
 def read_json(path: str, parse) -> Any:

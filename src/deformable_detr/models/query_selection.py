@@ -41,10 +41,15 @@ class Queries:
     def cat(self, other: Queries) -> Queries:
         """These queries followed by `other` along Lq (the reference dimensions must agree)."""
         if self.reference_points.shape[-1] != other.reference_points.shape[-1]:
-            raise ValueError(f"cannot join queries with {self.reference_points.shape[-1]}-d and "
-                             f"{other.reference_points.shape[-1]}-d reference points")
-        return Queries(torch.cat((self.target, other.target), 1), torch.cat((self.query_pos, other.query_pos), 1),
-                       torch.cat((self.reference_points, other.reference_points), 1))
+            raise ValueError(
+                f"cannot join queries with {self.reference_points.shape[-1]}-d and "
+                f"{other.reference_points.shape[-1]}-d reference points"
+            )
+        return Queries(
+            torch.cat((self.target, other.target), 1),
+            torch.cat((self.query_pos, other.query_pos), 1),
+            torch.cat((self.reference_points, other.reference_points), 1),
+        )
 
 
 def static_queries(query_embed: torch.Tensor, reference_head: nn.Module, batch: int) -> Queries:
@@ -81,8 +86,9 @@ def top_proposals(enc_logits: torch.Tensor, enc_box_logits: torch.Tensor, count:
     return torch.gather(enc_box_logits, 1, top[..., None].expand(-1, -1, 4)).detach()  # (B, K', 4)
 
 
-def box_queries(boxes_cxcywh: torch.Tensor, pos_trans: nn.Module, pos_trans_norm: nn.Module,
-                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def box_queries(
+    boxes_cxcywh: torch.Tensor, pos_trans: nn.Module, pos_trans_norm: nn.Module, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Position and content of queries anchored on the given boxes (two-stage's sine -> Linear -> LayerNorm).
 
     Args:
@@ -99,8 +105,13 @@ def box_queries(boxes_cxcywh: torch.Tensor, pos_trans: nn.Module, pos_trans_norm
     return query_pos, content
 
 
-def proposal_queries(top_box_logits: torch.Tensor, pos_trans: nn.Module, pos_trans_norm: nn.Module,
-                     dtype: torch.dtype, content_embed: torch.Tensor | None = None) -> Queries:
+def proposal_queries(
+    top_box_logits: torch.Tensor,
+    pos_trans: nn.Module,
+    pos_trans_norm: nn.Module,
+    dtype: torch.dtype,
+    content_embed: torch.Tensor | None = None,
+) -> Queries:
     """Queries anchored on the selected proposals: "pure" (content from the boxes) or "mixed" (learned content).
 
     Args:
@@ -119,8 +130,12 @@ def proposal_queries(top_box_logits: torch.Tensor, pos_trans: nn.Module, pos_tra
     return Queries(target, query_pos, reference_points)
 
 
-def self_attention_mask(num_one2one: int, num_one2many: int = 0, denoising_mask: torch.Tensor | None = None,
-                        device: torch.device | str | None = None) -> torch.Tensor | None:
+def self_attention_mask(
+    num_one2one: int,
+    num_one2many: int = 0,
+    denoising_mask: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor | None:
     """Which query may not attend to which, for queries laid out [denoising | one-to-one | one-to-many].
 
     One-to-one (matching) queries see only each other; one-to-many (hybrid) queries only each other;

@@ -44,8 +44,9 @@ def valid_ratios_of(padding_mask: torch.Tensor, dtype: torch.dtype = torch.float
     return torch.stack((valid_width.to(dtype) / width, valid_height.to(dtype) / height), -1)
 
 
-def encoder_proposals(padding_mask: torch.Tensor, spatial_shapes: list[tuple[int, int]],
-                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def encoder_proposals(
+    padding_mask: torch.Tensor, spatial_shapes: list[tuple[int, int]], dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One box per encoder pixel: centred on it, 0.05 * 2^l wide and high on level l.
 
     Args:
@@ -62,12 +63,14 @@ def encoder_proposals(padding_mask: torch.Tensor, spatial_shapes: list[tuple[int
     proposals = []
     start = 0
     for level, (height, width) in enumerate(spatial_shapes):
-        level_mask = padding_mask[:, start:start + height * width].view(batch, height, width)
+        level_mask = padding_mask[:, start : start + height * width].view(batch, height, width)
         valid_height = (~level_mask[:, :, 0]).sum(1)  # (B,)
         valid_width = (~level_mask[:, 0, :]).sum(1)  # (B,)
-        y, x = torch.meshgrid(torch.arange(height, dtype=dtype, device=padding_mask.device),  # not linspace: see encoder
-                              torch.arange(width, dtype=dtype, device=padding_mask.device),
-                              indexing="ij")
+        y, x = torch.meshgrid(
+            torch.arange(height, dtype=dtype, device=padding_mask.device),  # not linspace: see encoder
+            torch.arange(width, dtype=dtype, device=padding_mask.device),
+            indexing="ij",
+        )
         grid = torch.stack((x, y), -1)  # (H_l, W_l, 2)
         valid_size = torch.stack((valid_width, valid_height), -1).view(batch, 1, 1, 2)
         centres = (grid[None] + 0.5) / valid_size  # (B, H_l, W_l, 2)
@@ -96,22 +99,48 @@ class DeformableTransformer(nn.Module):
             queries anchored on boxes (denoising) get a position (two-stage always has it).
     """
 
-    def __init__(self, d_model: int = 256, n_heads: int = 8, num_encoder_layers: int = 6,
-                 num_decoder_layers: int = 6, dim_feedforward: int = 1024, dropout: float = 0.1,
-                 num_feature_levels: int = 4, enc_n_points: int = 4, dec_n_points: int = 4,
-                 two_stage: bool = False, num_queries: int = 300, backend: str = "auto", *,
-                 box_embedding: bool = False):
+    def __init__(
+        self,
+        d_model: int = 256,
+        n_heads: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        num_feature_levels: int = 4,
+        enc_n_points: int = 4,
+        dec_n_points: int = 4,
+        two_stage: bool = False,
+        num_queries: int = 300,
+        backend: str = "auto",
+        *,
+        box_embedding: bool = False,
+    ):
         super().__init__()
         self.d_model = d_model
         self.two_stage = two_stage
         self.num_queries = num_queries
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
-        self.encoder = DeformableEncoder(num_layers=num_encoder_layers, d_model=d_model, n_levels=num_feature_levels,
-                                         n_heads=n_heads, n_points=enc_n_points, dim_feedforward=dim_feedforward,
-                                         dropout=dropout, backend=backend)
-        self.decoder = DeformableDecoder(num_layers=num_decoder_layers, d_model=d_model, n_levels=num_feature_levels,
-                                         n_heads=n_heads, n_points=dec_n_points, dim_feedforward=dim_feedforward,
-                                         dropout=dropout, backend=backend)
+        self.encoder = DeformableEncoder(
+            num_layers=num_encoder_layers,
+            d_model=d_model,
+            n_levels=num_feature_levels,
+            n_heads=n_heads,
+            n_points=enc_n_points,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            backend=backend,
+        )
+        self.decoder = DeformableDecoder(
+            num_layers=num_decoder_layers,
+            d_model=d_model,
+            n_levels=num_feature_levels,
+            n_heads=n_heads,
+            n_points=dec_n_points,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            backend=backend,
+        )
         if two_stage:
             self.enc_output = nn.Linear(d_model, d_model)
             self.enc_output_norm = nn.LayerNorm(d_model)
@@ -125,8 +154,9 @@ class DeformableTransformer(nn.Module):
     def _reset_parameters(self) -> None:
         """The reference code's init: xavier-uniform for every matrix outside the deformable attentions
         (which keep their own init), level_embed ~ N(0, 1)."""
-        attention_params = {id(p) for m in self.modules() if isinstance(m, MultiScaleDeformableAttention)
-                            for p in m.parameters()}
+        attention_params = {
+            id(p) for m in self.modules() if isinstance(m, MultiScaleDeformableAttention) for p in m.parameters()
+        }
         for parameter in self.parameters():
             if parameter.dim() > 1 and id(parameter) not in attention_params:
                 nn.init.xavier_uniform_(parameter)
@@ -134,12 +164,21 @@ class DeformableTransformer(nn.Module):
             nn.init.constant_(self.reference_points.bias, 0.0)
         nn.init.normal_(self.level_embed)
 
-    def forward(self, sources: list[torch.Tensor], masks: list[torch.Tensor], positions: list[torch.Tensor],
-                query_embed: torch.Tensor | None = None, box_heads: nn.ModuleList | None = None,
-                proposal_heads: tuple[nn.Module, nn.Module] | None = None, *,
-                content_embed: torch.Tensor | None = None, num_queries: int | None = None,
-                extra_queries: tuple[torch.Tensor, torch.Tensor] | None = None,
-                self_attn_mask: torch.Tensor | None = None, look_forward_twice: bool = False) -> TransformerOutput:
+    def forward(
+        self,
+        sources: list[torch.Tensor],
+        masks: list[torch.Tensor],
+        positions: list[torch.Tensor],
+        query_embed: torch.Tensor | None = None,
+        box_heads: nn.ModuleList | None = None,
+        proposal_heads: tuple[nn.Module, nn.Module] | None = None,
+        *,
+        content_embed: torch.Tensor | None = None,
+        num_queries: int | None = None,
+        extra_queries: tuple[torch.Tensor, torch.Tensor] | None = None,
+        self_attn_mask: torch.Tensor | None = None,
+        look_forward_twice: bool = False,
+    ) -> TransformerOutput:
         """Encode the levels and decode the queries.
 
         Args:
@@ -165,20 +204,29 @@ class DeformableTransformer(nn.Module):
         spatial_shapes_list = [tuple(source.shape[-2:]) for source in sources]
         memory_input = torch.cat([s.flatten(2).transpose(1, 2) for s in sources], 1)  # (B, S, C)
         padding_mask = torch.cat([m.flatten(1) for m in masks], 1)  # (B, S)
-        position = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[level][None, None]
-                              for level, p in enumerate(positions)], 1)  # (B, S, C)
+        position = torch.cat(
+            [p.flatten(2).transpose(1, 2) + self.level_embed[level][None, None] for level, p in enumerate(positions)], 1
+        )  # (B, S, C)
         if torch.jit.is_tracing():  # ONNX export: sizes are traced 0-d tensors; keep them dynamic in the graph
             spatial_shapes = torch.stack([torch._shape_as_tensor(s)[-2:] for s in sources]).to(memory_input.device)
         else:
-            spatial_shapes = torch.as_tensor(spatial_shapes_list, dtype=torch.long, device=memory_input.device)  # (L, 2)
+            spatial_shapes = torch.as_tensor(
+                spatial_shapes_list, dtype=torch.long, device=memory_input.device
+            )  # (L, 2)
         level_start_index = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))  # (L,)
         # Geometry in float32 at least (as the reference code), also under bf16 autocast.
         geometry_dtype = torch.promote_types(memory_input.dtype, torch.float32)
         valid_ratios = torch.stack([valid_ratios_of(m, geometry_dtype) for m in masks], 1)  # (B, L, 2)
 
-        memory = self.encoder(memory_input, position=position, spatial_shapes_list=spatial_shapes_list,
-                              spatial_shapes=spatial_shapes, level_start_index=level_start_index,
-                              valid_ratios=valid_ratios, padding_mask=padding_mask)  # (B, S, C)
+        memory = self.encoder(
+            memory_input,
+            position=position,
+            spatial_shapes_list=spatial_shapes_list,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios,
+            padding_mask=padding_mask,
+        )  # (B, S, C)
 
         enc_logits = enc_box_logits = None
         if self.two_stage:
@@ -186,12 +234,20 @@ class DeformableTransformer(nn.Module):
                 raise ValueError("two-stage transformer needs proposal_heads=(class_head, box_head)")
             count = num_queries or self.num_queries
             if memory.shape[1] < count:
-                raise ModelInputError(f"two-stage: the image has {memory.shape[1]} feature pixels, fewer than "
-                                 f"num_queries={count}; use larger images or fewer queries")
-            enc_logits, enc_box_logits = self.score_proposals(memory, padding_mask, spatial_shapes_list,
-                                                              geometry_dtype, proposal_heads)
-            queries = proposal_queries(top_proposals(enc_logits, enc_box_logits, count), self.pos_trans,
-                                       self.pos_trans_norm, memory.dtype, content_embed)
+                raise ModelInputError(
+                    f"two-stage: the image has {memory.shape[1]} feature pixels, fewer than "
+                    f"num_queries={count}; use larger images or fewer queries"
+                )
+            enc_logits, enc_box_logits = self.score_proposals(
+                memory, padding_mask, spatial_shapes_list, geometry_dtype, proposal_heads
+            )
+            queries = proposal_queries(
+                top_proposals(enc_logits, enc_box_logits, count),
+                self.pos_trans,
+                self.pos_trans_norm,
+                memory.dtype,
+                content_embed,
+            )
         else:
             if query_embed is None:
                 raise ValueError("transformer needs query_embed (Lq, 2 * d_model) when not two-stage")
@@ -200,15 +256,28 @@ class DeformableTransformer(nn.Module):
             queries = self.anchored_queries(*extra_queries, dtype=memory.dtype).cat(queries)
 
         hidden_states, references = self.decoder(
-            queries.target, query_pos=queries.query_pos, reference_points=queries.reference_points, memory=memory,
-            spatial_shapes=spatial_shapes, level_start_index=level_start_index, valid_ratios=valid_ratios,
-            padding_mask=padding_mask, box_heads=box_heads, self_attn_mask=self_attn_mask,
-            look_forward_twice=look_forward_twice)
+            queries.target,
+            query_pos=queries.query_pos,
+            reference_points=queries.reference_points,
+            memory=memory,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios,
+            padding_mask=padding_mask,
+            box_heads=box_heads,
+            self_attn_mask=self_attn_mask,
+            look_forward_twice=look_forward_twice,
+        )
         return TransformerOutput(hidden_states, references, enc_logits, enc_box_logits)
 
-    def score_proposals(self, memory: torch.Tensor, padding_mask: torch.Tensor,
-                        spatial_shapes: list[tuple[int, int]], dtype: torch.dtype,
-                        proposal_heads: tuple[nn.Module, nn.Module]) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_proposals(
+        self,
+        memory: torch.Tensor,
+        padding_mask: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+        dtype: torch.dtype,
+        proposal_heads: tuple[nn.Module, nn.Module],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Two-stage: class logits and refined boxes of every encoder proposal.
 
         Args:
@@ -238,8 +307,10 @@ class DeformableTransformer(nn.Module):
             `Queries` with (B, N, 4) reference boxes, or (B, N, 2) box centres for a one-stage transformer.
         """
         if not hasattr(self, "pos_trans"):
-            raise ValueError("queries anchored on boxes need the box embedding: build the transformer with "
-                             "two_stage=True or box_embedding=True")
+            raise ValueError(
+                "queries anchored on boxes need the box embedding: build the transformer with "
+                "two_stage=True or box_embedding=True"
+            )
         query_pos, _ = box_queries(boxes_cxcywh, self.pos_trans, self.pos_trans_norm, dtype)
         reference_points = boxes_cxcywh if self.two_stage else boxes_cxcywh[..., :2]
         return Queries(content, query_pos, reference_points)

@@ -140,7 +140,9 @@ def _check_inputs(
             f"last dim, {tuple(sampling_locations.shape[:-1])}"
         )
     if spatial_shapes.dim() != 2 or spatial_shapes.shape != (L, 2):
-        raise ModelInputError(f"spatial_shapes must be (L={L}, 2) (H_l, W_l) per level, got shape {tuple(spatial_shapes.shape)}")
+        raise ModelInputError(
+            f"spatial_shapes must be (L={L}, 2) (H_l, W_l) per level, got shape {tuple(spatial_shapes.shape)}"
+        )
     if level_start_index.shape != (L,):
         raise ModelInputError(f"level_start_index must be (L={L},), got shape {tuple(level_start_index.shape)}")
     if spatial_shapes.dtype.is_floating_point or level_start_index.dtype.is_floating_point:
@@ -281,7 +283,9 @@ def _ms_deform_attn_backward(
         plain = _backend_module(chosen)
         _, vjp = torch.func.vjp(
             lambda v, loc, w: plain.forward(v, spatial_shapes, level_start_index, loc, w),
-            value, sampling_locations, attention_weights,
+            value,
+            sampling_locations,
+            attention_weights,
         )
         return vjp(grad_output)
     return _backend_module(chosen).backward(
@@ -305,7 +309,12 @@ def _setup_context(ctx, inputs, output) -> None:
 def _backward(ctx, grad_output):
     value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
     grad_value, grad_sampling_locations, grad_attention_weights = torch.ops.deformable_detr.ms_deform_attn_backward(
-        grad_output.contiguous(), value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+        grad_output.contiguous(),
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
         ctx.backend,
     )
     return grad_value, None, None, grad_sampling_locations, grad_attention_weights, None

@@ -27,7 +27,9 @@ from deformable_detr.errors import BackendError
 logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).parent / "csrc" / "ms_deform_attn_cpu.cpp"
-if platform.system() == "Darwin":  # Apple clang: no -fopenmp (the kernel then runs on one thread), no -march=native on arm64
+if (
+    platform.system() == "Darwin"
+):  # Apple clang: no -fopenmp (the kernel then runs on one thread), no -march=native on arm64
     _CFLAGS = ["-O3", "-ffp-contract=fast"] + (["-march=native"] if platform.machine() == "x86_64" else [])
     _LDFLAGS: list[str] = []
 else:  # -march=native is safe: the binary is built for, and cached on, this machine (see _extension_name)
@@ -53,8 +55,13 @@ def _cpu_features() -> str:
 def _extension_name() -> str:
     digest = hashlib.sha256()
     # The source's path too: torch's build file records it, so two checkouts sharing one name would rebuild in turn.
-    for part in (_SOURCE.read_bytes(), str(_SOURCE.resolve()).encode(), " ".join(_CFLAGS).encode(),
-                 _cpu_features().encode(), torch.__version__.encode()):
+    for part in (
+        _SOURCE.read_bytes(),
+        str(_SOURCE.resolve()).encode(),
+        " ".join(_CFLAGS).encode(),
+        _cpu_features().encode(),
+        torch.__version__.encode(),
+    ):
         digest.update(part)
     return f"deformable_detr_ms_deform_attn_cpu_{digest.hexdigest()[:12]}"
 

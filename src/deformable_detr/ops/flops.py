@@ -23,20 +23,46 @@ _CORNER_MULTIPLY_ADDS = 4  # bilinear interpolation reads 4 corners
 _WEIGHT_MULTIPLY_ADDS = 1  # times the attention weight, summed over levels and points
 
 
-def ms_deform_attn_flops(batch: int, num_queries: int, num_heads: int, num_levels: int, num_points: int,
-                         head_dim: int) -> int:
+def ms_deform_attn_flops(
+    batch: int, num_queries: int, num_heads: int, num_levels: int, num_points: int, head_dim: int
+) -> int:
     """FLOPs of one forward of the operator: 2 * (4 + 1) multiply-adds per (query, head, level, point, channel)."""
-    return 2 * (_CORNER_MULTIPLY_ADDS + _WEIGHT_MULTIPLY_ADDS) * batch * num_queries * num_heads * num_levels * num_points * head_dim
+    return (
+        2
+        * (_CORNER_MULTIPLY_ADDS + _WEIGHT_MULTIPLY_ADDS)
+        * batch
+        * num_queries
+        * num_heads
+        * num_levels
+        * num_points
+        * head_dim
+    )
 
 
-def _ms_deform_attn_formula(value_shape, spatial_shapes_shape, level_start_index_shape, sampling_locations_shape,
-                            attention_weights_shape, *args, out_shape=None, **kwargs) -> int:
+def _ms_deform_attn_formula(
+    value_shape,
+    spatial_shapes_shape,
+    level_start_index_shape,
+    sampling_locations_shape,
+    attention_weights_shape,
+    *args,
+    out_shape=None,
+    **kwargs,
+) -> int:
     B, Lq, M, L, P, _ = sampling_locations_shape
     return ms_deform_attn_flops(B, Lq, M, L, P, value_shape[-1])
 
 
-def _ms_deform_attn_backward_formula(grad_output_shape, value_shape, spatial_shapes_shape, level_start_index_shape,
-                                     sampling_locations_shape, *args, out_shape=None, **kwargs) -> int:
+def _ms_deform_attn_backward_formula(
+    grad_output_shape,
+    value_shape,
+    spatial_shapes_shape,
+    level_start_index_shape,
+    sampling_locations_shape,
+    *args,
+    out_shape=None,
+    **kwargs,
+) -> int:
     B, Lq, M, L, P, _ = sampling_locations_shape
     return 2 * ms_deform_attn_flops(B, Lq, M, L, P, value_shape[-1])
 

@@ -38,7 +38,11 @@ def forward(
     _, Lq, _, L, P, _ = sampling_locations.shape
     out_dtype = value.dtype
     dtype = torch.promote_types(out_dtype, torch.float32)  # 16-bit inputs: float32 arithmetic, as the fused kernels
-    value, sampling_locations, attention_weights = value.to(dtype), sampling_locations.to(dtype), attention_weights.to(dtype)
+    value, sampling_locations, attention_weights = (
+        value.to(dtype),
+        sampling_locations.to(dtype),
+        attention_weights.to(dtype),
+    )
     heights = spatial_shapes[:, 0].view(1, 1, 1, L, 1, 1)  # (1, 1, 1, L, 1, 1) int64
     widths = spatial_shapes[:, 1].view(1, 1, 1, L, 1, 1)
     starts = level_start_index.view(1, 1, 1, L, 1, 1)
@@ -60,8 +64,9 @@ def forward(
     # Row of each corner in value viewed as (B * M * S, D); outside corners read row 0 with weight 0.
     pixel = corner_y.clamp(min=0) * widths + corner_x.clamp(min=0)
     pixel = torch.where(inside, pixel + starts, torch.zeros_like(pixel))  # (B, Lq, M, L, P, 4)
-    batch_head = (torch.arange(B, device=value.device).view(B, 1, 1) * M
-                  + torch.arange(M, device=value.device).view(1, 1, M))  # (B, 1, M)
+    batch_head = torch.arange(B, device=value.device).view(B, 1, 1) * M + torch.arange(M, device=value.device).view(
+        1, 1, M
+    )  # (B, 1, M)
     rows = batch_head.view(B, 1, M, 1, 1, 1) * S + pixel  # (B, Lq, M, L, P, 4)
     rows = rows.permute(0, 2, 1, 3, 4, 5).reshape(-1)  # (B * M * Lq * L * P * 4,)
     table = value.permute(0, 2, 1, 3).reshape(B * M * S, D)  # (B*M*S, D)

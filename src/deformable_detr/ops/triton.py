@@ -43,9 +43,7 @@ _NUM_WARPS = 4
 
 
 @triton.jit
-def _bilinear_corners(
-    sampling_locations_ptr, point, row_mask, height, width, ACC_DTYPE: tl.constexpr
-):
+def _bilinear_corners(sampling_locations_ptr, point, row_mask, height, width, ACC_DTYPE: tl.constexpr):
     """Pixel corner (x0, y0) and fractions (fx, fy) of one point per row; all (BLOCK_Q,)."""
     loc_x = tl.load(sampling_locations_ptr + 2 * point, mask=row_mask, other=0.0).to(ACC_DTYPE)
     loc_y = tl.load(sampling_locations_ptr + 2 * point + 1, mask=row_mask, other=0.0).to(ACC_DTYPE)
@@ -177,9 +175,9 @@ def _backward_kernel(
                     level_base, x0 + dx, y0 + dy, height, width, row_mask, m, NUM_HEADS, HEAD_DIM
                 )
                 corner_mask = inside[:, None] & channel_mask[None, :]
-                corner_value = tl.load(
-                    value_ptr + offset[:, None] + channels[None, :], mask=corner_mask, other=0.0
-                ).to(ACC_DTYPE)  # (BLOCK_Q, BLOCK_D)
+                corner_value = tl.load(value_ptr + offset[:, None] + channels[None, :], mask=corner_mask, other=0.0).to(
+                    ACC_DTYPE
+                )  # (BLOCK_Q, BLOCK_D)
                 weight_x = fx if dx == 1 else 1.0 - fx
                 weight_y = fy if dy == 1 else 1.0 - fy
                 sign_x = 1.0 if dx == 1 else -1.0

@@ -49,8 +49,10 @@ ImageField = Annotated[UploadFile, File(description="the image file (JPEG, PNG, 
 Threshold = Annotated[float, Form(ge=0.0, le=1.0, description="keep detections scoring at least this")]
 MaxDetections = Annotated[int, Form(ge=1, le=TOP_K, description="at most this many detections, best first")]
 Top = Annotated[int, Form(ge=1, le=TOP_K, description="explain this many of the best detections (one per query)")]
-PixelCoordinate = Annotated[float | None, Form(ge=0.0, description="with both pixel_x and pixel_y: also the "
-                                                                   "encoder's sampling points at this pixel")]
+PixelCoordinate = Annotated[
+    float | None,
+    Form(ge=0.0, description="with both pixel_x and pixel_y: also the encoder's sampling points at this pixel"),
+]
 
 
 class _NamedUpload(io.BytesIO):
@@ -76,20 +78,27 @@ def decode_upload(data: bytes, filename: str, max_pixels: int) -> Image.Image:
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
     except UnidentifiedImageError:
-        raise HTTPException(415, f"{filename}: not an image format the server reads; send JPEG, PNG, BMP, GIF, "
-                                 "TIFF or WebP") from None
+        raise HTTPException(
+            415, f"{filename}: not an image format the server reads; send JPEG, PNG, BMP, GIF, TIFF or WebP"
+        ) from None
     except Image.DecompressionBombError as error:  # PIL's own limit, above ours unless max_image_pixels is huge
         raise HTTPException(413, f"{filename}: {str(error).rstrip('.')}; send a smaller image") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise HTTPException(400, f"{filename}: cannot read the image header ({error}); the file is corrupt") from None
     if width * height > max_pixels:
-        raise HTTPException(413, f"{filename}: {width}x{height} = {width * height} pixels exceeds the server's limit "
-                                 f"of {max_pixels} (max_image_pixels); send a smaller image")
+        raise HTTPException(
+            413,
+            f"{filename}: {width}x{height} = {width * height} pixels exceeds the server's limit "
+            f"of {max_pixels} (max_image_pixels); send a smaller image",
+        )
     try:
         return load_rgb_image(_NamedUpload(data, filename))
     except (DatasetError, Image.DecompressionBombError) as error:
-        raise HTTPException(400, f"{filename}: cannot decode the image, it is corrupt or truncated "
-                                 f"({str(error).split(' (', 1)[-1].split(');')[0]})") from None
+        raise HTTPException(
+            400,
+            f"{filename}: cannot decode the image, it is corrupt or truncated "
+            f"({str(error).split(' (', 1)[-1].split(');')[0]})",
+        ) from None
 
 
 class _UploadLimit:
@@ -103,8 +112,10 @@ class _UploadLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        message = (f"the request body exceeds the server's upload limit of {self.max_bytes} bytes "
-                   "(max_upload_mb); send a smaller image")
+        message = (
+            f"the request body exceeds the server's upload limit of {self.max_bytes} bytes "
+            "(max_upload_mb); send a smaller image"
+        )
         response = JSONResponse({"detail": message}, status_code=413, headers={"Connection": "close"})
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
@@ -153,8 +164,10 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
         started = time.perf_counter()
         per_image = state["runner"].detect([image for image, _ in items])
         model_ms = (time.perf_counter() - started) * 1e3
-        return [(detections, {"queue_ms": (started - queued) * 1e3, "model_ms": model_ms, "batch_size": len(items)})
-                for detections, (_, queued) in zip(per_image, items)]
+        return [
+            (detections, {"queue_ms": (started - queued) * 1e3, "model_ms": model_ms, "batch_size": len(items)})
+            for detections, (_, queued) in zip(per_image, items)
+        ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -171,17 +184,24 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
         finally:
             await batcher.stop()  # uvicorn has let the in-flight requests finish; nothing is queued any more
 
-    app = FastAPI(title="Deformable DETR detection service", version="1", lifespan=lifespan,
-                  description="Object detection with a Deformable DETR model. Upload an image as multipart "
-                              "field `image`. With an API key, /v1/* needs `Authorization: Bearer KEY`.")
+    app = FastAPI(
+        title="Deformable DETR detection service",
+        version="1",
+        lifespan=lifespan,
+        description="Object detection with a Deformable DETR model. Upload an image as multipart "
+        "field `image`. With an API key, /v1/* needs `Authorization: Bearer KEY`.",
+    )
 
     async def require_key(request: Request) -> None:
         if config.api_key is None:
             return
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), config.api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key; send `Authorization: Bearer KEY`",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing or wrong API key; send `Authorization: Bearer KEY`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     async def read_image(image: UploadFile) -> tuple[Image.Image, float]:
         started = time.perf_counter()
@@ -196,8 +216,9 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
         return {**state["runner"].info(), "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms}
 
     @router.post("/detect", summary="Detect objects in one uploaded image")
-    async def detect(image: ImageField, threshold: Threshold = 0.5,
-                     max_detections: MaxDetections = TOP_K) -> dict[str, Any]:
+    async def detect(
+        image: ImageField, threshold: Threshold = 0.5, max_detections: MaxDetections = TOP_K
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         decoded, decode_ms = await read_image(image)
         detections, timing = await state["batcher"].submit((decoded, time.perf_counter()))
@@ -205,17 +226,26 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
         timing = {"decode_ms": decode_ms, **timing, "total_ms": (time.perf_counter() - started) * 1e3}
         return {"image": {"width": decoded.width, "height": decoded.height}, "detections": kept, "timing": timing}
 
-    @router.post("/explain", summary="Where the model looked: sampling points and attention weights of the top "
-                                     "detections (last decoder layer), in the image's pixels")
-    async def explain(image: ImageField, threshold: Threshold = 0.3, top: Top = 10, pixel_x: PixelCoordinate = None,
-                      pixel_y: PixelCoordinate = None) -> dict[str, Any]:
+    @router.post(
+        "/explain",
+        summary="Where the model looked: sampling points and attention weights of the top "
+        "detections (last decoder layer), in the image's pixels",
+    )
+    async def explain(
+        image: ImageField,
+        threshold: Threshold = 0.3,
+        top: Top = 10,
+        pixel_x: PixelCoordinate = None,
+        pixel_y: PixelCoordinate = None,
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         if (pixel_x is None) != (pixel_y is None):
             raise HTTPException(422, "give both pixel_x and pixel_y, or neither")
         decoded, decode_ms = await read_image(image)
         if pixel_x is not None and not (pixel_x < decoded.width and pixel_y < decoded.height):
-            raise HTTPException(422, f"pixel ({pixel_x:g}, {pixel_y:g}) is outside the {decoded.width}x"
-                                     f"{decoded.height} image")
+            raise HTTPException(
+                422, f"pixel ({pixel_x:g}, {pixel_y:g}) is outside the {decoded.width}x{decoded.height} image"
+            )
         pixel = None if pixel_x is None else (pixel_x, pixel_y)
         result = await state["batcher"].run_exclusive(state["runner"].explain, decoded, top, threshold, pixel)
         return {**result, "timing": {"decode_ms": decode_ms, "total_ms": (time.perf_counter() - started) * 1e3}}
@@ -225,19 +255,29 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
     @app.get("/health", summary="Liveness, queue depth and batches formed")
     async def health() -> dict[str, Any]:
         batcher: DynamicBatcher | None = state["batcher"]
-        return {"status": "ok", "model_loaded": state["runner"] is not None,
-                "auth_required": config.api_key is not None, "pid": os.getpid(),
-                "queue_depth": batcher.queue_depth if batcher else 0, "running": batcher.running if batcher else 0,
-                "batches_formed": batcher.batches_formed if batcher else 0,
-                "images_done": batcher.items_done if batcher else 0,
-                "batch_sizes": {str(k): v for k, v in sorted(batcher.batch_sizes.items())} if batcher else {},
-                "max_batch": config.max_batch, "max_queue": config.max_queue}
+        return {
+            "status": "ok",
+            "model_loaded": state["runner"] is not None,
+            "auth_required": config.api_key is not None,
+            "pid": os.getpid(),
+            "queue_depth": batcher.queue_depth if batcher else 0,
+            "running": batcher.running if batcher else 0,
+            "batches_formed": batcher.batches_formed if batcher else 0,
+            "images_done": batcher.items_done if batcher else 0,
+            "batch_sizes": {str(k): v for k, v in sorted(batcher.batch_sizes.items())} if batcher else {},
+            "max_batch": config.max_batch,
+            "max_queue": config.max_queue,
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def prometheus() -> PlainTextResponse:
         batcher: DynamicBatcher | None = state["batcher"]
-        text = metrics.render(dict(batcher.batch_sizes) if batcher else {}, batcher.queue_depth if batcher else 0,
-                              batcher.batches_formed if batcher else 0, config.max_batch)
+        text = metrics.render(
+            dict(batcher.batch_sizes) if batcher else {},
+            batcher.queue_depth if batcher else 0,
+            batcher.batches_formed if batcher else 0,
+            config.max_batch,
+        )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", include_in_schema=False)
@@ -252,8 +292,14 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")),
-                   "type": str(e.get("type", ""))} for e in error.errors()]
+        errors = [
+            {
+                "loc": [str(part) for part in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in error.errors()
+        ]
         summary = "; ".join(f"{'.'.join(e['loc'][1:] or e['loc'])}: {e['msg']}" for e in errors)
         return JSONResponse({"detail": f"invalid request: {summary}", "errors": errors}, status_code=422)
 
@@ -264,8 +310,9 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception) -> JSONResponse:
         logger.exception("error answering %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(error).__name__}); the server log has the details"},
-                            status_code=500)
+        return JSONResponse(
+            {"detail": f"internal error ({type(error).__name__}); the server log has the details"}, status_code=500
+        )
 
     app.add_middleware(_UploadLimit, max_bytes=config.max_upload_bytes)  # inside count_requests: 413s are counted
 
@@ -280,8 +327,9 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
         finally:
             route = request.scope.get("route")
             path = request.url.path
-            endpoint = getattr(route, "path", None) or (path if path in known_paths else
-                                                        "/static" if path.startswith("/static/") else "other")
+            endpoint = getattr(route, "path", None) or (
+                path if path in known_paths else "/static" if path.startswith("/static/") else "other"
+            )
             metrics.observe_request(endpoint, status, time.perf_counter() - started)
 
     known_paths = {getattr(route, "path", None) for route in app.routes}

@@ -41,8 +41,7 @@ class DynamicBatcher:
         max_queue: most items waiting (not yet in a running batch); `submit` refuses more.
     """
 
-    def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch: int, max_wait_s: float,
-                 max_queue: int):
+    def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch: int, max_wait_s: float, max_queue: int):
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s

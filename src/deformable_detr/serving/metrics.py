@@ -1,8 +1,8 @@
 """Counters and histograms of the server, written in the Prometheus text format (version 0.0.4).
 
-    metrics = ServerMetrics()
-    metrics.observe_request("/v1/detect", 200, 0.042)
-    text = metrics.render(batch_sizes={1: 3, 4: 2}, queue_depth=0, batches_formed=5)
+metrics = ServerMetrics()
+metrics.observe_request("/v1/detect", 200, 0.042)
+text = metrics.render(batch_sizes={1: 3, 4: 2}, queue_depth=0, batches_formed=5)
 """
 
 from __future__ import annotations
@@ -55,25 +55,34 @@ class ServerMetrics:
         self.requests[(endpoint, status)] += 1
         self.latency.setdefault(endpoint, _Histogram(LATENCY_BUCKETS)).observe(seconds)
 
-    def render(self, batch_sizes: dict[int, int], queue_depth: int, batches_formed: int,
-               max_batch: int) -> str:
+    def render(self, batch_sizes: dict[int, int], queue_depth: int, batches_formed: int, max_batch: int) -> str:
         """The whole exposition text, ending in a newline."""
-        lines = [f"# HELP {PREFIX}_requests_total Answered HTTP requests by endpoint and status code.",
-                 f"# TYPE {PREFIX}_requests_total counter"]
+        lines = [
+            f"# HELP {PREFIX}_requests_total Answered HTTP requests by endpoint and status code.",
+            f"# TYPE {PREFIX}_requests_total counter",
+        ]
         for (endpoint, status), count in sorted(self.requests.items()):
             lines.append(f'{PREFIX}_requests_total{{endpoint="{endpoint}",status="{status}"}} {count}')
-        lines += [f"# HELP {PREFIX}_request_duration_seconds Time from request to response, by endpoint.",
-                  f"# TYPE {PREFIX}_request_duration_seconds histogram"]
+        lines += [
+            f"# HELP {PREFIX}_request_duration_seconds Time from request to response, by endpoint.",
+            f"# TYPE {PREFIX}_request_duration_seconds histogram",
+        ]
         for endpoint, histogram in sorted(self.latency.items()):
             lines += histogram.lines(f"{PREFIX}_request_duration_seconds", f'endpoint="{endpoint}"')
         sizes = _Histogram(tuple(float(b) for b in range(1, max_batch + 1)))
         for size, count in batch_sizes.items():
             sizes.observe(float(size), count)
-        lines += [f"# HELP {PREFIX}_batch_size Images per model forward formed by dynamic batching.",
-                  f"# TYPE {PREFIX}_batch_size histogram"]
+        lines += [
+            f"# HELP {PREFIX}_batch_size Images per model forward formed by dynamic batching.",
+            f"# TYPE {PREFIX}_batch_size histogram",
+        ]
         lines += sizes.lines(f"{PREFIX}_batch_size", "")
-        lines += [f"# HELP {PREFIX}_batches_total Batches run by the model.",
-                  f"# TYPE {PREFIX}_batches_total counter", f"{PREFIX}_batches_total {batches_formed}",
-                  f"# HELP {PREFIX}_queue_depth Requests waiting for the model.",
-                  f"# TYPE {PREFIX}_queue_depth gauge", f"{PREFIX}_queue_depth {queue_depth}"]
+        lines += [
+            f"# HELP {PREFIX}_batches_total Batches run by the model.",
+            f"# TYPE {PREFIX}_batches_total counter",
+            f"{PREFIX}_batches_total {batches_formed}",
+            f"# HELP {PREFIX}_queue_depth Requests waiting for the model.",
+            f"# TYPE {PREFIX}_queue_depth gauge",
+            f"{PREFIX}_queue_depth {queue_depth}",
+        ]
         return "\n".join(lines) + "\n"

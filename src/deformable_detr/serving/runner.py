@@ -22,10 +22,16 @@ TOP_K = 100  # detections kept per image before any threshold, as the reference 
 
 def _as_dicts(detections) -> list[dict]:
     """A `Detections` as JSON-ready dicts, best first."""
-    return [{"box": box, "score": score, "label": label, "category_id": category_id, "category": name}
-            for box, score, label, category_id, name in zip(detections.boxes.tolist(), detections.scores.tolist(),
-                                                            detections.labels.tolist(), detections.category_ids,
-                                                            detections.names)]
+    return [
+        {"box": box, "score": score, "label": label, "category_id": category_id, "category": name}
+        for box, score, label, category_id, name in zip(
+            detections.boxes.tolist(),
+            detections.scores.tolist(),
+            detections.labels.tolist(),
+            detections.category_ids,
+            detections.names,
+        )
+    ]
 
 
 def _describe_variant(config) -> str:
@@ -84,8 +90,9 @@ class ModelRunner:
         found = self.model.predict(images, threshold=0.0, batch_size=max(1, len(images)), amp=self.amp)
         return [_as_dicts(detections) for detections in found]
 
-    def explain(self, image: Image.Image, top: int, threshold: float,
-                pixel: tuple[float, float] | None = None) -> dict[str, Any]:
+    def explain(
+        self, image: Image.Image, top: int, threshold: float, pixel: tuple[float, float] | None = None
+    ) -> dict[str, Any]:
         """Where the last decoder layer looked for each of the `top` best queries scoring >= threshold
         (`deformable_detr.inference.explain`, with this API's field names).
 
@@ -102,17 +109,24 @@ class ModelRunner:
         result = explain(self.model, image, top=top, threshold=threshold, pixel=pixel)
         height, width = result["image_size"]
         renamed = {"box_xyxy": "box", "name": "category"}
-        return {"width": width, "height": height,
-                "levels": [{"level": level["level"], "height": level["size"][0], "width": level["size"][1]}
-                           for level in result["levels"]],
-                "detections": [{renamed.get(key, key): value for key, value in detection.items()}
-                               for detection in result["detections"]],
-                "pixel": result["pixel"]}
+        return {
+            "width": width,
+            "height": height,
+            "levels": [
+                {"level": level["level"], "height": level["size"][0], "width": level["size"][1]}
+                for level in result["levels"]
+            ],
+            "detections": [
+                {renamed.get(key, key): value for key, value in detection.items()} for detection in result["detections"]
+            ],
+            "pixel": result["pixel"],
+        }
 
 
 def load_runner(config: ServeConfig) -> ModelRunner:
     """Load `config.checkpoint` (any format `deformable_detr.load` reads) onto `config.device`."""
     from deformable_detr.inference.loader import load
 
-    return ModelRunner(load(config.checkpoint, device=config.device, attention_backend=config.attention_backend),
-                       amp=config.amp)
+    return ModelRunner(
+        load(config.checkpoint, device=config.device, attention_backend=config.attention_backend), amp=config.amp
+    )

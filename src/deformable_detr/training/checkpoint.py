@@ -32,7 +32,15 @@ from ..util.safe_load import load_torch_file
 CHECKPOINT = "checkpoint.pth"
 PREVIOUS = "checkpoint.prev.pth"
 BEST = "best.pth"
-RUN_FILES = (CHECKPOINT, PREVIOUS, BEST, "config.json", "metrics.jsonl", "curves.png", "train_batch0.png")  # what marks a folder as a run
+RUN_FILES = (
+    CHECKPOINT,
+    PREVIOUS,
+    BEST,
+    "config.json",
+    "metrics.jsonl",
+    "curves.png",
+    "train_batch0.png",
+)  # what marks a folder as a run
 FORMAT = "deformable-detr-train"
 
 
@@ -60,7 +68,9 @@ def set_rng_state(state: dict) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
     npst = state["numpy"]
-    np.random.set_state(("MT19937", npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -197,10 +207,14 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; pass a file written by `deformable-detr train` (OUT/checkpoint.pth)")
+        raise CheckpointError(
+            f"{path}: checkpoint not found; pass a file written by `deformable-detr train` (OUT/checkpoint.pth)"
+        )
     state = load_torch_file(path, map_location=map_location)  # CheckpointError for damaged or unsafe files
     if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a training checkpoint (no 'model' entry); pass OUT/checkpoint.pth or OUT/best.pth")
+        raise CheckpointError(
+            f"{path}: not a training checkpoint (no 'model' entry); pass OUT/checkpoint.pth or OUT/best.pth"
+        )
     if "checksum" in state:
         stored = state.pop("checksum")
         if checksum(state) != stored:
@@ -222,10 +236,15 @@ def load_latest_checkpoint(folder: str | Path, map_location="cpu") -> tuple[dict
             errors.append(str(error))
             continue
         if errors:
-            warnings.warn(f"{errors[0]}; resuming from {path} instead (step {state.get('state', {}).get('step', '?')})", stacklevel=2)
+            warnings.warn(
+                f"{errors[0]}; resuming from {path} instead (step {state.get('state', {}).get('step', '?')})",
+                stacklevel=2,
+            )
         return state, path
     if errors:
-        raise CheckpointError(f"{folder}: no readable checkpoint ({'; '.join(errors)}); start a new run with --overwrite")
+        raise CheckpointError(
+            f"{folder}: no readable checkpoint ({'; '.join(errors)}); start a new run with --overwrite"
+        )
     raise CheckpointError(f"{folder}: no {CHECKPOINT} to resume from; start the run without --resume")
 
 
@@ -255,5 +274,7 @@ def checkpoint_in(path: str | Path) -> Path:
         for name in (BEST, CHECKPOINT):
             if (path / name).is_file():
                 return path / name
-        raise CheckpointError(f"{path}: folder holds no {BEST} or {CHECKPOINT}; pass a run folder written by `deformable-detr train`")
+        raise CheckpointError(
+            f"{path}: folder holds no {BEST} or {CHECKPOINT}; pass a run folder written by `deformable-detr train`"
+        )
     return path

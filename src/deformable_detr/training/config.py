@@ -1,8 +1,8 @@
 """`TrainConfig`: everything `fit` reads — model, loss, optimizer, data sizes, epochs, output folder.
 
-    config = TrainConfig.preset("demo", data_dir="data/synthetic", output_dir="runs/demo")
-    config = dataclasses.replace(config, epochs=2)
-    TrainConfig.from_dict(json.load(open("runs/demo/config.json")))  # unknown keys raise
+config = TrainConfig.preset("demo", data_dir="data/synthetic", output_dir="runs/demo")
+config = dataclasses.replace(config, epochs=2)
+TrainConfig.from_dict(json.load(open("runs/demo/config.json")))  # unknown keys raise
 """
 
 from __future__ import annotations
@@ -111,7 +111,9 @@ class TrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"TrainConfig.max_steps = {self.max_steps} must be >= 1 (or None for no cap)")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
-            raise ConfigError(f"TrainConfig.max_minutes = {self.max_minutes} must be a finite number > 0 (or None for no budget)")
+            raise ConfigError(
+                f"TrainConfig.max_minutes = {self.max_minutes} must be a finite number > 0 (or None for no budget)"
+            )
         if not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
             raise ConfigError(f"TrainConfig.device = {self.device!r}; use cpu, cuda or cuda:N")
         if self.data_format not in ("auto", "coco", "yolo", "voc"):
@@ -119,8 +121,10 @@ class TrainConfig:
         if self.freeze not in (None, "backbone", "encoder"):
             raise ConfigError(f"TrainConfig.freeze = {self.freeze!r}; choose None, 'backbone' or 'encoder'")
         if not 0.0 <= self.ema_decay < 1.0 or self.ema_warmup_steps < 0:
-            raise ConfigError(f"TrainConfig: ema_decay = {self.ema_decay} must be in [0, 1) and ema_warmup_steps = "
-                             f"{self.ema_warmup_steps} >= 0")
+            raise ConfigError(
+                f"TrainConfig: ema_decay = {self.ema_decay} must be in [0, 1) and ema_warmup_steps = "
+                f"{self.ema_warmup_steps} >= 0"
+            )
         if self.keep < 0 or self.patience < 0:
             raise ConfigError(f"TrainConfig: keep = {self.keep}, patience = {self.patience} must be >= 0")
         if not self.train_scales:
@@ -141,11 +145,15 @@ class TrainConfig:
         """The config of the training run in `run_dir` (its config.json), writing to `run_dir` (for resuming)."""
         path = Path(run_dir) / "config.json"
         if not path.is_file():
-            raise ConfigError(f"{path}: not found; {run_dir} is not a training run folder (give the --out of a `train` run)")
+            raise ConfigError(
+                f"{path}: not found; {run_dir} is not a training run folder (give the --out of a `train` run)"
+            )
         try:
             values = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}: not valid JSON ({error}); restore it from the run's checkpoint or start a new run") from None
+            raise ConfigError(
+                f"{path}: not valid JSON ({error}); restore it from the run's checkpoint or start a new run"
+            ) from None
         return dataclasses.replace(cls.from_dict(values), output_dir=str(run_dir))
 
     @classmethod
@@ -257,8 +265,12 @@ def detr() -> TrainConfig:
     """DETR's COCO recipe: R50 DETR, AdamW lr 1e-4, backbone 1e-5, 500 epochs with the lr dropped at 400 (42.0 AP)."""
     from .detr_criterion import detr_loss_config
 
-    return TrainConfig(model=DetrConfig.preset("detr-r50"), loss=detr_loss_config(),
-                       optim=OptimConfig(lr=1e-4, lr_backbone=1e-5, lr_drop=400), epochs=500)
+    return TrainConfig(
+        model=DetrConfig.preset("detr-r50"),
+        loss=detr_loss_config(),
+        optim=OptimConfig(lr=1e-4, lr_backbone=1e-5, lr_drop=400),
+        epochs=500,
+    )
 
 
 def detr_demo() -> TrainConfig:
@@ -267,8 +279,18 @@ def detr_demo() -> TrainConfig:
     from .detr_criterion import detr_loss_config
 
     base = demo()
-    return dataclasses.replace(base, model=DetrConfig.preset("detr-demo"), loss=detr_loss_config(),
-                               optim=dataclasses.replace(base.optim, lr=base.optim.lr / 2, lr_backbone=base.optim.lr_backbone / 2))
+    return dataclasses.replace(
+        base,
+        model=DetrConfig.preset("detr-demo"),
+        loss=detr_loss_config(),
+        optim=dataclasses.replace(base.optim, lr=base.optim.lr / 2, lr_backbone=base.optim.lr_backbone / 2),
+    )
 
 
-PRESETS: dict[str, Callable[[], TrainConfig]] = {"paper": paper, "demo": demo, "finetune": finetune, "detr": detr, "detr-demo": detr_demo}
+PRESETS: dict[str, Callable[[], TrainConfig]] = {
+    "paper": paper,
+    "demo": demo,
+    "finetune": finetune,
+    "detr": detr,
+    "detr-demo": detr_demo,
+}

@@ -58,7 +58,9 @@ class LossConfig:
         if self.dn_label_noise > 1:
             raise ConfigError(f"LossConfig.dn_label_noise = {self.dn_label_noise} must be in [0, 1]")
         if self.dn_number < 2 or self.hybrid_k < 1:
-            raise ConfigError(f"LossConfig.dn_number = {self.dn_number} must be >= 2 and hybrid_k = {self.hybrid_k} >= 1")
+            raise ConfigError(
+                f"LossConfig.dn_number = {self.dn_number} must be >= 2 and hybrid_k = {self.hybrid_k} >= 1"
+            )
 
 
 def sigmoid_focal_loss(
@@ -96,9 +98,17 @@ class SetCriterion(nn.Module):
         focal_alpha, focal_gamma: focal loss parameters.
     """
 
-    def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float],
-                 focal_alpha: float = 0.25, focal_gamma: float = 2.0, hybrid_k: int = 6, hybrid_weight: float = 1.0,
-                 denoising: dict | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        weight_dict: dict[str, float],
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        hybrid_k: int = 6,
+        hybrid_weight: float = 1.0,
+        denoising: dict | None = None,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
@@ -109,11 +119,21 @@ class SetCriterion(nn.Module):
 
     @classmethod
     def from_config(cls, num_classes: int, config: LossConfig) -> SetCriterion:
-        matcher = HungarianMatcher(config.cost_class, config.cost_bbox, config.cost_giou, config.focal_alpha, config.focal_gamma)
+        matcher = HungarianMatcher(
+            config.cost_class, config.cost_bbox, config.cost_giou, config.focal_alpha, config.focal_gamma
+        )
         weights = {"loss_ce": config.loss_ce, "loss_bbox": config.loss_bbox, "loss_giou": config.loss_giou}
         denoising = {"number": config.dn_number, "box_noise": config.dn_box_noise, "label_noise": config.dn_label_noise}
-        return cls(num_classes, matcher, weights, config.focal_alpha, config.focal_gamma, config.hybrid_k,
-                   config.hybrid_weight, denoising)
+        return cls(
+            num_classes,
+            matcher,
+            weights,
+            config.focal_alpha,
+            config.focal_gamma,
+            config.hybrid_k,
+            config.hybrid_weight,
+            denoising,
+        )
 
     def denoising_queries(self, targets: list[dict]) -> DenoisingQueries | None:
         """Contrastive denoising queries for `targets` with this criterion's noise settings (see denoising.py)."""
@@ -157,7 +177,10 @@ class SetCriterion(nn.Module):
         indices = self.matcher(outputs, targets)
         device = outputs["pred_logits"].device
         indices = [(i.to(device), j.to(device)) for i, j in indices]
-        losses = {**self._labels_loss(outputs, targets, indices, num_boxes), **self._boxes_loss(outputs, targets, indices, num_boxes)}
+        losses = {
+            **self._labels_loss(outputs, targets, indices, num_boxes),
+            **self._boxes_loss(outputs, targets, indices, num_boxes),
+        }
         if suffix:
             losses = {f"{k}{suffix}": v for k, v in losses.items() if k != "class_error"}
         return losses

@@ -34,11 +34,17 @@ def build_datasets(config: TrainConfig) -> tuple[CocoDetection, CocoDetection]:
     train_names = [c.get("name") for c in sorted(splits["train"].categories, key=lambda c: c["id"])]
     val_names = [c.get("name") for c in sorted(splits["val"].categories, key=lambda c: c["id"])]
     if train_names != val_names:
-        raise DatasetError(f"{root}: train categories {train_names[:6]} differ from val categories {val_names[:6]}; "
-                           "both splits need the same category list")
-    train_tf = make_transforms(config.augment, config.train_scales, config.max_size, config.crop_resize, config.crop_size, config.val_size)
+        raise DatasetError(
+            f"{root}: train categories {train_names[:6]} differ from val categories {val_names[:6]}; "
+            "both splits need the same category list"
+        )
+    train_tf = make_transforms(
+        config.augment, config.train_scales, config.max_size, config.crop_resize, config.crop_size, config.val_size
+    )
     val_tf = make_transforms(False, config.train_scales, config.max_size, val_size=config.val_size)
-    train_set = CocoDetection(splits["train"].images_dir, splits["train"].coco, train_tf, name=str(splits["train"].source))
+    train_set = CocoDetection(
+        splits["train"].images_dir, splits["train"].coco, train_tf, name=str(splits["train"].source)
+    )
     val_set = CocoDetection(splits["val"].images_dir, splits["val"].coco, val_tf, name=str(splits["val"].source))
     if config.max_train_images is not None:
         train_set.images = train_set.images[: config.max_train_images]
@@ -50,17 +56,27 @@ def load_checked_split(root: Path, name: str, format: str = "auto", skip_bad: bo
     try:
         split = read_split(root, name, format)
     except DatasetError as error:
-        raise DatasetError(f"{error}; --data must hold a train and a val split (make one with `deformable-detr make-dataset`)") from None
+        raise DatasetError(
+            f"{error}; --data must hold a train and a val split (make one with `deformable-detr make-dataset`)"
+        ) from None
     report = check_split(split)
     if not report.ok:
         count = sum(map(len, report.problems.values()))
         kind, messages = next(iter(report.problems.items()))
         if not skip_bad:
-            raise DatasetError(f"{split.source}: {count} problem(s) in the {name} split, first: {kind}: {messages[0]}; "
-                               f"`deformable-detr check-data {root}` lists them; fix them or pass --skip-bad to train without them")
+            raise DatasetError(
+                f"{split.source}: {count} problem(s) in the {name} split, first: {kind}: {messages[0]}; "
+                f"`deformable-detr check-data {root}` lists them; fix them or pass --skip-bad to train without them"
+            )
         split, images, annotations = without_bad(split, report)
-        logger.warning("%s: --skip-bad: skipped %d image(s) and %d annotation(s) with %d problem(s) in the %s split",
-                       split.source, images, annotations, count, name)
+        logger.warning(
+            "%s: --skip-bad: skipped %d image(s) and %d annotation(s) with %d problem(s) in the %s split",
+            split.source,
+            images,
+            annotations,
+            count,
+            name,
+        )
     logger.info("%s", summarize_split(split))
     return split
 
@@ -76,5 +92,7 @@ def summarize_split(split: DatasetSplit) -> str:
     shares = "/".join(f"{100 * b / max(len(areas), 1):.0f}%" for b in buckets)
     empty = [n for n in names.values() if per_class[n] == 0]
     classes = ", ".join(f"{n} {per_class[n]}" for n in names.values())
-    return (f"{split.name} ({split.format}, {split.source}): {len(coco['images'])} images, {len(boxes)} boxes "
-            f"[{classes}]; small/medium/large {shares}; classes without boxes: {', '.join(empty) or 'none'}")
+    return (
+        f"{split.name} ({split.format}, {split.source}): {len(coco['images'])} images, {len(boxes)} boxes "
+        f"[{classes}]; small/medium/large {shares}; classes without boxes: {', '.join(empty) or 'none'}"
+    )

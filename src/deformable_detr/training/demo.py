@@ -1,6 +1,6 @@
 """The end-to-end demo: synthetic data -> train the `demo` preset on the CPU -> evaluate -> pictures.
 
-    result = run_demo("demo_out")   # what `deformable-detr demo` and `make demo` run
+result = run_demo("demo_out")   # what `deformable-detr demo` and `make demo` run
 """
 
 from __future__ import annotations
@@ -44,12 +44,15 @@ def ensure_dataset(data_dir: Path, data: dict | None = None, progress: bool = Tr
 
     from ..data.synthetic import make_dataset
 
-    with tqdm(total=data["num_train"] + data["num_val"], unit="img", desc="rendering dataset", disable=not progress) as bar:
+    with tqdm(
+        total=data["num_train"] + data["num_val"], unit="img", desc="rendering dataset", disable=not progress
+    ) as bar:
         make_dataset(data_dir, **data, progress=bar.update)
 
 
-def draw_validation_predictions(checkpoint_path: Path, data_dir: Path, out_path: Path, count: int = 8,
-                                score_threshold: float = 0.3) -> Path:
+def draw_validation_predictions(
+    checkpoint_path: Path, data_dir: Path, out_path: Path, count: int = 8, score_threshold: float = 0.3
+) -> Path:
     """Grid of the first `count` validation images with predictions (coloured) and ground truth (white)."""
     from ..data.images import load_rgb_image
     from ..inference.loader import load
@@ -63,13 +66,26 @@ def draw_validation_predictions(checkpoint_path: Path, data_dir: Path, out_path:
         image = load_rgb_image(path)
         info = val.images[index]
         target = val.load_target(index, info.get("width", image.width), info.get("height", image.height))
-        tiles.append(draw_detections(image, found.boxes.tolist(), found.labels.tolist(), found.scores.tolist(), names,
-                                     ground_truth_xyxy=target["boxes"].tolist()))
+        tiles.append(
+            draw_detections(
+                image,
+                found.boxes.tolist(),
+                found.labels.tolist(),
+                found.scores.tolist(),
+                names,
+                ground_truth_xyxy=target["boxes"].tolist(),
+            )
+        )
     return save_grid(tiles, out_path)
 
 
-def demo_config(out_dir: str | Path = DEMO_DIR, data: dict | None = None, minutes: float | None = None,
-                max_steps: int | None = None, threads: int | None = None) -> TrainConfig:
+def demo_config(
+    out_dir: str | Path = DEMO_DIR,
+    data: dict | None = None,
+    minutes: float | None = None,
+    max_steps: int | None = None,
+    threads: int | None = None,
+) -> TrainConfig:
     """The `demo` preset writing to OUT/train, reading OUT/data.
 
     Training length: the preset's fixed step count (cosine schedule over the steps, so the result
@@ -79,8 +95,12 @@ def demo_config(out_dir: str | Path = DEMO_DIR, data: dict | None = None, minute
     data = data or DEMO_DATA
     out_dir = Path(out_dir)
     config = TrainConfig.preset("demo")
-    config = dataclasses.replace(config, data_dir=str(out_dir / "data"), output_dir=str(out_dir / "train"),
-                                 batch_size=min(config.batch_size, data["num_train"]))
+    config = dataclasses.replace(
+        config,
+        data_dir=str(out_dir / "data"),
+        output_dir=str(out_dir / "train"),
+        batch_size=min(config.batch_size, data["num_train"]),
+    )
     if minutes is not None:
         config = dataclasses.replace(config, max_minutes=minutes, max_steps=max_steps)
     elif max_steps is not None:
@@ -90,9 +110,15 @@ def demo_config(out_dir: str | Path = DEMO_DIR, data: dict | None = None, minute
     return config
 
 
-def run_demo(out_dir: str | Path = DEMO_DIR, data: dict | None = None, config: TrainConfig | None = None,
-             minutes: float | None = None, max_steps: int | None = None, threads: int | None = None,
-             progress: bool = True) -> DemoResult:
+def run_demo(
+    out_dir: str | Path = DEMO_DIR,
+    data: dict | None = None,
+    config: TrainConfig | None = None,
+    minutes: float | None = None,
+    max_steps: int | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> DemoResult:
     """Make the data if absent, train the `demo` preset, evaluate on val, draw predictions.
 
     Args:
@@ -111,7 +137,10 @@ def run_demo(out_dir: str | Path = DEMO_DIR, data: dict | None = None, config: T
     config = config or demo_config(out_dir, data, minutes, max_steps, threads)
     result = fit(config, progress=progress, overwrite=True)
     metrics_file = out_dir / "metrics.json"
-    ckpt.atomic_write_text(metrics_file, json.dumps({**result.metrics, "steps": result.steps, "train_seconds": result.train_seconds}, indent=2) + "\n")
+    ckpt.atomic_write_text(
+        metrics_file,
+        json.dumps({**result.metrics, "steps": result.steps, "train_seconds": result.train_seconds}, indent=2) + "\n",
+    )
     threads = torch.get_num_threads()
     image = draw_validation_predictions(result.checkpoint, data_dir, out_dir / "val_predictions.png")
     torch.set_num_threads(threads)

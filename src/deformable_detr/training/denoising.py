@@ -39,9 +39,14 @@ class DenoisingQueries:
     num_groups: int
 
 
-def make_denoising_queries(targets: list[dict], num_classes: int, number: int = 100, box_noise: float = 1.0,
-                           label_noise: float = 0.5,
-                           generator: torch.Generator | None = None) -> DenoisingQueries | None:
+def make_denoising_queries(
+    targets: list[dict],
+    num_classes: int,
+    number: int = 100,
+    box_noise: float = 1.0,
+    label_noise: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> DenoisingQueries | None:
     """Contrastive denoising queries for a batch (see the module docstring).
 
     Args:
@@ -83,20 +88,23 @@ def make_denoising_queries(targets: list[dict], num_classes: int, number: int = 
                     target_index[b, slots] = torch.arange(count)
     group_of = torch.arange(total) // group_size
     attention_mask = group_of[:, None] != group_of[None, :]  # (Ld, Ld): only the own group is visible
-    return DenoisingQueries(labels.to(device), boxes.to(device), attention_mask.to(device),
-                            target_index.to(device), groups)
+    return DenoisingQueries(
+        labels.to(device), boxes.to(device), attention_mask.to(device), target_index.to(device), groups
+    )
 
 
-def _flip_labels(labels: torch.Tensor, num_classes: int, label_noise: float,
-                 generator: torch.Generator | None) -> torch.Tensor:
+def _flip_labels(
+    labels: torch.Tensor, num_classes: int, label_noise: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """(T,) labels, each replaced by a uniformly random class with probability label_noise / 2 (DINO)."""
     flip = torch.rand(len(labels), generator=generator) < label_noise * 0.5
     random_labels = torch.randint(0, num_classes, (len(labels),), generator=generator)
     return torch.where(flip, random_labels, labels)
 
 
-def _jitter_boxes(boxes_cxcywh: torch.Tensor, box_noise: float, negative: bool,
-                  generator: torch.Generator | None) -> torch.Tensor:
+def _jitter_boxes(
+    boxes_cxcywh: torch.Tensor, box_noise: float, negative: bool, generator: torch.Generator | None
+) -> torch.Tensor:
     """(T, 4) boxes whose corners move by u * box_noise * half the box size, u ~ +-U(0, 1) for positives
     and +-U(1, 2) for negatives, clipped to [0, 1] (DINO's contrastive noise)."""
     corners = box_cxcywh_to_xyxy(boxes_cxcywh)  # (T, 4)

@@ -41,7 +41,9 @@ class DetrCriterion(SetCriterion):
         eos_coef: cross-entropy weight of the no-object class (0.1 in DETR).
     """
 
-    def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float], eos_coef: float = EOS_COEF):
+    def __init__(
+        self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float], eos_coef: float = EOS_COEF
+    ):
         super().__init__(num_classes, matcher, weight_dict)
         class_weight = torch.ones(num_classes + 1)
         class_weight[-1] = eos_coef
@@ -56,11 +58,15 @@ class DetrCriterion(SetCriterion):
     def _labels_loss(self, outputs, targets, indices, num_boxes):
         logits = outputs["pred_logits"].float()  # (B, Q, K + 1)
         if logits.shape[-1] != self.num_classes + 1:
-            raise ValueError(f"DetrCriterion: pred_logits has {logits.shape[-1]} classes, expected num_classes + 1 = "
-                             f"{self.num_classes + 1} (K classes and no-object)")
+            raise ValueError(
+                f"DetrCriterion: pred_logits has {logits.shape[-1]} classes, expected num_classes + 1 = "
+                f"{self.num_classes + 1} (K classes and no-object)"
+            )
         batch_idx, query_idx = matched_query_index(indices)
         matched_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])  # (N,)
-        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)  # (B, Q)
+        target_classes = torch.full(
+            logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
+        )  # (B, Q)
         target_classes[batch_idx, query_idx] = matched_labels
         loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=self.class_weight.to(logits.device))
         if len(matched_labels):

@@ -43,8 +43,13 @@ class ZeroAPHint(TrainCallback):
             return False
         self.checked = True
         if should_warn(record.get("AP", 1.0), self.first_loss, record.get("train_loss")) and run.is_main:
-            logger.warning("AP %.3f after the first evaluation and the loss has not fallen (%.3g -> %.3g); usual causes: %s",
-                           record["AP"], self.first_loss, record["train_loss"], "; ".join(USUAL_CAUSES))
+            logger.warning(
+                "AP %.3f after the first evaluation and the loss has not fallen (%.3g -> %.3g); usual causes: %s",
+                record["AP"],
+                self.first_loss,
+                record["train_loss"],
+                "; ".join(USUAL_CAUSES),
+            )
         return False
 
 

@@ -163,16 +163,26 @@ def resolve_device(name: str) -> torch.device:
     """`name` as a torch.device, refusing CUDA where there is none."""
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
-                              f"built for CUDA: {torch.version.cuda is not None}); use --device cpu")
+            raise ConfigError(
+                f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                f"built for CUDA: {torch.version.cuda is not None}); use --device cpu"
+            )
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+            raise ConfigError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
     return torch.device(name)
 
 
-def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False, callbacks: Sequence[TrainCallback] = (),
-          clock: Callable[[], float] = time.perf_counter, progress: bool = True) -> Run:
+def setup(
+    config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[TrainCallback] = (),
+    clock: Callable[[], float] = time.perf_counter,
+    progress: bool = True,
+) -> Run:
     """Build data, model, criterion and optimizer; with `resume`, load the run's newest good checkpoint.
 
     Refuses to start over a folder that holds a run unless `resume` or `overwrite`; removes temp
@@ -189,11 +199,18 @@ def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False, ca
             logger.info("removed %s (left by an interrupted write)", leftover)
     train_set, val_set = build_datasets(config)
     if config.model.num_classes != train_set.num_classes:
-        logger.info("num_classes %d -> %d (from %s)", config.model.num_classes, train_set.num_classes, train_set.annotations_file)
+        logger.info(
+            "num_classes %d -> %d (from %s)",
+            config.model.num_classes,
+            train_set.num_classes,
+            train_set.annotations_file,
+        )
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=train_set.num_classes))
     if loader.batches_per_epoch(train_set, config) == 0:
-        raise DatasetError(f"{train_set.annotations_file}: {len(train_set)} images < batch_size {config.batch_size} x "
-                           f"{distributed.world_size()} processes; lower --batch-size")
+        raise DatasetError(
+            f"{train_set.annotations_file}: {len(train_set)} images < batch_size {config.batch_size} x "
+            f"{distributed.world_size()} processes; lower --batch-size"
+        )
 
     if config.init and not resume:
         config = run_init.init_model_config(config, train_set.num_classes)
@@ -204,13 +221,30 @@ def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False, ca
         for line in run_init.prepare_model(model, config, train_set.categories):
             logger.info("%s", line)
     model = model.to(device)
-    callbacks = tuple(callbacks) + ((EMACallback(config.ema_decay, config.ema_warmup_steps),) if config.ema_decay else ()) \
-        + ((EarlyStopping(config.patience),) if config.patience else ()) + (ZeroAPHint(),)
+    callbacks = (
+        tuple(callbacks)
+        + ((EMACallback(config.ema_decay, config.ema_warmup_steps),) if config.ema_decay else ())
+        + ((EarlyStopping(config.patience),) if config.patience else ())
+        + (ZeroAPHint(),)
+    )
     criterion = build_criterion(config.model, config.model.num_classes, config.loss)
     optimizer = build_optimizer(model, config.optim)
     train_model = DistributedDataParallel(model) if distributed.is_initialized() else model
-    run = Run(config, device, model, train_model, criterion, optimizer, train_set, val_set, TrainState(), out,
-              tuple(callbacks), clock, progress)
+    run = Run(
+        config,
+        device,
+        model,
+        train_model,
+        criterion,
+        optimizer,
+        train_set,
+        val_set,
+        TrainState(),
+        out,
+        tuple(callbacks),
+        clock,
+        progress,
+    )
     if resume:
         _restore(run)
     elif distributed.is_main_process():
@@ -228,8 +262,10 @@ def _draw_first_batch(run: Run) -> None:
 
     images, padding_mask, targets = next(iter(loader.train_loader(run.train_set, run.config, epoch=0)))
     names = [c.get("name", str(c["id"])) for c in run.train_set.categories]
-    logger.info("first training batch drawn: %s", draw_training_batch(images, padding_mask, targets, names,
-                                                                     run.output_dir / "train_batch0.png"))
+    logger.info(
+        "first training batch drawn: %s",
+        draw_training_batch(images, padding_mask, targets, names, run.output_dir / "train_batch0.png"),
+    )
 
 
 def _restore(run: Run) -> None:
@@ -237,8 +273,13 @@ def _restore(run: Run) -> None:
 
     A run stopped before its first checkpoint (config.json only) starts from the beginning.
     """
-    if not any((run.output_dir / name).exists() for name in (ckpt.CHECKPOINT, ckpt.PREVIOUS)) and (run.output_dir / "config.json").is_file():
-        logger.warning("%s: no checkpoint yet (stopped before the first one); starting from the beginning", run.output_dir)
+    if (
+        not any((run.output_dir / name).exists() for name in (ckpt.CHECKPOINT, ckpt.PREVIOUS))
+        and (run.output_dir / "config.json").is_file()
+    ):
+        logger.warning(
+            "%s: no checkpoint yet (stopped before the first one); starting from the beginning", run.output_dir
+        )
         if run.is_main:
             ckpt.atomic_write_text(run.output_dir / "metrics.jsonl", "")
         return
@@ -250,16 +291,29 @@ def _restore(run: Run) -> None:
         rngs = saved["rng"]
         ckpt.set_rng_state(rngs[distributed.rank()] if distributed.rank() < len(rngs) else rngs[0])
     else:  # a checkpoint of the epoch-level format: always written at an epoch's end
-        run.state = TrainState(epoch=saved["epoch"], step=saved["step"], train_seconds=saved["elapsed_s"], best_ap=saved["best_ap"],
-                               history=_history_file(run.output_dir / "metrics.jsonl", saved["epoch"]))
+        run.state = TrainState(
+            epoch=saved["epoch"],
+            step=saved["step"],
+            train_seconds=saved["elapsed_s"],
+            best_ap=saved["best_ap"],
+            history=_history_file(run.output_dir / "metrics.jsonl", saved["epoch"]),
+        )
         ckpt.set_rng_state(saved["rng"])
     for callback in run.callbacks:
         callback.load_state_dict(saved.get("callbacks", {}).get(callback.name, {}))
     if run.is_main:  # the checkpoint is the truth: later lines were written after it, by the killed run
-        ckpt.atomic_write_text(run.output_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.state.history))
+        ckpt.atomic_write_text(
+            run.output_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.state.history)
+        )
     _check_best(run)
-    logger.info("resumed %s at epoch %d, batch %d, step %d (%.0f s trained)", path, run.state.epoch,
-                run.state.batches_done, run.state.step, run.state.train_seconds)
+    logger.info(
+        "resumed %s at epoch %d, batch %d, step %d (%.0f s trained)",
+        path,
+        run.state.epoch,
+        run.state.batches_done,
+        run.state.step,
+        run.state.train_seconds,
+    )
 
 
 def _check_best(run: Run) -> None:
@@ -273,8 +327,11 @@ def _check_best(run: Run) -> None:
         best_step = None
         warnings.warn(f"{error}; it will be rewritten at the next better evaluation", stacklevel=3)
     if best_step is None or best_step < run.state.best_step:
-        warnings.warn(f"{best}: missing or older than the best evaluation the checkpoint records (step {run.state.best_step}); "
-                      "it will be rewritten at the next better evaluation", stacklevel=3)
+        warnings.warn(
+            f"{best}: missing or older than the best evaluation the checkpoint records (step {run.state.best_step}); "
+            "it will be rewritten at the next better evaluation",
+            stacklevel=3,
+        )
         run.state.best_ap, run.state.best_step = -1.0, -1
 
 
@@ -300,10 +357,14 @@ def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
     return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
 
 
-def compute_losses(run: Run, images: torch.Tensor, padding_mask: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+def compute_losses(
+    run: Run, images: torch.Tensor, padding_mask: torch.Tensor, targets: list[dict]
+) -> dict[str, torch.Tensor]:
     """Forward (bf16 autocast if `amp`) and the criterion's loss terms for one micro-batch."""
     with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=run.config.amp):
-        denoising = run.criterion.denoising_queries(targets) if getattr(run.config.model, "denoising", False) else None  # DETR: none
+        denoising = (
+            run.criterion.denoising_queries(targets) if getattr(run.config.model, "denoising", False) else None
+        )  # DETR: none
         outputs = run.train_model(images, padding_mask, denoising=denoising)
     return run.criterion(outputs, targets)
 
@@ -326,7 +387,11 @@ def train_one_epoch(run: Run, bar: tqdm) -> None:
         sums, finite = {}, True
         for micro in range(micro_batches):
             images, padding_mask, targets = next(batches)
-            images, padding_mask, targets = images.to(run.device), padding_mask.to(run.device), _targets_to(targets, run.device)
+            images, padding_mask, targets = (
+                images.to(run.device),
+                padding_mask.to(run.device),
+                _targets_to(targets, run.device),
+            )
             last = micro == micro_batches - 1
             with contextlib.nullcontext() if last or run.train_model is model else run.train_model.no_sync():
                 losses = compute_losses(run, images, padding_mask, targets)
@@ -359,10 +424,15 @@ def _skip_non_finite(run: Run, sums: dict[str, float], grad_norm: float) -> None
     terms = ", ".join(f"{k}={v:.4g}" for k, v in sums.items())
     message = f"step {run.state.step}: non-finite loss or gradient (grad norm {grad_norm:.4g}; terms: {terms})"
     if run.state.nonfinite_steps > run.config.max_nonfinite_steps:
-        raise NonFiniteLossError(f"{message}; that is {run.state.nonfinite_steps} such steps (max_nonfinite_steps = "
-                                 f"{run.config.max_nonfinite_steps}), so training stopped; the last checkpoint in "
-                                 f"{run.output_dir} is intact: lower --lr or check the data, then --resume")
-    warnings.warn(f"{message}; step skipped ({run.state.nonfinite_steps} of at most {run.config.max_nonfinite_steps})", stacklevel=3)
+        raise NonFiniteLossError(
+            f"{message}; that is {run.state.nonfinite_steps} such steps (max_nonfinite_steps = "
+            f"{run.config.max_nonfinite_steps}), so training stopped; the last checkpoint in "
+            f"{run.output_dir} is intact: lower --lr or check the data, then --resume"
+        )
+    warnings.warn(
+        f"{message}; step skipped ({run.state.nonfinite_steps} of at most {run.config.max_nonfinite_steps})",
+        stacklevel=3,
+    )
 
 
 def _all_finite(finite: bool, device: torch.device) -> bool:
@@ -390,9 +460,15 @@ def _progress_bar(run: Run) -> tqdm:
     """One bar for the whole run with its ETA: over steps, or over the time budget's seconds."""
     disable = not (run.progress and run.is_main)
     if _bar_counts_seconds(run):
-        return tqdm(total=round(run.budget_seconds), initial=round(run.state.train_seconds), unit="s", desc="train",
-                    disable=disable, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s budget "
-                                                "[{elapsed}<{remaining}{postfix}]")
+        return tqdm(
+            total=round(run.budget_seconds),
+            initial=round(run.state.train_seconds),
+            unit="s",
+            desc="train",
+            disable=disable,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s budget "
+            "[{elapsed}<{remaining}{postfix}]",
+        )
     return tqdm(total=run.total_steps, initial=run.state.step, unit="step", desc="train", disable=disable)
 
 
@@ -457,8 +533,15 @@ def _evaluate(run: Run) -> dict[str, float]:
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
         if run.is_main:
             model = next((m for c in run.callbacks if (m := c.model_to_evaluate(run)) is not None), run.model)
-            metrics = evaluate(model, loader.eval_loader(run.val_set, run.config, run.device), run.val_set.coco,
-                               run.val_set.label_to_category_id, run.device, run.config.amp, run.progress)
+            metrics = evaluate(
+                model,
+                loader.eval_loader(run.val_set, run.config, run.device),
+                run.val_set.coco,
+                run.val_set.label_to_category_id,
+                run.device,
+                run.config.amp,
+                run.progress,
+            )
     random.setstate(python_state)
     np.random.set_state(numpy_state)
     metrics = distributed.all_gather_objects(metrics)[0]
@@ -468,8 +551,12 @@ def _evaluate(run: Run) -> dict[str, float]:
 
 def _epoch_record(run: Run, partial: bool) -> dict:
     state = run.state
-    means = distributed.all_reduce_mean({k: v / max(state.loss_count, 1) for k, v in state.loss_sums.items()}, run.device)
-    lr = next((g["lr"] for g in run.optimizer.param_groups if g.get("name") == "rest"), run.optimizer.param_groups[0]["lr"])
+    means = distributed.all_reduce_mean(
+        {k: v / max(state.loss_count, 1) for k, v in state.loss_sums.items()}, run.device
+    )
+    lr = next(
+        (g["lr"] for g in run.optimizer.param_groups if g.get("name") == "rest"), run.optimizer.param_groups[0]["lr"]
+    )
     record = {"epoch": state.epoch, "step": state.step, "lr": lr, "train_seconds": round(state.train_seconds, 2)}
     if partial:
         record["partial"] = True
@@ -479,10 +566,22 @@ def _epoch_record(run: Run, partial: bool) -> dict:
 
 def _log_record(run: Run, record: dict) -> None:
     if run.progress and run.is_main:
-        shown = ("lr", "train_loss", "train_loss_ce", "train_loss_bbox", "train_loss_giou", "train_class_error") + AP_KEYS
-        logger.info("epoch %d%s (step %d, %.0f s): %s", record["epoch"], " (stopped inside)" if record.get("partial") else "",
-                    record["step"], record["train_seconds"],
-                    ", ".join(f"{k.removeprefix('train_')}={record[k]:.4g}" for k in shown if k in record))
+        shown = (
+            "lr",
+            "train_loss",
+            "train_loss_ce",
+            "train_loss_bbox",
+            "train_loss_giou",
+            "train_class_error",
+        ) + AP_KEYS
+        logger.info(
+            "epoch %d%s (step %d, %.0f s): %s",
+            record["epoch"],
+            " (stopped inside)" if record.get("partial") else "",
+            record["step"],
+            record["train_seconds"],
+            ", ".join(f"{k.removeprefix('train_')}={record[k]:.4g}" for k in shown if k in record),
+        )
 
 
 def _append_line(path: Path, record: dict) -> None:
@@ -494,9 +593,18 @@ def _append_line(path: Path, record: dict) -> None:
 
 def _save_best(run: Run) -> None:
     model = next((m for c in run.callbacks if (m := c.model_to_evaluate(run)) is not None), run.model)
-    ckpt.save_checkpoint(run.output_dir / ckpt.BEST, {"model": model.state_dict(), "config": run.config.to_dict(),
-                                                      "categories": run.train_set.categories, "AP": run.state.best_ap,
-                                                      "step": run.state.step, "epoch": run.state.epoch + 1}, keep_previous=False)
+    ckpt.save_checkpoint(
+        run.output_dir / ckpt.BEST,
+        {
+            "model": model.state_dict(),
+            "config": run.config.to_dict(),
+            "categories": run.train_set.categories,
+            "AP": run.state.best_ap,
+            "step": run.state.step,
+            "epoch": run.state.epoch + 1,
+        },
+        keep_previous=False,
+    )
 
 
 def save_run_checkpoint(run: Run) -> None:
@@ -504,22 +612,32 @@ def save_run_checkpoint(run: Run) -> None:
     rngs = distributed.all_gather_objects(ckpt.rng_state())
     if not run.is_main:
         return
-    ckpt.save_checkpoint(run.output_dir / ckpt.CHECKPOINT, {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "state": dataclasses.asdict(run.state),
-        "rng": rngs,
-        "config": run.config.to_dict(),
-        "categories": run.train_set.categories,
-        "callbacks": {c.name: c.state_dict() for c in run.callbacks},
-    })
+    ckpt.save_checkpoint(
+        run.output_dir / ckpt.CHECKPOINT,
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "state": dataclasses.asdict(run.state),
+            "rng": rngs,
+            "config": run.config.to_dict(),
+            "categories": run.train_set.categories,
+            "callbacks": {c.name: c.state_dict() for c in run.callbacks},
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------------------ fit
 
 
-def fit(config: TrainConfig, resume: bool = False, progress: bool = True, *, overwrite: bool = False,
-        callbacks: Sequence[TrainCallback] = (), clock: Callable[[], float] = time.perf_counter) -> TrainResult:
+def fit(
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
+    callbacks: Sequence[TrainCallback] = (),
+    clock: Callable[[], float] = time.perf_counter,
+) -> TrainResult:
     """Train `config.model` on `config.data_dir`; writes checkpoints, metrics.jsonl, curves.png to `output_dir`.
 
     Under torchrun every process calls `fit`; only rank 0 writes files. With `resume`, continues
@@ -553,8 +671,16 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True, *, ove
     evaluated = [r for r in state.history if "AP" in r]
     metrics = {k: v for k, v in evaluated[-1].items() if k in _METRIC_KEYS} if evaluated else {}
     epochs = state.epoch + (1 if state.batches_done else 0)
-    return TrainResult(run.output_dir, metrics, state.best_ap, epochs, state.step, state.train_seconds, list(state.history),
-                       state.nonfinite_steps)
+    return TrainResult(
+        run.output_dir,
+        metrics,
+        state.best_ap,
+        epochs,
+        state.step,
+        state.train_seconds,
+        list(state.history),
+        state.nonfinite_steps,
+    )
 
 
 _METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")

@@ -45,10 +45,15 @@ class InitSummary:
         """One line: counts, then the category mapping."""
         matched = [f"{t}<-{s}" for t, s in self.mapping.items() if s is not None]
         new = [t for t, s in self.mapping.items() if s is None]
-        parts = [f"init from {self.source}: {self.reused} tensors reused, {self.reinitialised} re-initialised (class heads)",
-                 f"{len(self.skipped)} skipped"]
-        parts.append(f"categories: {len(matched)} matched by name ({', '.join(matched[:8])}{'...' if len(matched) > 8 else ''})"
-                     if matched else "categories: none matched by name")
+        parts = [
+            f"init from {self.source}: {self.reused} tensors reused, {self.reinitialised} re-initialised (class heads)",
+            f"{len(self.skipped)} skipped",
+        ]
+        parts.append(
+            f"categories: {len(matched)} matched by name ({', '.join(matched[:8])}{'...' if len(matched) > 8 else ''})"
+            if matched
+            else "categories: none matched by name"
+        )
         if new:
             parts.append(f"{len(new)} new ({', '.join(new[:8])}{'...' if len(new) > 8 else ''})")
         return "; ".join(parts)
@@ -67,8 +72,13 @@ def category_mapping(source_categories: list[dict], target_categories: list[dict
     return mapping
 
 
-def transfer_weights(model: nn.Module, source_state: Mapping[str, torch.Tensor], source_categories: list[dict],
-                     target_categories: list[dict], source: str = "checkpoint") -> InitSummary:
+def transfer_weights(
+    model: nn.Module,
+    source_state: Mapping[str, torch.Tensor],
+    source_categories: list[dict],
+    target_categories: list[dict],
+    source: str = "checkpoint",
+) -> InitSummary:
     """Load `source_state` into `model` (built with the target class count), remapping the class heads.
 
     Args:
@@ -91,10 +101,16 @@ def transfer_weights(model: nn.Module, source_state: Mapping[str, torch.Tensor],
     if config is not None and config.two_stage and config.with_box_refine:
         encoder_head = f"{CLASS_HEAD_PREFIX}{config.num_prediction_heads - 1}."
     merged, reinitialised = {}, 0
-    same_classes = len(source_categories) == len(target_categories) and all(mapping.get(i) == i for i in range(len(target_categories)))
+    same_classes = len(source_categories) == len(target_categories) and all(
+        mapping.get(i) == i for i in range(len(target_categories))
+    )
     for key, value in source_state.items():
-        if not key.startswith(CLASS_HEAD_PREFIX) or key not in target_state or same_classes \
-                or value.shape[1:] != target_state[key].shape[1:]:  # mis-shaped: the strict load reports it
+        if (
+            not key.startswith(CLASS_HEAD_PREFIX)
+            or key not in target_state
+            or same_classes
+            or value.shape[1:] != target_state[key].shape[1:]
+        ):  # mis-shaped: the strict load reports it
             merged[key] = value
             continue
         fresh = target_state[key].detach().clone()
@@ -115,7 +131,10 @@ def transfer_weights(model: nn.Module, source_state: Mapping[str, torch.Tensor],
         reused=len(merged) - reinitialised,
         reinitialised=reinitialised,
         skipped=skipped,
-        mapping={str(c.get("name", t)): (names[mapping[t]] if t in mapping else None) for t, c in enumerate(target_categories)},
+        mapping={
+            str(c.get("name", t)): (names[mapping[t]] if t in mapping else None)
+            for t, c in enumerate(target_categories)
+        },
         rows_copied=len(mapping),
     )
 
@@ -169,14 +188,20 @@ def prepare_model(model: nn.Module, config, categories: list[dict]) -> list[str]
         lines.append(f"backbone weights from {config.backbone_weights} ({layout} layout)")
     frozen = frozen_backbone_parts(config.model, config.freeze)
     if frozen and not config.init and not config.backbone_weights and not config.random_backbone:
-        raise ConfigError(f"the model keeps {' and '.join(frozen)} of its backbone fixed, which would stay random: pass "
-                          "--backbone-weights FILE (an ImageNet ResNet), --init CKPT, or --random-backbone to train so on purpose")
+        raise ConfigError(
+            f"the model keeps {' and '.join(frozen)} of its backbone fixed, which would stay random: pass "
+            "--backbone-weights FILE (an ImageNet ResNet), --init CKPT, or --random-backbone to train so on purpose"
+        )
     if config.freeze:
-        frozen_modules = [model.backbone] + ([model.input_proj, model.transformer.encoder] if config.freeze == "encoder" else [])
+        frozen_modules = [model.backbone] + (
+            [model.input_proj, model.transformer.encoder] if config.freeze == "encoder" else []
+        )
         for module in frozen_modules:
             for parameter in module.parameters():
                 parameter.requires_grad_(False)
-        lines.append(f"frozen: {config.freeze} ({sum(p.numel() for m in frozen_modules for p in m.parameters())} parameters)")
+        lines.append(
+            f"frozen: {config.freeze} ({sum(p.numel() for m in frozen_modules for p in m.parameters())} parameters)"
+        )
     return lines
 
 

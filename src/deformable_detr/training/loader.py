@@ -54,8 +54,14 @@ class EpochOrder(Sampler[int]):
     """This process's indices of epoch `epoch` (DistributedSampler's permutation), from sample `start` on."""
 
     def __init__(self, num_samples: int, seed: int, epoch: int, start: int = 0):
-        sampler = DistributedSampler(range(num_samples), num_replicas=distributed.world_size(), rank=distributed.rank(),
-                                     shuffle=True, seed=seed, drop_last=True)
+        sampler = DistributedSampler(
+            range(num_samples),
+            num_replicas=distributed.world_size(),
+            rank=distributed.rank(),
+            shuffle=True,
+            seed=seed,
+            drop_last=True,
+        )
         sampler.set_epoch(epoch)
         self.indices = list(sampler)[start:]
 
@@ -74,12 +80,26 @@ def batches_per_epoch(dataset: Dataset, config: TrainConfig) -> int:
 def train_loader(dataset: Dataset, config: TrainConfig, epoch: int, batches_done: int = 0, device="cpu") -> DataLoader:
     """Batches `batches_done`, `batches_done + 1`, ... of epoch `epoch`, augmented as in `SeededAugmentation`."""
     order = EpochOrder(len(dataset), config.seed, epoch, start=batches_done * config.batch_size)
-    return DataLoader(SeededAugmentation(dataset, config.seed, epoch), batch_size=config.batch_size, sampler=order,
-                      collate_fn=collate, num_workers=config.workers, drop_last=True, generator=torch.Generator(),
-                      pin_memory=torch.device(device).type == "cuda")
+    return DataLoader(
+        SeededAugmentation(dataset, config.seed, epoch),
+        batch_size=config.batch_size,
+        sampler=order,
+        collate_fn=collate,
+        num_workers=config.workers,
+        drop_last=True,
+        generator=torch.Generator(),
+        pin_memory=torch.device(device).type == "cuda",
+    )
 
 
 def eval_loader(dataset: Dataset, config: TrainConfig, device="cpu") -> DataLoader:
     """Every image of `dataset` in order, batched; no augmentation."""
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=False, collate_fn=collate, num_workers=config.workers,
-                      generator=torch.Generator(), pin_memory=torch.device(device).type == "cuda")
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=config.workers,
+        generator=torch.Generator(),
+        pin_memory=torch.device(device).type == "cuda",
+    )

@@ -44,7 +44,9 @@ class HungarianMatcher(nn.Module):
     ):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
-            raise ConfigError("HungarianMatcher: all costs are 0; set at least one of cost_class, cost_bbox, cost_giou > 0")
+            raise ConfigError(
+                "HungarianMatcher: all costs are 0; set at least one of cost_class, cost_bbox, cost_giou > 0"
+            )
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
@@ -94,5 +96,7 @@ class HungarianMatcher(nn.Module):
                     f"(NaN/inf in pred_logits or pred_boxes, or a degenerate target box); check the model outputs and targets"
                 )
             query_idx, target_idx = linear_sum_assignment(cost_b.numpy())
-            indices.append((torch.as_tensor(query_idx, dtype=torch.int64), torch.as_tensor(target_idx, dtype=torch.int64)))
+            indices.append(
+                (torch.as_tensor(query_idx, dtype=torch.int64), torch.as_tensor(target_idx, dtype=torch.int64))
+            )
         return indices

@@ -45,14 +45,30 @@ class OptimConfig:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"OptimConfig.schedule = {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        for name in ("lr", "lr_backbone", "lr_linear_proj_mult", "weight_decay", "clip_max_norm", "lr_drop_factor", "min_lr_ratio", "betas"):
+        for name in (
+            "lr",
+            "lr_backbone",
+            "lr_linear_proj_mult",
+            "weight_decay",
+            "clip_max_norm",
+            "lr_drop_factor",
+            "min_lr_ratio",
+            "betas",
+        ):
             values = getattr(self, name) if name == "betas" else (getattr(self, name),)
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
                 raise ConfigError(f"OptimConfig.{name} = {getattr(self, name)} must be finite")
         if self.lr <= 0 or self.lr_backbone < 0:
-            raise ConfigError(f"OptimConfig: lr = {self.lr}, lr_backbone = {self.lr_backbone}; need lr > 0, lr_backbone >= 0")
-        if min(self.lr_linear_proj_mult, self.weight_decay, self.clip_max_norm, self.lr_drop_factor, self.min_lr_ratio) < 0:
-            raise ConfigError("OptimConfig: lr_linear_proj_mult, weight_decay, clip_max_norm, lr_drop_factor and min_lr_ratio must be >= 0")
+            raise ConfigError(
+                f"OptimConfig: lr = {self.lr}, lr_backbone = {self.lr_backbone}; need lr > 0, lr_backbone >= 0"
+            )
+        if (
+            min(self.lr_linear_proj_mult, self.weight_decay, self.clip_max_norm, self.lr_drop_factor, self.min_lr_ratio)
+            < 0
+        ):
+            raise ConfigError(
+                "OptimConfig: lr_linear_proj_mult, weight_decay, clip_max_norm, lr_drop_factor and min_lr_ratio must be >= 0"
+            )
         if not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"OptimConfig.betas = {self.betas} must lie in [0, 1)")
         if self.warmup_steps < 0:
@@ -92,7 +108,9 @@ def param_groups(model: nn.Module, config: OptimConfig) -> list[dict]:
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     """AdamW over `param_groups(model, config)`."""
-    return torch.optim.AdamW(param_groups(model, config), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(
+        param_groups(model, config), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
 
 
 def lr_factor(config: OptimConfig, step: int, epoch: int, progress: float) -> float:

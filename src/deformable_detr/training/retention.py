@@ -20,7 +20,9 @@ from .callbacks import TrainCallback
 _EPOCH_FILE = re.compile(r"^checkpoint_epoch(\d+)\.pth$")
 
 
-def keep_epoch_checkpoint(output_dir: str | Path, epoch: int, keep: int, checkpoint: str = "checkpoint.pth") -> list[Path]:
+def keep_epoch_checkpoint(
+    output_dir: str | Path, epoch: int, keep: int, checkpoint: str = "checkpoint.pth"
+) -> list[Path]:
     """Link `checkpoint` as `checkpoint_epoch{epoch}.pth` and delete epoch files beyond the newest `keep`.
 
     Args:
@@ -83,5 +85,7 @@ class EarlyStopping(TrainCallback):
         if stop:
             import logging
 
-            logging.getLogger(__name__).info("stopping: no better AP in the last %d evaluations (--patience)", self.patience)
+            logging.getLogger(__name__).info(
+                "stopping: no better AP in the last %d evaluations (--patience)", self.patience
+            )
         return stop

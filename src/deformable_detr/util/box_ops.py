@@ -21,9 +21,9 @@ def box_xyxy_to_cxcywh(boxes_xyxy: torch.Tensor) -> torch.Tensor:
 
 def box_area(boxes_xyxy: torch.Tensor) -> torch.Tensor:
     """(..., 4) corner boxes -> (...) areas; inverted (degenerate) sides count as 0."""
-    return (boxes_xyxy[..., 2] - boxes_xyxy[..., 0]).clamp(min=0) * (
-        boxes_xyxy[..., 3] - boxes_xyxy[..., 1]
-    ).clamp(min=0)
+    return (boxes_xyxy[..., 2] - boxes_xyxy[..., 0]).clamp(min=0) * (boxes_xyxy[..., 3] - boxes_xyxy[..., 1]).clamp(
+        min=0
+    )
 
 
 def _intersection_and_union(boxes1_xyxy: torch.Tensor, boxes2_xyxy: torch.Tensor):

@@ -63,8 +63,19 @@ def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     except pickle.UnpicklingError as error:
         raise CheckpointError(_unpickling_message(path, str(error))) from None
     # What torch.load raises on a truncated, corrupt or foreign file (found by feeding it random and cut files).
-    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError, AttributeError, struct.error,
-            zipfile.BadZipFile, OverflowError, MemoryError) as error:
+    except (
+        RuntimeError,
+        EOFError,
+        KeyError,
+        ValueError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        struct.error,
+        zipfile.BadZipFile,
+        OverflowError,
+        MemoryError,
+    ) as error:
         if isinstance(error, RuntimeError) and "cuda" in str(error).lower():
             raise CheckpointError(
                 f"{path}: cannot place the tensors on {map_location!r} ({_first_line(error)}); "

@@ -23,7 +23,12 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
 
     fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [r["epoch"] + 1 for r in history]
-    for key, label in (("train_loss", "total"), ("train_loss_ce", "focal"), ("train_loss_bbox", "L1"), ("train_loss_giou", "GIoU")):
+    for key, label in (
+        ("train_loss", "total"),
+        ("train_loss_ce", "focal"),
+        ("train_loss_bbox", "L1"),
+        ("train_loss_giou", "GIoU"),
+    ):
         points = [(e, r[key]) for e, r in zip(epochs, history) if key in r]
         if points:
             ax_loss.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)

@@ -8,8 +8,18 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128))
+PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 190),
+    (0, 128, 128),
+)
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -25,10 +35,16 @@ def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2] > 150 else (255, 255, 255)
 
 
-def draw_detections(image: Image.Image, boxes_xyxy: Sequence[Sequence[float]], labels: Sequence[int],
-                    scores: Sequence[float] | None = None, class_names: Sequence[str] | None = None,
-                    ground_truth_xyxy: Sequence[Sequence[float]] = (), width: int | None = None,
-                    min_side: int = 0) -> Image.Image:
+def draw_detections(
+    image: Image.Image,
+    boxes_xyxy: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    scores: Sequence[float] | None = None,
+    class_names: Sequence[str] | None = None,
+    ground_truth_xyxy: Sequence[Sequence[float]] = (),
+    width: int | None = None,
+    min_side: int = 0,
+) -> Image.Image:
     """A copy of `image` with a coloured box and "name score" caption per detection.
 
     Args:
@@ -45,7 +61,9 @@ def draw_detections(image: Image.Image, boxes_xyxy: Sequence[Sequence[float]], l
     """
     canvas = image.convert("RGB")
     factor = max(1, -(-min_side // max(canvas.size)))  # ceil
-    canvas = canvas.resize((canvas.width * factor, canvas.height * factor), Image.NEAREST) if factor > 1 else canvas.copy()
+    canvas = (
+        canvas.resize((canvas.width * factor, canvas.height * factor), Image.NEAREST) if factor > 1 else canvas.copy()
+    )
     boxes_xyxy = [[float(v) * factor for v in box] for box in boxes_xyxy]
     ground_truth_xyxy = [[float(v) * factor for v in box] for box in ground_truth_xyxy]
     draw = ImageDraw.Draw(canvas)

@@ -29,7 +29,9 @@ def weight_colour(fraction: float) -> tuple[int, int, int]:
     return round(red * 255), round(green * 255), round(blue * 255)
 
 
-def visible_points(entry: dict[str, Any], size: tuple[int, int], level: int | None = None) -> list[tuple[float, float, float]]:
+def visible_points(
+    entry: dict[str, Any], size: tuple[int, int], level: int | None = None
+) -> list[tuple[float, float, float]]:
     """(x, y, weight) of the entry's points inside an image of `size` (width, height); `level` None = all levels.
 
     Points outside the image are not drawn: the operator reads zeros there.
@@ -45,8 +47,14 @@ def visible_points(entry: dict[str, Any], size: tuple[int, int], level: int | No
     return found
 
 
-def _panel(image: Image.Image, entry: dict[str, Any], level: int | None, max_weight: float, title: str,
-           box_colour: tuple[int, int, int]) -> Image.Image:
+def _panel(
+    image: Image.Image,
+    entry: dict[str, Any],
+    level: int | None,
+    max_weight: float,
+    title: str,
+    box_colour: tuple[int, int, int],
+) -> Image.Image:
     """One panel: the dimmed image scaled to PANEL_SIDE, the box, the points of `level`, the reference point."""
     scale = PANEL_SIDE / max(image.size)
     panel = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
@@ -58,8 +66,11 @@ def _panel(image: Image.Image, entry: dict[str, Any], level: int | None, max_wei
     for x, y, weight in points:
         fraction = weight / max_weight if max_weight > 0 else 0.0
         radius = 2 + 4 * fraction
-        draw.ellipse([x * scale - radius, y * scale - radius, x * scale + radius, y * scale + radius],
-                     fill=weight_colour(fraction), outline=(0, 0, 0))
+        draw.ellipse(
+            [x * scale - radius, y * scale - radius, x * scale + radius, y * scale + radius],
+            fill=weight_colour(fraction),
+            outline=(0, 0, 0),
+        )
     rx, ry = (v * scale for v in entry["reference_point"])
     for width, colour in ((5, (0, 0, 0)), (2, (255, 255, 255))):
         draw.line([rx - 7, ry, rx + 7, ry], fill=colour, width=width)
@@ -83,8 +94,9 @@ def _colour_bar(width: int, max_weight: float) -> Image.Image:
     return bar
 
 
-def draw_sampling_points(image: Image.Image, entry: dict[str, Any], level_sizes: Sequence[Sequence[int]] = (),
-                         title: str = "") -> Image.Image:
+def draw_sampling_points(
+    image: Image.Image, entry: dict[str, Any], level_sizes: Sequence[Sequence[int]] = (), title: str = ""
+) -> Image.Image:
     """Panels side by side: all levels, then each level; points coloured (and sized) by attention weight.
 
     Args:
@@ -117,8 +129,9 @@ def draw_sampling_points(image: Image.Image, entry: dict[str, Any], level_sizes:
     return canvas
 
 
-def save_explanation(image: Image.Image, explanation: dict[str, Any], out_dir: str | os.PathLike,
-                     source: str = "image") -> Path:
+def save_explanation(
+    image: Image.Image, explanation: dict[str, Any], out_dir: str | os.PathLike, source: str = "image"
+) -> Path:
     """Write one PNG per explained detection (and the pixel), explain.json and an index.html showing them.
 
     Args:
@@ -133,8 +146,9 @@ def save_explanation(image: Image.Image, explanation: dict[str, Any], out_dir: s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sizes = [level["size"] for level in explanation["levels"]]
-    entries = [(f"detection_{i + 1}.png", f"{d['name']} {d['score']:.2f}", d)
-               for i, d in enumerate(explanation["detections"])]
+    entries = [
+        (f"detection_{i + 1}.png", f"{d['name']} {d['score']:.2f}", d) for i, d in enumerate(explanation["detections"])
+    ]
     if explanation.get("pixel"):
         x, y = explanation["pixel"]["pixel"]
         entries.append(("pixel.png", f"encoder at ({x:g}, {y:g})", explanation["pixel"]))

@@ -15,8 +15,14 @@ from ..util.box_ops import box_cxcywh_to_xyxy
 from .detections import draw_detections, save_grid
 
 
-def draw_training_batch(images: torch.Tensor, padding_mask: torch.Tensor, targets: list[dict], class_names: Sequence[str],
-                        path: str | Path, max_images: int = 8) -> Path:
+def draw_training_batch(
+    images: torch.Tensor,
+    padding_mask: torch.Tensor,
+    targets: list[dict],
+    class_names: Sequence[str],
+    path: str | Path,
+    max_images: int = 8,
+) -> Path:
     """Save a grid of the batch's images with their target boxes (coloured by class, named).
 
     Args:
@@ -36,6 +42,9 @@ def draw_training_batch(images: torch.Tensor, padding_mask: torch.Tensor, target
         picture = Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         boxes_xyxy = box_cxcywh_to_xyxy(target["boxes"].float().cpu()) * scale  # (T, 4) pixels
-        tiles.append(draw_detections(picture, boxes_xyxy.tolist(), target["labels"].tolist(), class_names=class_names,
-                                     min_side=256))
+        tiles.append(
+            draw_detections(
+                picture, boxes_xyxy.tolist(), target["labels"].tolist(), class_names=class_names, min_side=256
+            )
+        )
     return save_grid(tiles, path, columns=min(4, len(tiles)))
