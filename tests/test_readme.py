@@ -2,8 +2,8 @@
 
 Every ```python block of README.md is executed, in order, in a temporary folder that holds small
 stand-ins for the files the snippets name: a synthetic dataset (`data/`), a short training run
-(`runs/small/`), two photos, a tiny model in the official `.pth` layout under the name the README uses, a
-tiny Hugging Face folder (`hf_dir/`) and an ONNX file. A block preceded by `<!-- readme: skip REASON -->`
+(`runs/small/`), two photos, a tiny model in the official `.pth` layout under the name the README uses, an
+ONNX export of it (`model.onnx`) and a tiny Hugging Face folder (`hf_dir/`). A block preceded by `<!-- readme: skip REASON -->`
 is not run (for commands that need a GPU or minutes of CPU); the test lists them.
 """
 
@@ -60,7 +60,15 @@ def world(tmp_path_factory):
     model = DeformableDETR(_tiny_config()).eval()
     official, args = ours_to_official(model.config, model.state_dict())
     torch.save({"model": official, "args": argparse.Namespace(**args)}, root / "r50_deformable_detr-checkpoint.pth")
-    model.save_pretrained(root / "pretrained")
+    from deformable_detr.interop.onnx import export_onnx
+
+    export_onnx(model, root / "model.onnx", dynamic=True)
+    pytest.importorskip("transformers")
+    from transformers import DeformableDetrForObjectDetection
+
+    from deformable_detr.bench.hf_reference import hf_config
+
+    DeformableDetrForObjectDetection(hf_config(smoke=True, num_labels=6)).save_pretrained(root / "hf_dir")
     return root
 
 
