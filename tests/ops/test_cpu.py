@@ -143,3 +143,23 @@ def test_non_finite_inputs_surface_as_nan_like_reference(make_inputs):
     actual = cpu.forward(value, spatial_shapes, level_start_index, locations, weights)
     assert expected.isnan().any()
     torch.testing.assert_close(actual, expected, equal_nan=True)
+
+
+def test_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from deformable_detr.ops import cpu
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    name = "deformable_detr_lock_test"
+    build_dir = tmp_path / name
+    build_dir.mkdir()
+    lock = build_dir / "lock"
+    lock.touch()
+    cpu._remove_stale_lock(name)
+    assert lock.exists()  # a build may be running right now
+    old = time.time() - cpu.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    cpu._remove_stale_lock(name)
+    assert not lock.exists()

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -75,6 +76,27 @@ def _is_cached(name: str) -> bool:
         return False
 
 
+STALE_LOCK_SECONDS = 600  # a build takes ~30-140 s; an older lock was left by a build that was killed
+
+
+def _remove_stale_lock(name: str) -> None:
+    """Delete the build folder's `lock` when it is older than STALE_LOCK_SECONDS.
+
+    torch's extension builder holds that file while it compiles and waits, forever, while it exists; a
+    build killed half-way (Ctrl-C, SIGKILL, a CI timeout) leaves it behind and every later process hangs.
+    """
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+        age = time.time() - lock.stat().st_mtime
+    except Exception:  # no lock (the usual case), or torch's private helper moved
+        return
+    if age > STALE_LOCK_SECONDS:
+        logger.warning("removing a stale build lock left by an interrupted build (%.0f s old): %s", age, lock)
+        lock.unlink(missing_ok=True)
+
+
 def _build() -> ModuleType:
     from torch.utils.cpp_extension import load
 
@@ -86,6 +108,7 @@ def _build() -> ModuleType:
         except ImportError:
             pass
     name = _extension_name()
+    _remove_stale_lock(name)
     if not _is_cached(name):
         logger.warning("compiling the fused CPU deformable-attention kernel (one time, ~30 s)...")
     return load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
