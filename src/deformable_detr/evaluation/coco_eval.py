@@ -83,7 +83,7 @@ def evaluate_detections(
 
 def format_metrics_table(metrics: dict[str, float]) -> str:
     """Metrics as an aligned text table: one row per metric, value in percent (n/a where -1)."""
-    lines = [f"{'metric':<7} {'value':>6}  meaning", f"{'-' * 7} {'-' * 6}  {'-' * 24}"]
+    lines = [f"{'metric':<7} {'%':>6}  meaning (values in percent)", f"{'-' * 7} {'-' * 6}  {'-' * 24}"]
     for name, value in metrics.items():
         shown = "n/a" if value < 0 else f"{100 * value:.1f}"
         lines.append(f"{name:<7} {shown:>6}  {_METRIC_DESCRIPTIONS.get(name, '')}".rstrip())
