@@ -7,25 +7,11 @@ import torch
 
 from deformable_detr import cli
 from deformable_detr.errors import CheckpointError, ConfigError
-from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
+from tiny_models import tiny_config
 
-TINY = ModelConfig(
-    backbone="resnet18",
-    backbone_depths=(1, 1, 1, 1),
-    backbone_base_width=16,
-    d_model=32,
-    n_heads=2,
-    enc_n_points=2,
-    dec_n_points=2,
-    num_encoder_layers=1,
-    num_decoder_layers=2,
-    dim_feedforward=64,
-    num_queries=8,
-    num_classes=91,
-    dropout=0.0,
-)
+TINY = tiny_config(num_classes=91)
 
 
 def _run(argv, capsys):

@@ -7,22 +7,9 @@ from PIL import Image
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
+from tiny_models import TINY as TINY_SIZES
 
-TINY = dict(
-    backbone="resnet18",
-    backbone_depths=(1, 1, 1, 1),
-    backbone_base_width=16,
-    d_model=32,
-    n_heads=2,
-    enc_n_points=2,
-    dec_n_points=2,
-    num_encoder_layers=1,
-    num_decoder_layers=2,
-    dim_feedforward=64,
-    num_queries=8,
-    num_classes=3,
-    dropout=0.0,
-)
+TINY = dict(TINY_SIZES, num_classes=3)
 CATEGORIES = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 5, "name": "triangle"}]
 
 

@@ -23,23 +23,9 @@ from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig, default_categories
 from deformable_detr.training.checkpoint import save_checkpoint
 from deformable_detr.training.config import TrainConfig
+from tiny_models import tiny_config
 
-TINY = ModelConfig(
-    backbone="resnet18",
-    backbone_depths=(1, 1, 1, 1),
-    backbone_base_width=16,
-    d_model=32,
-    n_heads=2,
-    enc_n_points=2,
-    dec_n_points=2,
-    num_encoder_layers=1,
-    num_decoder_layers=2,
-    dim_feedforward=64,
-    num_queries=8,
-    num_classes=5,
-    dropout=0.0,
-    with_box_refine=True,
-)
+TINY = tiny_config(num_classes=5, with_box_refine=True)
 CATEGORIES = [{"id": 3 * k + 1, "name": f"thing{k}"} for k in range(5)]
 
 

@@ -12,27 +12,14 @@ from deformable_detr.cli import main
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
+from tiny_models import TINY as TINY_SIZES
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
 from deformable_detr.interop.onnx import export_onnx, graph_op_types, verify_onnx  # noqa: E402
 
-TINY = dict(
-    backbone="resnet18",
-    backbone_depths=(1, 1, 1, 1),
-    backbone_base_width=16,
-    d_model=32,
-    n_heads=2,
-    enc_n_points=2,
-    dec_n_points=2,
-    num_encoder_layers=1,
-    num_decoder_layers=2,
-    dim_feedforward=64,
-    num_queries=8,
-    num_classes=3,
-    dropout=0.0,
-)
+TINY = dict(TINY_SIZES, num_classes=3)
 VARIANTS = {
     "single-scale": dict(num_feature_levels=1),
     "single-scale-dc5": dict(num_feature_levels=1, dilation=True),
