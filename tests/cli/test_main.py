@@ -1,5 +1,6 @@
 """cli.main: project errors and OSErrors are one line (exit 2), bugs keep their traceback; unsafe checkpoints refused."""
 
+import json
 import random
 
 import pytest
@@ -118,3 +119,27 @@ def test_eval_accepts_a_91_class_model_on_a_subset_of_coco_ids(dataset, tmp_path
     )
     assert status == 0, err
     assert "AP" in out and (tmp_path / "metrics.json").is_file()
+
+
+def test_predict_refuses_a_malicious_checkpoint(dataset, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    path = tmp_path / "best.pth"
+    torch.save({"model": {}, "config": {"model": TINY.to_dict()}, "payload": _WritesMarker(marker)}, path)
+    image = next((dataset / "val" / "images").iterdir())
+    status, _, err = _run(["predict", str(image), "--checkpoint", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert status == 2 and "would run code" in err and "weights_only" not in err and "Traceback" not in err
+    assert not marker.exists()
+
+
+def test_resume_never_runs_a_malicious_checkpoint(dataset, tmp_path, capsys):
+    from deformable_detr.training.config import TrainConfig
+
+    marker = tmp_path / "marker"
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig.preset("demo", data_dir=str(dataset), output_dir=str(run), batch_size=2, threads=1)
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    torch.save({"model": {}, "payload": _WritesMarker(marker)}, run / "checkpoint.pth")
+    status, _, err = _run(["train", "--resume", str(run), "--max-steps", "1"], capsys)
+    assert "weights_only" not in err and "Traceback" not in err
+    assert not marker.exists()
