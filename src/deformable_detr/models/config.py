@@ -161,10 +161,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of every field."""
-        out = dataclasses.asdict(self)
-        if out["backbone_depths"] is not None:
-            out["backbone_depths"] = list(out["backbone_depths"])
-        return out
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
@@ -173,17 +170,7 @@ class ModelConfig:
         `attention_backend`, written by older versions, is accepted and ignored: the backend is a runtime
         choice (`DeformableDETR.set_attention_backend`), not part of the architecture.
         """
-        known = {field.name for field in dataclasses.fields(cls)}
-        values = {key: value for key, value in values.items() if key not in _RUNTIME_FIELDS}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown ModelConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
-            )
-        values = dict(values)
-        if values.get("backbone_depths") is not None:
-            values["backbone_depths"] = tuple(values["backbone_depths"])
-        return cls(**values)
+        return config_from_dict(cls, {key: value for key, value in values.items() if key not in _RUNTIME_FIELDS})
 
 
 def deformable_detr() -> ModelConfig:
@@ -286,3 +273,25 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "deformable-detr-dino-style": deformable_detr_dino_style,
     "demo-dino-style": demo_dino_style,
 }
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A frozen architecture config (ModelConfig, DetrConfig) as a JSON-serialisable dict of every field."""
+    out = dataclasses.asdict(config)
+    if out.get("backbone_depths") is not None:
+        out["backbone_depths"] = list(out["backbone_depths"])
+    return out
+
+
+def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Inverse of `config_to_dict`: missing fields take their defaults; unknown ones raise ConfigError by name."""
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.__name__} field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
+        )
+    values = dict(values)
+    if values.get("backbone_depths") is not None:
+        values["backbone_depths"] = tuple(values["backbone_depths"])
+    return cls(**values)

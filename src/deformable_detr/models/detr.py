@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deformable_detr.models.backbone import RESNETS, Backbone
+from deformable_detr.models.config import config_from_dict, config_to_dict
 from deformable_detr.models.detections import Detections
 from deformable_detr.models.input_checks import check_model_input
 from deformable_detr.models.position_encoding import sine_position_encoding
@@ -111,24 +112,12 @@ class DetrConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of every field (with `"architecture": "detr"`)."""
-        out = dataclasses.asdict(self)
-        if out["backbone_depths"] is not None:
-            out["backbone_depths"] = list(out["backbone_depths"])
-        return out
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DetrConfig:
-        """Inverse of `to_dict`; missing fields take their defaults, unknown ones raise."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown DetrConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
-            )
-        values = dict(values)
-        if values.get("backbone_depths") is not None:
-            values["backbone_depths"] = tuple(values["backbone_depths"])
-        return cls(**values)
+        """Inverse of `to_dict`; missing fields take their defaults, unknown ones raise ConfigError."""
+        return config_from_dict(cls, values)
 
 
 def detr_r50() -> DetrConfig:
