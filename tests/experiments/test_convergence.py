@@ -79,3 +79,15 @@ def test_cli_bad_variant_is_one_line_error(tmp_path, capsys):
     assert status == 2
     err = capsys.readouterr().err
     assert err.startswith("error: model variant 'yolo'") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("budget", [dict(epochs=40), dict(budget_minutes=12.0)])
+def test_budget_is_not_capped_by_the_demo_step_count(tmp_path, budget):
+    # the recipe starts from the demo preset, whose fixed step count must not cut an experiment's budget short
+    from deformable_detr.experiments.convergence import base_train_config
+
+    train = base_train_config(ConvergenceConfig(out_dir=str(tmp_path), **budget), tmp_path / "data")
+    assert train.max_steps is None
+    assert train.max_minutes == budget.get("budget_minutes")
+    if "epochs" in budget:
+        assert train.epochs == 40

@@ -135,6 +135,7 @@ def base_train_config(config: ConvergenceConfig, data_dir: Path) -> TrainConfig:
         val_size=size,
         epochs=config.epochs if config.budget_minutes is None else 100_000,
         max_minutes=config.budget_minutes,
+        max_steps=None,  # the demo preset's fixed step count would cap this experiment's epoch or time budget
         eval_every=config.eval_every,
         batch_size=config.batch_size,
         threads=config.threads,
