@@ -120,3 +120,27 @@ def test_format_metrics_table_shows_percent_and_na():
     table = format_metrics_table({"AP": 0.5545, "APs": -1.0})
     assert "AP" in table and "55.5" in table
     assert "n/a" in table.splitlines()[-1]
+
+
+def test_predict_output_file_is_matched_to_the_ground_truth_by_file_name(tmp_path):
+    # `deformable-detr predict` numbers images in input order and records their paths: ids 0, 1 here are the
+    # ground truth's images 2 and 1 (file names 1.jpg and 0.jpg), so one right match and one swapped match
+    gt = _ground_truth([[[10, 10, 20, 20]], [MEDIUM_BOX]])
+    gt["images"][1]["file_name"] = "sub/1.jpg"
+    predicted = {
+        "categories": gt["categories"],
+        "images": [
+            {"id": 0, "file_name": str(tmp_path / "images" / "sub" / "1.jpg")},
+            {"id": 1, "file_name": str(tmp_path / "images" / "0.jpg")},
+        ],
+        "detections": [_detection(0, MEDIUM_BOX, 0.9), _detection(1, [10, 10, 20, 20], 0.8)],
+    }
+    path = tmp_path / "detections.json"
+    path.write_text(json.dumps(predicted))
+    assert evaluate_detections(gt, path)["AP"] == pytest.approx(1.0)
+    # the same boxes with the images swapped find nothing
+    predicted["images"][0]["file_name"], predicted["images"][1]["file_name"] = "0.jpg", "sub/1.jpg"
+    assert evaluate_detections(gt, predicted)["AP"] == pytest.approx(0.0)
+    predicted["images"][0]["file_name"] = "elsewhere/2.jpg"
+    with pytest.raises(ValueError, match=r"'elsewhere/2.jpg' is not in the ground truth"):
+        evaluate_detections(gt, predicted)

@@ -9,7 +9,9 @@ from deformable_detr.data.coco import CocoDetection, collate
 from deformable_detr.data.transforms import make_transforms
 from deformable_detr.evaluation.evaluate import evaluate
 from deformable_detr.models.detector import DeformableDETR
+from deformable_detr.models.detr import DETR, DetrConfig
 from deformable_detr.training.criterion import LossConfig, SetCriterion
+from deformable_detr.training.detr_criterion import DetrCriterion, detr_loss_config
 from deformable_detr.training.optim import OptimConfig, build_optimizer
 
 
@@ -27,8 +29,8 @@ def _one_image(tiny_dataset, tmp_path, size=64):
     return dataset, path
 
 
-def _train(model, dataset, steps, lr=2e-3):
-    criterion = SetCriterion.from_config(dataset.num_classes, LossConfig())
+def _train(model, dataset, steps, lr=2e-3, criterion=None):
+    criterion = criterion or SetCriterion.from_config(dataset.num_classes, LossConfig())
     optimizer = build_optimizer(model, OptimConfig(lr=lr, lr_backbone=lr))
     images, padding_mask, targets = collate([dataset[0]])
     losses = []
@@ -57,6 +59,34 @@ def test_overfit_one_image_finds_its_boxes(tiny_dataset, tmp_path, make_tiny_mod
     dataset, gt_path = _one_image(tiny_dataset, tmp_path)
     model = DeformableDETR(make_tiny_model_config(num_classes=dataset.num_classes, num_queries=10))
     _train(model, dataset, 150, lr=3e-3)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate)
+    metrics = evaluate(model, loader, str(gt_path), dataset.label_to_category_id)
+    assert metrics["AP50"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_detr_overfits_one_image(tiny_dataset, tmp_path, one_thread):
+    """The DETR baseline (softmax + no-object class, DETR's matcher and loss weights) learns one image too."""
+    torch.manual_seed(0)
+    dataset, gt_path = _one_image(tiny_dataset, tmp_path)
+    config = DetrConfig(
+        backbone="resnet18",
+        backbone_depths=(1, 1, 1, 1),
+        backbone_base_width=16,
+        backbone_frozen_bn=False,
+        freeze_stem_and_layer1=False,
+        d_model=32,
+        n_heads=2,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        dim_feedforward=64,
+        num_queries=10,
+        num_classes=dataset.num_classes,
+        dropout=0.0,
+    )
+    criterion = DetrCriterion.from_config(dataset.num_classes, detr_loss_config())
+    model = DETR(config)
+    _train(model, dataset, 300, lr=1e-3, criterion=criterion)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate)
     metrics = evaluate(model, loader, str(gt_path), dataset.label_to_category_id)
     assert metrics["AP50"] == pytest.approx(1.0)

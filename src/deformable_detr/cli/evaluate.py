@@ -11,7 +11,12 @@ def register(subparsers) -> None:
         "eval", help="COCO box AP of detections", description="COCO box evaluation (pycocotools) of a predictions file."
     )
     source = parser.add_mutually_exclusive_group(required=True)  # what to evaluate; add --checkpoint here
-    source.add_argument("--predictions", type=Path, metavar="FILE", help="COCO results JSON (list of detections)")
+    source.add_argument(
+        "--predictions",
+        type=Path,
+        metavar="FILE",
+        help="COCO results JSON (a list of detections), or the detections.json of `predict` (images matched by file name)",
+    )
     source.add_argument(
         "--checkpoint",
         type=Path,

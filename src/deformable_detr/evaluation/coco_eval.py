@@ -48,7 +48,9 @@ def evaluate_detections(
             `categories`; `iscrowd` defaults to 0 and `area` to the box area where missing).
         detections: COCO results, a list of {"image_id": int, "category_id": int,
             "bbox": [x, y, w, h] pixels, "score": float}, or the path of such a JSON list.
-            An empty list is valid: every defined metric is then 0.
+            An empty list is valid: every defined metric is then 0. `deformable-detr predict`'s
+            `detections.json` ({"images", "detections", ...}) is read too: its images are matched to the
+            ground truth's by file name (the path's tail that equals a ground-truth `file_name`).
         verbose: print pycocotools' own progress and summary (silenced otherwise).
 
     Returns:
@@ -67,6 +69,8 @@ def evaluate_detections(
         _load_json(ground_truth, "ground truth") if not isinstance(ground_truth, dict) else ground_truth
     )
     results = _load_json(detections, "detections") if isinstance(detections, (str, Path)) else detections
+    if isinstance(results, dict) and "detections" in results and "images" in results:
+        results = _with_ground_truth_image_ids(results, gt["images"])
     results = _checked_detections(results, {im["id"] for im in gt["images"]}, {c["id"] for c in gt["categories"]})
     output = io.StringIO()
     with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(output):
@@ -116,6 +120,32 @@ def _prepared_ground_truth(gt: dict) -> dict:
         filled = {"iscrowd": 0, "area": float(ann["bbox"][2] * ann["bbox"][3]), **ann, "id": ann.get("id", index + 1)}
         annotations.append(filled)
     return {**gt, "annotations": annotations}
+
+
+def _with_ground_truth_image_ids(predicted: dict, gt_images: list[dict]) -> list[dict]:
+    """The detections of a `predict` output file with image ids replaced by the ground truth's, matched by file
+    name: a predicted image's path matches the ground-truth image whose `file_name` is its longest tail."""
+    by_name = {str(Path(image["file_name"]).as_posix()): image["id"] for image in gt_images}
+    ids = {}
+    for index, image in enumerate(predicted["images"]):
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            raise DatasetError(f"detections: images[{index}] needs 'id' and 'file_name' (a predict output file)")
+        parts = Path(image["file_name"]).parts
+        tails = ("/".join(parts[start:]) for start in range(len(parts)))
+        match = next((by_name[tail] for tail in tails if tail in by_name), None)
+        if match is None:
+            raise DatasetError(
+                f"detections: image {image['file_name']!r} is not in the ground truth (no file_name is a tail of its "
+                "path); predict the annotated images, or pass COCO results with the annotations' image ids"
+            )
+        ids[image["id"]] = match
+    detections = predicted["detections"]
+    if not isinstance(detections, list):
+        raise DatasetError(f"detections: 'detections' must be a list, got {type(detections).__name__}")
+    return [
+        {**det, "image_id": ids.get(det.get("image_id"), det.get("image_id"))} if isinstance(det, dict) else det
+        for det in detections
+    ]
 
 
 def _checked_detections(detections, image_ids: set, category_ids: set) -> list[dict]:
