@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,10 @@ def write_report(
         if config.budget_minutes is not None
         else f"{config.epochs} epochs per run"
     )
+    has_detr = any(spec.split(":")[0].rpartition("=")[2].startswith("detr") for spec in config.models)
+    detr_lr = " (DETR models × 0.5, as DETR's 1e-4 vs 2e-4)" if has_detr else ""
     lines = [
-        "# Convergence: DETR vs Deformable DETR",
+        "# Convergence: DETR vs Deformable DETR" if has_detr else "# Convergence: Deformable DETR variants",
         "",
         f"Command: `{config.command or 'run_convergence(...)'}`",
         "",
@@ -160,11 +163,11 @@ def write_report(
             f"synthetic shapes, {config.train_images} train / {config.val_images} val images of up to "
             f"{config.image_size} px, data seed {config.data_seed}"
             if config.data_dir is None
-            else "given"
+            else _describe_dataset(data_dir)
         )
         + ").",
         f"- Training (every model): {config.train_size} px, batch {base.batch_size}, bf16 autocast = {base.amp}, AdamW "
-        f"lr {base.optim.lr:g} (DETR models × 0.5, as DETR's 1e-4 vs 2e-4), {base.optim.warmup_steps} warm-up steps, "
+        f"lr {base.optim.lr:g}{detr_lr}, {base.optim.warmup_steps} warm-up steps, "
         f"{base.optim.schedule} to {base.optim.min_lr_ratio:g}×, clip {base.optim.clip_max_norm:g}, threads {config.threads or 'default'}.",
         f"- Machine: {machine.get('machine', '?')}, torch {machine.get('torch', '?')}, load average at report time "
         f"{machine.get('load_average', '?')}, commit {machine.get('git_commit', '?')}.",
@@ -214,6 +217,19 @@ def write_report(
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def _describe_dataset(data_dir: Path) -> str:
+    """ "given: N train / M val images" from the splits' annotation files (whatever of that can be read)."""
+    counts = []
+    for split in ("train", "val"):
+        try:
+            counts.append(
+                f"{len(json.loads((Path(data_dir) / split / 'annotations.json').read_text())['images'])} {split}"
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            counts.append(f"? {split}")
+    return "given: " + " / ".join(counts) + " images"
 
 
 def _reference_name(summary: list[dict[str, Any]]) -> str:
