@@ -85,3 +85,25 @@ def test_grad_accumulation_uses_every_batch(tiny_train_config, dataset16, monkey
     )
     result = fit(config, progress=False)
     assert result.steps == 2 * steps_per_epoch and len(calls) == 2 * images // 2
+
+
+def test_time_budget_bar_survives_the_last_step_ending_past_the_budget(capsys):
+    # the step that crosses the budget ends after it; tqdm drops a total that n overshoots, and a bar format
+    # that formatted the total as a number then crashed the run at its very end
+    from types import SimpleNamespace
+
+    from deformable_detr.training.engine import _advance_bar, _progress_bar
+
+    run = SimpleNamespace(
+        progress=True,
+        is_main=True,
+        budget_seconds=10.0,
+        total_steps=None,
+        config=SimpleNamespace(max_steps=None, log_every=1),
+        state=SimpleNamespace(train_seconds=3.0, step=1, epoch=0),
+    )
+    with _progress_bar(run) as bar:
+        run.state.train_seconds, run.state.step = 12.6, 2
+        _advance_bar(run, bar, {"loss": 1.0}, 1e-3)
+        assert bar.n == 10
+    assert "10/10 s budget" in capsys.readouterr().err

@@ -466,15 +466,15 @@ def _progress_bar(run: Run) -> tqdm:
             unit="s",
             desc="train",
             disable=disable,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s budget "
-            "[{elapsed}<{remaining}{postfix}]",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s budget [{elapsed}<{remaining}{postfix}]",
         )
     return tqdm(total=run.total_steps, initial=run.state.step, unit="step", desc="train", disable=disable)
 
 
 def _advance_bar(run: Run, bar: tqdm, sums: dict[str, float], lr: float) -> None:
     if _bar_counts_seconds(run):
-        bar.update(round(run.state.train_seconds) - bar.n)
+        # the last step ends past the budget: the bar stops at its total (tqdm drops a total that n overshoots)
+        bar.update(min(round(run.state.train_seconds), bar.total) - bar.n)
     else:
         bar.update(1)
     if run.state.step % run.config.log_every == 0:
