@@ -36,3 +36,26 @@ VARIANTS = {
 def tiny_config(**overrides) -> ModelConfig:
     """A tiny `ModelConfig`; `overrides` replace any field."""
     return ModelConfig(**{**TINY, **overrides})
+
+
+TINY_DETR = dict(
+    backbone="resnet18",
+    backbone_depths=(1, 1, 1, 1),
+    backbone_base_width=16,
+    backbone_frozen_bn=False,
+    freeze_stem_and_layer1=False,
+    d_model=32,
+    n_heads=2,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    dim_feedforward=64,
+    num_queries=10,
+    dropout=0.0,
+)
+
+
+def tiny_detr_config(**overrides):
+    """A tiny trainable `DetrConfig` (BatchNorm trained, nothing frozen); `overrides` replace any field."""
+    from deformable_detr.models.detr import DetrConfig
+
+    return DetrConfig(**{**TINY_DETR, **overrides})

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from deformable_detr.models.detr import DETR, DetrConfig
+from deformable_detr.models.detr import DETR
 from deformable_detr.training.checkpoint import load_trained_model
 from deformable_detr.training.detr_criterion import DetrCriterion, SoftmaxHungarianMatcher, detr_loss_config
 from deformable_detr.util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from tiny_models import tiny_detr_config
 
 
 def _toy():
@@ -65,20 +66,7 @@ def test_softmax_matcher_equals_brute_force():
 
 
 def test_fit_trains_and_reloads_detr(tiny_train_config):
-    model = DetrConfig(
-        backbone="resnet18",
-        backbone_depths=(1, 1, 1, 1),
-        backbone_base_width=8,
-        backbone_frozen_bn=False,
-        freeze_stem_and_layer1=False,
-        d_model=32,
-        n_heads=2,
-        num_encoder_layers=1,
-        num_decoder_layers=2,
-        dim_feedforward=64,
-        num_queries=10,
-        dropout=0.0,
-    )
+    model = tiny_detr_config(backbone_base_width=8)
     config = dataclasses.replace(tiny_train_config, model=model, loss=detr_loss_config(), epochs=1)
     from deformable_detr.training.engine import fit
 

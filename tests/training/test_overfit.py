@@ -9,10 +9,11 @@ from deformable_detr.data.coco import CocoDetection, collate
 from deformable_detr.data.transforms import make_transforms
 from deformable_detr.evaluation.evaluate import evaluate
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.detr import DETR, DetrConfig
+from deformable_detr.models.detr import DETR
 from deformable_detr.training.criterion import LossConfig, SetCriterion
 from deformable_detr.training.detr_criterion import DetrCriterion, detr_loss_config
 from deformable_detr.training.optim import OptimConfig, build_optimizer
+from tiny_models import tiny_detr_config
 
 
 def _one_image(tiny_dataset, tmp_path, size=64):
@@ -69,21 +70,7 @@ def test_detr_overfits_one_image(tiny_dataset, tmp_path, one_thread):
     """The DETR baseline (softmax + no-object class, DETR's matcher and loss weights) learns one image too."""
     torch.manual_seed(0)
     dataset, gt_path = _one_image(tiny_dataset, tmp_path)
-    config = DetrConfig(
-        backbone="resnet18",
-        backbone_depths=(1, 1, 1, 1),
-        backbone_base_width=16,
-        backbone_frozen_bn=False,
-        freeze_stem_and_layer1=False,
-        d_model=32,
-        n_heads=2,
-        num_encoder_layers=1,
-        num_decoder_layers=2,
-        dim_feedforward=64,
-        num_queries=10,
-        num_classes=dataset.num_classes,
-        dropout=0.0,
-    )
+    config = tiny_detr_config(num_classes=dataset.num_classes)
     criterion = DetrCriterion.from_config(dataset.num_classes, detr_loss_config())
     model = DETR(config)
     _train(model, dataset, 300, lr=1e-3, criterion=criterion)
