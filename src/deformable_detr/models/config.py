@@ -230,7 +230,7 @@ def tiny_two_stage() -> ModelConfig:
 def demo() -> ModelConfig:
     """The `make demo` model: `tiny` two-stage with box refinement, 30 queries, no dropout, 6 classes (synthetic shapes).
 
-    Trained from scratch on 2 CPU cores in about 8 minutes by `deformable-detr demo`; what it reaches is in the
+    Trained from scratch on 2 CPU cores in a fixed number of steps (under 10 minutes) by `deformable-detr demo`; what it reaches is in the
     README's Demo section. Two-stage proposals learned boxes about 2x faster than
     single-stage in from-scratch runs.
     """
