@@ -230,9 +230,9 @@ def tiny_two_stage() -> ModelConfig:
 def demo() -> ModelConfig:
     """The `make demo` model: `tiny` two-stage with box refinement, 30 queries, no dropout, 6 classes (synthetic shapes).
 
-    Trained from scratch on 2 CPU cores in a fixed number of steps (under 10 minutes) by `deformable-detr demo`; what it reaches is in the
-    README's Demo section. Two-stage proposals learned boxes about 2x faster than
-    single-stage in from-scratch runs.
+    Trained from scratch on 2 CPU cores in a fixed number of steps (under 10 minutes) by `deformable-detr demo`; what
+    it reaches is in the README's Demo section. Two-stage proposals learned boxes about 2x faster than single-stage in
+    from-scratch runs.
     """
     return dataclasses.replace(tiny(), two_stage=True, num_queries=30, dropout=0.0, num_classes=6)
 
