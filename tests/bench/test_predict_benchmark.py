@@ -25,6 +25,30 @@ def test_bench_predict_smoke(tmp_path, capsys):
     assert all(r["images_per_s"] > 0 for r in result["results"])
     assert {"ours_fp32_over_hf", "ours_fp32_over_onnxruntime"} <= set(result["ratios"][0])
     assert "ours/hf" in capsys.readouterr().out
+    assert result["complete"] is True
+
+
+@pytest.mark.slow
+def test_bench_predict_keeps_finished_cells_when_a_later_one_dies(tmp_path, monkeypatch):
+    # the full grid once died out of memory in its last cell (onnxruntime, 800 px, batch 8) and lost everything
+    pytest.importorskip("transformers")
+    from deformable_detr.bench import predict as bench_predict
+
+    original, cells = bench_predict.interleaved_times, []
+
+    def dies_in_the_second_cell(runs, repeats):
+        cells.append(1)
+        if len(cells) == 2:
+            raise MemoryError("simulated")
+        return original(runs, repeats=repeats)
+
+    monkeypatch.setattr(bench_predict, "interleaved_times", dies_in_the_second_cell)
+    out = tmp_path / "partial.json"
+    with pytest.raises(MemoryError):
+        main(["bench", "predict", "--smoke", "--repeats", "1", "--methods", "ours-fp32", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["complete"] is False
+    assert [(r["batch"], r["method"]) for r in result["results"]] == [(1, "ours-fp32")]
 
 
 def test_numpy_postprocess_equals_the_models():

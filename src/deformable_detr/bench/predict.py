@@ -158,6 +158,7 @@ def run_predict_benchmark(
     smoke: bool = False,
     methods: tuple[str, ...] = METHODS,
     progress=None,
+    on_cell=None,
 ) -> dict[str, Any]:
     """Images/s of each method end to end, for every (shorter side, batch size).
 
@@ -169,6 +170,8 @@ def run_predict_benchmark(
         smoke: tiny model (checks the command in seconds); torch.compile is then left out.
         methods: a subset of METHODS.
         progress: optional callable(str).
+        on_cell: optional callable(result so far), called after every (size, batch) cell, with "complete"
+            False until the last one: a run killed midway (e.g. out of memory) keeps what it measured.
 
     Returns:
         {"header", "setup", "results": [{"size", "batch", "method", "images_per_s", "seconds": summary}],
@@ -234,7 +237,10 @@ def run_predict_benchmark(
                             "seconds": summarize(seconds),
                         }
                     )
-    result["ratios"] = _ratios(result["results"])
+                result["ratios"], result["complete"] = _ratios(result["results"]), False
+                if on_cell is not None:
+                    on_cell(result)
+    result["ratios"], result["complete"] = _ratios(result["results"]), True
     return result
 
 

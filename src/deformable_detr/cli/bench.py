@@ -213,6 +213,7 @@ def _bench_predict(args) -> None:
     if min(args.sizes + args.batch_sizes + [args.repeats, args.threads]) < 1:
         raise ValueError("--sizes, --batch-sizes, --repeats and --threads must be >= 1")
     sizes, batches = ((64,), (1, 2)) if args.smoke else (tuple(args.sizes), tuple(args.batch_sizes))
+    out = args.out or Path("benchmarks/results") / f"predict_cpu{'_smoke' if args.smoke else ''}.json"
     result = run_predict_benchmark(
         sizes,
         batches,
@@ -221,9 +222,9 @@ def _bench_predict(args) -> None:
         args.smoke,
         tuple(args.methods or METHODS),
         progress=lambda m: print(m, file=sys.stderr),
+        on_cell=lambda partial: write_result(out, partial),  # each finished cell is kept, even if a later one dies
     )
     print(format_predict_benchmark(result))
-    out = args.out or Path("benchmarks/results") / f"predict_cpu{'_smoke' if args.smoke else ''}.json"
     print(f"wrote {write_result(out, result)}")
 
 
