@@ -1,4 +1,4 @@
-"""Fixtures for training tests: a tiny generated dataset and a tiny training config."""
+"""Fixtures for training tests: a 16-image dataset and a tiny training config (tiny_dataset, one_thread: tests/conftest.py)."""
 
 import pytest
 
@@ -31,16 +31,6 @@ def make_tiny_model_config():
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
-    """4 train and 2 val synthetic images of 64 px."""
-    from deformable_detr.data.synthetic import make_dataset
-
-    root = tmp_path_factory.mktemp("synthetic")
-    make_dataset(root, num_train=4, num_val=2, image_size=64, seed=0, num_workers=1)
-    return root
-
-
-@pytest.fixture(scope="session")
 def dataset16(tmp_path_factory):
     """16 train and 2 val synthetic images of 64 px (8 batches of 2 per epoch)."""
     from deformable_detr.data.synthetic import make_dataset
@@ -48,17 +38,6 @@ def dataset16(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic16")
     make_dataset(root, num_train=16, num_val=2, image_size=64, seed=1, num_workers=1)
     return root
-
-
-@pytest.fixture
-def one_thread():
-    """torch on 1 thread for the test (much faster than 2 on a shared, busy 2-core machine), restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
