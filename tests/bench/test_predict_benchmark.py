@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from deformable_detr.bench.predict import numpy_postprocess
+from deformable_detr.bench.predict import numpy_postprocess, onnx_sampling_bytes
 from deformable_detr.cli import main
+from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.postprocess import postprocess
 
 
@@ -49,6 +50,32 @@ def test_bench_predict_keeps_finished_cells_when_a_later_one_dies(tmp_path, monk
     result = json.loads(out.read_text())
     assert result["complete"] is False
     assert [(r["batch"], r["method"]) for r in result["results"]] == [(1, "ours-fp32")]
+
+
+@pytest.mark.slow
+def test_bench_predict_skips_onnxruntime_where_it_would_not_fit_in_memory(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("transformers")
+    pytest.importorskip("onnxruntime")
+    from deformable_detr.bench import predict as bench_predict
+
+    monkeypatch.setattr(bench_predict, "available_bytes", lambda: 1024)
+    out = tmp_path / "skipped.json"
+    args = ["bench", "predict", "--smoke", "--repeats", "1", "--methods", "ours-fp32", "onnxruntime", "--out", str(out)]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert [(r["batch"], r["method"]) for r in result["results"]] == [(1, "ours-fp32"), (2, "ours-fp32")]
+    assert [(s["batch"], s["method"]) for s in result["skipped"]] == [(1, "onnxruntime"), (2, "onnxruntime")]
+    assert "GiB available" in result["skipped"][0]["why"]
+    assert "skipped onnxruntime at 64 px, batch 2" in capsys.readouterr().out
+
+
+def test_onnx_sampling_bytes_counts_every_gathered_corner():
+    # 800 x 1066 input: levels 100x134, 50x67, 25x34, 13x17 = 17,821 tokens; 8 heads of 32 channels,
+    # 4 levels x 4 points x 4 corners each, float32
+    config = ModelConfig()
+    assert onnx_sampling_bytes(config, 1, 800, 1066) == 17_821 * 8 * (4 * 4 * 4) * 32 * 4
+    assert onnx_sampling_bytes(config, 8, 800, 1066) == 8 * onnx_sampling_bytes(config, 1, 800, 1066)
+    assert 9.0e9 < onnx_sampling_bytes(config, 8, 800, 1066) < 9.5e9
 
 
 def test_numpy_postprocess_equals_the_models():
