@@ -105,7 +105,8 @@ def onnx_sampling_bytes(config, batch: int, height: int, width: int) -> int:
     onnxruntime holds about three times this at its peak (the 800 px batch-8 run was killed at 24 GB).
     """
     levels, heads, points = config.num_feature_levels, config.n_heads, config.enc_n_points
-    tokens = sum(math.ceil(height / 2 ** (3 + l)) * math.ceil(width / 2 ** (3 + l)) for l in range(levels))
+    strides = [2 ** (3 + level) for level in range(levels)]
+    tokens = sum(math.ceil(height / stride) * math.ceil(width / stride) for stride in strides)
     return batch * heads * tokens * levels * points * 4 * (config.d_model // heads) * 4
 
 
@@ -314,5 +315,7 @@ def format_predict_benchmark(result: dict[str, Any]) -> str:
             f"{key[0]:5d}  {key[1]:5d}  {cells}  {ratio.get('ours_fp32_over_hf', float('nan')):7.2f}"
             f"  {ratio.get('ours_fp32_over_onnxruntime', float('nan')):8.2f}"
         )
-    lines += [f"skipped {s['method']} at {s['size']} px, batch {s['batch']}: {s['why']}" for s in result.get("skipped", [])]
+    lines += [
+        f"skipped {s['method']} at {s['size']} px, batch {s['batch']}: {s['why']}" for s in result.get("skipped", [])
+    ]
     return "\n".join(lines)
