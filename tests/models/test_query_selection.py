@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from deformable_detr.models.detector import MLP
+from deformable_detr.models.mlp import MLP
 from deformable_detr.models.position_encoding import sine_position_encoding
 from deformable_detr.models.query_selection import self_attention_mask, top_proposals
 from deformable_detr.models.transformer import DeformableTransformer

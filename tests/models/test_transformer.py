@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from deformable_detr.models.decoder import inverse_sigmoid
-from deformable_detr.models.detector import MLP
 from deformable_detr.models.encoder import encoder_reference_points
+from deformable_detr.models.mlp import MLP
 from deformable_detr.models.position_encoding import sine_position_encoding
 from deformable_detr.models.transformer import DeformableTransformer, encoder_proposals, valid_ratios_of
 

@@ -23,6 +23,7 @@ from deformable_detr.models.decoder import inverse_sigmoid
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
 from deformable_detr.models.detections import Detections
 from deformable_detr.models.input_checks import check_model_input
+from deformable_detr.models.mlp import MLP
 from deformable_detr.models.position_encoding import sine_position_encoding
 from deformable_detr.models.postprocess import postprocess
 from deformable_detr.models.predict import predict
@@ -31,21 +32,6 @@ from deformable_detr.models.query_selection import self_attention_mask
 from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.models.transformer import DeformableTransformer
 from deformable_detr.ops import BACKENDS
-
-
-class MLP(nn.Module):
-    """Linear layers with ReLU between them: in_dim -> hidden_dim (x num_layers-1) -> out_dim."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
-        super().__init__()
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., in_dim) -> (..., out_dim)."""
-        for layer in self.layers[:-1]:
-            x = torch.relu(layer(x))
-        return self.layers[-1](x)
 
 
 def _input_projections(backbone_channels: list[int], num_levels: int, d_model: int) -> nn.ModuleList:

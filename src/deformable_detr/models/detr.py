@@ -28,12 +28,13 @@ from deformable_detr.models.backbone import RESNETS, Backbone
 from deformable_detr.models.config import config_from_dict, config_to_dict
 from deformable_detr.models.detections import Detections
 from deformable_detr.models.input_checks import check_model_input
+from deformable_detr.models.mlp import MLP
 from deformable_detr.models.position_encoding import sine_position_encoding
+from deformable_detr.models.postprocess import check_target_sizes, detections_in_pixels
 from deformable_detr.models.predict import predict
 from deformable_detr.models.preprocess import PreprocessConfig, check_categories, default_categories
 from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.ops import BACKENDS
-from deformable_detr.util.box_ops import box_cxcywh_to_xyxy
 
 ARCHITECTURE = "detr"
 
@@ -254,21 +255,6 @@ class Decoder(nn.Module):
         return torch.stack(hidden_states)
 
 
-class MLP(nn.Module):
-    """Linear layers with ReLU between them: in_dim -> hidden_dim (x num_layers-1) -> out_dim."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
-        super().__init__()
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., in_dim) -> (..., out_dim)."""
-        for layer in self.layers[:-1]:
-            x = torch.relu(layer(x))
-        return self.layers[-1](x)
-
-
 class DetrTransformer(nn.Module):
     """DETR's encoder-decoder; parameters with more than one dimension are xavier-uniform (as DETR)."""
 
@@ -449,21 +435,10 @@ def detr_postprocess(
         "boxes": (N, 4) float (x0, y0, x1, y1) in pixels}.
     """
     logits, boxes_cxcywh = out["pred_logits"], out["pred_boxes"]
-    if target_sizes.shape != (logits.shape[0], 2):
-        raise ValueError(
-            f"target_sizes has shape {tuple(target_sizes.shape)}, expected ({logits.shape[0]}, 2) "
-            "(height, width) per image"
-        )
+    check_target_sizes(target_sizes, logits.shape[0])
     probabilities = logits.float().softmax(-1)[..., :-1]  # (B, Lq, K): no-object dropped after the softmax
     scores, labels = probabilities.max(-1)  # (B, Lq)
     scores, order = scores.sort(dim=1, descending=True)
     order = order[:, :top_k]
     scores, labels = scores[:, :top_k], torch.gather(labels, 1, order)  # (B, k)
-    boxes_xyxy = box_cxcywh_to_xyxy(torch.gather(boxes_cxcywh.float(), 1, order[..., None].expand(-1, -1, 4)))
-    height, width = target_sizes.float().unbind(1)
-    boxes_xyxy = boxes_xyxy * torch.stack((width, height, width, height), 1)[:, None]  # (B, k, 4)
-    detections = []
-    for image_scores, image_labels, image_boxes in zip(scores, labels, boxes_xyxy):
-        keep = image_scores > score_threshold
-        detections.append({"scores": image_scores[keep], "labels": image_labels[keep], "boxes": image_boxes[keep]})
-    return detections
+    return detections_in_pixels(scores, labels, boxes_cxcywh, order, target_sizes, score_threshold)
