@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deformable_detr.errors import ConfigError
 from deformable_detr.models.backbone import RESNETS, Backbone
 from deformable_detr.models.config import config_from_dict, config_to_dict
 from deformable_detr.models.detections import Detections
@@ -72,13 +73,13 @@ class DetrConfig:
 
     def __post_init__(self) -> None:
         if self.architecture != ARCHITECTURE:
-            raise ValueError(f"DetrConfig.architecture={self.architecture!r} must be {ARCHITECTURE!r}")
+            raise ConfigError(f"DetrConfig.architecture={self.architecture!r} must be {ARCHITECTURE!r}")
         if self.backbone not in RESNETS:
-            raise ValueError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
+            raise ConfigError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
         if self.backbone_depths is not None:
             depths = tuple(self.backbone_depths)
             if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
-                raise ValueError(
+                raise ConfigError(
                     f"backbone_depths={self.backbone_depths!r} must be 4 positive ints (blocks of layer1..layer4)"
                 )
             object.__setattr__(self, "backbone_depths", depths)
@@ -93,11 +94,11 @@ class DetrConfig:
             "num_classes",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if self.d_model % 2 or self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be even and divisible by n_heads={self.n_heads}")
+            raise ConfigError(f"d_model={self.d_model} must be even and divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+            raise ConfigError(f"dropout={self.dropout} must be in [0, 1)")
 
     @property
     def resnet_depths(self) -> tuple[int, int, int, int]:
@@ -108,7 +109,7 @@ class DetrConfig:
     def preset(cls, name: str, **overrides: Any) -> DetrConfig:
         """The named preset (see `DETR_PRESETS`), with any fields replaced by `overrides`."""
         if name not in DETR_PRESETS:
-            raise ValueError(f"unknown DETR preset {name!r}; choose one of {', '.join(DETR_PRESETS)}")
+            raise ConfigError(f"unknown DETR preset {name!r}; choose one of {', '.join(DETR_PRESETS)}")
         return dataclasses.replace(DETR_PRESETS[name](), **overrides)
 
     def to_dict(self) -> dict[str, Any]:
