@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from ..data.coco import CocoDetection, DatasetError, collate
 from ..data.transforms import make_transforms
+from ..models.predict import forward_unpadded
 from .coco_eval import evaluate_detections
 
 
@@ -24,6 +25,11 @@ def evaluate(
     progress: bool = False,
 ) -> dict[str, float]:
     """COCO box AP of `model` on every image of `data_loader`.
+
+    Every image is evaluated as if alone: the collated batch is cut back to each image's own size and run
+    as `model.predict` runs it (`forward_unpadded`), because the backbone and the input projections'
+    GroupNorm see a padded batch's zeros. AP therefore does not depend on the batch size or on which
+    images share a batch, and equals `predict --threshold 0` + `eval --predictions` on the same images.
 
     Args:
         model: the detector (unwrapped, not DDP); put in eval mode here and left in eval mode.
@@ -40,8 +46,11 @@ def evaluate(
     model.eval()
     results = []
     for images, padding_mask, targets in tqdm(data_loader, desc="eval", leave=False, disable=not progress):
+        valid = ~padding_mask  # (B, H, W)
+        heights, widths = valid.any(2).sum(1).tolist(), valid.any(1).sum(1).tolist()
+        tensors = [image[:, :height, :width] for image, height, width in zip(images, heights, widths)]
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            outputs = model(images.to(device), padding_mask.to(device))
+            outputs = forward_unpadded(model, tensors)
         outputs = {k: v.float() for k, v in outputs.items() if k in ("pred_logits", "pred_boxes")}
         target_sizes = torch.stack([t["orig_size"] for t in targets]).to(device)  # (B, 2) (h, w)
         for target, detections in zip(targets, model.postprocess(outputs, target_sizes)):

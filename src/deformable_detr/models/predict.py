@@ -92,18 +92,8 @@ def _predict_batch(
     """One forward pass over RGB PIL images: backbone per size group, transformer on the padded batch."""
     device = next(model.parameters()).device
     tensors = [preprocess_image(picture, config) for picture in pictures]  # (3, h_i, w_i) each
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, tensor in enumerate(tensors):
-        groups.setdefault(tuple(tensor.shape[-2:]), []).append(index)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        per_image: list[list[torch.Tensor]] = [[] for _ in tensors]  # per image, per level (C, H_l, W_l)
-        for indices in groups.values():
-            batch = torch.stack([tensors[i] for i in indices]).to(device)  # (G, 3, h, w), no padding
-            sources, _ = model.image_features(batch)
-            for row, index in enumerate(indices):
-                per_image[index] = [source[row] for source in sources]
-        sources, masks = pad_levels(per_image)
-        out = model.detect(sources, masks)
+        out = forward_unpadded(model, tensors)
     # (width, height) in the file: a file with a side over 10k px was downscaled while decoding.
     original_sizes = [picture.info.get("original_size", picture.size) for picture in pictures]
     sizes = torch.tensor([[height, width] for width, height in original_sizes], device=device)  # (B, 2)
@@ -122,6 +112,33 @@ def _predict_batch(
             )
         )
     return detections
+
+
+def forward_unpadded(model: DeformableDETR, tensors: list[torch.Tensor]) -> dict:
+    """The model's outputs for images of different sizes, each exactly as if it ran alone.
+
+    Images of the same size share one backbone pass (no padding at all); the per-level maps are then
+    padded and masked for the transformer, whose outputs for an image do not depend on that padding.
+
+    Args:
+        model: the detector (`image_features` and `detect`), on its device, in the mode wanted.
+        tensors: per image, (3, h_i, w_i) normalized pixels (moved to the model's device here).
+
+    Returns:
+        the model's output dict for the batch, images in the order given.
+    """
+    device = next(model.parameters()).device
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        groups.setdefault(tuple(tensor.shape[-2:]), []).append(index)
+    per_image: list[list[torch.Tensor]] = [[] for _ in tensors]  # per image, per level (C, H_l, W_l)
+    for indices in groups.values():
+        batch = torch.stack([tensors[i] for i in indices]).to(device)  # (G, 3, h, w), no padding
+        sources, _ = model.image_features(batch)
+        for row, index in enumerate(indices):
+            per_image[index] = [source[row] for source in sources]
+    sources, masks = pad_levels(per_image)
+    return model.detect(sources, masks)
 
 
 def pad_levels(per_image: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
