@@ -31,6 +31,7 @@ def _one_line_error(capsys, argv, pattern):
         ("--epochs", "0", r"--epochs: 0 must be >= 1"),
         ("--batch-size", "two", r"--batch-size: 'two' is not an integer"),
         ("--device", "bogus", r"TrainConfig.device = 'bogus'; use cpu, cuda or cuda:N"),
+        ("--model", "bogus", r"unknown model preset 'bogus'; choose one of deformable-detr, .*detr-demo"),
     ],
 )
 def test_bad_options_are_refused_up_front(tmp_path, capsys, option, value, pattern):

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .harness import header, interleaved_times, summarize
 from .hf_reference import random_hf_model
 
@@ -211,7 +212,7 @@ def run_predict_benchmark(
 
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     if smoke:
         methods = tuple(m for m in methods if m != "ours-compile")
     say = progress or (lambda message: None)

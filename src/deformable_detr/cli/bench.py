@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..errors import ConfigError
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -165,7 +167,6 @@ def _add_bench_serve(targets) -> None:
 def _bench_serve(args) -> None:
     from ..bench.harness import write_result
     from ..bench.serve import format_serve_benchmark, run_serve_benchmark
-    from ..errors import ConfigError
 
     if min(args.concurrency) < 1 or (args.requests is not None and args.requests < 1):
         raise ConfigError("--concurrency and --requests must be >= 1")
@@ -211,7 +212,7 @@ def _bench_predict(args) -> None:
     from ..bench.predict import METHODS, format_predict_benchmark, run_predict_benchmark
 
     if min(args.sizes + args.batch_sizes + [args.repeats, args.threads]) < 1:
-        raise ValueError("--sizes, --batch-sizes, --repeats and --threads must be >= 1")
+        raise ConfigError("--sizes, --batch-sizes, --repeats and --threads must be >= 1")
     sizes, batches = ((64,), (1, 2)) if args.smoke else (tuple(args.sizes), tuple(args.batch_sizes))
     out = args.out or Path("benchmarks/results") / f"predict_cpu{'_smoke' if args.smoke else ''}.json"
     result = run_predict_benchmark(

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from deformable_detr.errors import ConfigError
 from deformable_detr.models.config import PRESETS, ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.detr import ARCHITECTURE as DETR_ARCHITECTURE
@@ -28,7 +29,7 @@ def model_config_from_dict(values: dict[str, Any]) -> AnyModelConfig:
         return ModelConfig.from_dict(values)
     if architecture == DETR_ARCHITECTURE:
         return DetrConfig.from_dict(values)
-    raise ValueError(
+    raise ConfigError(
         f"model config: architecture={architecture!r} is unknown; expected {DETR_ARCHITECTURE!r} "
         "or no 'architecture' key (Deformable DETR)"
     )
@@ -40,7 +41,7 @@ def model_preset(name: str, **overrides: Any) -> AnyModelConfig:
         return DetrConfig.preset(name, **overrides)
     if name in PRESETS:
         return ModelConfig.preset(name, **overrides)
-    raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join([*PRESETS, *DETR_PRESETS])}")
+    raise ConfigError(f"unknown model preset {name!r}; choose one of {', '.join([*PRESETS, *DETR_PRESETS])}")
 
 
 def model_class(config: AnyModelConfig) -> type[DeformableDETR] | type[DETR]:

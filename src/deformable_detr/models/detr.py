@@ -344,7 +344,7 @@ class DETR(nn.Module):
     def set_attention_backend(self, name: str) -> DETR:
         """Accepted for interface parity with `DeformableDETR`; DETR has no deformable attention, so no effect."""
         if name not in BACKENDS:
-            raise ValueError(f"attention backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}")
+            raise ConfigError(f"attention backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}")
         return self
 
     def forward(
