@@ -144,3 +144,16 @@ def test_predict_output_file_is_matched_to_the_ground_truth_by_file_name(tmp_pat
     predicted["images"][0]["file_name"] = "elsewhere/2.jpg"
     with pytest.raises(ValueError, match=r"'elsewhere/2.jpg' is not in the ground truth"):
         evaluate_detections(gt, predicted)
+
+
+def test_predict_output_of_another_image_with_the_same_name_is_refused():
+    gt = _ground_truth([[[10, 10, 20, 20]], [MEDIUM_BOX]])
+    gt["images"][0].update(width=128, height=96)
+    predicted = {
+        "images": [{"id": 1, "file_name": "train/images/" + gt["images"][0]["file_name"], "width": 109, "height": 128}],
+        "detections": [_detection(1, [10, 10, 20, 20], 0.9)],
+    }
+    with pytest.raises(ValueError, match=r"is 109x128 px but the ground truth's .* is 128x96: a different image"):
+        evaluate_detections(gt, predicted)
+    predicted["images"][0].update(width=128, height=96)
+    assert evaluate_detections(gt, predicted)["AP"] >= 0

@@ -124,8 +124,9 @@ def _prepared_ground_truth(gt: dict) -> dict:
 
 def _with_ground_truth_image_ids(predicted: dict, gt_images: list[dict]) -> list[dict]:
     """The detections of a `predict` output file with image ids replaced by the ground truth's, matched by file
-    name: a predicted image's path matches the ground-truth image whose `file_name` is its longest tail."""
-    by_name = {str(Path(image["file_name"]).as_posix()): image["id"] for image in gt_images}
+    name: a predicted image's path matches the ground-truth image whose `file_name` is its longest tail, and
+    where both record width and height they must agree (else it is another image of the same name)."""
+    by_name = {str(Path(image["file_name"]).as_posix()): image for image in gt_images}
     ids = {}
     for index, image in enumerate(predicted["images"]):
         if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
@@ -138,7 +139,15 @@ def _with_ground_truth_image_ids(predicted: dict, gt_images: list[dict]) -> list
                 f"detections: image {image['file_name']!r} is not in the ground truth (no file_name is a tail of its "
                 "path); predict the annotated images, or pass COCO results with the annotations' image ids"
             )
-        ids[image["id"]] = match
+        predicted_size = (image.get("width"), image.get("height"))
+        annotated_size = (match.get("width"), match.get("height"))
+        if None not in predicted_size + annotated_size and predicted_size != annotated_size:
+            raise DatasetError(
+                f"detections: image {image['file_name']!r} is {predicted_size[0]}x{predicted_size[1]} px but the "
+                f"ground truth's {match['file_name']!r} is {annotated_size[0]}x{annotated_size[1]}: a different image "
+                "with the same name; predict the annotated images"
+            )
+        ids[image["id"]] = match["id"]
     detections = predicted["detections"]
     if not isinstance(detections, list):
         raise DatasetError(f"detections: 'detections' must be a list, got {type(detections).__name__}")
