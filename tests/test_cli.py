@@ -88,6 +88,23 @@ def test_make_dataset_command(tmp_path, capsys):
     assert len(json.loads((tmp_path / "d" / "val" / "annotations.json").read_text())["images"]) == 1
 
 
+def test_make_dataset_refuses_a_folder_that_holds_files_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "d"
+    args = ["make-dataset", str(out), "--train", "3", "--val", "1", "--image-size", "64"]
+    assert _run(args, capsys)[0] == 0
+    (out / "notes.txt").write_text("mine")
+    smaller = ["make-dataset", str(out), "--train", "1", "--val", "1", "--image-size", "64"]
+    status, _, err = _run(smaller, capsys)
+    assert status == 2 and "is not empty" in err and "--overwrite" in err
+    assert len(list((out / "train" / "images").iterdir())) == 3  # untouched
+    assert _run([*smaller, "--overwrite"], capsys)[0] == 0
+    assert len(list((out / "train" / "images").iterdir())) == 1  # no stray images of the old dataset
+    assert (out / "notes.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    status, _, err = _run(["make-dataset", str(tmp_path / "file")], capsys)
+    assert status == 2 and "is a file" in err
+
+
 def test_check_data_clean_then_broken(dataset, tmp_path, capsys):
     root = dataset["train"].images_dir.parent.parent
     status, out, _ = _run(["check-data", str(root)], capsys)

@@ -25,13 +25,31 @@ def register_make_dataset(subparsers) -> None:
         help="class set: demo (circle, square, triangle, star, ring, cross), transfer (hexagon, crescent, "
         "arrow, semicircle), or comma-separated shape names (default demo)",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace OUT/train and OUT/val of an earlier dataset (nothing else)"
+    )
     parser.set_defaults(handler=_make_dataset)
 
 
 def _make_dataset(args) -> None:
+    import shutil
+
     from tqdm import tqdm
 
     from ..data.synthetic import make_dataset
+    from ..errors import ConfigError
+
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"make-dataset: OUT {args.out} is a file; give a folder")
+    if args.out.is_dir() and any(args.out.iterdir()):
+        if not args.overwrite:
+            raise ConfigError(
+                f"make-dataset: {args.out} is not empty (a new dataset would mix with what is there); "
+                "choose a new folder, or --overwrite to replace its train/ and val/"
+            )
+        for split in ("train", "val"):
+            if (args.out / split).is_dir():
+                shutil.rmtree(args.out / split)
 
     with tqdm(total=args.train + args.val, unit="img", desc="rendering", delay=1) as bar:
         splits = make_dataset(
