@@ -77,6 +77,20 @@ def test_an_earlier_output_inside_an_input_folder_is_not_searched(model_dir, ima
     assert (out / "a" / "000000.png").is_file()  # drawings of the first run ...
     summary = predict_files(tiny_model(), [root], out, threshold=0.9, overwrite=True)
     assert summary.images == len(good)  # ... are not inputs of the second
+    assert str(out) in summary.skipped  # and the user is told so
+
+
+def test_an_unrelated_file_a_drawing_would_replace_is_kept_unless_overwrite(capsys, model_dir, image_folder, tmp_path):
+    _, good, _ = image_folder
+    out = tmp_path / "mine"
+    out.mkdir()
+    drawing_name = good[0].with_suffix(".png").name
+    (out / drawing_name).write_bytes(b"the user's own file")
+    status, _, stderr = _run(capsys, "predict", good[0], "--checkpoint", model_dir, "--out", out)
+    assert status == 2 and "a drawing would replace" in stderr and "--overwrite" in stderr
+    assert (out / drawing_name).read_bytes() == b"the user's own file"
+    assert _run(capsys, "predict", good[0], "--checkpoint", model_dir, "--out", out, "--no-draw")[0] == 0
+    assert (out / drawing_name).read_bytes() == b"the user's own file"  # --no-draw writes no drawing
 
 
 def test_an_earlier_result_is_replaced_only_with_overwrite(capsys, model_dir, image_folder, tmp_path):

@@ -41,11 +41,14 @@ def _is_image_name(path: Path) -> bool:
 
 
 def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(image files, other files) below `folder`, sorted; hidden entries and earlier outputs left out."""
+    """(image files, other files) below `folder`, sorted; hidden entries left out, and each earlier output
+    folder (holding a `detections.json`) listed among the other files instead of searched."""
     images, others = [], []
     for root, dirs, names in os.walk(folder):
         root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (root_path / d / OUTPUT_MARKER).exists())
+        outputs = {d for d in dirs if (root_path / d / OUTPUT_MARKER).exists()}
+        others.extend(root_path / d for d in sorted(outputs) if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in outputs)
         for name in sorted(names):
             if name.startswith("."):
                 continue
@@ -112,8 +115,14 @@ def _output_paths(files: list[Path]) -> list[Path]:
     return outputs
 
 
-def check_output_folder(out_dir: str | os.PathLike, files: Sequence[Path], overwrite: bool = False) -> Path:
-    """Refuse an output folder that holds any input (its drawings could replace them) or a previous result.
+def check_output_folder(
+    out_dir: str | os.PathLike, files: Sequence[Path], overwrite: bool = False, outputs: Sequence[Path] = ()
+) -> Path:
+    """Refuse an output folder that holds any input (its drawings could replace them), a previous result,
+    or (without `overwrite`) any file of the same name as an output to be written.
+
+    Args:
+        outputs: the drawings' paths relative to the folder (`ImageFiles.outputs`).
 
     Returns:
         the resolved output folder.
@@ -131,5 +140,11 @@ def check_output_folder(out_dir: str | os.PathLike, files: Sequence[Path], overw
         raise ConfigError(
             f"--out {out_dir}: already holds detections.json from an earlier run; "
             "choose another folder or pass --overwrite"
+        )
+    taken = next((out / relative for relative in outputs if (out / relative).exists()), None)
+    if taken is not None and not overwrite:
+        raise ConfigError(
+            f"--out {out_dir}: already holds {taken}, which a drawing would replace; "
+            "choose an empty folder or pass --overwrite"
         )
     return out

@@ -130,8 +130,8 @@ def predict_files(
     Args:
         model: the detector (on the device to use).
         inputs: files, folders (recursive, image extensions) and glob patterns.
-        out_dir: output folder; created; must not contain any input; an earlier detections.json
-            there is replaced only with `overwrite`.
+        out_dir: output folder; created; must not contain any input; an earlier detections.json,
+            or any file a drawing would replace, is replaced only with `overwrite`.
         threshold: keep detections scoring >= this, in [0, 1].
         batch_size: images per forward pass (results do not depend on it beyond float rounding).
         amp: bfloat16 autocast.
@@ -147,7 +147,7 @@ def predict_files(
     """
     threshold = check_threshold(threshold)
     files = collect_image_files(inputs)
-    out = check_output_folder(out_dir, files.files, overwrite)
+    out = check_output_folder(out_dir, files.files, overwrite, files.outputs if draw else ())
     rank, world = distributed.rank(), distributed.world_size()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
