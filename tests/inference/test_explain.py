@@ -111,6 +111,22 @@ def test_cli_writes_pngs_and_an_index(capsys, model_dir, tmp_path):
     assert "open" in capsys.readouterr().out
 
 
+def test_cli_keeps_a_non_empty_out_unless_overwrite_and_then_leaves_no_stale_drawing(capsys, model_dir, tmp_path):
+    path = write_image(tmp_path / "in" / "photo.jpg", HEIGHT, WIDTH)
+    out = tmp_path / "explained"
+    base = ["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out)]
+    assert main([*base, "--top", "2", "--pixel", "10,20"]) == 0
+    (out / "notes.txt").write_text("mine")
+    before = (out / "index.html").read_bytes()
+    assert main([*base, "--top", "1"]) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "index.html").read_bytes() == before
+    assert main([*base, "--top", "1", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["detection_1.png", "explain.json", "index.html", "notes.txt"]
+    (tmp_path / "file").write_text("x")
+    assert main([*base[:-1], str(tmp_path / "file")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     parser.add_argument("--threshold", type=float, default=0.0, help="only detections scoring >= this (default 0)")
     parser.add_argument("--pixel", type=_pixel, metavar="X,Y", help="also explain the encoder at this pixel")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty --out, replacing an earlier explanation"
+    )
     parser.set_defaults(handler=_explain)
 
 
@@ -44,7 +47,7 @@ def _explain(args) -> None:
     from ..inference.explain import explain
     from ..inference.loader import load
     from ..models.predict import check_threshold
-    from ..viz.sampling_points import save_explanation
+    from ..viz.sampling_points import check_explanation_folder, save_explanation
     from .devices import checked_device
 
     check_threshold(args.threshold, "--threshold")
@@ -52,9 +55,10 @@ def _explain(args) -> None:
         raise ConfigError(f"--top must be >= 0, got {args.top}")
     if args.out.resolve() == args.image.resolve().parent:
         raise ConfigError(f"--out {args.out}: is the image's own folder; choose another folder for the drawings")
+    check_explanation_folder(args.out, args.overwrite)  # before minutes of loading and computing
     model = load(args.checkpoint, device=checked_device(args.device))
     image = load_rgb_image(args.image)
     explanation = explain(model, image, top=args.top, threshold=args.threshold, pixel=args.pixel)
-    index = save_explanation(image, explanation, args.out, source=args.image.name)
+    index = save_explanation(image, explanation, args.out, source=args.image.name, overwrite=args.overwrite)
     pixel = " and the pixel" if explanation["pixel"] else ""
     print(f"explained {len(explanation['detections'])} detection(s){pixel}; open {index}")

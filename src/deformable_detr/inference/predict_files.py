@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from deformable_detr.errors import DatasetError
 from deformable_detr.inference.inputs import ImageFiles, check_output_folder, collect_image_files
 from deformable_detr.models.predict import check_threshold
 from deformable_detr.util import distributed
+from deformable_detr.util.atomic_file import write_atomic
 from deformable_detr.viz.detections import draw_detections
 
 if TYPE_CHECKING:
@@ -46,19 +46,6 @@ class PredictSummary:
     detections: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Call write(temporary path) in `path`'s folder, then rename it into place (no half-written files)."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _round(values: list[float], digits: int) -> list[float]:
@@ -108,7 +95,7 @@ def _process_batch(
                 [c["name"] for c in model.categories],
                 min_side=DRAW_MIN_SIDE,
             )
-            _write_atomic(drawing, lambda path, canvas=canvas: canvas.save(path, format="PNG"))
+            write_atomic(drawing, lambda path, canvas=canvas: canvas.save(path, format="PNG"))
             record["image"]["drawing"] = str(files.outputs[index])
         records.append(record)
     return records
@@ -188,7 +175,7 @@ def predict_files(
         "skipped": summary.skipped,
     }
     if rank == 0:
-        _write_atomic(summary.detections_file, lambda path: path.write_text(json.dumps(result, indent=1) + "\n"))
+        write_atomic(summary.detections_file, lambda path: path.write_text(json.dumps(result, indent=1) + "\n"))
     if world > 1:
         dist.barrier()  # the file exists when any rank returns
     return summary

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 from deformable_detr.errors import CheckpointError, ConfigError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.preprocess import PreprocessConfig, check_categories
+from deformable_detr.util.atomic_file import write_atomic
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -45,13 +46,13 @@ def save_pretrained(model, directory: str | os.PathLike) -> None:
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    _write_atomically(directory, WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+    write_atomic(Path(directory) / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
     for name, content in (
         (CONFIG_NAME, model.config.to_dict()),
         (PREPROCESS_NAME, model.preprocess.to_dict()),
         (CATEGORIES_NAME, model.categories),
     ):
-        _write_atomically(directory, name, lambda path, content=content: _write_json(path, content))
+        write_atomic(Path(directory) / name, lambda path, content=content: _write_json(path, content))
 
 
 def is_pretrained_directory(directory: str | os.PathLike) -> bool:
@@ -142,17 +143,3 @@ def _write_json(path: str, content: Any) -> None:
     with open(path, "w") as file:
         json.dump(content, file, indent=2, sort_keys=True)
         file.write("\n")
-
-
-def _write_atomically(directory: str, name: str, write) -> None:
-    """`write(temp_path)` in `directory`, then rename the temp file to `name` (0644, like other outputs)."""
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        write(temp)
-        os.chmod(temp, 0o644)
-        os.replace(temp, os.path.join(directory, name))
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise

@@ -9,13 +9,15 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from deformable_detr.errors import ConfigError
+from deformable_detr.util.atomic_file import write_atomic
 from deformable_detr.viz.detections import class_colour
 
 PANEL_SIDE = 420  # px, longer side of each panel
@@ -129,8 +131,28 @@ def draw_sampling_points(
     return canvas
 
 
+EXPLANATION_FILES = re.compile(r"detection_\d+\.png|pixel\.png|explain\.json|index\.html")
+
+
+def check_explanation_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """`out_dir` as a Path if `save_explanation` may write there (see there); else a ConfigError."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder; choose a folder path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"--out {out}: the folder is not empty; choose an empty folder, or pass --overwrite to "
+            "replace an earlier explanation there"
+        )
+    return out
+
+
 def save_explanation(
-    image: Image.Image, explanation: dict[str, Any], out_dir: str | os.PathLike, source: str = "image"
+    image: Image.Image,
+    explanation: dict[str, Any],
+    out_dir: str | os.PathLike,
+    source: str = "image",
+    overwrite: bool = False,
 ) -> Path:
     """Write one PNG per explained detection (and the pixel), explain.json and an index.html showing them.
 
@@ -139,11 +161,20 @@ def save_explanation(
         explanation: `explain`'s output for it.
         out_dir: created if missing; files are written whole (temporary file, then rename).
         source: how the page names the image.
+        overwrite: write into a folder that is not empty, first deleting an earlier explanation's files
+            there (`EXPLANATION_FILES`; nothing else), so none of its drawings is left behind.
 
     Returns:
         the path of index.html.
+
+    Raises:
+        ConfigError: `out_dir` is a file, or a folder that is not empty and `overwrite` is False.
     """
-    out = Path(out_dir)
+    out = check_explanation_folder(out_dir, overwrite)
+    if overwrite and out.is_dir():
+        for earlier in out.iterdir():
+            if earlier.is_file() and EXPLANATION_FILES.fullmatch(earlier.name):
+                earlier.unlink()
     out.mkdir(parents=True, exist_ok=True)
     sizes = [level["size"] for level in explanation["levels"]]
     entries = [
@@ -155,12 +186,12 @@ def save_explanation(
     rows = []
     for name, title, entry in entries:
         drawing = draw_sampling_points(image, entry, sizes, title)
-        _write_atomic(out / name, lambda path, drawing=drawing: drawing.save(path, format="PNG"))
+        write_atomic(out / name, lambda path, drawing=drawing: drawing.save(path, format="PNG"))
         caption = html.escape(title)
         if "box_xyxy" in entry:
             caption += f" &mdash; box [{', '.join(f'{v:.0f}' for v in entry['box_xyxy'])}], query {entry['query']}"
         rows.append(f'<figure><img src="{name}" alt="{html.escape(title)}"><figcaption>{caption}</figcaption></figure>')
-    _write_atomic(out / "explain.json", lambda path: path.write_text(json.dumps(explanation) + "\n"))
+    write_atomic(out / "explain.json", lambda path: path.write_text(json.dumps(explanation) + "\n"))
     height, width = explanation["image_size"]
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>explain {html.escape(source)}</title>
@@ -173,18 +204,5 @@ image are not drawn. Data: <a href="explain.json">explain.json</a>.</p>
 {chr(10).join(rows) if rows else "<p>No detection at this threshold.</p>"}
 </body></html>
 """
-    _write_atomic(out / "index.html", lambda path: path.write_text(page))
+    write_atomic(out / "index.html", lambda path: path.write_text(page))
     return out / "index.html"
-
-
-def _write_atomic(path: Path, write) -> None:
-    """write(temporary path) next to `path`, then rename it into place."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
