@@ -142,6 +142,14 @@ def test_eval_command_prints_table_and_writes_json(dataset, tmp_path, capsys):
     )
     assert status == 0 and "AP50" in out and "100.0" in out
     assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(1.0)
+    args = ["eval", "--predictions", str(tmp_path / "p.json"), "--annotations", str(dataset["val"].annotations_file)]
+    (tmp_path / "m.json").write_text("the user's file")
+    status, _, err = _run([*args, "--out", str(tmp_path / "m.json")], capsys)
+    assert status == 2 and "--overwrite" in err and (tmp_path / "m.json").read_text() == "the user's file"
+    status, _, err = _run([*args, "--out", str(tmp_path)], capsys)
+    assert status == 2 and "is a folder" in err
+    assert _run([*args, "--out", str(tmp_path / "m.json"), "--overwrite"], capsys)[0] == 0
+    assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(1.0)
 
 
 def test_console_script_runs():

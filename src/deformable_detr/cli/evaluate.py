@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="with --checkpoint: cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--annotations", type=Path, metavar="FILE", help="COCO ground-truth instances JSON")
     parser.add_argument("--out", type=Path, metavar="JSON", help="also write the metrics to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--verbose", action="store_true", help="show pycocotools' own output")
     parser.set_defaults(handler=_eval)
 
@@ -40,7 +41,12 @@ def register(subparsers) -> None:
 def _eval(args) -> None:
     from ..errors import ConfigError
     from ..evaluation.coco_eval import evaluate_detections, format_metrics_table
+    from ..util.atomic_file import write_atomic
 
+    if args.out is not None and args.out.is_dir():
+        raise ConfigError(f"--out {args.out}: is a folder; give a file path for the metrics JSON")
+    if args.out is not None and args.out.exists() and not args.overwrite:
+        raise ConfigError(f"--out {args.out}: the file exists; choose another path or pass --overwrite")
     if args.checkpoint is not None:
         metrics = _eval_checkpoint(args)
     elif args.annotations is None:
@@ -50,7 +56,7 @@ def _eval(args) -> None:
     print(format_metrics_table(metrics))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(args.out, lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n"))
 
 
 def _eval_checkpoint(args) -> dict:
