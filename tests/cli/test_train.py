@@ -67,3 +67,13 @@ def test_out_holding_a_run_is_refused(tmp_path, capsys):
         ["train", "--resume", str(tmp_path / "nothing")],
         r"config.json: not found; .* is not a training run folder",
     )
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "weights.pth").write_bytes(b"precious")
+    _one_line_error(
+        capsys,
+        ["train", "--preset", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "weights.pth")],
+        r"weights.pth: exists and is not a folder",
+    )
+    assert (tmp_path / "weights.pth").read_bytes() == b"precious"

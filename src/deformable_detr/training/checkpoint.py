@@ -149,6 +149,8 @@ def holds_run(folder: str | Path) -> list[str]:
 def prepare_output_dir(folder: str | Path, resume: bool, overwrite: bool) -> None:
     """Refuse to start a new run over an old one unless asked; `overwrite` removes the old run's files only."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder}: exists and is not a folder; choose a folder for the run")
     existing = holds_run(folder)
     if resume or not existing:
         return
