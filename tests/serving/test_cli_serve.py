@@ -88,7 +88,7 @@ def test_serve_answers_like_model_predict_and_stops_cleanly_on_sigterm(checkpoin
     "arguments, words",
     [
         (["--checkpoint", "does/not/exist"], "not found"),
-        (["--checkpoint", "{checkpoint}", "--max-batch", "0"], "max_batch"),
+        (["--checkpoint", "{checkpoint}", "--max-batch", "0"], "max_batch (--max-batch) must be >= 1"),
         (["--checkpoint", "{checkpoint}", "--max-wait-ms", "nan"], "max_wait_ms"),
         (["--checkpoint", "{checkpoint}", "--workers", "0"], "--workers"),
         (["--checkpoint", "{checkpoint}", "--port", "70000"], "--port"),
@@ -102,6 +102,21 @@ def test_bad_options_are_one_line_errors(checkpoint, tmp_path, capsys, arguments
     status = main(["serve", *[a.format(checkpoint=checkpoint, junk=junk) for a in arguments]])
     stderr = capsys.readouterr().err
     assert status == 2 and stderr.startswith("error: ") and stderr.count("\n") == 1 and words in stderr, stderr
+
+
+def test_a_port_in_use_is_one_line_error_before_the_model_loads(checkpoint, capsys, monkeypatch):
+    import socket
+
+    from deformable_detr.serving import runner
+
+    monkeypatch.setattr(runner, "load_runner", lambda config: pytest.fail("loaded the model"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status = main(["serve", "--checkpoint", str(checkpoint), "--port", str(port)])
+    stderr = capsys.readouterr().err
+    assert status == 2 and stderr.count("\n") == 1 and f"--port {port}: cannot listen" in stderr, stderr
 
 
 @pytest.mark.slow  # two model processes

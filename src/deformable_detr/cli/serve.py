@@ -81,6 +81,7 @@ def _serve(args) -> int:
         max_upload_mb=args.max_upload_mb,
         api_key=args.api_key or os.environ.get("DEFORMABLE_DETR_API_KEY") or None,
     )
+    _check_port_free(args.host, args.port)  # before the model loads, which can take a minute
     runner = load_runner(config)  # a bad checkpoint is one error line here, before anything listens
     if config.api_key is None:
         loopback = _is_loopback(args.host)
@@ -95,6 +96,27 @@ def _serve(args) -> int:
         file=sys.stderr,
     )
     return run_server(config, args.host, args.port, args.workers, runner)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise a ConfigError if nothing could listen on (host, port) now (in use, or an unknown host)."""
+    import socket
+
+    from ..errors import ConfigError
+
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise ConfigError(f"--host {host}: cannot be resolved ({error.strerror})") from None
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigError(
+                f"--port {port}: cannot listen on {host}:{port} ({error.strerror}); stop what uses it or choose "
+                "another --port"
+            ) from None
 
 
 def _is_loopback(host: str) -> bool:

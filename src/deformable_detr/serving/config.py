@@ -46,17 +46,17 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
-            raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
+            raise ConfigError(f"max_batch (--max-batch) must be >= 1, got {self.max_batch}")
         if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= 10_000):
-            raise ConfigError(f"max_wait_ms must be in [0, 10000], got {self.max_wait_ms}")
+            raise ConfigError(f"max_wait_ms (--max-wait-ms) must be in [0, 10000], got {self.max_wait_ms}")
         if self.max_queue < 1:
-            raise ConfigError(f"max_queue must be >= 1, got {self.max_queue}")
+            raise ConfigError(f"max_queue (--max-queue) must be >= 1, got {self.max_queue}")
         if not (math.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):
-            raise ConfigError(f"max_upload_mb must be > 0, got {self.max_upload_mb}")
+            raise ConfigError(f"max_upload_mb (--max-upload-mb) must be > 0, got {self.max_upload_mb}")
         if self.max_image_pixels < 1:
             raise ConfigError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
         if self.api_key is not None and not self.api_key.strip():
-            raise ConfigError("api_key is empty; pass a non-empty key or none")
+            raise ConfigError("api_key (--api-key) is empty; pass a non-empty key or none")
 
     @property
     def max_upload_bytes(self) -> int:
