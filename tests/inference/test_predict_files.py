@@ -26,10 +26,11 @@ def test_folder_with_bad_files_writes_the_good_lists_the_bad_and_exits_1(capsys,
     assert status == 1
     assert "Traceback" not in stderr + stdout
     for path in bad:
-        assert str(path) in stderr
+        assert stderr.count(str(path)) == 1  # named once per failure, not twice
     assert "5 image(s)" in stdout and "3 failed" in stdout and "1 non-image file(s) skipped" in stdout
     result = json.loads((out / "detections.json").read_text())
     assert sorted(e["file"] for e in result["errors"]) == sorted(str(p) for p in bad)
+    assert all(not e["error"].startswith(e["file"]) for e in result["errors"])
     assert result["skipped"] == [str(root / "bad" / "readme.txt")]
     assert [image["file_name"] for image in result["images"]] == sorted(str(p) for p in good)
     assert [image["id"] for image in result["images"]] == [1, 2, 3, 4, 5]

@@ -19,7 +19,7 @@ from .images import load_rgb_image
 from .transforms import ToTensorNormalize
 
 __all__ = ["CocoDetection", "DatasetError", "collate", "load_rgb_image"]
-_IMAGE_HINT = "replace the file or remove its entry from the annotations (or train with --skip-bad)"
+_IMAGE_HINT = "replace the file or remove its entry from the annotations (`train --skip-bad` leaves such images out)"
 
 
 class CocoDetection(torch.utils.data.Dataset):

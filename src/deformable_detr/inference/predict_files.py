@@ -62,7 +62,8 @@ def _process_batch(
             pictures.append(load_rgb_image(files.files[index], hint="the file is skipped"))
             good.append(index)
         except DatasetError as error:
-            records.append({"index": index, "error": str(error)})
+            message = str(error).removeprefix(f"{files.files[index]}: ")  # the record names the file already
+            records.append({"index": index, "error": message})
     if not pictures:
         return records
     found = model.predict(pictures, threshold=threshold, batch_size=len(pictures), amp=amp)
