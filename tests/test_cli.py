@@ -80,6 +80,19 @@ def test_debug_adds_the_traceback(capsys, tmp_path):
     assert status == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--predictions", "{p}", "--annotations", "{a}", "--debug"],
+        ["bench", "predict", "--sizes", "0", "--debug"],
+    ],
+)
+def test_debug_may_also_follow_the_command(capsys, tmp_path, argv):
+    argv = [a.format(p=tmp_path / "p.json", a=tmp_path / "a.json") for a in argv]
+    status, _, err = _run(argv, capsys)
+    assert status == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
+
+
 def test_make_dataset_command(tmp_path, capsys):
     status, out, _ = _run(
         ["make-dataset", str(tmp_path / "d"), "--train", "2", "--val", "1", "--image-size", "64"], capsys

@@ -40,7 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_command in COMMANDS:
         add_command(subparsers)
+    _accept_debug_anywhere(subparsers)
     return parser
+
+
+def _accept_debug_anywhere(subparsers) -> None:
+    """Let `--debug` also follow a command (`deformable-detr predict ... --debug`), at every level."""
+    for command in subparsers.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_debug_anywhere(action)
 
 
 def main(argv: list[str] | None = None) -> int:
