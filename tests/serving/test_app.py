@@ -154,6 +154,7 @@ def test_bad_inputs_get_one_line_answers_and_the_server_keeps_serving(server_url
         {"max_detections": 2.5},
     ):
         assert_one_line_error(post(server_url, "/v1/detect", good, **fields), 422, next(iter(fields)))
+    assert_one_line_error(post(server_url, "/v1/detect", good, threshold="nan"), 422, "finite number")
     assert_one_line_error(post(server_url, "/v1/explain", good, top=0), 422, "top")
     assert_one_line_error(post(server_url, "/v1/detect", None, threshold=0.5), 422, "image")
     assert_one_line_error(

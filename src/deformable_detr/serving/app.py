@@ -46,7 +46,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 # Request fields (module level: FastAPI resolves the string annotations in this module's globals).
 ImageField = Annotated[UploadFile, File(description="the image file (JPEG, PNG, BMP, GIF, TIFF, WebP)")]
-Threshold = Annotated[float, Form(ge=0.0, le=1.0, description="keep detections scoring at least this")]
+Threshold = Annotated[
+    float, Form(ge=0.0, le=1.0, allow_inf_nan=False, description="keep detections scoring at least this")
+]
 MaxDetections = Annotated[int, Form(ge=1, le=TOP_K, description="at most this many detections, best first")]
 Top = Annotated[int, Form(ge=1, le=TOP_K, description="explain this many of the best detections (one per query)")]
 PixelCoordinate = Annotated[
