@@ -102,3 +102,10 @@ def test_collate_pads_and_masks():
     assert padding_mask[1, :, 3:].all() and not padding_mask[1, :, :3].any()
     assert float(images[1, :, :, 3:].abs().sum()) == 0.0
     assert [t["id"] for t in targets] == [0, 1]
+
+
+def test_collate_rounds_the_padded_size_up_to_a_multiple():
+    batch = [(torch.ones(3, 70, 100), {}), (torch.ones(3, 64, 129), {})]
+    images, padding_mask, _ = collate(batch, size_divisibility=64)
+    assert images.shape == (2, 3, 128, 192) and padding_mask.shape == (2, 128, 192)
+    assert int((~padding_mask[0]).sum()) == 70 * 100 and int((~padding_mask[1]).sum()) == 64 * 129

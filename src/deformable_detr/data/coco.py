@@ -8,6 +8,7 @@ category ids (any integers) map to contiguous labels 0..K-1 in sorted id order, 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -165,19 +166,22 @@ def read_json(path: Path) -> dict:
         raise DatasetError(f"{path}: cannot read ({error})") from None
 
 
-def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+def collate(batch: list, size_divisibility: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """Pad images to the batch's largest height and width (bottom/right) and mark the padding.
 
     Args:
         batch: list of (image (3, H_i, W_i), target) pairs.
+        size_divisibility: round the padded H and W up to a multiple of this (training uses the
+            coarsest feature level's stride, see `training.loader.padding_multiple`).
 
     Returns:
         images (B, 3, H_max, W_max) zero-padded; padding_mask (B, H_max, W_max) bool, True = padding;
         targets, the list of target dicts (unchanged).
     """
     images, targets = zip(*batch)
-    height = max(image.shape[1] for image in images)
-    width = max(image.shape[2] for image in images)
+    multiple = max(1, size_divisibility)
+    height = math.ceil(max(image.shape[1] for image in images) / multiple) * multiple
+    width = math.ceil(max(image.shape[2] for image in images) / multiple) * multiple
     padded = images[0].new_zeros((len(images), 3, height, width))  # (B, 3, H_max, W_max)
     padding_mask = torch.ones((len(images), height, width), dtype=torch.bool)  # (B, H_max, W_max)
     for i, image in enumerate(images):

@@ -106,6 +106,10 @@ class Run:
         return loader.batches_per_epoch(self.train_set, self.config)
 
     @property
+    def pad_multiple(self) -> int:
+        return loader.padding_multiple(self.model)
+
+    @property
     def steps_per_epoch(self) -> int:
         return math.ceil(self.batches_per_epoch / self.config.grad_accum_steps)
 
@@ -260,7 +264,9 @@ def _draw_first_batch(run: Run) -> None:
     drawing it changes nothing in training)."""
     from ..viz.training_batch import draw_training_batch
 
-    images, padding_mask, targets = next(iter(loader.train_loader(run.train_set, run.config, epoch=0)))
+    images, padding_mask, targets = next(
+        iter(loader.train_loader(run.train_set, run.config, epoch=0, pad_multiple=run.pad_multiple))
+    )
     names = [c.get("name", str(c["id"])) for c in run.train_set.categories]
     logger.info(
         "first training batch drawn: %s",
@@ -379,7 +385,9 @@ def train_one_epoch(run: Run, bar: tqdm) -> None:
     """
     config, state, model = run.config, run.state, run.model
     run.train_model.train()
-    batches = iter(loader.train_loader(run.train_set, config, state.epoch, state.batches_done, run.device))
+    batches = iter(
+        loader.train_loader(run.train_set, config, state.epoch, state.batches_done, run.device, run.pad_multiple)
+    )
     while state.batches_done < run.batches_per_epoch and not run.out_of_budget():
         started = run.clock()
         lr = set_lr(run.optimizer, lr_factor(config.optim, state.step, state.epoch, run.schedule_progress()))

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import numpy as np
@@ -77,14 +78,31 @@ def batches_per_epoch(dataset: Dataset, config: TrainConfig) -> int:
     return (len(dataset) // distributed.world_size()) // config.batch_size
 
 
-def train_loader(dataset: Dataset, config: TrainConfig, epoch: int, batches_done: int = 0, device="cpu") -> DataLoader:
-    """Batches `batches_done`, `batches_done + 1`, ... of epoch `epoch`, augmented as in `SeededAugmentation`."""
+def padding_multiple(model) -> int:
+    """The stride of the model's coarsest feature level (64 for 4 levels on a ResNet, 32 single-scale).
+
+    A batch padded to a multiple of it gets exact padding masks on every level: each level's mask is the
+    pixel mask downsampled by nearest neighbour (as the reference code does), which on any other size
+    miscounts the valid rows and columns by up to a whole cell (64 px at stride 64). Trained on such
+    batches, a model learns per-level valid ratios that do not match an image alone (`predict`): the demo
+    model lost a third of its AP (0.172 -> 0.114) evaluated image by image.
+    """
+    strides = list(model.backbone.strides)
+    levels = getattr(model.config, "num_feature_levels", len(strides))
+    return strides[-1] * 2 ** max(0, levels - len(strides))  # extra levels: stride-2 convs on the last
+
+
+def train_loader(
+    dataset: Dataset, config: TrainConfig, epoch: int, batches_done: int = 0, device="cpu", pad_multiple: int = 1
+) -> DataLoader:
+    """Batches `batches_done`, `batches_done + 1`, ... of epoch `epoch`, augmented as in `SeededAugmentation`,
+    each padded to a multiple of `pad_multiple` (`padding_multiple(model)`)."""
     order = EpochOrder(len(dataset), config.seed, epoch, start=batches_done * config.batch_size)
     return DataLoader(
         SeededAugmentation(dataset, config.seed, epoch),
         batch_size=config.batch_size,
         sampler=order,
-        collate_fn=collate,
+        collate_fn=functools.partial(collate, size_divisibility=pad_multiple),
         num_workers=config.workers,
         drop_last=True,
         generator=torch.Generator(),
