@@ -121,6 +121,30 @@ def test_interrupted_mid_step_and_mid_evaluation_resumes_bit_for_bit(dataset16, 
     _assert_same_run(tmp_path / "reference", tmp_path / "resumed")
 
 
+def test_ctrl_c_writes_a_checkpoint_after_the_step_in_progress_and_resume_is_bit_for_bit(
+    dataset16, tmp_path, one_thread
+):
+    """SIGINT at the end of step 4 (checkpoints every 3 steps): training stops there with a checkpoint at step 4
+    (not back at step 3), raises KeyboardInterrupt, and the resumed run equals an uninterrupted one."""
+    from deformable_detr.training.callbacks import TrainCallback
+
+    class CtrlCAfterStep4(TrainCallback):
+        def after_step(self, run):
+            if run.state.step == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    config = _config(dataset16, tmp_path / "reference", max_train_images=8)
+    fit(config, progress=False)
+    resumed = dataclasses.replace(config, output_dir=str(tmp_path / "resumed"))
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        fit(resumed, callbacks=[CtrlCAfterStep4()], progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pth", weights_only=True)["state"]["step"] == 4
+    fit(resumed, resume=True, progress=False)
+    _assert_same_run(tmp_path / "reference", tmp_path / "resumed")
+
+
 def test_stop_by_max_steps_then_extend_equals_one_run(dataset16, tmp_path, one_thread):
     """max_steps stops inside an epoch with a mid-epoch checkpoint; --resume with a larger max_steps continues."""
     config = _config(dataset16, tmp_path / "reference", max_train_images=8, max_steps=7)

@@ -17,6 +17,9 @@ import logging
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -100,6 +103,7 @@ class Run:
     callbacks: Sequence[TrainCallback] = ()
     clock: Callable[[], float] = time.perf_counter
     progress: bool = True
+    interrupted: bool = False  # set by Ctrl-C (see `_stop_cleanly_on_ctrl_c`): stop after the current step
 
     @property
     def batches_per_epoch(self) -> int:
@@ -388,7 +392,7 @@ def train_one_epoch(run: Run, bar: tqdm) -> None:
     batches = iter(
         loader.train_loader(run.train_set, config, state.epoch, state.batches_done, run.device, run.pad_multiple)
     )
-    while state.batches_done < run.batches_per_epoch and not run.out_of_budget():
+    while state.batches_done < run.batches_per_epoch and not run.out_of_budget() and not run.interrupted:
         started = run.clock()
         lr = set_lr(run.optimizer, lr_factor(config.optim, state.step, state.epoch, run.schedule_progress()))
         micro_batches = min(config.grad_accum_steps, run.batches_per_epoch - state.batches_done)
@@ -425,6 +429,32 @@ def train_one_epoch(run: Run, bar: tqdm) -> None:
         at_end = state.batches_done >= run.batches_per_epoch or run.out_of_budget()  # end_of_epoch writes one then
         if config.checkpoint_every and state.step % config.checkpoint_every == 0 and not at_end:
             save_run_checkpoint(run)
+
+
+@contextlib.contextmanager
+def _stop_cleanly_on_ctrl_c(run: Run):
+    """While training, a first Ctrl-C (SIGINT) asks the loop to stop after the step in progress and write a
+    checkpoint there; a second one interrupts at once. Single process, main thread only: under torchrun
+    the processes could stop at different steps, so there Ctrl-C interrupts at once as before."""
+    if distributed.world_size() > 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        if run.interrupted:
+            raise KeyboardInterrupt
+        run.interrupted = True
+        print(
+            "\nstopping after this step and writing a checkpoint (Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _skip_non_finite(run: Run, sums: dict[str, float], grad_norm: float) -> None:
@@ -666,11 +696,15 @@ def fit(
     """
     run = setup(config, resume=resume, overwrite=overwrite, callbacks=callbacks, clock=clock, progress=progress)
     state = run.state
-    with _progress_bar(run) as bar:
+    with _progress_bar(run) as bar, _stop_cleanly_on_ctrl_c(run):
         while state.epoch < run.config.epochs:
             if state.batches_done == 0 and not run.out_of_budget():
                 _seed_epoch(run.config.seed, state.epoch, distributed.rank())
             train_one_epoch(run, bar)
+            if run.interrupted:
+                save_run_checkpoint(run)  # at a step boundary: `--resume` continues bit for bit from here
+                logger.warning("interrupted: checkpoint written at step %d; continue with --resume", state.step)
+                raise KeyboardInterrupt
             if state.batches_done < run.batches_per_epoch and state.evaluated_step == state.step:
                 break  # stopped inside an epoch and already evaluated there (e.g. a finished run resumed unchanged)
             if end_of_epoch(run) or run.out_of_budget():
