@@ -158,6 +158,25 @@ def test_stop_by_max_steps_then_extend_equals_one_run(dataset16, tmp_path, one_t
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_plain_resume_after_an_interrupted_extension_keeps_the_extension(
+    dataset16, tmp_path, monkeypatch, one_thread, caplog
+):
+    from deformable_detr.training.config import TrainConfig
+
+    out = tmp_path / "run"
+    config = _config(dataset16, out, max_train_images=8, max_steps=2)
+    fit(config, progress=False)
+    with monkeypatch.context() as patch:
+        _interrupt_on_call(patch, SetCriterion, "forward", 4)  # inside step 6 of the extension to 7 steps
+        with pytest.raises(_Interrupt):
+            fit(dataclasses.replace(config, max_steps=7), resume=True, progress=False)
+    assert TrainConfig.of_run(out).max_steps == 7  # what `deformable-detr train --resume OUT` reads
+    assert fit(TrainConfig.of_run(out), resume=True, progress=False).steps == 7
+    with caplog.at_level("WARNING"):
+        assert fit(dataclasses.replace(TrainConfig.of_run(out), epochs=9), resume=True, progress=False).steps == 7
+    assert "nothing left to train" in caplog.text and "--max-steps" in caplog.text
+
+
 def _worker(config_path: Path, mode: str, n, *flags: str, kill_after: float | None = None) -> int:
     command = [sys.executable, str(HERE / "kill_worker.py"), str(config_path), mode, str(n), *flags]
     env = {

@@ -255,6 +255,16 @@ def setup(
     )
     if resume:
         _restore(run)
+        if run.is_main:  # an extension's limits (or other overrides) are the run's from now on: a plain
+            ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))  # --resume keeps them
+        if run.out_of_budget():
+            logger.warning(
+                "%s: already at max_steps=%s / max_minutes=%s: nothing left to train; pass a larger --max-steps "
+                "or --max-minutes to extend it",
+                out,
+                config.max_steps,
+                config.max_minutes,
+            )
     elif distributed.is_main_process():
         ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
         _draw_first_batch(run)
