@@ -126,6 +126,17 @@ def test_convert_round_trip_keeps_boxes(tmp_path, make):
         convert_dataset(root, tmp_path / "coco")
 
 
+def test_convert_leaves_out_an_image_whose_file_is_missing_and_says_so(tmp_path):
+    root = _voc(tmp_path / "src")
+    (root / "JPEGImages/x.jpg").unlink()  # train's only image; its XML stays
+    written = convert_dataset(root, tmp_path / "coco")
+    path, images, boxes, problems = written["train"]
+    assert (images, boxes, problems) == (0, 0, 1)
+    assert json.loads(path.read_text())["images"] == []
+    assert written["val"][1:] == (1, 1, 0)  # the other split converts as before
+    assert sorted(p.name for p in (tmp_path / "coco" / "val" / "images").iterdir()) == ["y.jpg"]
+
+
 def _bad_line(tmp_path, text, kind, match):
     root = _yolo(tmp_path / "bad")
     (root / "labels/train/a.txt").write_text("0 0.5 0.5 0.2 0.4\n" + text + "\n")

@@ -120,8 +120,9 @@ def convert_dataset(src: str | Path, out: str | Path, format: str = "auto") -> d
     """Write every split of the dataset at `src` as COCO: `out/<split>/{images/, annotations.json}`.
 
     Returns:
-        {split: (annotations file, images, boxes, problems)}; `problems` counts what the reader could
-        not convert (bad label lines, XML without a size); `check-data SRC` lists them.
+        {split: (annotations file, images, boxes, problems)}; `problems` counts what could not be
+        converted (bad label lines, XML without a size, images whose file is missing: left out with their
+        boxes); `check-data SRC` lists them.
 
     Raises:
         DatasetError: `out` exists and is not empty (nothing is overwritten), or `src` cannot be read.
@@ -131,9 +132,28 @@ def convert_dataset(src: str | Path, out: str | Path, format: str = "auto") -> d
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out}: already exists and is not empty; choose a new output folder")
-    splits = {name: read_split(src, name, format) for name in dataset_splits(src, format)}
+    splits = {name: _without_missing_images(read_split(src, name, format)) for name in dataset_splits(src, format)}
     written = {}
-    for name, split in splits.items():
+    for name, (split, missing) in splits.items():
         path = write_coco(split, out / name)
-        written[name] = (path, len(split.coco["images"]), len(split.coco["annotations"]), len(split.problems))
+        problems = len(split.problems) + missing
+        written[name] = (path, len(split.coco["images"]), len(split.coco["annotations"]), problems)
     return written
+
+
+def _without_missing_images(split):
+    """(the split without the images whose file is missing, and their annotations; how many were dropped).
+
+    Checked before anything is written, so a missing file never leaves a half-converted output folder.
+    """
+    import dataclasses
+
+    missing = {image["id"] for image in split.coco["images"] if not (split.images_dir / image["file_name"]).is_file()}
+    if not missing:
+        return split, 0
+    coco = {
+        **split.coco,
+        "images": [image for image in split.coco["images"] if image["id"] not in missing],
+        "annotations": [ann for ann in split.coco["annotations"] if ann["image_id"] not in missing],
+    }
+    return dataclasses.replace(split, coco=coco), len(missing)
