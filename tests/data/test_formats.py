@@ -92,6 +92,21 @@ def test_yolo_roboflow_layout_and_list_splits(tmp_path):
     assert len(read_split(root, "train").coco["images"]) == 2
 
 
+def test_yolo_yaml_naming_a_test_split_that_is_not_there_still_reads(tmp_path, caplog):
+    root = tmp_path / "rf"
+    for split in ("train", "valid"):
+        _image(root / split / "images/p.jpg", 10, 10)
+        (root / split / "labels").mkdir(parents=True)
+        (root / split / "labels/p.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\ntest: ../test/images\nnames: [a]\n")
+    with caplog.at_level("WARNING"):
+        assert dataset_splits(root) == ["train", "val"]
+    assert "../test/images" in caplog.text and "left out" in caplog.text
+    (root / "data.yaml").write_text("train: ../train/images\nval: ../nowhere/images\nnames: [a]\n")
+    with pytest.raises(DatasetError, match="../nowhere/images"):  # a missing val split is still an error
+        dataset_splits(root)
+
+
 def test_voc_reader_boxes_difficult_splits(tmp_path):
     root = _voc(tmp_path / "voc")
     assert detect_format(root) == "voc" and dataset_splits(root) == ["train", "val"]

@@ -15,12 +15,15 @@ Category ids are class index + 1; boxes in pixels are x0 = (cx - w/2) * W, w_px 
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 from ..errors import DatasetError
 from .images import image_size
 from .split import IMAGE_SUFFIXES, SPLIT_ALIASES, DatasetSplit, box_entry
+
+logger = logging.getLogger(__name__)
 
 _TOLERANCE = 1e-3  # normalised coordinates may exceed [0, 1] by this much (float rounding in exports)
 
@@ -43,8 +46,14 @@ def yolo_splits(root: str | Path) -> dict[str, list[Path]]:
     if config is not None and any(key in config for key in ("train", "val", "test")):
         base = _yaml_base(root, config)
         for key in ("train", "val", "test"):
-            if config.get(key):
+            if not config.get(key):
+                continue
+            try:
                 splits[key] = _images_of(base, config[key], root)
+            except DatasetError as error:
+                if key != "test":
+                    raise
+                logger.warning("%s; the test split is not used for training, so it is left out", error)
         return splits
     for name, alias in SPLIT_ALIASES.items():
         for folder in (root / "images" / name, root / name / "images"):
