@@ -122,11 +122,10 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.data_format = {self.data_format!r}; choose auto, coco, yolo or voc")
         if self.freeze not in (None, "backbone", "encoder"):
             raise ConfigError(f"TrainConfig.freeze = {self.freeze!r}; choose None, 'backbone' or 'encoder'")
-        if not 0.0 <= self.ema_decay < 1.0 or self.ema_warmup_steps < 0:
-            raise ConfigError(
-                f"TrainConfig: ema_decay = {self.ema_decay} must be in [0, 1) and ema_warmup_steps = "
-                f"{self.ema_warmup_steps} >= 0"
-            )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"TrainConfig: ema_decay (--ema) = {self.ema_decay} must be in [0, 1), e.g. 0.999")
+        if self.ema_warmup_steps < 0:
+            raise ConfigError(f"TrainConfig: ema_warmup_steps = {self.ema_warmup_steps} must be >= 0")
         if self.keep < 0 or self.patience < 0:
             raise ConfigError(f"TrainConfig: keep = {self.keep}, patience = {self.patience} must be >= 0")
         if not self.train_scales:

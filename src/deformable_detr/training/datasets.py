@@ -56,6 +56,8 @@ def load_checked_split(root: Path, name: str, format: str = "auto", skip_bad: bo
     try:
         split = read_split(root, name, format)
     except DatasetError as error:
+        if "not found" not in str(error):  # a file that is there but unreadable: its own message says it all
+            raise
         raise DatasetError(
             f"{error}; --data must hold a train and a val split (make one with `deformable-detr make-dataset`)"
         ) from None

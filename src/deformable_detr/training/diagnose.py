@@ -44,7 +44,7 @@ class ZeroAPHint(TrainCallback):
         self.checked = True
         if should_warn(record.get("AP", 1.0), self.first_loss, record.get("train_loss")) and run.is_main:
             logger.warning(
-                "AP %.3f after the first evaluation and the loss has not fallen (%.3g -> %.3g); usual causes: %s",
+                "AP %.3f after the first evaluation and the loss fell by less than 10 %% (%.3g -> %.3g); usual causes: %s",
                 record["AP"],
                 self.first_loss,
                 record["train_loss"],

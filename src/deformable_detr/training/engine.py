@@ -207,12 +207,7 @@ def setup(
             logger.info("removed %s (left by an interrupted write)", leftover)
     train_set, val_set = build_datasets(config)
     if config.model.num_classes != train_set.num_classes:
-        logger.info(
-            "num_classes %d -> %d (from %s)",
-            config.model.num_classes,
-            train_set.num_classes,
-            train_set.annotations_file,
-        )
+        logger.info("%d classes (from %s)", train_set.num_classes, train_set.annotations_file)
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=train_set.num_classes))
     if loader.batches_per_epoch(train_set, config) == 0:
         raise DatasetError(
