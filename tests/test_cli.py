@@ -171,3 +171,29 @@ def test_console_script_runs():
         pytest.skip("console script not installed (run `make setup`)")
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_library_warnings_are_one_line(capsys, monkeypatch):
+    import warnings as warnings_module
+
+    from deformable_detr import cli
+
+    def warns(args):
+        warnings_module.warn("data.json: 2 boxes of zero width are dropped", stacklevel=2)
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["check-data"].set_defaults(handler=warns)
+    with warnings_module.catch_warnings():
+        warnings_module.simplefilter("always")
+        monkeypatch.setattr(warnings_module, "formatwarning", warnings_module.formatwarning)  # restored after
+        monkeypatch.setattr(  # what Python does outside pytest, which records warnings instead
+            warnings_module,
+            "showwarning",
+            lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+                warnings_module.formatwarning(message, category, filename, lineno, line)
+            ),
+        )
+        assert cli.main(["check-data", "x"]) == 0
+    err = capsys.readouterr().err
+    assert err == "warning: data.json: 2 boxes of zero width are dropped\n", err

@@ -15,6 +15,7 @@ import argparse
 import re
 import sys
 import traceback
+import warnings
 
 from .. import __version__
 from ..errors import DeformableDetrError
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     and keeps its traceback.
     """
     args = build_parser().parse_args(argv)
+    if not args.debug:  # a library warning is one `warning: ...` line, without Python's source-line echo
+        warnings.formatwarning = lambda message, category, *rest, **kwargs: f"warning: {one_line(message)}\n"
     try:
         return args.handler(args) or 0
     except (DeformableDetrError, OSError) as error:  # messages that name the file/field and the fix
