@@ -33,10 +33,16 @@ def register(subparsers) -> None:
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset, 14..20 (default 17)")
     onnx.add_argument("--dynamic", action="store_true", help="free batch size, height and width (else fixed)")
     onnx.add_argument(
-        "--height", type=int, default=800, help="traced (and, without --dynamic, fixed) height (default 800)"
+        "--height",
+        type=int,
+        default=None,
+        help="traced (and, without --dynamic, fixed) height (default: the model's min_size, e.g. 800)",
     )
     onnx.add_argument(
-        "--width", type=int, default=1066, help="traced (and, without --dynamic, fixed) width (default 1066)"
+        "--width",
+        type=int,
+        default=None,
+        help="traced (and, without --dynamic, fixed) width (default: 4/3 of the height up to max_size, e.g. 1066)",
     )
     onnx.add_argument(
         "--batch-size", type=int, default=1, help="traced (and, without --dynamic, fixed) batch (default 1)"
@@ -61,6 +67,10 @@ def _export_onnx(args) -> None:
     from ..interop.onnx import export_onnx, verification_sizes, verify_onnx
 
     model = load(args.checkpoint)
+    if args.height is None:  # a 4:3 landscape photo at the model's own preprocessing size
+        args.height = model.preprocess.min_size
+    if args.width is None:
+        args.width = min(args.height * 4 // 3, model.preprocess.max_size)
     path = export_onnx(
         model,
         args.out,
