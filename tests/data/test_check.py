@@ -87,3 +87,22 @@ def test_missing_paths_raise_file_not_found(clean, tmp_path):
         check_dataset(clean.images_dir, tmp_path / "none.json")
     with pytest.raises(DatasetError, match="images folder not found"):
         check_dataset(tmp_path / "no_images", clean.annotations_file)
+
+
+def test_a_box_crossing_the_border_by_less_than_a_pixel_is_accepted(tmp_path):
+    from deformable_detr.data.check import check_split
+    from deformable_detr.data.split import DatasetSplit
+
+    Image.new("RGB", (128, 96)).save(tmp_path / "a.jpg")
+
+    def report(bbox):
+        coco = {
+            "images": [{"id": 1, "file_name": "a.jpg", "width": 128, "height": 96}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": bbox, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "thing"}],
+        }
+        return check_split(DatasetSplit("train", "coco", tmp_path, coco, tmp_path / "a.json")).counts()
+
+    assert report([108, 5, 20.4, 10]) == {}  # 0.4 px past the right border: rounding, clipped when loading
+    assert report([-0.9, 0, 10, 10]) == {}
+    assert report([108, 5, 21.5, 10]) == {"out_of_bounds_box": 1}  # 1.5 px: a real problem

@@ -49,7 +49,7 @@ WARNING_KINDS = {
     "noncontiguous_category_ids": "fine for training (ids are mapped to labels); renumber 1..K to silence",
     "duplicate_file_name": "two image entries share one file; usually a copy-paste mistake",
 }
-_BOX_TOLERANCE = 1e-3  # px; boxes may touch the border but not cross it by more than this
+_BOX_TOLERANCE = 1.0  # px; annotation tools round boxes across the border by this much (the loader clips them)
 
 
 @dataclass(frozen=True)
