@@ -205,6 +205,8 @@ def test_check_data_and_convert_cli_on_every_format(tmp_path, capsys):
     yolo, voc = _yolo(tmp_path / "yolo"), _voc(tmp_path / "voc")
     assert main(["check-data", str(yolo)]) == 0
     assert main(["check-data", str(voc), "--format", "voc"]) == 0
+    out = capsys.readouterr().out
+    assert "(train split)" in out and "(val split)" in out  # one folder for both splits: the line names it
     assert main(["convert", str(yolo), "--to", "coco", str(tmp_path / "out")]) == 0
     assert "train: 2 images, 2 boxes" in capsys.readouterr().out
     assert main(["check-data", str(tmp_path / "out")]) == 0

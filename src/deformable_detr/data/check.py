@@ -66,6 +66,7 @@ class DatasetReport:
     bad_image_ids: frozenset = frozenset()  # images with a problem (their file or one of their annotations)
     bad_annotations: frozenset = frozenset()  # indices into `annotations` that are malformed or point nowhere
     fatal: tuple[str, ...] = ()  # problems no image can be skipped for (e.g. duplicate category ids)
+    split: str = ""  # train / val / test, named in `format` where the file's path does not say it
 
     @property
     def ok(self) -> bool:
@@ -78,8 +79,11 @@ class DatasetReport:
 
     def format(self, examples: int = 3) -> str:
         """Human-readable report: a summary line, then each kind with its count, fix and a few examples."""
+        source = str(self.annotations_file)
+        if self.split and self.split not in Path(source).parts and self.split not in Path(source).name:
+            source += f" ({self.split} split)"
         lines = [
-            f"{self.annotations_file}: {self.num_images} images, {self.num_annotations} annotations, "
+            f"{source}: {self.num_images} images, {self.num_annotations} annotations, "
             f"{self.num_categories} categories; {sum(map(len, self.problems.values()))} problems, "
             f"{sum(map(len, self.warnings.values()))} warnings"
         ]
@@ -154,6 +158,7 @@ def check_split(split: DatasetSplit, num_threads: int | None = None) -> DatasetR
         frozenset(found.bad_images),
         frozenset(found.bad_annotations),
         tuple(found.fatal),
+        split.name,
     )
 
 
