@@ -78,13 +78,18 @@ def test_yolo_reader_boxes_names_splits(tmp_path, yaml):
     assert check_split(train).ok and check_split(val).ok
 
 
-def test_yolo_roboflow_layout_and_list_splits(tmp_path):
-    root = tmp_path / "rf"
+def _roboflow(root, yaml_text):
+    """A Roboflow export: {train,valid}/{images,labels}/p.*, one box each, and a data.yaml."""
     for split in ("train", "valid"):
         _image(root / split / "images/p.jpg", 10, 10)
         (root / split / "labels").mkdir(parents=True)
         (root / split / "labels/p.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 1\nnames: ['thing']\n")
+    (root / "data.yaml").write_text(yaml_text)
+    return root
+
+
+def test_yolo_roboflow_layout_and_list_splits(tmp_path):
+    root = _roboflow(tmp_path / "rf", "train: ../train/images\nval: ../valid/images\nnc: 1\nnames: ['thing']\n")
     assert dataset_splits(root) == ["train", "val"]
     assert read_split(root, "val").coco["annotations"][0]["bbox"] == pytest.approx([4, 4, 2, 2])
     (root / "list.txt").write_text("train/images/p.jpg\nvalid/images/p.jpg\n")
@@ -93,12 +98,9 @@ def test_yolo_roboflow_layout_and_list_splits(tmp_path):
 
 
 def test_yolo_yaml_naming_a_test_split_that_is_not_there_still_reads(tmp_path, caplog):
-    root = tmp_path / "rf"
-    for split in ("train", "valid"):
-        _image(root / split / "images/p.jpg", 10, 10)
-        (root / split / "labels").mkdir(parents=True)
-        (root / split / "labels/p.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\ntest: ../test/images\nnames: [a]\n")
+    root = _roboflow(
+        tmp_path / "rf", "train: ../train/images\nval: ../valid/images\ntest: ../test/images\nnames: [a]\n"
+    )
     with caplog.at_level("WARNING"):
         assert dataset_splits(root) == ["train", "val"]
     assert "../test/images" in caplog.text and "left out" in caplog.text
