@@ -14,14 +14,25 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
-    """4 train and 2 val synthetic images of 64 px (the training and experiment tests share it)."""
+def _synthetic(tmp_path_factory, name: str, num_train: int, seed: int):
+    """`num_train` train and 2 val synthetic images of 64 px, rendered once per session."""
     from deformable_detr.data.synthetic import make_dataset
 
-    root = tmp_path_factory.mktemp("synthetic")
-    make_dataset(root, num_train=4, num_val=2, image_size=64, seed=0, num_workers=1)
+    root = tmp_path_factory.mktemp(name)
+    make_dataset(root, num_train=num_train, num_val=2, image_size=64, seed=seed, num_workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """4 train and 2 val images (the training and experiment tests share it)."""
+    return _synthetic(tmp_path_factory, "synthetic", num_train=4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def dataset16(tmp_path_factory):
+    """16 train and 2 val images (8 batches of 2 per epoch)."""
+    return _synthetic(tmp_path_factory, "synthetic16", num_train=16, seed=1)
 
 
 @pytest.fixture

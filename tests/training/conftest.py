@@ -1,4 +1,4 @@
-"""Fixtures for training tests: a 16-image dataset and a tiny training config (tiny_dataset, one_thread: tests/conftest.py)."""
+"""Fixtures for training tests: a tiny training config (datasets and one_thread: tests/conftest.py)."""
 
 import pytest
 
@@ -28,16 +28,6 @@ def tiny_model_config(**overrides) -> ModelConfig:
 @pytest.fixture
 def make_tiny_model_config():
     return tiny_model_config
-
-
-@pytest.fixture(scope="session")
-def dataset16(tmp_path_factory):
-    """16 train and 2 val synthetic images of 64 px (8 batches of 2 per epoch)."""
-    from deformable_detr.data.synthetic import make_dataset
-
-    root = tmp_path_factory.mktemp("synthetic16")
-    make_dataset(root, num_train=16, num_val=2, image_size=64, seed=1, num_workers=1)
-    return root
 
 
 @pytest.fixture
