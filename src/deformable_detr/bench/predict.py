@@ -243,16 +243,15 @@ def run_predict_benchmark(
             model = load(directory)
             model.preprocess = dataclasses.replace(model.preprocess, min_size=size, max_size=round(size * 1333 / 800))
             onnx_path = os.path.join(tmp, f"model_{size}.onnx")
+            width = round(size * 640 / 480)  # the 480x640 files resized to this shorter side
             if "onnxruntime" in methods:
                 say(f"{size} px: exporting ONNX")
-                height = size
-                width = round(size * 640 / 480)
-                export_onnx(model, onnx_path, dynamic=True, batch_size=1, height=height, width=width)
+                export_onnx(model, onnx_path, dynamic=True, batch_size=1, height=size, width=width)
             runs = _methods(directory, onnx_path, model, threads, 0.5, methods)
             for batch in batch_sizes:
                 cell_runs = dict(runs)
                 if "onnxruntime" in cell_runs:
-                    needed = 3 * onnx_sampling_bytes(model.config, batch, size, round(size * 640 / 480))
+                    needed = 3 * onnx_sampling_bytes(model.config, batch, size, width)
                     available = available_bytes()
                     if available is not None and needed > available:
                         reason = (
