@@ -76,3 +76,33 @@ def test_upload_draw_filter_click_and_see_sampling_points(server_url, browser, t
     page.screenshot(path=str(artifacts / "serve_page.png"), full_page=True)
     assert (artifacts / "serve_page.png").stat().st_size > 10_000
     page.close()
+
+
+@pytest.mark.slow  # a browser and uploads of 25 and 150 MB: ~15 s
+@pytest.mark.parametrize("megabytes", [25, 150])  # read and dropped by the server; beyond that, answered at once
+def test_an_oversized_upload_through_the_page_shows_the_413s_message(server_url, browser, tmp_path, megabytes):
+    big = tmp_path / "huge.png"
+    big.write_bytes(encode(scene(64, 48), "PNG") + b"\0" * (megabytes * 1024 * 1024))  # server_url's limit: 1 MB
+    page = browser.new_page()
+    page.goto(server_url + "/")
+    page.set_input_files("#file-input", str(big))
+    page.wait_for_selector("body[data-state=error]", timeout=60_000)
+    status = page.locator("#status").inner_text()
+    assert status == (
+        "huge.png: the request body exceeds the server's upload limit of 1048576 bytes (max_upload_mb); "
+        "send a smaller image"
+    )
+    page.close()
+
+
+@pytest.mark.slow  # a browser: ~5 s
+def test_the_page_says_so_when_no_answer_comes(server_url, browser, tmp_path):
+    image_path = tmp_path / "shapes.png"
+    image_path.write_bytes(encode(scene(64, 48), "PNG"))
+    page = browser.new_page()
+    page.goto(server_url + "/")
+    page.route("**/v1/detect", lambda route: route.abort("connectionreset"))  # the connection is cut
+    page.set_input_files("#file-input", str(image_path))
+    page.wait_for_selector("body[data-state=error]", timeout=30_000)
+    assert page.locator("#status").inner_text() == "shapes.png: no answer from the server (Failed to fetch)"
+    page.close()

@@ -103,13 +103,37 @@ def decode_upload(data: bytes, filename: str, max_pixels: int) -> Image.Image:
         ) from None
 
 
+# An oversized body is read to its end and dropped before the 413 goes out: a client that reads the
+# answer only after sending everything (Python's urllib, many scripts) would otherwise see its upload cut
+# off ("Connection reset by peer", "Broken pipe") instead of the 413. Reading stops at this many bytes
+# (4 times the limit, at least 128 MiB); a body declared or found to be longer is answered at once and its
+# connection closed, which such clients see as a reset (clients that read while sending, such as curl,
+# httpx and browsers, still get the 413).
+DISCARD_FACTOR = 4
+DISCARD_MIN_BYTES = 128 * 1024 * 1024
+
+
+async def _discard_body(receive, received: int, limit: int) -> None:
+    """Read and drop the rest of a request body until it ends, the client leaves, or `limit` bytes were read."""
+    while received <= limit:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            return
+        received += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 class _UploadLimit:
     """ASGI middleware: request bodies over `max_bytes` are answered 413, whether or not the client
-    sent a Content-Length (chunked uploads are counted as they arrive)."""
+    sent a Content-Length (chunked uploads are counted as they arrive). The oversized body is read and
+    dropped first (up to `discard_bytes`), so that clients that read only after sending get the 413 too;
+    a client that announced it with `Expect: 100-continue` is answered before it sends the body."""
 
     def __init__(self, app, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
+        self.discard_bytes = max(DISCARD_FACTOR * max_bytes, DISCARD_MIN_BYTES)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -119,8 +143,11 @@ class _UploadLimit:
             "(max_upload_mb); send a smaller image"
         )
         response = JSONResponse({"detail": message}, status_code=413, headers={"Connection": "close"})
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            if headers.get(b"expect", b"").lower() != b"100-continue" and int(length) <= self.discard_bytes:
+                await _discard_body(receive, 0, self.discard_bytes)
             return await response(scope, receive, send)
         received = 0
         exceeded = False
@@ -133,6 +160,8 @@ class _UploadLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     exceeded = True
+                    if message.get("more_body", False):
+                        await _discard_body(receive, received, self.discard_bytes)
                     raise HTTPException(413, "upload too large")
             return message
 

@@ -46,6 +46,15 @@ async function errorText(response) {
   }
 }
 
+async function post(path, form) {
+  // The response, or a sentence when no HTTP answer came at all (server down, connection cut).
+  try {
+    return await fetch(path, { method: "POST", body: form, headers: headers() });
+  } catch (error) {
+    return `no answer from the server (${error.message})`;
+  }
+}
+
 function visible() {
   return state.detections.filter((d) => d.score >= state.threshold);
 }
@@ -155,8 +164,11 @@ async function select(d) {
     form.append("image", state.file);
     form.append("threshold", String(Math.max(0, d.score - 1e-6)));
     form.append("top", String(Math.min(100, state.detections.length)));
-    const response = await fetch("/v1/explain", { method: "POST", body: form, headers: headers() });
-    if (!response.ok) { setStatus(`explain failed: ${await errorText(response)}`, true); return; }
+    const response = await post("/v1/explain", form);
+    if (typeof response === "string" || !response.ok) {
+      setStatus(`explain failed: ${typeof response === "string" ? response : await errorText(response)}`, true);
+      return;
+    }
     state.explained = await response.json();
     const toggles = el("level-toggles");
     toggles.replaceChildren();
@@ -187,9 +199,9 @@ async function detect(file) {
   const form = new FormData();
   form.append("image", file);
   form.append("threshold", "0");
-  const response = await fetch("/v1/detect", { method: "POST", body: form, headers: headers() });
-  if (!response.ok) {
-    setStatus(`${file.name}: ${await errorText(response)}`, true);
+  const response = await post("/v1/detect", form);
+  if (typeof response === "string" || !response.ok) {
+    setStatus(`${file.name}: ${typeof response === "string" ? response : await errorText(response)}`, true);
     document.body.dataset.state = "error";
     return;
   }
