@@ -121,6 +121,13 @@ def test_model_health_metrics_openapi_and_page(server_url):
     assert "http" not in httpx.get(server_url + "/static/app.js").text.replace("http-equiv", "")  # offline
 
 
+def test_no_docs_pages_that_need_a_cdn_and_the_schema_is_served(server_url):
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):  # FastAPI's pages fetch swagger-ui/redoc from a CDN
+        assert httpx.get(server_url + path).status_code == 404, path
+    schema = httpx.get(server_url + "/openapi.json")
+    assert schema.status_code == 200 and schema.json()["info"]["title"] == "Deformable DETR detection service"
+
+
 def test_bad_inputs_get_one_line_answers_and_the_server_keeps_serving(server_url):
     good = encode(scene(64, 48), "PNG")
     assert_one_line_error(post(server_url, "/v1/detect", b""), 400, "empty")

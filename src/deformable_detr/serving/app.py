@@ -4,7 +4,8 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Endpoints: GET / (web page), GET /health, GET /metrics (Prometheus text), GET /v1/model,
-POST /v1/detect, POST /v1/explain (multipart `image` upload), GET /openapi.json. With an API key,
+POST /v1/detect, POST /v1/explain (multipart `image` upload), GET /openapi.json (no /docs or /redoc:
+FastAPI's pages load their scripts from a CDN, which fails offline). With an API key,
 every /v1/* request needs `Authorization: Bearer KEY`. Errors are JSON `{"detail": "one line"}`;
 the server never answers with a stack trace and keeps serving after any bad request.
 """
@@ -219,6 +220,8 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
         title="Deformable DETR detection service",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's /docs and /redoc pages load their scripts from a CDN: no use offline
+        redoc_url=None,
         description="Object detection with a Deformable DETR model. Upload an image as multipart "
         "field `image`. With an API key, /v1/* needs `Authorization: Bearer KEY`.",
     )
