@@ -14,6 +14,7 @@ import threading
 import time
 import zlib
 
+import httpx
 import numpy as np
 import torch
 import uvicorn
@@ -73,6 +74,32 @@ def running_server(runner, **settings):
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+
+
+class HeldRunner:
+    """Wraps a runner; `detect` waits for `release` (a model busy for as long as the test wants)."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.release = threading.Event()
+        self.release.set()
+
+    def info(self):
+        return self.runner.info()
+
+    def detect(self, images):
+        assert self.release.wait(60), "test never released the model"
+        return self.runner.detect(images)
+
+    def explain(self, *args):
+        return self.runner.explain(*args)
+
+
+def wait_for(url: str, key: str, value: int) -> None:
+    deadline = time.monotonic() + 30
+    while httpx.get(url + "/health").json()[key] != value:
+        assert time.monotonic() < deadline, f"/health never reported {key} = {value}"
+        time.sleep(0.02)
 
 
 def scene(width: int, height: int, seed: int = 0) -> Image.Image:

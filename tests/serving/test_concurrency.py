@@ -3,14 +3,13 @@ shutting down finishes the requests in flight."""
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 import torch
-from serve_helpers import encode, running_server, scene
+from serve_helpers import HeldRunner, encode, running_server, scene, wait_for
 
 
 def detect(url: str, data: bytes, name: str = "x.png") -> httpx.Response:
@@ -50,32 +49,6 @@ def test_64_requests_at_concurrency_8_match_sequential_ones_and_form_batches(run
     count_line = next(line for line in metrics.splitlines() if line.startswith("deformable_detr_batch_size_count"))
     assert int(count_line.split()[-1]) == health["batches_formed"]
     assert 'deformable_detr_requests_total{endpoint="/v1/detect",status="200"} 72' in metrics
-
-
-class HeldRunner:
-    """Wraps a runner; `detect` waits for `release` (a model busy for as long as the test wants)."""
-
-    def __init__(self, runner):
-        self.runner = runner
-        self.release = threading.Event()
-        self.release.set()
-
-    def info(self):
-        return self.runner.info()
-
-    def detect(self, images):
-        assert self.release.wait(60), "test never released the model"
-        return self.runner.detect(images)
-
-    def explain(self, *args):
-        return self.runner.explain(*args)
-
-
-def wait_for(url: str, key: str, value: int) -> None:
-    deadline = time.monotonic() + 30
-    while httpx.get(url + "/health").json()[key] != value:
-        assert time.monotonic() < deadline, f"/health never reported {key} = {value}"
-        time.sleep(0.02)
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_recovers(runner):

@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from deformable_detr.data.images import load_rgb_image
@@ -37,12 +38,45 @@ from deformable_detr.serving.runner import TOP_K, ModelRunner, load_runner
 
 logger = logging.getLogger("deformable_detr.serving")
 STATIC_DIR = resources.files("deformable_detr.serving") / "static"
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "The upload is empty, corrupt or not decodable."},
-    401: {"description": "Missing or wrong `Authorization: Bearer KEY` (only when the server has an API key)."},
-    413: {"description": "The upload exceeds the size limit, or the image its pixel limit."},
-    415: {"description": "The upload is not an image format the server reads."},
-    503: {"description": "The queue is full; retry after the `Retry-After` seconds."},
+
+
+class ErrorAnswer(BaseModel):
+    """The body of every error answer."""
+
+    detail: str = Field(description="one line naming the file or field, the problem and what to do")
+
+
+class FieldError(BaseModel):
+    loc: list[str] = Field(description='where the bad value is, e.g. ["body", "threshold"]')
+    msg: str
+    type: str
+
+
+class InvalidRequestAnswer(ErrorAnswer):
+    """The body of a 422: the one-line summary and each field's problem."""
+
+    errors: list[FieldError] = Field(
+        default_factory=list, description="each field's problem; absent when the fields are fine alone but not together"
+    )
+
+
+def _error(description: str, model: type[BaseModel] = ErrorAnswer, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "model": model, **extra}
+
+
+# What each kind of operation can answer besides 200 (and 500, an internal error, which any can).
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _error("Missing or wrong `Authorization: Bearer KEY`."),
+}
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("The upload is empty, corrupt or not decodable."),
+    413: _error("The request body exceeds the upload limit (max_upload_mb), or the image the pixel limit."),
+    415: _error("The upload is not an image format the server reads."),
+    422: _error("A form field is missing or out of range.", InvalidRequestAnswer),
+    503: _error(
+        "The queue is full; retry after `Retry-After` seconds.",
+        headers={"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+    ),
 }
 
 # Request fields (module level: FastAPI resolves the string annotations in this module's globals).
@@ -137,7 +171,7 @@ class _UploadLimit:
         self.discard_bytes = max(DISCARD_FACTOR * max_bytes, DISCARD_MIN_BYTES)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):  # no route reads their body
             return await self.app(scope, receive, send)
         message = (
             f"the request body exceeds the server's upload limit of {self.max_bytes} bytes "
@@ -243,13 +277,15 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
         decoded = await run_in_threadpool(decode_upload, data, image.filename or "upload", config.max_image_pixels)
         return decoded, (time.perf_counter() - started) * 1e3
 
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
+    router = APIRouter(
+        prefix="/v1", dependencies=[Depends(require_key)], responses=AUTH_RESPONSES if config.api_key else {}
+    )
 
     @router.get("/model", summary="The loaded model: variant, categories, preprocessing")
     async def model_info() -> dict[str, Any]:
         return {**state["runner"].info(), "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms}
 
-    @router.post("/detect", summary="Detect objects in one uploaded image")
+    @router.post("/detect", summary="Detect objects in one uploaded image", responses=UPLOAD_RESPONSES)
     async def detect(
         image: ImageField, threshold: Threshold = 0.5, max_detections: MaxDetections = TOP_K
     ) -> dict[str, Any]:
@@ -264,6 +300,7 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
         "/explain",
         summary="Where the model looked: sampling points and attention weights of the top "
         "detections (last decoder layer), in the image's pixels",
+        responses=UPLOAD_RESPONSES,
     )
     async def explain(
         image: ImageField,
