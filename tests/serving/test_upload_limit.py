@@ -3,7 +3,9 @@ after sending the whole body (a server that answers and closes early cuts it off
 
 from __future__ import annotations
 
+import collections
 import json
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -76,3 +78,30 @@ def test_a_body_that_will_not_be_read_is_answered_before_it_is_sent(server_url, 
     answer = raw_exchange(server_url, head)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]  # no "100 Continue" first: the body is not wanted
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"detail": MESSAGE}
+
+
+def counted(url: str) -> collections.Counter[tuple[str, str]]:
+    """deformable_detr_requests_total by (endpoint, status), from /metrics."""
+    pattern = r'^deformable_detr_requests_total\{endpoint="([^"]*)",status="(\d+)"\} (\d+)$'
+    found = re.findall(pattern, httpx.get(url + "/metrics").text, flags=re.MULTILINE)
+    return collections.Counter({(endpoint, status): int(count) for endpoint, status, count in found})
+
+
+def test_413s_are_counted_under_the_endpoint_they_were_for(server_url):
+    before = counted(server_url)
+    for chunked in (False, True):
+        assert urllib_post(server_url + "/v1/detect", multipart(2 * LIMIT), chunked)[0] == 413
+    assert urllib_post(server_url + "/v1/explain", multipart(2 * LIMIT), chunked=False)[0] == 413
+    files = {"image": ("big.png", b"\0" * 2 * LIMIT)}
+    assert httpx.post(server_url + "/v1/detect", files=files, timeout=60).status_code == 413
+    head = f"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Length: {10 * LIMIT}\r\nExpect: 100-continue\r\n\r\n"
+    assert raw_exchange(server_url, head).startswith(b"HTTP/1.1 413 ")
+    assert httpx.get(server_url + "/static/app.js").status_code == 200
+    assert httpx.get(server_url + "/v1/nothing").status_code == 404
+    assert counted(server_url) - before == {
+        ("/v1/detect", "413"): 4,
+        ("/v1/explain", "413"): 1,
+        ("/static", "200"): 1,
+        ("other", "404"): 1,  # no such route
+        ("/metrics", "200"): 1,  # the first look
+    }

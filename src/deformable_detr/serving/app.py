@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 
 from deformable_detr.data.images import load_rgb_image
 from deformable_detr.errors import DatasetError, DeformableDetrError
@@ -391,19 +392,24 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
     async def count_requests(request: Request, call_next):
         started = time.perf_counter()
         status = 500
+        arrived = dict(request.scope)  # routing rewrites root_path in the scope (a Mount adds its prefix)
         try:
             response = await call_next(request)
             status = response.status_code
             return response
         finally:
             route = request.scope.get("route")
-            path = request.url.path
-            endpoint = getattr(route, "path", None) or (
-                path if path in known_paths else "/static" if path.startswith("/static/") else "other"
-            )
+            endpoint = getattr(route, "path", None) or endpoint_of(arrived)
             metrics.observe_request(endpoint, status, time.perf_counter() - started)
 
-    known_paths = {getattr(route, "path", None) for route in app.routes}
+    def endpoint_of(scope: dict[str, Any]) -> str:
+        """The path of the route a request is for, also when it is answered before routing (a 413 for its
+        body); "other" when no route has its path."""
+        for candidate in (*router.routes, *app.routes):  # app.routes holds `router` as one entry without a path
+            if getattr(candidate, "path", None) and candidate.matches(scope)[0] is not Match.NONE:
+                return candidate.path  # a Mount's ("/static") for every file under it
+        return "other"
+
     return app
 
 
