@@ -128,6 +128,13 @@ def test_no_docs_pages_that_need_a_cdn_and_the_schema_is_served(server_url):
     assert schema.status_code == 200 and schema.json()["info"]["title"] == "Deformable DETR detection service"
 
 
+def test_favicon_is_served_for_browsers_opening_other_urls(server_url):
+    icon = httpx.get(server_url + "/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert icon.content.startswith(b"<svg") and icon.content == httpx.get(server_url + "/static/favicon.svg").content
+    assert '<link rel="icon" href="/static/favicon.svg"' in httpx.get(server_url + "/").text  # what the page asks for
+
+
 def test_bad_inputs_get_one_line_answers_and_the_server_keeps_serving(server_url):
     good = encode(scene(64, 48), "PNG")
     assert_one_line_error(post(server_url, "/v1/detect", b""), 400, "empty")

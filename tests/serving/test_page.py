@@ -7,10 +7,14 @@ $TEST_ARTIFACTS_DIR (default test-artifacts/) as serve_page.png.
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from serve_helpers import encode, scene
 
@@ -105,4 +109,29 @@ def test_the_page_says_so_when_no_answer_comes(server_url, browser, tmp_path):
     page.set_input_files("#file-input", str(image_path))
     page.wait_for_selector("body[data-state=error]", timeout=30_000)
     assert page.locator("#status").inner_text() == "shapes.png: no answer from the server (Failed to fetch)"
+    page.close()
+
+
+@pytest.mark.slow  # a browser: ~5 s
+def test_loading_the_page_makes_no_request_that_fails(server_url, browser):
+    # The browser fetches the icon itself, unseen by playwright's page events: count on the server.
+    def answered() -> collections.Counter[tuple[str, str]]:
+        pattern = r'^deformable_detr_requests_total\{endpoint="([^"]*)",status="(\d+)"\} (\d+)$'
+        found = re.findall(pattern, httpx.get(server_url + "/metrics").text, flags=re.MULTILINE)
+        return collections.Counter({(e, s): int(n) for e, s, n in found if e != "/metrics"})
+
+    before = answered()
+    failed, seen = [], []
+    page = browser.new_page()
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    page.on("response", lambda response: seen.append((response.status, response.url)))
+    page.goto(server_url + "/")
+    page.wait_for_function("document.getElementById('model-info').textContent.includes('classes')")
+    deadline = time.monotonic() + 30
+    while (answered() - before).total() < 6 and time.monotonic() < deadline:  # the icon comes last
+        time.sleep(0.1)
+    time.sleep(0.5)  # anything more would show up now
+    expected = {("/", "200"): 1, ("/static", "200"): 3, ("/health", "200"): 1, ("/v1/model", "200"): 1}
+    assert answered() - before == expected  # style.css, app.js and the icon: no 404 for /favicon.ico
+    assert not failed and all(status < 400 for status, _ in seen), (failed, seen)
     page.close()

@@ -3,10 +3,10 @@
     app = create_app(ServeConfig(checkpoint="run/best.pth"))       # loads the model at startup
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
-Endpoints: GET / (web page), GET /health, GET /metrics (Prometheus text), GET /v1/model,
-POST /v1/detect, POST /v1/explain (multipart `image` upload), GET /openapi.json (no /docs or /redoc:
-FastAPI's pages load their scripts from a CDN, which fails offline). With an API key,
-every /v1/* request needs `Authorization: Bearer KEY`. Errors are JSON `{"detail": "one line"}`;
+Endpoints: GET / (web page; its files under /static, its icon also as /favicon.ico), GET /health,
+GET /metrics (Prometheus text), GET /v1/model, POST /v1/detect, POST /v1/explain (multipart `image`
+upload), GET /openapi.json (no /docs or /redoc: FastAPI's pages load their scripts from a CDN, which
+fails offline). With an API key, every /v1/* request needs `Authorization: Bearer KEY`. Errors are JSON `{"detail": "one line"}`;
 the server never answers with a stack trace and keeps serving after any bad request.
 """
 
@@ -355,6 +355,10 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)  # the page names its icon; this is for the other URLs
+    async def favicon() -> FileResponse:
+        return FileResponse(str(STATIC_DIR / "favicon.svg"), media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
