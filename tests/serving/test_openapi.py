@@ -41,7 +41,6 @@ def test_the_schema_lists_the_documented_responses(runner, api_key):
         assert error == {"$ref": "#/components/schemas/ErrorAnswer"}  # {"detail": "one line"}, as sent
 
 
-@pytest.mark.slow  # a server and ~30 requests, some explained: ~8 s on 2 busy cores
 def test_each_listed_response_is_really_given(runner):
     held = HeldRunner(runner)
     key = {"Authorization": "Bearer s3cret"}
