@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.categories import category_mapping
 from ..models.config import ModelConfig
 from ..models.state_dict import load_state_dict_strict
 
@@ -57,19 +58,6 @@ class InitSummary:
         if new:
             parts.append(f"{len(new)} new ({', '.join(new[:8])}{'...' if len(new) > 8 else ''})")
         return "; ".join(parts)
-
-
-def category_mapping(source_categories: list[dict], target_categories: list[dict]) -> dict[int, int]:
-    """{target label: source label} for categories whose names match (stripped, case-insensitive)."""
-    source_index = {}
-    for label, category in enumerate(source_categories):
-        source_index.setdefault(str(category.get("name", "")).strip().lower(), label)
-    mapping = {}
-    for label, category in enumerate(target_categories):
-        key = str(category.get("name", "")).strip().lower()
-        if key and key in source_index:
-            mapping[label] = source_index[key]
-    return mapping
 
 
 def transfer_weights(
