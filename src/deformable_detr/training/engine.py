@@ -49,7 +49,7 @@ from .datasets import build_datasets
 from .detr_criterion import build_criterion
 from .diagnose import ZeroAPHint
 from .ema import EMACallback
-from .optim import build_optimizer, lr_factor, set_lr
+from .optim import build_optimizer, lr_factor, set_lr, shortened_warmup
 from .retention import EarlyStopping, keep_epoch_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,11 @@ class Run:
     @property
     def budget_seconds(self) -> float | None:
         return self.config.max_minutes * 60 if self.config.max_minutes else None
+
+    @property
+    def schedule_steps(self) -> int | None:
+        """The run's length in steps when the schedule runs over steps (None with a time budget)."""
+        return None if self.budget_seconds else self.total_steps
 
     def schedule_progress(self) -> float:
         """Fraction of training done, for cosine/linear schedules: of the time budget if any, else of the steps."""
@@ -248,6 +253,9 @@ def setup(
         clock,
         progress,
     )
+    short_warmup = shortened_warmup(config.optim, run.schedule_steps) if run.schedule_steps else None
+    if short_warmup and run.is_main:
+        logger.info("%s", short_warmup)
     if resume:
         _restore(run)
         if run.is_main:  # an extension's limits (or other overrides) are the run's from now on: a plain
@@ -399,7 +407,9 @@ def train_one_epoch(run: Run, bar: tqdm) -> None:
     )
     while state.batches_done < run.batches_per_epoch and not run.out_of_budget() and not run.interrupted:
         started = run.clock()
-        lr = set_lr(run.optimizer, lr_factor(config.optim, state.step, state.epoch, run.schedule_progress()))
+        lr = set_lr(
+            run.optimizer, lr_factor(config.optim, state.step, state.epoch, run.schedule_progress(), run.schedule_steps)
+        )
         micro_batches = min(config.grad_accum_steps, run.batches_per_epoch - state.batches_done)
         sums, finite = {}, True
         for micro in range(micro_batches):
