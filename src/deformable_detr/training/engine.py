@@ -220,13 +220,14 @@ def setup(
             f"{distributed.world_size()} processes; lower --batch-size"
         )
 
-    if config.init and not resume:
-        config = run_init.init_model_config(config, train_set.num_classes)
+    init_source = run_init.read_init_source(config.init) if config.init and not resume else None  # read once
+    if init_source is not None:
+        config = run_init.init_model_config(config, train_set.num_classes, init_source)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model)  # DeformableDETR or DETR; the criterion below fits it
     if not resume:
-        for line in run_init.prepare_model(model, config, train_set.categories):
+        for line in run_init.prepare_model(model, config, train_set.categories, init_source):
             logger.info("%s", line)
     model = model.to(device)
     callbacks = (
