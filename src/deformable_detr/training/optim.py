@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..util.config_fields import check_fields
 
 LINEAR_PROJ_NAMES = ("sampling_offsets", "reference_points")
 SCHEDULES = ("step", "cosine", "linear")
@@ -47,6 +48,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
 
     def __post_init__(self):
+        check_fields(self)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"OptimConfig.schedule = {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         for name in (
