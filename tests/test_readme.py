@@ -1,7 +1,8 @@
 """The README's Python snippets run as written.
 
 Every ```python block of README.md is executed, in order, in a temporary folder that holds small
-stand-ins for the files the snippets name: a synthetic dataset (`data/`), a short training run
+stand-ins for the files the snippets name, where the README's commands would have written them: a synthetic
+dataset where `make-dataset` writes it (`data/synthetic/`, and no other `data/` folder), a short training run
 (`runs/small/`), two photos, a tiny model in the official `.pth` layout under the name the README uses, an
 ONNX export of it (`model.onnx`) and a tiny Hugging Face folder (`hf_dir/`). A block preceded by `<!-- readme: skip REASON -->`
 is not run (for commands that need a GPU or minutes of CPU); the test lists them.
@@ -41,15 +42,16 @@ def world(tmp_path_factory):
     from deformable_detr.training import TrainConfig, fit
 
     root = tmp_path_factory.mktemp("readme")
-    make_dataset(root / "data", num_train=8, num_val=4, image_size=96, seed=0, num_workers=1)
-    val_images = sorted((root / "data" / "val" / "images").iterdir())
+    data = root / "data" / "synthetic"  # the README's `make-dataset data/synthetic ...`
+    make_dataset(data, num_train=8, num_val=4, image_size=96, seed=0, num_workers=1)
+    val_images = sorted((data / "val" / "images").iterdir())
     shutil.copy(val_images[0], root / "photo1.jpg")
     from PIL import Image
 
     Image.open(val_images[1]).save(root / "photo2.png")
     config = TrainConfig.preset(
         "demo",
-        data_dir=str(root / "data"),
+        data_dir=str(data),
         output_dir=str(root / "runs" / "small"),
         max_steps=2,
         batch_size=2,

@@ -101,17 +101,24 @@ def test_eval_on_a_broken_file_is_one_line(dataset, tmp_path, capsys, data):
 
 
 def test_eval_accepts_a_91_class_model_on_a_subset_of_coco_ids(dataset, tmp_path, capsys):
-    """Any format `load` reads works with eval --checkpoint. 91 labels = COCO ids: predictions of ids the
-    ground truth lacks (the dataset has ids 1-6) are dropped instead of failing the evaluation."""
+    """Any format `load` reads works with eval --checkpoint. 91 labels = COCO's categories: predictions of classes
+    the ground truth lacks (the data has 6 of COCO's, named as COCO names them) are dropped instead of failing."""
     torch.manual_seed(0)
     DeformableDETR(TINY, preprocess=PreprocessConfig(min_size=64, max_size=96)).save_pretrained(tmp_path / "model")
+    coco_named = tmp_path / "data"
+    coco_named.mkdir()
+    (coco_named / "images").symlink_to(dataset / "val" / "images")
+    instances = json.loads((dataset / "val" / "annotations.json").read_text())
+    names = {1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus"}  # COCO ids 1-6
+    instances["categories"] = [{**c, "name": names[c["id"]]} for c in instances["categories"]]
+    (coco_named / "annotations.json").write_text(json.dumps(instances))
     status, out, err = _run(
         [
             "eval",
             "--checkpoint",
             str(tmp_path / "model"),
             "--data",
-            str(dataset),
+            str(coco_named),
             "--out",
             str(tmp_path / "metrics.json"),
         ],

@@ -144,3 +144,15 @@ def test_cli_bad_options(capsys, model_dir, tmp_path, argv, message):
         status = exit_.code
     err = capsys.readouterr().err
     assert status == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("top", [0, -1])
+def test_nothing_to_explain_is_refused(capsys, model_dir, tmp_path, top):
+    path = write_image(tmp_path / "in" / "photo.jpg", HEIGHT, WIDTH)
+    out = tmp_path / "o"
+    assert main(["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out), "--top", str(top)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--top must be >= 1 (the number of detections to explain), got {top}" in err
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="top must be an integer >= 1"):
+        explain(tiny_model(), path, top=top)

@@ -192,6 +192,62 @@ def test_hugging_face_custom_labels_become_categories(tmp_path):
     assert [c["name"] for c in loaded.categories] == ["apple", "pear", "plum"]
 
 
+def _hf_folder(directory, **label_options):
+    """A tiny HF model saved by transformers itself, built from a config given only `label_options`."""
+    transformers = pytest.importorskip("transformers")
+    from deformable_detr.bench.hf_reference import PAPER_OUT_FEATURES, SMOKE_SIZES, perturb
+
+    backbone = transformers.ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[32, 64, 128, 256],
+        depths=[1, 1, 1, 1],
+        layer_type="bottleneck",
+        out_features=PAPER_OUT_FEATURES,
+    )
+    torch.manual_seed(0)
+    config = transformers.DeformableDetrConfig(backbone_config=backbone, **SMOKE_SIZES, **label_options)
+    hf_model = transformers.DeformableDetrForObjectDetection(config).eval()
+    perturb(hf_model)
+    hf_model.save_pretrained(directory)
+    return hf_model, json.loads((directory / "config.json").read_text())
+
+
+def test_hugging_face_folder_of_a_default_config_takes_its_class_count_from_the_weights(tmp_path):
+    hf_model, saved = _hf_folder(tmp_path)  # transformers' default: 2 labels
+    if int(pytest.importorskip("transformers").__version__.split(".")[0]) >= 5:
+        assert saved.get("id2label") is None and saved.get("num_labels") is None  # what >= 5 writes
+    else:  # older versions write id2label; make the folder transformers >= 5 would write
+        saved = {k: v for k, v in saved.items() if k not in ("id2label", "label2id", "num_labels")}
+        (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = deformable_detr.load(tmp_path)
+    assert loaded.config.num_classes == hf_model.config.num_labels == 2
+    assert loaded.categories == default_categories(2)
+    images = torch.randn(1, 3, 64, 80, generator=torch.Generator().manual_seed(2))
+    logits, boxes = _hf_outputs(hf_model, images)
+    with torch.no_grad():
+        out = loaded(images)
+    torch.testing.assert_close(out["pred_logits"], logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out["pred_boxes"], boxes, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "label_options, names",
+    [
+        ({"id2label": {0: "cat", 1: "dog", 2: "bird"}}, ["cat", "dog", "bird"]),
+        ({"num_labels": 4}, [f"class_{k}" for k in range(1, 5)]),  # generic LABEL_k: the default names
+    ],
+)
+def test_hugging_face_folder_with_explicit_labels(tmp_path, label_options, names):
+    hf_model, _ = _hf_folder(tmp_path, **label_options)
+    loaded = deformable_detr.load(tmp_path)
+    assert loaded.config.num_classes == hf_model.config.num_labels == len(names)
+    assert [c["name"] for c in loaded.categories] == names
+    images = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    logits, _ = _hf_outputs(hf_model, images)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images)["pred_logits"], logits, rtol=0, atol=1e-5)
+
+
 def test_other_hugging_face_model_types_are_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "detr"}))
     (tmp_path / "model.safetensors").write_bytes(b"")

@@ -8,7 +8,7 @@ import torch
 from inference_helpers import CATEGORIES, tiny_model, write_image
 
 from deformable_detr.cli import main
-from deformable_detr.errors import ConfigError
+from deformable_detr.errors import ConfigError, DatasetError
 from deformable_detr.inference.inputs import check_output_folder, collect_image_files
 from deformable_detr.inference.predict_files import predict_files
 
@@ -143,3 +143,18 @@ def test_large_images_are_drawn_at_their_size_and_tiny_ones_enlarged(image_folde
     assert Image.open(tmp_path / "out" / "big.png").size == (1200, 900)
     assert Image.open(tmp_path / "out" / "small.png").size == (480, 360)  # x12 so captions are readable
     assert not math.isnan(json.loads((tmp_path / "out" / "detections.json").read_text())["threshold"])
+
+
+def test_inputs_without_any_image_are_refused_and_nothing_is_written(capsys, model_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "notes.txt").write_text("no image here\n")
+    for inputs in ([tmp_path / "empty"], [str(tmp_path / "*.jpg")], [tmp_path / "texts", str(tmp_path / "x*.png")]):
+        out = tmp_path / "out"
+        status, stdout, stderr = _run(capsys, "predict", *inputs, "--checkpoint", model_dir, "--out", out)
+        assert status == 2 and stdout == "" and stderr.count("\n") == 1
+        assert stderr.startswith("error: no images found (") and all(str(i) in stderr for i in inputs)
+        assert not out.exists()
+    with pytest.raises(DatasetError, match=r"no images found \(no input given\)"):
+        predict_files(tiny_model(), [], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,10 @@ from deformable_detr.models.config import PRESETS, ModelConfig
     "overrides, message",
     [
         (dict(backbone="resnet152"), "backbone='resnet152' is unknown; choose one of resnet18, resnet34"),
-        (dict(backbone_depths=(1, 1, 1)), "backbone_depths=.* must be 4 positive ints"),
+        (
+            dict(backbone_depths=(1, 1, 1)),
+            r"backbone_depths = \(1, 1, 1\) \(tuple\): takes a list of 4 integers or None",
+        ),
         (dict(backbone_depths=(1, 0, 1, 1)), "backbone_depths=.* must be 4 positive ints"),
         (dict(backbone_base_width=0), "backbone_base_width=0 must be >= 1"),
         (dict(num_feature_levels=2), "num_feature_levels=2 must be 1 .* or >= 3"),

@@ -107,3 +107,23 @@ def test_time_budget_bar_survives_the_last_step_ending_past_the_budget(capsys):
         _advance_bar(run, bar, {"loss": 1.0}, 1e-3)
         assert bar.n == 10
     assert "10/10 s budget" in capsys.readouterr().err
+
+
+def test_a_run_shorter_than_its_warmup_reaches_its_lr(tiny_train_config, caplog):
+    from deformable_detr.training.callbacks import TrainCallback
+    from deformable_detr.training.optim import OptimConfig
+
+    class RecordLr(TrainCallback):
+        lrs = []
+
+        def after_step(self, run):
+            self.lrs.append({g["name"]: g["lr"] for g in run.optimizer.param_groups})
+
+    optim = OptimConfig(lr=1e-3, lr_backbone=1e-4, schedule="cosine", warmup_steps=100, min_lr_ratio=0.05)
+    config = dataclasses.replace(tiny_train_config, optim=optim, epochs=5, max_steps=4)
+    with caplog.at_level("INFO", logger="deformable_detr.training.engine"):
+        fit(config, callbacks=[RecordLr()], progress=False)
+    # 4 steps: the warm-up lasts ceil(4 / 8) = 1 step, so the first step runs at the full lr (cosine at 0)
+    assert len(RecordLr.lrs) == 4
+    assert RecordLr.lrs[0]["rest"] == pytest.approx(1e-3) and RecordLr.lrs[0]["backbone"] == pytest.approx(1e-4)
+    assert "warm-up: 100 steps is more than an eighth of this 4-step run; it is shortened to 1 step," in caplog.text

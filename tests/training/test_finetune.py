@@ -177,3 +177,15 @@ def test_train_batch0_shows_boxes_where_the_targets_are(tmp_path):
     assert abs(int(grey[0]) - 128) <= 2  # de-normalised back to the grey that went in
     edge = tile[int(40 * scale), int(20 * scale)]  # left edge of the box (x0 = 20 px) in class 0's colour
     assert tuple(edge) != tuple(grey)
+
+
+def test_init_reads_its_source_once(tiny_train_config, tmp_path, caplog):
+    from deformable_detr.training.engine import setup
+
+    DeformableDETR(tiny_train_config.model).save_pretrained(tmp_path / "source")
+    config = dataclasses.replace(tiny_train_config, init=str(tmp_path / "source"), output_dir=str(tmp_path / "ft"))
+    with caplog.at_level("INFO"):
+        setup(config, progress=False)
+    loaded = [r.getMessage() for r in caplog.records if "loaded as" in r.getMessage()]
+    assert len(loaded) == 1 and str(tmp_path / "source") in loaded[0]
+    assert sum("init from" in r.getMessage() for r in caplog.records) == 1

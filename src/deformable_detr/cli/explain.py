@@ -51,8 +51,8 @@ def _explain(args) -> None:
     from .devices import checked_device
 
     check_threshold(args.threshold, "--threshold")
-    if args.top < 0:
-        raise ConfigError(f"--top must be >= 0, got {args.top}")
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1 (the number of detections to explain), got {args.top}")
     if args.out.resolve() == args.image.resolve().parent:
         raise ConfigError(f"--out {args.out}: is the image's own folder; choose another folder for the drawings")
     check_explanation_folder(args.out, args.overwrite)  # before minutes of loading and computing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -10,7 +11,9 @@ from tqdm import tqdm
 
 from ..data.coco import CocoDetection, DatasetError, collate
 from ..data.transforms import make_transforms
+from ..models.categories import category_key, category_mapping, duplicate_names
 from ..models.predict import forward_unpadded
+from ..models.preprocess import default_categories
 from .coco_eval import evaluate_detections
 
 
@@ -112,14 +115,89 @@ def evaluate_checkpoint(
         False, max_size=preprocess.max_size, val_size=preprocess.min_size, mean=preprocess.mean, std=preprocess.std
     )
     dataset = CocoDetection(images_dir, annotations_file, transforms)
-    model_ids = [category["id"] for category in model.categories]
-    dataset_ids = {category["id"] for category in dataset.categories}
-    unknown = sorted(dataset_ids - set(model_ids))
-    if unknown:
-        raise DatasetError(
-            f"{annotations_file}: category ids {unknown[:10]} are not among the {len(model_ids)} "
-            f"categories the model predicts; evaluate on data with the model's categories"
-        )
-    label_to_category_id = [cid if cid in dataset_ids else None for cid in model_ids]
+    label_to_category_id = match_categories(model.categories, dataset.categories, str(annotations_file))
+    ground_truth = _ground_truth_of(dataset.coco, {cid for cid in label_to_category_id if cid is not None})
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers)
-    return evaluate(model, loader, str(annotations_file), label_to_category_id, device, amp, progress)
+    return evaluate(model, loader, ground_truth, label_to_category_id, device, amp, progress)
+
+
+def match_categories(
+    model_categories: list[dict], data_categories: list[dict], source: str = "data"
+) -> list[int | None]:
+    """Model label -> the data's category id, matched by name as `train --init` matches (case and spaces ignored).
+
+    Ids may differ: a model trained with circle = 1 scores the data's circle whatever its id. The data's
+    classes the model does not know are left out of the AP (a warning lists them); the model's classes
+    the data does not have are dropped (None). A model without class names (`default_categories`:
+    "class_1".."class_K", e.g. an HF folder without id2label) is matched by id, with a warning.
+
+    Args:
+        model_categories: [{"id", "name"}] in the model's label order.
+        data_categories: the dataset's [{"id", "name"}].
+        source: how messages name the data (its annotations file).
+
+    Returns:
+        One entry per model label: the data's category id, or None.
+
+    Raises:
+        DatasetError: no class is shared, or a shared name is held by two categories of one side.
+    """
+    model_names = ", ".join(_names(model_categories))
+    data_names = ", ".join(_names(data_categories))
+    sides = (("model", model_categories, data_categories), ("data", data_categories, model_categories))
+    for side, categories, other in sides:
+        other_keys = {category_key(category.get("name")) for category in other}
+        for key, group in duplicate_names(categories).items():
+            if key in other_keys:
+                raise DatasetError(
+                    f"{source}: the {side} has {len(group)} classes named {key!r} once case and spaces are ignored "
+                    f"(ids {[c['id'] for c in group]}: {[c.get('name') for c in group]}), so that name matches "
+                    "no single class; give each class a distinct name"
+                )
+    mapping = category_mapping(model_categories, data_categories)  # {data label: model label}
+    label_to_category_id: list[int | None] = [None] * len(model_categories)
+    for data_label, model_label in mapping.items():
+        label_to_category_id[model_label] = data_categories[data_label]["id"]
+    nameless = len(model_categories) != 91 and list(model_categories) == default_categories(len(model_categories))
+    if not mapping and nameless:
+        data_ids = {category["id"] for category in data_categories}
+        label_to_category_id = [c["id"] if c["id"] in data_ids else None for c in model_categories]
+        if any(cid is not None for cid in label_to_category_id):
+            warnings.warn(
+                f"{source}: the model's {len(model_categories)} classes carry no names (class_1..class_"
+                f"{len(model_categories)}); they were matched to the data's categories by id",
+                stacklevel=3,
+            )
+    matched = {cid for cid in label_to_category_id if cid is not None}
+    if not matched:
+        raise DatasetError(
+            f"{source}: no class of the data is one of the model's (matched by "
+            f"{'id, the model having no class names' if nameless else 'name, ignoring case'}): the model "
+            f"predicts {len(model_categories)} classes ({model_names}), the data has {len(data_categories)} "
+            f"({data_names}); evaluate on data annotated with the model's classes, or fine-tune on this data "
+            "first (train --init CHECKPOINT)"
+        )
+    unknown = [category for category in data_categories if category["id"] not in matched]
+    if unknown:
+        warnings.warn(
+            f"{source}: {len(unknown)} of the data's {len(data_categories)} classes are not among the model's "
+            f"and are left out of the AP ({', '.join(_names(unknown))}); the AP is over the {len(matched)} "
+            "shared classes",
+            stacklevel=3,
+        )
+    return label_to_category_id
+
+
+def _names(categories: list[dict], limit: int = 8) -> list[str]:
+    """The first `limit` names, then "... (N more)"."""
+    names = [str(category.get("name")) for category in categories[:limit]]
+    return names + ([f"... ({len(categories) - limit} more)"] if len(categories) > limit else [])
+
+
+def _ground_truth_of(coco: dict, category_ids: set[int]) -> dict:
+    """The instances dict restricted to `category_ids` (categories and their annotations)."""
+    return {
+        **coco,
+        "categories": [c for c in coco["categories"] if c["id"] in category_ids],
+        "annotations": [a for a in coco["annotations"] if a.get("category_id") in category_ids],
+    }

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..training.config import TrainConfig
 from ..training.optim import OptimConfig
+from ..util.config_fields import check_fields
 from .variants import variant_train_config
 
 DEFAULT_MODELS = ("detr", "deformable-single-scale", "deformable", "deformable-refine")
@@ -69,6 +70,7 @@ class ConvergenceConfig:
     command: str = ""
 
     def __post_init__(self):
+        check_fields(self)
         for name in ("models", "seeds", "scaling_sizes"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.models:

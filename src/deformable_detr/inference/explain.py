@@ -87,8 +87,8 @@ def explain(
     Returns:
         plain data, see the module docstring.
     """
-    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
-        raise ConfigError(f"top must be an integer >= 0, got {top!r}")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ConfigError(f"top must be an integer >= 1 (the number of detections to explain), got {top!r}")
     picture = to_rgb_image(image)
     width, height = picture.info.get("original_size", picture.size)
     pixel = _parse_pixel(pixel, width, height)

@@ -132,9 +132,17 @@ def predict_files(
         "bbox" [x, y, w, h], "score"}], "errors" [{"file", "error"}], "skipped", "threshold"};
         image ids are 1.. in input order. Under torchrun every rank returns the whole summary and
         rank 0 writes the file.
+
+    Raises:
+        DatasetError: the inputs name no image at all ("no images found", naming each input); nothing is written.
     """
     threshold = check_threshold(threshold)
     files = collect_image_files(inputs)
+    if not files.files:  # nothing to do: refuse before writing anything
+        named = "; ".join(f"{m['file']}: {m['error']}" for m in files.missing) or "no input given"
+        raise DatasetError(
+            f"no images found ({named}); give image files, folders holding images, or globs that match them"
+        )
     out = check_output_folder(out_dir, files.files, overwrite, files.outputs if draw else ())
     rank, world = distributed.rank(), distributed.world_size()
     if rank == 0:

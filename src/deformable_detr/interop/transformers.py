@@ -247,7 +247,7 @@ def config_from_transformers(
         hf_config = hf_config.to_dict()
     else:
         hf_config = dict(hf_config)
-        num_labels = len(hf_config["id2label"]) if "id2label" in hf_config else hf_config.get("num_labels", 91)
+        num_labels = _num_labels(hf_config, official_state_dict, source)
     get = hf_config.get
     if get("position_embedding_type", "sine") != "sine":
         raise CheckpointError(
@@ -301,6 +301,25 @@ def config_from_transformers(
         dropout=float(get("dropout", 0.1)),
     )
     return make_model_config(fields, source)
+
+
+def _num_labels(hf_config: Mapping[str, Any], official_state_dict: Mapping[str, torch.Tensor], source: str) -> int:
+    """The class count of a config.json: its id2label's length, else num_labels, else the class head's rows.
+
+    transformers >= 5 writes neither id2label nor num_labels for a model left at the default 2 labels, so
+    the weights say it; without a class head either, transformers' own default, 2.
+    """
+    id2label, num_labels = hf_config.get("id2label"), hf_config.get("num_labels")
+    if isinstance(id2label, Mapping) and id2label:
+        return len(id2label)
+    if num_labels is not None:
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+            raise CheckpointError(f"{source}: config.json num_labels = {num_labels!r}; expected an integer >= 1")
+        return num_labels
+    for key, value in official_state_dict.items():
+        if re.fullmatch(r"(transformer\.decoder\.)?class_embed\.\d+\.weight", key) and value.dim() == 2:
+            return int(value.shape[0])  # (K, C)
+    return 2  # PretrainedConfig's default num_labels
 
 
 def transformers_to_ours(

@@ -9,6 +9,7 @@ A `DetrConfig` dict carries `"architecture": "detr"`; a dict without that key is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -24,6 +25,11 @@ AnyModelConfig = ModelConfig | DetrConfig
 
 def model_config_from_dict(values: dict[str, Any]) -> AnyModelConfig:
     """`DetrConfig` when `values["architecture"] == "detr"`, else `ModelConfig`; unknown fields raise."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(
+            f"model config: got {values!r} ({type(values).__name__}); takes an object of ModelConfig "
+            "(or DetrConfig) fields"
+        )
     architecture = values.get("architecture")
     if architecture is None:
         return ModelConfig.from_dict(values)

@@ -12,12 +12,13 @@ training settings (losses, optimizer, schedule) live in `training/`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.backbone import RESNETS
+from deformable_detr.util.config_fields import check_fields
 
 _RUNTIME_FIELDS = ("attention_backend",)  # saved by older versions; now chosen at load time
 
@@ -83,6 +84,7 @@ class ModelConfig:
     num_queries_one2many: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         selection = self.query_selection
         if selection not in (None, "static", "pure", "mixed"):
             raise ConfigError(f"query_selection={selection!r} is unknown; choose one of static, pure, mixed")
@@ -285,13 +287,12 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
     """Inverse of `config_to_dict`: missing fields take their defaults; unknown ones raise ConfigError by name."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{cls.__name__}: got {values!r} ({type(values).__name__}); takes an object of its fields")
     known = {field.name for field in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(
             f"unknown {cls.__name__} field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
         )
-    values = dict(values)
-    if values.get("backbone_depths") is not None:
-        values["backbone_depths"] = tuple(values["backbone_depths"])
     return cls(**values)

@@ -36,6 +36,7 @@ from deformable_detr.models.predict import predict
 from deformable_detr.models.preprocess import PreprocessConfig, check_categories, default_categories
 from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.ops import BACKENDS
+from deformable_detr.util.config_fields import check_fields
 
 ARCHITECTURE = "detr"
 
@@ -72,6 +73,7 @@ class DetrConfig:
     num_classes: int = 91
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.architecture != ARCHITECTURE:
             raise ConfigError(f"DetrConfig.architecture={self.architecture!r} must be {ARCHITECTURE!r}")
         if self.backbone not in RESNETS:

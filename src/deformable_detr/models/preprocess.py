@@ -19,6 +19,7 @@ from PIL import Image
 
 from deformable_detr.data.images import load_rgb_image, to_rgb
 from deformable_detr.errors import ConfigError, ModelInputError
+from deformable_detr.util.config_fields import check_fields
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +42,7 @@ class PreprocessConfig:
     size_divisibility: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if len(self.mean) != 3 or len(self.std) != 3:

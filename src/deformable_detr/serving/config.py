@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deformable_detr.errors import ConfigError
+from deformable_detr.util.config_fields import check_fields
 
 ENV_VAR = "DEFORMABLE_DETR_SERVE_CONFIG"
 
@@ -45,6 +46,7 @@ class ServeConfig:
     api_key: str | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.max_batch < 1:
             raise ConfigError(f"max_batch (--max-batch) must be >= 1, got {self.max_batch}")
         if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= 10_000):

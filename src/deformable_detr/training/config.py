@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..models.build import AnyModelConfig, model_config_from_dict
 from ..models.config import ModelConfig
 from ..models.detr import DetrConfig
+from ..util.config_fields import check_fields
 from .criterion import LossConfig
 from .optim import OptimConfig
 
@@ -104,6 +105,7 @@ class TrainConfig:
     max_nonfinite_steps: int = 10
 
     def __post_init__(self):
+        check_fields(self)
         for name in ("epochs", "batch_size", "grad_accum_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)} must be >= 1")
@@ -128,11 +130,20 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig: ema_warmup_steps = {self.ema_warmup_steps} must be >= 0")
         if self.keep < 0 or self.patience < 0:
             raise ConfigError(f"TrainConfig: keep = {self.keep}, patience = {self.patience} must be >= 0")
-        if not self.train_scales:
-            raise ConfigError("TrainConfig.train_scales is empty; give at least one short-side size")
-        object.__setattr__(self, "train_scales", tuple(self.train_scales))
-        object.__setattr__(self, "crop_resize", tuple(self.crop_resize))
-        object.__setattr__(self, "crop_size", tuple(self.crop_size))
+        for name in ("train_scales", "crop_resize"):
+            sizes = getattr(self, name)
+            if not sizes or min(sizes) < 1:
+                raise ConfigError(f"TrainConfig.{name} = {list(sizes)}; give at least one short-side size, each >= 1")
+        if not 1 <= self.crop_size[0] <= self.crop_size[1]:
+            raise ConfigError(f"TrainConfig.crop_size = {list(self.crop_size)}; need [min, max] with 1 <= min <= max")
+        for name in ("max_size", "val_size", "max_train_images"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)} must be >= 1")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"TrainConfig.seed = {self.seed} must be in [0, 2**32)")
+        for name in ("data_dir", "output_dir"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"TrainConfig.{name} is empty; give a folder path")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -179,18 +190,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Inverse of `to_dict`; unknown keys raise, naming them."""
+        """Inverse of `to_dict`; unknown keys raise, naming them; a value of the wrong type raises, naming it."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"TrainConfig: got {values!r} ({type(values).__name__}); takes an object of its fields")
         values = dict(values)
         _reject_unknown(cls, values, "TrainConfig")
-        if "model" in values:
+        if isinstance(values.get("model"), Mapping):
             values["model"] = model_config_from_dict(values["model"])
         for key, sub in (("loss", LossConfig), ("optim", OptimConfig)):
-            if key in values:
+            if isinstance(values.get(key), Mapping):  # anything else: check_fields names the field
                 _reject_unknown(sub, values[key], sub.__name__)
-                sub_values = dict(values[key])
-                if "betas" in sub_values:
-                    sub_values["betas"] = tuple(sub_values["betas"])
-                values[key] = sub(**sub_values)
+                values[key] = sub(**values[key])
         return cls(**values)
 
 

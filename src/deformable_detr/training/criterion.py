@@ -21,6 +21,7 @@ from deformable_detr.errors import ConfigError
 
 from ..util import distributed
 from ..util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from ..util.config_fields import check_fields
 from .denoising import DenoisingQueries, make_denoising_queries
 from .matcher import HungarianMatcher
 
@@ -51,6 +52,7 @@ class LossConfig:
     hybrid_weight: float = 1.0
 
     def __post_init__(self):
+        check_fields(self)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:

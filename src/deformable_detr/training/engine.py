@@ -49,7 +49,7 @@ from .datasets import build_datasets
 from .detr_criterion import build_criterion
 from .diagnose import ZeroAPHint
 from .ema import EMACallback
-from .optim import build_optimizer, lr_factor, set_lr
+from .optim import build_optimizer, lr_factor, set_lr, shortened_warmup
 from .retention import EarlyStopping, keep_epoch_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,11 @@ class Run:
     @property
     def budget_seconds(self) -> float | None:
         return self.config.max_minutes * 60 if self.config.max_minutes else None
+
+    @property
+    def schedule_steps(self) -> int | None:
+        """The run's length in steps when the schedule runs over steps (None with a time budget)."""
+        return None if self.budget_seconds else self.total_steps
 
     def schedule_progress(self) -> float:
         """Fraction of training done, for cosine/linear schedules: of the time budget if any, else of the steps."""
@@ -215,13 +220,14 @@ def setup(
             f"{distributed.world_size()} processes; lower --batch-size"
         )
 
-    if config.init and not resume:
-        config = run_init.init_model_config(config, train_set.num_classes)
+    init_source = run_init.read_init_source(config.init) if config.init and not resume else None  # read once
+    if init_source is not None:
+        config = run_init.init_model_config(config, train_set.num_classes, init_source)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model)  # DeformableDETR or DETR; the criterion below fits it
     if not resume:
-        for line in run_init.prepare_model(model, config, train_set.categories):
+        for line in run_init.prepare_model(model, config, train_set.categories, init_source):
             logger.info("%s", line)
     model = model.to(device)
     callbacks = (
@@ -248,6 +254,9 @@ def setup(
         clock,
         progress,
     )
+    short_warmup = shortened_warmup(config.optim, run.schedule_steps) if run.schedule_steps else None
+    if short_warmup and run.is_main:
+        logger.info("%s", short_warmup)
     if resume:
         _restore(run)
         if run.is_main:  # an extension's limits (or other overrides) are the run's from now on: a plain
@@ -399,7 +408,9 @@ def train_one_epoch(run: Run, bar: tqdm) -> None:
     )
     while state.batches_done < run.batches_per_epoch and not run.out_of_budget() and not run.interrupted:
         started = run.clock()
-        lr = set_lr(run.optimizer, lr_factor(config.optim, state.step, state.epoch, run.schedule_progress()))
+        lr = set_lr(
+            run.optimizer, lr_factor(config.optim, state.step, state.epoch, run.schedule_progress(), run.schedule_steps)
+        )
         micro_batches = min(config.grad_accum_steps, run.batches_per_epoch - state.batches_done)
         sums, finite = {}, True
         for micro in range(micro_batches):

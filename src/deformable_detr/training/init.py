@@ -24,10 +24,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.categories import category_mapping
 from ..models.config import ModelConfig
 from ..models.state_dict import load_state_dict_strict
 
 CLASS_HEAD_PREFIX = "class_heads."
+InitSource = tuple[ModelConfig, dict[str, torch.Tensor], list[dict]]  # what `read_init_source` returns
 
 
 @dataclass(frozen=True)
@@ -57,19 +59,6 @@ class InitSummary:
         if new:
             parts.append(f"{len(new)} new ({', '.join(new[:8])}{'...' if len(new) > 8 else ''})")
         return "; ".join(parts)
-
-
-def category_mapping(source_categories: list[dict], target_categories: list[dict]) -> dict[int, int]:
-    """{target label: source label} for categories whose names match (stripped, case-insensitive)."""
-    source_index = {}
-    for label, category in enumerate(source_categories):
-        source_index.setdefault(str(category.get("name", "")).strip().lower(), label)
-    mapping = {}
-    for label, category in enumerate(target_categories):
-        key = str(category.get("name", "")).strip().lower()
-        if key and key in source_index:
-            mapping[label] = source_index[key]
-    return mapping
 
 
 def transfer_weights(
@@ -139,7 +128,7 @@ def transfer_weights(
     )
 
 
-def read_init_source(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor], list[dict]]:
+def read_init_source(path: str | os.PathLike) -> InitSource:
     """(architecture, state dict, categories) of a weights file to start from.
 
     Reads anything `deformable_detr.load` does: training checkpoints (`checkpoint.pth`, `best.pth`) or run
@@ -163,13 +152,14 @@ def frozen_backbone_parts(model_config: ModelConfig, freeze: str | None) -> list
     return parts
 
 
-def prepare_model(model: nn.Module, config, categories: list[dict]) -> list[str]:
+def prepare_model(model: nn.Module, config, categories: list[dict], source: InitSource | None = None) -> list[str]:
     """Apply a new run's starting point to a freshly built model: --init, --backbone-weights, --freeze.
 
     Args:
         model: `DeformableDETR(config.model)` with the dataset's class count.
         config: the `TrainConfig` (reads init, backbone_weights, random_backbone, freeze).
         categories: the training categories in label order.
+        source: `read_init_source(config.init)` when the caller has read it already (read here otherwise).
 
     Returns:
         Lines to print (what was loaded, frozen, mapped).
@@ -179,7 +169,7 @@ def prepare_model(model: nn.Module, config, categories: list[dict]) -> list[str]
     """
     lines = []
     if config.init:
-        _, state, source_categories = read_init_source(config.init)
+        _, state, source_categories = source if source is not None else read_init_source(config.init)
         lines.append(transfer_weights(model, state, source_categories, categories, source=str(config.init)).format())
     if config.backbone_weights:
         from ..models.backbone_weights import load_backbone_weights
@@ -205,9 +195,12 @@ def prepare_model(model: nn.Module, config, categories: list[dict]) -> list[str]
     return lines
 
 
-def init_model_config(config, num_classes: int):
-    """`config` with the architecture of `config.init` (and `num_classes`), for a run started with --init."""
+def init_model_config(config, num_classes: int, source: InitSource | None = None):
+    """`config` with the architecture of `config.init` (and `num_classes`), for a run started with --init.
+
+    `source` is `read_init_source(config.init)` when the caller has read it already (read here otherwise).
+    """
     import dataclasses
 
-    source_config, _, _ = read_init_source(config.init)
+    source_config, _, _ = source if source is not None else read_init_source(config.init)
     return dataclasses.replace(config, model=dataclasses.replace(source_config, num_classes=num_classes))

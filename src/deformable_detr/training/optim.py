@@ -15,9 +15,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..util.config_fields import check_fields
 
 LINEAR_PROJ_NAMES = ("sampling_offsets", "reference_points")
 SCHEDULES = ("step", "cosine", "linear")
+# A warm-up ends after `warmup_steps` steps or once this fraction of the run is done, whichever comes first, so a
+# run shorter than its warm-up still reaches its lr (the demo's 100 of 950 steps is under the fraction: unchanged).
+WARMUP_MAX_FRACTION = 1 / 8
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,8 @@ class OptimConfig:
 
     schedule: "step" (×`lr_drop_factor` at `lr_drop` epochs), "cosine" or "linear" decay to
     `min_lr_ratio * lr` over training (over the time budget when training has `max_minutes`).
-    warmup_steps: linear warm-up from 0 over this many optimizer steps (0 = none).
+    warmup_steps: linear warm-up from 0 over this many optimizer steps (0 = none), and over at most an eighth
+    of the run (`WARMUP_MAX_FRACTION` of max_steps, of all epochs' steps, or of the time budget).
     """
 
     lr: float = 2e-4
@@ -43,6 +48,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
 
     def __post_init__(self):
+        check_fields(self)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"OptimConfig.schedule = {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         for name in (
@@ -113,16 +119,23 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     )
 
 
-def lr_factor(config: OptimConfig, step: int, epoch: int, progress: float) -> float:
+def lr_factor(config: OptimConfig, step: int, epoch: int, progress: float, total_steps: int | None = None) -> float:
     """Multiplier of each group's base lr.
+
+    The linear warm-up lasts `warmup_steps` steps, or `WARMUP_MAX_FRACTION` of the run when that is shorter:
+    of `total_steps` when given, else (a time budget) until `progress` reaches that fraction.
 
     Args:
         step: optimizer steps done so far (for warm-up).
         epoch: current epoch (for the step schedule).
-        progress: fraction of training done in [0, 1] (epochs or time budget), for cosine/linear.
+        progress: fraction of training done in [0, 1] (steps or time budget), for cosine/linear.
+        total_steps: the run's length in steps, when it is known (not with a time budget).
     """
-    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
     progress = min(max(progress, 0.0), 1.0)
+    warmup = 1.0
+    if config.warmup_steps > 0:
+        done = (step + 1) / total_steps if total_steps else progress  # of the run, after this step
+        warmup = min(1.0, max((step + 1) / config.warmup_steps, done / WARMUP_MAX_FRACTION))
     if config.schedule == "step":
         decay = config.lr_drop_factor ** (epoch // config.lr_drop) if config.lr_drop > 0 else 1.0
     elif config.schedule == "cosine":
@@ -130,6 +143,17 @@ def lr_factor(config: OptimConfig, step: int, epoch: int, progress: float) -> fl
     else:
         decay = config.min_lr_ratio + (1 - config.min_lr_ratio) * (1 - progress)
     return warmup * decay
+
+
+def shortened_warmup(config: OptimConfig, total_steps: int) -> str | None:
+    """A line saying so when a run of `total_steps` steps ends its warm-up early (see `lr_factor`), else None."""
+    full_at = math.ceil(total_steps * WARMUP_MAX_FRACTION)  # 1-based step with the full lr
+    if config.warmup_steps == 0 or full_at >= config.warmup_steps:
+        return None
+    return (
+        f"warm-up: {config.warmup_steps} steps is more than an eighth of this {total_steps}-step run; it is shortened "
+        f"to {full_at} step{'s' if full_at > 1 else ''}, so the lr reaches {config.lr:g} at step {full_at}"
+    )
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
