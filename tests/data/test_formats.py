@@ -147,10 +147,10 @@ def test_convert_leaves_out_an_image_whose_file_is_missing_and_says_so(tmp_path)
     root = _voc(tmp_path / "src")
     (root / "JPEGImages/x.jpg").unlink()  # train's only image; its XML stays
     written = convert_dataset(root, tmp_path / "coco")
-    path, images, boxes, problems = written["train"]
-    assert (images, boxes, problems) == (0, 0, 1)
-    assert json.loads(path.read_text())["images"] == []
-    assert written["val"][1:] == (1, 1, 0)  # the other split converts as before
+    train = written["train"]
+    assert (train.images, train.boxes, train.left_out) == (0, 0, {"missing_image": 1})
+    assert json.loads(train.annotations_file.read_text())["images"] == []
+    assert (written["val"].images, written["val"].boxes, written["val"].problems) == (1, 1, 0)  # converts as before
     assert sorted(p.name for p in (tmp_path / "coco" / "val" / "images").iterdir()) == ["y.jpg"]
 
 
@@ -170,8 +170,10 @@ def _bad_line(tmp_path, text, kind, match):
     [
         ("0 0.5 0.5 0.2", "malformed_entry", "4 numbers; expected 5"),
         ("7 0.5 0.5 0.2 0.2", "unknown_category_id", "class 7 is not in 0..2"),
-        ("0 0.95 0.5 0.2 0.2", "out_of_bounds_box", "outside the image"),
-        ("0 0.5 0.5 0 0.2", "malformed_entry", "must be > 0"),
+        ("0 0.95 0.5 0.2 0.2", "out_of_bounds_box", "reaches 10 px past the border of the 200x100 image"),
+        ("0 0.5 0.5 0 0.2", "degenerate_box", "is 0 x 20 px (width and height must be > 0"),
+        ("0 0.5 0.5 0.2 -0.1", "degenerate_box", "is 40 x -10 px (width and height must be > 0"),
+        ("0 0.1 0.1 0.1 0.5 0.1 0.9", "degenerate_box", "is 0 x 80 px"),
         ("cat 0.5 0.5 0.2 0.2", "malformed_entry", "expected numbers"),
         ("0 nan 0.5 0.2 0.2", "malformed_entry", "non-finite"),
     ],
@@ -236,3 +238,105 @@ def test_official_coco_layout(tmp_path):
     )
     assert detect_format(root) == "coco" and dataset_splits(root) == ["val"]
     assert check_split(read_split(root, "val")).ok
+
+
+# --- convert: one rule for YOLO and VOC; its output always passes check-data ------------------------------------
+
+
+def _broken_voc(root):
+    """VOC with one instance of each mistake: a box past the border, an inverted box, a box 1 px out (VOC's
+    0-based xmin), an XML size that is not the file's, a non-numeric corner, an undecodable image."""
+    _voc(root)
+    (root / "Annotations/x.xml").write_text(
+        "<annotation><filename>x.jpg</filename><size><width>100</width><height>80</height></size>"
+        "<object><name>dog</name><bndbox><xmin>1</xmin><ymin>11</ymin><xmax>50</xmax><ymax>80</ymax></bndbox></object>"
+        "<object><name>dog</name><bndbox><xmin>61</xmin><ymin>11</ymin><xmax>150</xmax><ymax>40</ymax></bndbox></object>"
+        "<object><name>cat</name><bndbox><xmin>40</xmin><ymin>11</ymin><xmax>20</xmax><ymax>40</ymax></bndbox></object>"
+        "<object><name>cat</name><bndbox><xmin>0</xmin><ymin>0</ymin><xmax>10</xmax><ymax>81</ymax></bndbox></object>"
+        "<object><name>cat</name><bndbox><xmin>a</xmin><ymin>0</ymin><xmax>10</xmax><ymax>10</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    (root / "Annotations/z.xml").write_text(  # the file is 100x80
+        "<annotation><filename>z.jpg</filename><size><width>200</width><height>160</height></size>"
+        "<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>150</xmax><ymax>150</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    _image(root / "JPEGImages/z.jpg", 100, 80)
+    (root / "Annotations/w.xml").write_text(
+        "<annotation><filename>w.jpg</filename><size><width>10</width><height>10</height></size>"
+        "<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    (root / "JPEGImages/w.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (root / "ImageSets/Main/train.txt").write_text("x\nz\nw\n")
+    return root
+
+
+def _broken_yolo(root):
+    """YOLO with one instance of each mistake on a 2000x100 image (1 px = 0.0005 of the width): a box past the
+    border, a zero-width box, a box 1.6 px out (0.0008 normalised), one 0.6 px out, a 4-number line, class 7,
+    and an undecodable image."""
+    _yolo(root)
+    _image(root / "images/train/a.jpg", 2000, 100)
+    (root / "labels/train/a.txt").write_text(
+        "0 0.5 0.5 0.2 0.4\n"  # fine: (800, 30, 400, 40)
+        "0 0.95 0.5 0.2 0.4\n"  # x1 = 1.05 * 2000: 100 px past the border
+        "1 0.5 0.5 0 0.4\n"  # zero width
+        "1 0.9 0.5 0.2016 0.4\n"  # x1 = 1.0008 * 2000 = 2001.6: 1.6 px out
+        "2 0.9 0.5 0.2006 0.4\n"  # x1 = 1.0003 * 2000 = 2000.6: within rounding, clipped to 2000
+        "0 0.5 0.5 0.2\n"  # 4 numbers
+        "7 0.5 0.5 0.2 0.2\n"  # no class 7
+    )
+    (root / "images/train/d.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return root
+
+
+EXPECTED_LEFT_OUT = {
+    "voc": {
+        "out_of_bounds_box": 1,
+        "degenerate_box": 1,
+        "malformed_entry": 1,
+        "size_mismatch": 1,
+        "unreadable_image": 1,
+    },
+    "yolo": {
+        "out_of_bounds_box": 2,
+        "degenerate_box": 1,
+        "malformed_entry": 1,
+        "unknown_category_id": 1,
+        "unreadable_image": 1,
+    },
+}
+
+
+@pytest.mark.parametrize("make", [_broken_voc, _broken_yolo], ids=["voc", "yolo"])
+def test_convert_of_a_broken_dataset_passes_check_data_and_counts_each_kind(tmp_path, capsys, make):
+    root = make(tmp_path / "src")
+    kind = detect_format(root)
+    assert main(["convert", str(root), "--to", "coco", str(tmp_path / "out")]) == 0
+    summary = capsys.readouterr().out
+    assert main(["check-data", str(tmp_path / "out")]) == 0, capsys.readouterr().out
+    assert "0 problems" in capsys.readouterr().out
+    for problem, count in EXPECTED_LEFT_OUT[kind].items():
+        assert f"{count} {problem}" in summary, summary
+    assert "1 box clipped" in summary, summary
+    written = convert_dataset(root, tmp_path / "again")
+    assert written["train"].left_out == EXPECTED_LEFT_OUT[kind] and written["train"].clipped == 1
+    assert written["val"].left_out == {} and written["val"].clipped == 0
+    coco = json.loads(written["train"].annotations_file.read_text())
+    boxes = [a["bbox"] for a in coco["annotations"]]
+    if kind == "voc":  # x.jpg only: z (size) and w (undecodable) are left out with their boxes
+        assert [im["file_name"] for im in coco["images"]] == ["x.jpg"]
+        assert boxes == [[0, 10, 50, 70], [0, 0, 10, 80]]  # (xmin 0 -> -1, ymax 81) clipped to the 100x80 image
+    else:
+        assert [im["file_name"] for im in coco["images"]] == ["images__train__a.jpg", "images__train__b.png"]
+        assert boxes == [pytest.approx([800, 30, 400, 40]), pytest.approx([1599.4, 30, 400.6, 40])]
+
+
+def test_yolo_label_file_that_cannot_be_read_leaves_its_image_out(tmp_path):
+    root = _yolo(tmp_path / "yolo")
+    (root / "labels/train/a.txt").write_bytes(b"0 0.5 0.5 \xff\xfe 0.2\n")  # not UTF-8
+    split = read_split(root, "train")
+    assert [im["file_name"] for im in split.coco["images"]] == ["images/train/b.png"]  # not a.jpg without boxes
+    ((kind, message, image_id),) = split.problems
+    assert kind == "malformed_entry" and message.startswith("labels/train/a.txt: cannot read (UnicodeDecodeError")

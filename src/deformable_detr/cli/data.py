@@ -125,11 +125,13 @@ def _convert(args) -> int:
     from ..data.formats import convert_dataset
 
     written = convert_dataset(args.src, args.out, args.format)
-    for name, (path, images, boxes, problems) in written.items():
-        skipped = (
-            f"; {problems} entries could not be converted (see `deformable-detr check-data {args.src}`)"
-            if problems
-            else ""
-        )
-        print(f"{name}: {images} images, {boxes} boxes -> {path}{skipped}")
+    for name, split in written.items():
+        print(f"{name}: {split.images} images, {split.boxes} boxes -> {split.annotations_file}")
+        if split.left_out:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in split.left_out.items())
+            print(f"  left out: {kinds} (`deformable-detr check-data {args.src}` lists them)")
+        if split.clipped:
+            print(
+                f"  {split.clipped} box{'es' if split.clipped > 1 else ''} clipped to the image (at most 1 px past the border)"
+            )
     return 0

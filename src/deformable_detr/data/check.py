@@ -28,7 +28,7 @@ from pathlib import Path
 from .coco import DatasetError
 from .formats import load_json_split
 from .images import image_size
-from .split import DatasetSplit
+from .split import BOX_TOLERANCE, DatasetSplit
 
 # kind -> what to do about it (shown once per kind in the report).
 PROBLEM_KINDS = {
@@ -49,7 +49,6 @@ WARNING_KINDS = {
     "noncontiguous_category_ids": "fine for training (ids are mapped to labels); renumber 1..K to silence",
     "duplicate_file_name": "two image entries share one file; usually a copy-paste mistake",
 }
-_BOX_TOLERANCE = 1.0  # px; annotation tools round boxes across the border by this much (the loader clips them)
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,7 @@ class DatasetReport:
     bad_annotations: frozenset = frozenset()  # indices into `annotations` that are malformed or point nowhere
     fatal: tuple[str, ...] = ()  # problems no image can be skipped for (e.g. duplicate category ids)
     split: str = ""  # train / val / test, named in `format` where the file's path does not say it
+    bad_image_entries: frozenset = frozenset()  # images whose entry or file itself is bad (not just an annotation)
 
     @property
     def ok(self) -> bool:
@@ -147,6 +147,7 @@ def check_split(split: DatasetSplit, num_threads: int | None = None) -> DatasetR
             if file_problem is not None:
                 kind, message = file_problem
                 found.problem(kind, f"image id {image_id} ({images[image_id]['file_name']}): {message}", image_id)
+                found.bad_image_entries.add(image_id)
     return DatasetReport(
         split.images_dir,
         split.source,
@@ -159,6 +160,7 @@ def check_split(split: DatasetSplit, num_threads: int | None = None) -> DatasetR
         frozenset(found.bad_annotations),
         tuple(found.fatal),
         split.name,
+        frozenset(found.bad_image_entries),
     )
 
 
@@ -185,6 +187,32 @@ def without_bad(split: DatasetSplit, report: DatasetReport) -> tuple[DatasetSpli
     return clean, len(split.coco["images"]) - len(images), len(split.coco["annotations"]) - len(annotations)
 
 
+def without_problems(split: DatasetSplit, report: DatasetReport) -> DatasetSplit:
+    """What `convert` writes: the split minus every image whose entry or file is bad (with its annotations)
+    and every annotation with a problem; images with only a bad annotation stay (without it).
+
+    The readers already left out what they reported (bad label lines, boxes past the border), so the
+    result has no problem `check_split` would find.
+
+    Raises:
+        DatasetError: a problem that dropping entries cannot fix (e.g. duplicate category ids).
+    """
+    if report.fatal:
+        raise DatasetError(f"{split.source}: {report.fatal[0]}; this cannot be converted, fix the dataset")
+    images = [
+        im
+        for im in split.coco["images"]
+        if isinstance(im, dict) and _is_int(im.get("id")) and im["id"] not in report.bad_image_entries
+    ]
+    image_ids = {im["id"] for im in images}
+    annotations = [
+        ann
+        for index, ann in enumerate(split.coco["annotations"])
+        if index not in report.bad_annotations and ann.get("image_id") in image_ids
+    ]
+    return dataclasses.replace(split, coco={**split.coco, "images": images, "annotations": annotations}, problems=[])
+
+
 class _Findings:
     """Messages collected by kind while checking."""
 
@@ -193,6 +221,7 @@ class _Findings:
         self.warnings: dict[str, list[str]] = {}
         self.bad_images: set = set()
         self.bad_annotations: set[int] = set()
+        self.bad_image_entries: set = set()
         self.fatal: list[str] = []
 
     def problem(self, kind: str, message: str, image_id=None, annotation_index: int | None = None) -> None:
@@ -248,8 +277,10 @@ def _check_images(images: list, found: _Findings) -> dict:
                 f"images[{index}]: needs integer id/width/height and a file_name, got {image!r:.80}",
                 image_id,
             )
+            found.bad_image_entries.add(image_id)
         elif image["id"] in by_id:
             found.problem("duplicate_image_id", f"images[{index}]: id {image['id']} used before", image["id"])
+            found.bad_image_entries.add(image["id"])
         else:
             by_id[image["id"]] = image
             file_names[image["file_name"]] += 1
@@ -259,6 +290,7 @@ def _check_images(images: list, found: _Findings) -> dict:
                     f"images[{index}] ({image['file_name']}): size {image['width']}x{image['height']} in the JSON",
                     image["id"],
                 )
+                found.bad_image_entries.add(image["id"])
     for name, count in file_names.items():
         if count > 1:
             found.warning("duplicate_file_name", f"{name} is named by {count} image entries")
@@ -309,10 +341,10 @@ def _check_annotations(annotations: list, images: dict, categories: set, found: 
         if image is None:
             found.problem("unknown_image_id", f"{where}: image_id {ann.get('image_id')!r} not in images", None, index)
         elif (
-            x < -_BOX_TOLERANCE
-            or y < -_BOX_TOLERANCE
-            or x + w > image["width"] + _BOX_TOLERANCE
-            or y + h > image["height"] + _BOX_TOLERANCE
+            x < -BOX_TOLERANCE
+            or y < -BOX_TOLERANCE
+            or x + w > image["width"] + BOX_TOLERANCE
+            or y + h > image["height"] + BOX_TOLERANCE
         ):
             found.problem(
                 "out_of_bounds_box",

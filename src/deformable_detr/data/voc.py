@@ -5,7 +5,9 @@ Layout: `Annotations/<id>.xml`, `JPEGImages/<filename>`, `ImageSets/Main/{train,
 folder inside `root` is used when `root` itself has no `Annotations/`.
 
 Boxes: VOC pixel indices are 1-based and inclusive, so x0 = xmin - 1, y0 = ymin - 1, x1 = xmax,
-y1 = ymax (as detectron2 reads them). `difficult` objects become `iscrowd` 1, which COCO evaluation
+y1 = ymax (as detectron2 reads them); then the readers' one box rule (`split.add_box`, against the XML's
+<size>): up to 1 px past the border is clipped (a 0-based xmin 0, an xmax of width + 1), further out or
+inverted is left out as a problem. `difficult` objects become `iscrowd` 1, which COCO evaluation
 ignores (neither a miss nor a false positive) and training skips, matching VOC's own protocol.
 Class names: `classes.txt` / `labels.txt` in `root` if present, else every `<name>` in
 `Annotations/`, sorted, so all splits share one class list.
@@ -18,7 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import DatasetError
-from .split import DatasetSplit, box_entry
+from .split import DatasetSplit, add_box
 
 SPLIT_FILES = {"train": "train", "val": "val", "test": "test", "trainval": "trainval"}
 
@@ -151,11 +153,16 @@ def _read_xml(root: Path, stem: str, category_of: dict[str, int], result: Datase
             continue
         xmin, ymin, xmax, ymax = corners
         difficult = _int(obj, "difficult") or 0
-        ann_id = len(result.coco["annotations"]) + 1
-        result.coco["annotations"].append(
-            box_entry(
-                ann_id, image_id, category_of[name], xmin - 1, ymin - 1, xmax, ymax, where, iscrowd=int(difficult == 1)
-            )
+        described = f"<bndbox> xmin {xmin:g} ymin {ymin:g} xmax {xmax:g} ymax {ymax:g} ({name})"
+        add_box(
+            result,
+            image_id,
+            category_of[name],
+            (xmin - 1, ymin - 1, xmax, ymax),
+            (width, height),
+            where,
+            described,
+            iscrowd=int(difficult == 1),
         )
 
 

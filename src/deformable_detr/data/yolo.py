@@ -10,7 +10,9 @@ Splits: the yaml's `train` / `val` / `test` (a folder, a .txt listing image path
 those; relative to the yaml's `path`, or the yaml's folder), else `images/{train,val}/`, or
 `{train,valid,val}/images/`, or a single split `images/`.
 
-Category ids are class index + 1; boxes in pixels are x0 = (cx - w/2) * W, w_px = w * W (exact).
+Category ids are class index + 1; boxes in pixels are x0 = (cx - w/2) * W, w_px = w * W (exact), then the
+readers' one box rule (`split.add_box`): up to 1 px past the border is clipped, further out or with w or h
+<= 0 is left out as a problem.
 """
 
 from __future__ import annotations
@@ -21,11 +23,9 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .images import image_size
-from .split import IMAGE_SUFFIXES, SPLIT_ALIASES, DatasetSplit, box_entry
+from .split import IMAGE_SUFFIXES, SPLIT_ALIASES, DatasetSplit, add_box
 
 logger = logging.getLogger(__name__)
-
-_TOLERANCE = 1e-3  # normalised coordinates may exceed [0, 1] by this much (float rounding in exports)
 
 
 def is_yolo(root: Path) -> bool:
@@ -131,7 +131,14 @@ def _read_image(root: Path, image_path: Path, num_classes: int, result: DatasetS
     try:
         lines = label_path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        result.problems.append(("malformed_entry", f"{_relative(label_path, root)}: cannot read ({error})", image_id))
+        result.coco["images"].pop()  # its boxes are unknown: the image is left out, not kept as one without objects
+        result.problems.append(
+            (
+                "malformed_entry",
+                f"{_relative(label_path, root)}: cannot read ({type(error).__name__}: {error}); fix the file",
+                None,
+            )
+        )
         return
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -152,20 +159,9 @@ def _read_image(root: Path, image_path: Path, num_classes: int, result: DatasetS
                 )
             )
             continue
-        if min(x0, y0) < -_TOLERANCE or max(x1, y1) > 1 + _TOLERANCE:
-            result.problems.append(
-                (
-                    "out_of_bounds_box",
-                    f"{where}: box ({x0:.4g}, {y0:.4g}, {x1:.4g}, {y1:.4g}) (normalised "
-                    "x0 y0 x1 y1) is outside the image [0, 1]; clip or fix it",
-                    image_id,
-                )
-            )
-            continue
-        ann_id = len(result.coco["annotations"]) + 1
-        result.coco["annotations"].append(
-            box_entry(ann_id, image_id, class_index + 1, x0 * width, y0 * height, x1 * width, y1 * height, where)
-        )
+        described = f"box ({x0:.4g}, {y0:.4g}, {x1:.4g}, {y1:.4g}) (normalised x0 y0 x1 y1)"
+        box_xyxy = (x0 * width, y0 * height, x1 * width, y1 * height)
+        add_box(result, image_id, class_index + 1, box_xyxy, (width, height), where, described)
 
 
 def _parse_line(line: str) -> tuple[int, tuple[float, float, float, float]] | str:
@@ -180,15 +176,11 @@ def _parse_line(line: str) -> tuple[int, tuple[float, float, float, float]] | st
     if values[0] != int(values[0]) or values[0] < 0:
         return f"class {fields[0]} is not a non-negative integer"
     class_index = int(values[0])
-    if len(values) == 5:
+    if len(values) == 5:  # a zero or negative w / h is a degenerate box (add_box)
         cx, cy, w, h = values[1:]
-        if w <= 0 or h <= 0:
-            return f"box width/height {w:.4g}/{h:.4g} must be > 0"
         return class_index, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
     if len(values) >= 7 and len(values) % 2 == 1:  # polygon: class x1 y1 x2 y2 x3 y3 ...
         xs, ys = values[1::2], values[2::2]
-        if max(xs) <= min(xs) or max(ys) <= min(ys):
-            return "polygon has zero width or height"
         return class_index, (min(xs), min(ys), max(xs), max(ys))
     return f"{len(values)} numbers; expected 5 (class cx cy w h) or a polygon (class x1 y1 x2 y2 x3 y3 ...)"
 
