@@ -340,3 +340,47 @@ def test_yolo_label_file_that_cannot_be_read_leaves_its_image_out(tmp_path):
     assert [im["file_name"] for im in split.coco["images"]] == ["images/train/b.png"]  # not a.jpg without boxes
     ((kind, message, image_id),) = split.problems
     assert kind == "malformed_entry" and message.startswith("labels/train/a.txt: cannot read (UnicodeDecodeError")
+
+
+# --- a YOLO label file without an image: counted and named by check-data, convert and train ---------------------
+
+
+def _yolo_with_orphans(root, count):
+    """`_yolo` plus `count` label files in labels/train/ whose image is not there, a LabelImg classes.txt there
+    (not a label file), and one orphan in labels/val/."""
+    _yolo(root)
+    for index in range(count):
+        (root / f"labels/train/gone{index}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "labels/train/classes.txt").write_text("cat\ndog\nbird\n")
+    (root / "labels/val/lost.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    return root
+
+
+def test_check_data_counts_and_names_yolo_labels_without_image(tmp_path, capsys):
+    root = _yolo_with_orphans(tmp_path / "yolo", 5)
+    assert main(["check-data", str(root)]) == 0  # a warning: the images that are there are fine
+    out = capsys.readouterr().out
+    assert "warning label_without_image: 5" in out and "warning label_without_image: 1" in out
+    assert "labels/train/gone0.txt: no image" in out and "labels/val/lost.txt: no image" in out
+    assert "... and 2 more" in out and "classes.txt" not in out
+    report = check_split(read_split(root, "train"))
+    assert report.ok and report.counts() == {"label_without_image": 5}
+
+
+def test_convert_counts_and_names_yolo_labels_without_image(tmp_path, capsys):
+    root = _yolo_with_orphans(tmp_path / "yolo", 2)
+    assert main(["convert", str(root), "--to", "coco", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "2 label_without_image (labels/train/gone0.txt, labels/train/gone1.txt)" in out, out
+    assert "1 label_without_image (labels/val/lost.txt)" in out, out
+
+
+def test_train_summary_counts_and_names_yolo_labels_without_image(tmp_path, caplog):
+    from deformable_detr.training.datasets import load_checked_split
+
+    root = _yolo_with_orphans(tmp_path / "yolo", 4)
+    with caplog.at_level("INFO"):
+        load_checked_split(root, "train")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "4 label files without an image in the train split" in warned[0], warned
+    assert "labels/train/gone0.txt, labels/train/gone1.txt, labels/train/gone2.txt, ..." in warned[0]

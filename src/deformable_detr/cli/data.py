@@ -134,4 +134,8 @@ def _convert(args) -> int:
             print(
                 f"  {split.clipped} box{'es' if split.clipped > 1 else ''} clipped to the image (at most 1 px past the border)"
             )
+        if split.labels_without_image:
+            names = split.labels_without_image
+            shown = ", ".join(names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+            print(f"  not converted: {len(names)} label_without_image ({shown})")
     return 0

@@ -10,8 +10,8 @@ from the JSON's width/height, duplicate image/annotation/category ids, annotatio
 image or category ids, degenerate boxes (w or h <= 0) and boxes outside their image.
 
 Warnings (reported, but the dataset stays usable): category ids that are not 1..K (COCO itself
-uses 1..90 with gaps; the data layer maps any ids to contiguous labels) and files named by two
-image entries.
+uses 1..90 with gaps; the data layer maps any ids to contiguous labels), files named by two
+image entries, and YOLO label files without an image (their boxes are not used).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ PROBLEM_KINDS = {
 WARNING_KINDS = {
     "noncontiguous_category_ids": "fine for training (ids are mapped to labels); renumber 1..K to silence",
     "duplicate_file_name": "two image entries share one file; usually a copy-paste mistake",
+    "label_without_image": "its boxes are not used; add the image it labels (same name, images/ for labels/) "
+    "or delete the label file",
 }
 
 
@@ -138,6 +140,8 @@ def check_split(split: DatasetSplit, num_threads: int | None = None) -> DatasetR
     found = _Findings()
     for kind, message, image_id in split.problems:
         found.problem(kind, message, image_id)
+    for label in split.labels_without_image:
+        found.warning("label_without_image", f"{label}: no image of that name in the images folder")
     categories = _check_categories(data["categories"], found)
     images = _check_images(data["images"], found)
     _check_annotations(data["annotations"], images, categories, found)

@@ -126,6 +126,7 @@ class ConvertedSplit:
     left_out: problem kind -> how many entries of that kind were not converted (a box or label line,
         or an image with its boxes); `check-data SRC` lists them with file and line.
     clipped: boxes at most 1 px past the image border, clipped to it (rounding in the source).
+    labels_without_image: YOLO label files (relative to SRC) that no image uses, so not converted.
     """
 
     annotations_file: Path
@@ -133,6 +134,7 @@ class ConvertedSplit:
     boxes: int
     left_out: dict[str, int] = field(default_factory=dict)
     clipped: int = 0
+    labels_without_image: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> int:
@@ -169,11 +171,16 @@ def convert_dataset(src: str | Path, out: str | Path, format: str = "auto") -> d
         split = read_split(src, name, format)
         report = check_split(split)
         left_out = {kind: len(messages) for kind, messages in report.problems.items()}
-        checked.append((name, without_problems(split, report), left_out, split.clipped_boxes))
+        checked.append((name, without_problems(split, report), left_out))
     written = {}
-    for name, split, left_out, clipped in checked:
+    for name, split, left_out in checked:
         path = write_coco(split, out / name)
         written[name] = ConvertedSplit(
-            path, len(split.coco["images"]), len(split.coco["annotations"]), left_out, clipped
+            path,
+            len(split.coco["images"]),
+            len(split.coco["annotations"]),
+            left_out,
+            split.clipped_boxes,
+            list(split.labels_without_image),
         )
     return written

@@ -36,6 +36,7 @@ class DatasetSplit:
     source: Path  # the file or folder the split was read from (for messages)
     problems: list[tuple[str, str, int | None]] = field(default_factory=list)
     clipped_boxes: int = 0  # boxes at most BOX_TOLERANCE px past the border, clipped to the image by `add_box`
+    labels_without_image: list[str] = field(default_factory=list)  # YOLO label files no image uses (relative)
 
     @property
     def categories(self) -> list[dict]:
