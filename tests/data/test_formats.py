@@ -170,10 +170,8 @@ def _bad_line(tmp_path, text, kind, match):
     [
         ("0 0.5 0.5 0.2", "malformed_entry", "4 numbers; expected 5"),
         ("7 0.5 0.5 0.2 0.2", "unknown_category_id", "class 7 is not in 0..2"),
-        ("0 0.95 0.5 0.2 0.2", "out_of_bounds_box", "reaches 10 px past the border of the 200x100 image"),
-        ("0 0.5 0.5 0 0.2", "degenerate_box", "is 0 x 20 px (width and height must be > 0"),
-        ("0 0.5 0.5 0.2 -0.1", "degenerate_box", "is 40 x -10 px (width and height must be > 0"),
-        ("0 0.1 0.1 0.1 0.5 0.1 0.9", "degenerate_box", "is 0 x 80 px"),
+        ("0 0.95 0.5 0.2 0.2", "out_of_bounds_box", "outside the image: 10 px past the border of the 200x100 image"),
+        ("0 0.5 0.5 0 0.2", "malformed_entry", "must be > 0"),
         ("cat 0.5 0.5 0.2 0.2", "malformed_entry", "expected numbers"),
         ("0 nan 0.5 0.2 0.2", "malformed_entry", "non-finite"),
     ],
@@ -217,7 +215,7 @@ def test_check_data_and_convert_cli_on_every_format(tmp_path, capsys):
     (yolo / "labels/train/a.txt").write_text("0 0.5 0.5 0.2\n")
     assert main(["check-data", str(yolo)]) == 1
     assert "labels/train/a.txt:1" in capsys.readouterr().out
-    assert main(["check-data", str(tmp_path / "nothing_here")]) == 1
+    assert main(["check-data", str(tmp_path / "nothing_here")]) == 2  # no dataset there: bad usage
     assert "dataset folder not found" in capsys.readouterr().err
 
 
@@ -274,8 +272,8 @@ def _broken_voc(root):
 
 def _broken_yolo(root):
     """YOLO with one instance of each mistake on a 2000x100 image (1 px = 0.0005 of the width): a box past the
-    border, a zero-width box, a box 1.6 px out (0.0008 normalised), one 0.6 px out, a 4-number line, class 7,
-    and an undecodable image."""
+    border, a zero-width box (a malformed line), a box 1.6 px out (0.0008 normalised), one 0.6 px out, a
+    4-number line, class 7, and an undecodable image."""
     _yolo(root)
     _image(root / "images/train/a.jpg", 2000, 100)
     (root / "labels/train/a.txt").write_text(
@@ -301,8 +299,7 @@ EXPECTED_LEFT_OUT = {
     },
     "yolo": {
         "out_of_bounds_box": 2,
-        "degenerate_box": 1,
-        "malformed_entry": 1,
+        "malformed_entry": 2,
         "unknown_category_id": 1,
         "unreadable_image": 1,
     },
@@ -384,3 +381,88 @@ def test_train_summary_counts_and_names_yolo_labels_without_image(tmp_path, capl
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 1 and "4 label files without an image in the train split" in warned[0], warned
     assert "labels/train/gone0.txt, labels/train/gone1.txt, labels/train/gone2.txt, ..." in warned[0]
+
+
+# --- messages speak the dataset's own format ------------------------------------------------------------------
+
+
+def test_yolo_and_voc_problems_carry_hints_in_their_own_terms(tmp_path, capsys):
+    yolo = _broken_yolo(tmp_path / "yolo")
+    assert main(["check-data", str(yolo)]) == 1
+    out = capsys.readouterr().out
+    assert "COCO fields" not in out and "JSON" not in out and "annotation's category_id" not in out, out
+    assert "problem malformed_entry: 2 (fix the label line: `class cx cy w h`" in out, out
+    assert "problem unknown_category_id: 1 (fix the class index or add its name to data.yaml" in out, out
+    assert "problem out_of_bounds_box: 2 (fix the label line (coordinates are 0..1 of the image)" in out, out
+    voc = _broken_voc(tmp_path / "voc")
+    assert main(["check-data", str(voc)]) == 1
+    out = capsys.readouterr().out
+    assert "COCO fields" not in out and "JSON" not in out and "annotation's category_id" not in out, out
+    assert "problem size_mismatch: 1 (fix <size> in the XML or the image file)" in out, out
+    assert "z.jpg): file is 100x80, Annotations/z.xml says 200x160" in out, out
+    assert "problem malformed_entry: 1 (fix the XML:" in out, out
+    assert "problem degenerate_box: 1 (fix the <bndbox>" in out, out
+
+
+def test_voc_id_without_xml_is_a_missing_annotation_not_a_missing_image(tmp_path, capsys):
+    root = _voc(tmp_path / "voc")
+    (root / "ImageSets/Main/train.txt").write_text("x\nq\n")  # q.jpg may be there or not: its XML is not
+    _image(root / "JPEGImages/q.jpg", 20, 20)
+    report = check_split(read_split(root, "train"))
+    assert report.counts() == {"missing_annotation_file": 1}
+    (message,) = report.problems["missing_annotation_file"]
+    assert message.startswith("Annotations/q.xml: not found (id q is listed in ImageSets/Main/train.txt)")
+    assert main(["check-data", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "add Annotations/<id>.xml or remove the id from ImageSets/Main/" in out and "images folder" not in out
+
+
+def test_voc_class_names_differing_in_case_or_spaces_are_one_class_with_a_warning(tmp_path):
+    root = _voc(tmp_path / "voc")
+    xml = (root / "Annotations/y.xml").read_text()
+    (root / "Annotations/y.xml").write_text(xml.replace("<name>cat</name>", "<name> Dog </name>"))
+    xml = (root / "Annotations/x.xml").read_text()
+    (root / "Annotations/x.xml").write_text(xml.replace("<name>person</name>", "<name>dog\t</name>"))
+    train, val = read_split(root, "train"), read_split(root, "val")
+    # "dog" (x.xml, twice with the tab) and " Dog " (y.xml): one class, named by the most frequent spelling
+    assert [c["name"] for c in train.categories] == ["dog"] == [c["name"] for c in val.categories]
+    assert [a["category_id"] for a in val.coco["annotations"]] == [1]
+    report = check_split(val)
+    assert report.ok and report.counts() == {"class_names_merged": 1}
+    assert "Annotations/: class names 'Dog', 'dog' are one class 'dog'" in report.warnings["class_names_merged"][0]
+
+
+def test_train_warns_about_merged_voc_class_names(tmp_path, caplog):
+    from deformable_detr.training.datasets import load_checked_split
+
+    root = _voc(tmp_path / "voc")
+    xml = (root / "Annotations/y.xml").read_text()
+    (root / "Annotations/y.xml").write_text(xml.replace("<name>cat</name>", "<name>DOG</name>"))
+    with caplog.at_level("INFO"):
+        split = load_checked_split(root, "train")
+    assert [c["name"] for c in split.categories] == ["DOG", "person"]  # "dog" once, "DOG" once: the sorted first
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "class names 'DOG', 'dog' are one class 'DOG' (1 and 1 objects)" in warned[0]
+
+
+@pytest.mark.parametrize("make", ["missing", "empty folder", "file"])
+def test_check_data_on_a_missing_path_or_non_dataset_is_bad_usage(tmp_path, capsys, make):
+    path = tmp_path / "target"
+    if make == "empty folder":
+        path.mkdir()
+    elif make == "file":
+        path.write_text("not a dataset")
+    assert main(["check-data", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and err.count("\n") == 1, err
+    assert main(["check-data", "--images", str(tmp_path), "--annotations", str(tmp_path / "none.json")]) == 2
+    assert "none.json: annotations file not found" in capsys.readouterr().err
+
+
+def test_yolo_list_naming_a_missing_image_is_a_missing_image_with_a_yolo_hint(tmp_path, capsys):
+    root = _roboflow(tmp_path / "rf", "train: list.txt\nval: ../valid/images\nnames: ['thing']\n")
+    (root / "list.txt").write_text("train/images/p.jpg\ntrain/images/gone.jpg\n")
+    report = check_split(read_split(root, "train"))
+    assert report.counts() == {"missing_image": 1}
+    assert "train/images/gone.jpg: image file not found" in report.problems["missing_image"][0]
+    assert "(add the image named in the split's list file or remove the line)" in report.format()

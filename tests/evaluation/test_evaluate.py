@@ -68,3 +68,26 @@ def test_detections_equal_model_predict_on_the_files(model_and_data, monkeypatch
         for record in detections.to_coco(image["id"])
     ]
     _assert_same(evaluated, sorted(predicted, key=lambda r: (r["image_id"], -r["score"], r["category_id"])))
+
+
+@pytest.mark.parametrize("layout", ["yolo", "voc"])
+def test_eval_checkpoint_on_yolo_or_voc_data_says_to_convert_first(tmp_path, capsys, layout):
+    from PIL import Image
+
+    from deformable_detr.cli import main
+
+    data = tmp_path / "mine"
+    if layout == "yolo":
+        (data / "images/val").mkdir(parents=True)
+        (data / "labels/val").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(data / "images/val/a.jpg")
+        (data / "classes.txt").write_text("a\n")
+    else:
+        (data / "Annotations").mkdir(parents=True)
+        (data / "JPEGImages").mkdir()
+    status = main(["eval", "--checkpoint", str(tmp_path / "no_model_needed"), "--data", str(data)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"{data}: is a {'YOLO' if layout == 'yolo' else 'Pascal VOC'} dataset; eval --checkpoint reads COCO" in err
+    assert f"deformable-detr convert {data} --to coco {data}_coco" in err, err
+    assert f"--data {data}_coco" in err and "annotations file not found" not in err, err

@@ -29,6 +29,8 @@ def detect_format(root: str | Path) -> str:
         DatasetError: `root` is missing or matches none of the layouts.
     """
     root = Path(root)
+    if root.is_file():
+        raise DatasetError(f"{root}: is a file, not a dataset folder; pass the folder that holds the dataset")
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     if _coco_splits(root):
@@ -140,6 +142,13 @@ class ConvertedSplit:
     def problems(self) -> int:
         """Entries not converted, all kinds together."""
         return sum(self.left_out.values())
+
+    def __iter__(self):
+        """Unpacks as the (annotations_file, images, boxes, problems) tuple earlier versions returned."""
+        return iter((self.annotations_file, self.images, self.boxes, self.problems))
+
+    def __getitem__(self, index):
+        return tuple(self)[index]
 
 
 def convert_dataset(src: str | Path, out: str | Path, format: str = "auto") -> dict[str, ConvertedSplit]:

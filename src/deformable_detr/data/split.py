@@ -37,6 +37,8 @@ class DatasetSplit:
     problems: list[tuple[str, str, int | None]] = field(default_factory=list)
     clipped_boxes: int = 0  # boxes at most BOX_TOLERANCE px past the border, clipped to the image by `add_box`
     labels_without_image: list[str] = field(default_factory=list)  # YOLO label files no image uses (relative)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (kind, message) the reader noticed
+    image_sources: dict = field(default_factory=dict)  # image id -> the file that recorded its size (VOC: its XML)
 
     @property
     def categories(self) -> list[dict]:
@@ -141,8 +143,8 @@ def add_box(
         split.problems.append(
             (
                 "out_of_bounds_box",
-                f"{where}: {described} reaches {outside:.4g} px past the border of the {width}x{height} image "
-                f"(over {BOX_TOLERANCE:g} px is not rounding); fix the box or delete it",
+                f"{where}: {described} is outside the image: {outside:.4g} px past the border of the "
+                f"{width}x{height} image (over {BOX_TOLERANCE:g} px is not rounding); fix the box or delete it",
                 image_id,
             )
         )

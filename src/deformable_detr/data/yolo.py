@@ -11,8 +11,8 @@ those; relative to the yaml's `path`, or the yaml's folder), else `images/{train
 `{train,valid,val}/images/`, or a single split `images/`.
 
 Category ids are class index + 1; boxes in pixels are x0 = (cx - w/2) * W, w_px = w * W (exact), then the
-readers' one box rule (`split.add_box`): up to 1 px past the border is clipped, further out or with w or h
-<= 0 is left out as a problem.
+readers' one box rule (`split.add_box`): up to 1 px past the border is clipped, further out is left out as
+a problem (a line with w or h <= 0 is a malformed line).
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ def _read_image(root: Path, image_path: Path, num_classes: int, result: DatasetS
     try:
         width, height = image_size(image_path, name=shown, verify=False)
     except DatasetError as error:
-        result.problems.append(("unreadable_image", str(error), None))
+        kind = "unreadable_image" if image_path.exists() else "missing_image"  # a list file names a missing one
+        result.problems.append((kind, str(error), None))
         return
     result.coco["images"].append(
         {"id": image_id, "file_name": _relative(image_path, root), "width": width, "height": height}
@@ -210,11 +211,15 @@ def _parse_line(line: str) -> tuple[int, tuple[float, float, float, float]] | st
     if values[0] != int(values[0]) or values[0] < 0:
         return f"class {fields[0]} is not a non-negative integer"
     class_index = int(values[0])
-    if len(values) == 5:  # a zero or negative w / h is a degenerate box (add_box)
+    if len(values) == 5:
         cx, cy, w, h = values[1:]
+        if w <= 0 or h <= 0:
+            return f"box width/height {w:.4g}/{h:.4g} must be > 0"
         return class_index, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
     if len(values) >= 7 and len(values) % 2 == 1:  # polygon: class x1 y1 x2 y2 x3 y3 ...
         xs, ys = values[1::2], values[2::2]
+        if max(xs) <= min(xs) or max(ys) <= min(ys):
+            return "polygon has zero width or height"
         return class_index, (min(xs), min(ys), max(xs), max(ys))
     return f"{len(values)} numbers; expected 5 (class cx cy w h) or a polygon (class x1 y1 x2 y2 x3 y3 ...)"
 

@@ -79,6 +79,8 @@ def load_checked_split(root: Path, name: str, format: str = "auto", skip_bad: bo
             count,
             name,
         )
+    for _kind, message in split.warnings:  # e.g. class_names_merged
+        logger.warning("%s: %s (%s split)", split.source, message, name)
     if split.labels_without_image:
         names = split.labels_without_image
         logger.warning(
