@@ -130,7 +130,14 @@ def _labels_without_image(sources: dict[str, tuple[list[Path], list[Path]]], spl
     shared by several splits counts its files in the first. Names like `classes.txt` (LabelImg writes it
     there) are not label files.
     """
-    used = {label_file(image).resolve() for images, _ in sources.values() for image in images}
+    resolved: dict[Path, Path] = {}  # folder -> its resolved path (one resolve per folder, not per file)
+
+    def canonical(path: Path) -> Path:
+        if path.parent not in resolved:
+            resolved[path.parent] = path.parent.resolve()
+        return resolved[path.parent] / path.name
+
+    used = {canonical(label_file(image)) for images, _ in sources.values() for image in images}
     claimed: set[Path] = set()
     orphans: list[Path] = []
     for name, (_, folders) in sources.items():
@@ -143,7 +150,7 @@ def _labels_without_image(sources: dict[str, tuple[list[Path], list[Path]]], spl
                 orphans.extend(
                     path
                     for path in labels.rglob("*.txt")
-                    if path.name.lower() not in _NOT_LABEL_FILES and path.is_file() and path not in used
+                    if path.name.lower() not in _NOT_LABEL_FILES and path.is_file() and canonical(path) not in used
                 )
     return sorted(orphans)
 
