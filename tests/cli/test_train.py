@@ -77,3 +77,26 @@ def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
         r"weights.pth: exists and is not a folder",
     )
     assert (tmp_path / "weights.pth").read_bytes() == b"precious"
+
+
+def test_out_under_a_file_is_refused_before_the_data_is_read(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    _one_line_error(  # --data does not exist either: the --out problem is found first, in one line
+        capsys,
+        ["train", "--preset", "demo", "--data", str(tmp_path / "no_data"), "--out", str(tmp_path / "notes.txt/run")],
+        r"--out .*notes.txt/run: cannot create it: .*notes.txt is a file, not a folder; choose another --out",
+    )
+
+
+def test_out_that_cannot_be_written_is_refused_before_the_data_is_read(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):  # what a read-only folder does (chmod does not stop root, who runs the tests)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    _one_line_error(
+        capsys,
+        ["train", "--preset", "demo", "--data", str(tmp_path / "no_data"), "--out", str(tmp_path / "run")],
+        r"--out .*run: cannot write there \(Permission denied\); choose a folder you can write to",
+    )

@@ -1,9 +1,11 @@
 """Fuzz tests (hypothesis): the annotation loaders (COCO, YOLO, VOC), `check-data` and image decoding
-raise nothing but the project's own errors (`DeformableDetrError`) on arbitrary input.
+raise nothing but the project's own errors (`DeformableDetrError`) on arbitrary input, and `convert`'s
+output of any YOLO labels or VOC boxes passes `check-data`.
 
 Example counts (`max_examples`) are fixed so the suite's cost is known: 300 COCO structures, 200 COCO
 files of raw bytes, 200 YOLO label files, 100 YOLO yaml files, 200 VOC XML files, 300 image byte
-strings (random and mutated PNG/JPEG/GIF/BMP/TIFF/WebP, 16-bit and CMYK): 1,300 in all. About 0.1-0.3 s
+strings (random and mutated PNG/JPEG/GIF/BMP/TIFF/WebP, 16-bit and CMYK), 50 YOLO and 50 VOC
+datasets converted: 1,400 in all. About 0.1-0.3 s
 per example on a busy 2-core machine, so they are `slow` (run by `make test-slow`).
 """
 
@@ -21,7 +23,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from deformable_detr.data.check import check_dataset, check_split  # noqa: E402
 from deformable_detr.data.coco import CocoDetection  # noqa: E402
-from deformable_detr.data.formats import read_split  # noqa: E402
+from deformable_detr.data.formats import convert_dataset, dataset_splits, read_split  # noqa: E402
 from deformable_detr.data.images import image_size, load_rgb_image  # noqa: E402
 from deformable_detr.data.split import DatasetSplit  # noqa: E402
 from deformable_detr.errors import DeformableDetrError  # noqa: E402
@@ -232,3 +234,70 @@ def test_image_decoding(content):
             continue
         if isinstance(image, Image.Image):
             assert image.mode == "RGB"
+
+
+# `convert` leaves out whatever has a problem, so check-data on its output is always clean (50 + 50 examples).
+coordinate = st.floats(-0.2, 1.2, allow_nan=False)
+yolo_box_line = st.tuples(st.integers(-1, 3), coordinate, coordinate, st.floats(-0.1, 1.3), st.floats(-0.1, 1.3)).map(
+    lambda v: " ".join(map(str, v))
+)
+
+
+def _converted_output_is_clean(root: Path) -> None:
+    out = Path(tempfile.mkdtemp(prefix="fuzzout")) / "coco"
+    try:
+        convert_dataset(root, out)
+    except DeformableDetrError:
+        return
+    for split in dataset_splits(out):
+        report = check_split(read_split(out, split), num_threads=1)
+        assert report.ok, report.format()
+
+
+@settings(max_examples=50, **SETTINGS)
+@given(
+    st.lists(st.one_of(yolo_box_line, label_line), max_size=6),
+    st.integers(1, 2100),
+    st.integers(1, 40),
+    st.binary(max_size=40),
+)
+def test_convert_of_any_yolo_labels_passes_check_data(lines, width, height, junk):
+    root = _workspace()
+    (root / "images" / "train").mkdir()
+    Image.new("RGB", (width, height)).save(root / "images" / "train" / "a.png")
+    (root / "images" / "train" / "b.jpg").write_bytes(junk)
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "a.txt").write_text("\n".join(lines))
+    (root / "labels" / "train" / "b.txt").write_text("0 0.5 0.5 0.5 0.5")
+    (root / "classes.txt").write_text("x\ny\n")
+    _converted_output_is_clean(root)
+
+
+voc_corner = st.one_of(st.integers(-3, 45), st.floats(-3, 45, allow_nan=False), st.sampled_from(["", "a", "1e400"]))
+
+
+@settings(max_examples=50, **SETTINGS)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["x", " x", "y", ""]), st.lists(voc_corner, min_size=4, max_size=4)), max_size=5
+    ),
+    st.tuples(st.integers(-1, 45), st.integers(-1, 45)),
+    st.sampled_from(["a.png", "b.png", "missing.png"]),
+)
+def test_convert_of_any_voc_boxes_passes_check_data(objects, size, file_name):
+    root = _workspace()
+    (root / "JPEGImages").mkdir()
+    Image.new("RGB", (40, 30)).save(root / "JPEGImages" / "a.png")
+    (root / "JPEGImages" / "b.png").write_bytes(b"\x89PNG not really")
+    (root / "Annotations").mkdir()
+    boxes = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{c[0]}</xmin><ymin>{c[1]}</ymin><xmax>{c[2]}</xmax>"
+        f"<ymax>{c[3]}</ymax></bndbox></object>"
+        for name, c in objects
+    )
+    (root / "Annotations" / "a.xml").write_text(
+        f"<annotation><filename>{file_name}</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
+        f"</size>{boxes}<object><name>x</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
+        "</bndbox></object></annotation>"
+    )
+    _converted_output_is_clean(root)

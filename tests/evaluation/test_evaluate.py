@@ -199,3 +199,26 @@ def test_cli_refuses_disjoint_classes_in_one_line(model_and_data, tmp_path, caps
     assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "no class of the data is one of the model's" in err
+
+
+@pytest.mark.parametrize("layout", ["yolo", "voc"])
+def test_eval_checkpoint_on_yolo_or_voc_data_says_to_convert_first(tmp_path, capsys, layout):
+    from PIL import Image
+
+    from deformable_detr.cli import main
+
+    data = tmp_path / "mine"
+    if layout == "yolo":
+        (data / "images/val").mkdir(parents=True)
+        (data / "labels/val").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(data / "images/val/a.jpg")
+        (data / "classes.txt").write_text("a\n")
+    else:
+        (data / "Annotations").mkdir(parents=True)
+        (data / "JPEGImages").mkdir()
+    status = main(["eval", "--checkpoint", str(tmp_path / "no_model_needed"), "--data", str(data)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"{data}: is a {'YOLO' if layout == 'yolo' else 'Pascal VOC'} dataset; eval --checkpoint reads COCO" in err
+    assert f"deformable-detr convert {data} --to coco {data}_coco" in err, err
+    assert f"--data {data}_coco" in err and "annotations file not found" not in err, err

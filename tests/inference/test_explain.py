@@ -156,3 +156,12 @@ def test_nothing_to_explain_is_refused(capsys, model_dir, tmp_path, top):
     assert not out.exists()
     with pytest.raises(ConfigError, match="top must be an integer >= 1"):
         explain(tiny_model(), path, top=top)
+
+
+def test_cli_on_a_folder_says_explain_takes_one_image_file(capsys, tmp_path):
+    folder = tmp_path / "photos"
+    write_image(folder / "photo.jpg", HEIGHT, WIDTH)
+    status = main(["explain", str(folder), "--checkpoint", str(tmp_path / "unused"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"{folder}: is a folder; explain takes one image file" in err and "JPEG" not in err, err

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from deformable_detr.cli import main
+from deformable_detr.errors import ConfigError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
@@ -119,3 +124,100 @@ def test_cli_refuses_bad_requests_in_one_line(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert out.read_bytes() == b"an earlier export"
+
+
+# --- The README's onnxruntime recipe gives `predict`'s detections --------------------------------------------
+
+
+def _readme_recipe() -> str:
+    """The README's ```python block that runs the exported file with onnxruntime."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "onnxruntime.InferenceSession" in b]
+    return block
+
+
+def _photo(width: int, height: int, seed: int) -> Image.Image:
+    """A picture with a few bright rectangles on noise, so a random model's scores depend on its orientation."""
+    generator = np.random.default_rng(seed)
+    pixels = generator.integers(0, 90, (height, width, 3), dtype=np.uint8)
+    for _ in range(4):
+        x0, y0 = int(generator.integers(0, width - 20)), int(generator.integers(0, height - 20))
+        pixels[y0 : y0 + int(generator.integers(10, 30)), x0 : x0 + int(generator.integers(10, 40))] = (
+            generator.integers(120, 256, 3)
+        )
+    return Image.fromarray(pixels)
+
+
+def _run_recipe(folder: Path, photo: Path, monkeypatch, capsys) -> list[tuple[str, float, list[float]]]:
+    """Run the README recipe in `folder` (which holds model.onnx) on `photo`; its printed (name, score, box) rows."""
+    shutil.copy(photo, folder / "photo1.jpg")
+    monkeypatch.chdir(folder)
+    capsys.readouterr()
+    exec(compile(_readme_recipe(), "README.md (onnxruntime recipe)", "exec"), {"__name__": "__readme__"})  # noqa: S102
+    rows = []
+    for line in capsys.readouterr().out.strip().splitlines():
+        name, score, box = re.fullmatch(r"(.+) ([0-9.]+) \[(.*)\]", line).groups()
+        rows.append((name, float(score), [float(v) for v in box.split(",")]))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny multi-scale model (min_size 96, max_size 160) and its dynamic export in a folder of its own."""
+    folder = tmp_path_factory.mktemp("recipe")
+    model = tiny_model("multi-scale")
+    export_onnx(model, folder / "model.onnx", dynamic=True, height=64, width=80)
+    return model, folder
+
+
+def _assert_recipe_matches_predict(model, folder, photo, monkeypatch, capsys):
+    expected = model.predict(str(photo), threshold=0.5)[0]
+    assert len(expected) > 0  # the spread class biases give a few detections over 0.5
+    rows = _run_recipe(folder, photo, monkeypatch, capsys)
+    assert [name for name, _, _ in rows] == expected.names
+    # The recipe prints scores to 3 decimals and boxes to whole pixels; onnxruntime differs from PyTorch by ~1e-6.
+    for (_, score, box), expected_score, expected_box in zip(rows, expected.scores.tolist(), expected.boxes.tolist()):
+        assert abs(score - expected_score) <= 5e-4 + 1e-5, (score, expected_score)
+        assert max(abs(a - b) for a, b in zip(box, expected_box)) <= 0.5 + 1e-3, (box, expected_box)
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])
+def test_readme_recipe_equals_predict_on_exif_rotated_jpeg(exported, orientation, tmp_path, monkeypatch, capsys):
+    model, folder = exported
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # 2..8: mirrored and/or rotated by 90/180/270 degrees for display
+    photo = tmp_path / f"exif{orientation}.jpg"
+    _photo(150, 100, seed=orientation).save(photo, exif=exif, quality=95)
+    _assert_recipe_matches_predict(model, folder, photo, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("size", [(190, 110), (110, 190)])
+def test_readme_recipe_equals_predict_on_max_size_limited_odd_aspect(exported, size, tmp_path, monkeypatch, capsys):
+    # 190x110 under min_size 96 / max_size 160: the shorter side is 160 * 110 / 190 = 92.63 px, which the model
+    # rounds to 93 (and truncating it would give 92).
+    model, folder = exported
+    photo = tmp_path / "odd.png"
+    _photo(*size, seed=11).save(photo)
+    _assert_recipe_matches_predict(model, folder, photo, monkeypatch, capsys)
+
+
+def test_onnx_inputs_sizes_are_hand_worked(tmp_path):
+    from deformable_detr.interop.onnx import onnx_inputs
+
+    config = PreprocessConfig(min_size=96, max_size=160)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 150x100, displayed 100 wide x 150 tall: short side 96, long 96 * 1.5 = 144
+    _photo(150, 100, seed=0).save(tmp_path / "rotated.jpg", exif=exif)
+    images, size = onnx_inputs(tmp_path / "rotated.jpg", config)
+    assert (images.shape, images.dtype, size) == ((1, 3, 144, 96), np.float32, (150, 100))
+    # 6000x4000 under max_size 256: short side 256 * 4000 / 6000 = 170.67 -> 171 (not 170), long int(171 * 1.5)
+    images, size = onnx_inputs(Image.new("RGB", (6000, 4000)), PreprocessConfig(min_size=200, max_size=256))
+    assert (images.shape, size) == ((1, 3, 171, 256), (4000, 6000))
+
+
+def test_onnx_detections_refuses_a_batch_in_one_line():
+    from deformable_detr.interop.onnx import onnx_detections
+
+    model = tiny_model("single-scale")
+    with pytest.raises(ConfigError, match=r"expected one image's \(Lq, K\) and \(Lq, 4\); pass logits\[0\]"):
+        onnx_detections(np.zeros((1, 8, 3), np.float32), np.zeros((1, 8, 4), np.float32), (10, 10), model)

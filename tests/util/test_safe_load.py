@@ -5,6 +5,7 @@ import io
 import os
 import pickle
 import random
+import re
 
 import pytest
 import torch
@@ -116,3 +117,27 @@ def test_checkpoint_error_is_still_a_value_error(tmp_path):
     path.write_bytes(os.urandom(16))
     with pytest.raises(ValueError):
         load_torch_file(path)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.99, 0.01])
+def test_truncated_checkpoint_is_one_plain_line_without_torch_internals(tmp_path, cut):
+    good = io.BytesIO()
+    torch.save({"model": {"w": torch.zeros(256)}}, good)
+    path = tmp_path / "model.pth"
+    path.write_bytes(good.getvalue()[: max(1, int(len(good.getvalue()) * cut))])
+    with pytest.raises(CheckpointError) as error:
+        load_torch_file(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: the file is truncated") and "re-download or re-save it" in message
+    assert not re.search(r"PytorchStreamReader|miniz|central directory|RuntimeError", message), message
+    _no_bad_advice(message)
+
+
+def test_a_file_that_is_not_a_checkpoint_says_so_without_torch_internals(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_bytes(b"hello world " * 20)
+    with pytest.raises(
+        CheckpointError, match=r"notes.pth: not a PyTorch checkpoint \(not a file torch.save wrote"
+    ) as e:
+        load_torch_file(path)
+    assert "KeyError" not in str(e.value)

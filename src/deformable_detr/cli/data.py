@@ -69,7 +69,7 @@ def _make_dataset(args) -> None:
 def register_check_data(subparsers) -> None:
     parser = subparsers.add_parser(
         "check-data",
-        help="list every problem of a dataset, any format (exit 1 if any)",
+        help="list every problem of a dataset, any format (exit 1 if any; 2 if there is no dataset there)",
         description="Check a COCO, YOLO or Pascal VOC dataset (format detected, or --format): "
         "every split of DIR; or one COCO split given as --images with --annotations.",
     )
@@ -85,12 +85,21 @@ def register_check_data(subparsers) -> None:
 
 def _check_data(args) -> int:
     from ..data.check import check_dataset, check_split
-    from ..data.formats import dataset_splits, read_split
+    from ..data.formats import dataset_splits, detect_format, read_split
     from ..errors import ConfigError, DatasetError
 
     explicit = args.images is not None or args.annotations is not None
     if (args.dir is not None) == explicit or (explicit and (args.images is None or args.annotations is None)):
         raise ConfigError("check-data takes either DIR or both --images and --annotations")
+    # Nothing to check (a missing path, a folder that is no dataset) is bad usage, exit 2: DatasetError below.
+    if explicit and not args.annotations.is_file():
+        raise ConfigError(f"{args.annotations}: annotations file not found; pass the COCO instances JSON")
+    if explicit and not args.images.is_dir():
+        raise ConfigError(f"{args.images}: images folder not found; pass the folder holding the image files")
+    if not explicit and args.format == "auto":
+        detect_format(args.dir)
+    elif not explicit and not args.dir.is_dir():
+        raise ConfigError(f"{args.dir}: dataset folder not found")
     try:
         if explicit:
             reports = [check_dataset(args.images, args.annotations)]
@@ -98,7 +107,7 @@ def _check_data(args) -> int:
             reports = [
                 check_split(read_split(args.dir, name, args.format)) for name in dataset_splits(args.dir, args.format)
             ]
-    except DatasetError as error:  # a malformed file is a problem found, not a usage error
+    except DatasetError as error:  # a malformed file is a problem found (exit 1), not a usage error
         print(f"error: {error}", file=sys.stderr)
         return 1
     print("\n".join(report.format(args.examples) for report in reports))
@@ -125,11 +134,17 @@ def _convert(args) -> int:
     from ..data.formats import convert_dataset
 
     written = convert_dataset(args.src, args.out, args.format)
-    for name, (path, images, boxes, problems) in written.items():
-        skipped = (
-            f"; {problems} entries could not be converted (see `deformable-detr check-data {args.src}`)"
-            if problems
-            else ""
-        )
-        print(f"{name}: {images} images, {boxes} boxes -> {path}{skipped}")
+    for name, split in written.items():
+        print(f"{name}: {split.images} images, {split.boxes} boxes -> {split.annotations_file}")
+        if split.left_out:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in split.left_out.items())
+            print(f"  left out: {kinds} (`deformable-detr check-data {args.src}` lists them)")
+        if split.clipped:
+            print(
+                f"  {split.clipped} box{'es' if split.clipped > 1 else ''} clipped to the image (at most 1 px past the border)"
+            )
+        if split.labels_without_image:
+            names = split.labels_without_image
+            shown = ", ".join(names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+            print(f"  not converted: {len(names)} label_without_image ({shown})")
     return 0

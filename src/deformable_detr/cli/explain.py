@@ -55,6 +55,8 @@ def _explain(args) -> None:
         raise ConfigError(f"--top must be >= 1 (the number of detections to explain), got {args.top}")
     if args.out.resolve() == args.image.resolve().parent:
         raise ConfigError(f"--out {args.out}: is the image's own folder; choose another folder for the drawings")
+    if args.image.is_dir():
+        raise ConfigError(f"{args.image}: is a folder; explain takes one image file (predict takes a folder)")
     check_explanation_folder(args.out, args.overwrite)  # before minutes of loading and computing
     model = load(args.checkpoint, device=checked_device(args.device))
     image = load_rgb_image(args.image)

@@ -10,8 +10,8 @@ from the JSON's width/height, duplicate image/annotation/category ids, annotatio
 image or category ids, degenerate boxes (w or h <= 0) and boxes outside their image.
 
 Warnings (reported, but the dataset stays usable): category ids that are not 1..K (COCO itself
-uses 1..90 with gaps; the data layer maps any ids to contiguous labels) and files named by two
-image entries.
+uses 1..90 with gaps; the data layer maps any ids to contiguous labels), files named by two
+image entries, and YOLO label files without an image (their boxes are not used).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from .coco import DatasetError
 from .formats import load_json_split
 from .images import image_size
-from .split import DatasetSplit
+from .split import BOX_TOLERANCE, DatasetSplit
 
 # kind -> what to do about it (shown once per kind in the report).
 PROBLEM_KINDS = {
@@ -45,11 +45,43 @@ PROBLEM_KINDS = {
     "degenerate_box": "boxes need w > 0 and h > 0; fix or drop the annotation",
     "out_of_bounds_box": "clip the box to the image or fix it",
 }
+# Problems only a YOLO / VOC reader finds (a COCO JSON has no such file to miss).
+READER_PROBLEM_KINDS = {
+    "missing_annotation_file": "add Annotations/<id>.xml or remove the id from ImageSets/Main/",
+}
+# What to do, in the terms of a YOLO or VOC dataset's own files (kinds not named here use the COCO hint).
+FORMAT_HINTS = {
+    "yolo": {
+        "malformed_entry": "fix the label line: `class cx cy w h` (numbers, normalised to 0..1) or a polygon "
+        "`class x1 y1 x2 y2 x3 y3 ...`, or delete it",
+        "missing_image": "add the image named in the split's list file or remove the line",
+        "empty_image": "replace the 0-byte / 0-size image or delete it and its label file",
+        "unreadable_image": "replace the corrupt image or delete it and its label file",
+        "unknown_category_id": "fix the class index or add its name to data.yaml `names` / classes.txt",
+        "degenerate_box": "fix the label line's w and h (both > 0) or delete the line",
+        "out_of_bounds_box": "fix the label line (coordinates are 0..1 of the image) or delete it",
+    },
+    "voc": {
+        "malformed_entry": "fix the XML: <size> needs <width> and <height>, each <object> a <name> and a <bndbox> "
+        "with numeric xmin, ymin, xmax, ymax",
+        "missing_image": "add the image to JPEGImages/ or fix <filename> in its XML",
+        "empty_image": "replace the 0-byte / 0-size image in JPEGImages/ or delete it and its XML",
+        "unreadable_image": "replace the corrupt image in JPEGImages/ or delete it and its XML",
+        "size_mismatch": "fix <size> in the XML or the image file",
+        "unknown_category_id": "fix the object's <name> or add it to classes.txt",
+        "degenerate_box": "fix the <bndbox> (1-based pixel corners, xmin <= xmax, ymin <= ymax) or delete the <object>",
+        "out_of_bounds_box": "fix the <bndbox> to lie within the image's <size> or delete the <object>",
+        "duplicate_file_name": "two XMLs name one image file; usually a copy-paste mistake",
+    },
+}
 WARNING_KINDS = {
     "noncontiguous_category_ids": "fine for training (ids are mapped to labels); renumber 1..K to silence",
     "duplicate_file_name": "two image entries share one file; usually a copy-paste mistake",
+    "label_without_image": "its boxes are not used; add the image it labels (same name, images/ for labels/) "
+    "or delete the label file",
+    "class_names_merged": "names differing only in case or surrounding spaces are one class, named by the most "
+    "frequent spelling; use one spelling everywhere to silence this",
 }
-_BOX_TOLERANCE = 1.0  # px; annotation tools round boxes across the border by this much (the loader clips them)
 
 
 @dataclass(frozen=True)
@@ -67,6 +99,8 @@ class DatasetReport:
     bad_annotations: frozenset = frozenset()  # indices into `annotations` that are malformed or point nowhere
     fatal: tuple[str, ...] = ()  # problems no image can be skipped for (e.g. duplicate category ids)
     split: str = ""  # train / val / test, named in `format` where the file's path does not say it
+    bad_image_entries: frozenset = frozenset()  # images whose entry or file itself is bad (not just an annotation)
+    dataset_format: str = "coco"  # "coco", "yolo" or "voc": the hints speak of that format's files
 
     @property
     def ok(self) -> bool:
@@ -87,9 +121,10 @@ class DatasetReport:
             f"{self.num_categories} categories; {sum(map(len, self.problems.values()))} problems, "
             f"{sum(map(len, self.warnings.values()))} warnings"
         ]
+        own_terms = FORMAT_HINTS.get(self.dataset_format, {})
         for level, found, hints in (
-            ("problem", self.problems, PROBLEM_KINDS),
-            ("warning", self.warnings, WARNING_KINDS),
+            ("problem", self.problems, {**PROBLEM_KINDS, **READER_PROBLEM_KINDS, **own_terms}),
+            ("warning", self.warnings, {**WARNING_KINDS, **own_terms}),
         ):
             for kind, messages in found.items():
                 lines.append(f"  {level} {kind}: {len(messages)} ({hints[kind]})")
@@ -138,27 +173,38 @@ def check_split(split: DatasetSplit, num_threads: int | None = None) -> DatasetR
     found = _Findings()
     for kind, message, image_id in split.problems:
         found.problem(kind, message, image_id)
+    for kind, message in split.warnings:
+        found.warning(kind, message)
+    for label in split.labels_without_image:
+        found.warning("label_without_image", f"{label}: no image of that name in the images folder")
     categories = _check_categories(data["categories"], found)
     images = _check_images(data["images"], found)
     _check_annotations(data["annotations"], images, categories, found)
+    recorded_in = _recorded_in(split)
+    file_hint = "replace it or delete it and its XML" if split.format == "voc" else "replace it or remove its entry"
     with ThreadPoolExecutor(num_threads or 2 * (os.cpu_count() or 1)) as pool:
-        file_problems = pool.map(lambda item: _check_image_file(split.images_dir, *item), images.items())
+        file_problems = pool.map(
+            lambda item: _check_image_file(split.images_dir, *item, recorded_in(item[1]), file_hint), images.items()
+        )
         for image_id, file_problem in zip(images, file_problems):
             if file_problem is not None:
                 kind, message = file_problem
                 found.problem(kind, f"image id {image_id} ({images[image_id]['file_name']}): {message}", image_id)
+                found.bad_image_entries.add(image_id)
     return DatasetReport(
         split.images_dir,
         split.source,
         len(data["images"]),
         len(data["annotations"]),
         len(data["categories"]),
-        {kind: found.problems[kind] for kind in PROBLEM_KINDS if kind in found.problems},
+        {kind: found.problems[kind] for kind in {**READER_PROBLEM_KINDS, **PROBLEM_KINDS} if kind in found.problems},
         {kind: found.warnings[kind] for kind in WARNING_KINDS if kind in found.warnings},
         frozenset(found.bad_images),
         frozenset(found.bad_annotations),
         tuple(found.fatal),
         split.name,
+        frozenset(found.bad_image_entries),
+        split.format,
     )
 
 
@@ -185,6 +231,32 @@ def without_bad(split: DatasetSplit, report: DatasetReport) -> tuple[DatasetSpli
     return clean, len(split.coco["images"]) - len(images), len(split.coco["annotations"]) - len(annotations)
 
 
+def without_problems(split: DatasetSplit, report: DatasetReport) -> DatasetSplit:
+    """What `convert` writes: the split minus every image whose entry or file is bad (with its annotations)
+    and every annotation with a problem; images with only a bad annotation stay (without it).
+
+    The readers already left out what they reported (bad label lines, boxes past the border), so the
+    result has no problem `check_split` would find.
+
+    Raises:
+        DatasetError: a problem that dropping entries cannot fix (e.g. duplicate category ids).
+    """
+    if report.fatal:
+        raise DatasetError(f"{split.source}: {report.fatal[0]}; this cannot be converted, fix the dataset")
+    images = [
+        im
+        for im in split.coco["images"]
+        if isinstance(im, dict) and _is_int(im.get("id")) and im["id"] not in report.bad_image_entries
+    ]
+    image_ids = {im["id"] for im in images}
+    annotations = [
+        ann
+        for index, ann in enumerate(split.coco["annotations"])
+        if index not in report.bad_annotations and ann.get("image_id") in image_ids
+    ]
+    return dataclasses.replace(split, coco={**split.coco, "images": images, "annotations": annotations}, problems=[])
+
+
 class _Findings:
     """Messages collected by kind while checking."""
 
@@ -193,6 +265,7 @@ class _Findings:
         self.warnings: dict[str, list[str]] = {}
         self.bad_images: set = set()
         self.bad_annotations: set[int] = set()
+        self.bad_image_entries: set = set()
         self.fatal: list[str] = []
 
     def problem(self, kind: str, message: str, image_id=None, annotation_index: int | None = None) -> None:
@@ -248,8 +321,10 @@ def _check_images(images: list, found: _Findings) -> dict:
                 f"images[{index}]: needs integer id/width/height and a file_name, got {image!r:.80}",
                 image_id,
             )
+            found.bad_image_entries.add(image_id)
         elif image["id"] in by_id:
             found.problem("duplicate_image_id", f"images[{index}]: id {image['id']} used before", image["id"])
+            found.bad_image_entries.add(image["id"])
         else:
             by_id[image["id"]] = image
             file_names[image["file_name"]] += 1
@@ -259,6 +334,7 @@ def _check_images(images: list, found: _Findings) -> dict:
                     f"images[{index}] ({image['file_name']}): size {image['width']}x{image['height']} in the JSON",
                     image["id"],
                 )
+                found.bad_image_entries.add(image["id"])
     for name, count in file_names.items():
         if count > 1:
             found.warning("duplicate_file_name", f"{name} is named by {count} image entries")
@@ -309,10 +385,10 @@ def _check_annotations(annotations: list, images: dict, categories: set, found: 
         if image is None:
             found.problem("unknown_image_id", f"{where}: image_id {ann.get('image_id')!r} not in images", None, index)
         elif (
-            x < -_BOX_TOLERANCE
-            or y < -_BOX_TOLERANCE
-            or x + w > image["width"] + _BOX_TOLERANCE
-            or y + h > image["height"] + _BOX_TOLERANCE
+            x < -BOX_TOLERANCE
+            or y < -BOX_TOLERANCE
+            or x + w > image["width"] + BOX_TOLERANCE
+            or y + h > image["height"] + BOX_TOLERANCE
         ):
             found.problem(
                 "out_of_bounds_box",
@@ -323,19 +399,27 @@ def _check_annotations(annotations: list, images: dict, categories: set, found: 
             )
 
 
-def _check_image_file(images_dir: Path, image_id, image: dict) -> tuple[str, str] | None:
-    """(problem kind, message) for one image file, or None when it decodes to the JSON's size."""
+def _recorded_in(split: DatasetSplit):
+    """image entry -> the file that recorded its size, for messages (a VOC image's XML), else "JSON"."""
+    return lambda image: split.image_sources.get(image["id"], "its XML" if split.format == "voc" else "JSON")
+
+
+def _check_image_file(
+    images_dir: Path, image_id, image: dict, recorded_in: str = "JSON", hint: str = "replace it or remove its entry"
+) -> tuple[str, str] | None:
+    """(problem kind, message) for one image file, or None when it decodes to the size `recorded_in` says;
+    `hint` ends the message of a file that does not decode."""
     path = images_dir / image["file_name"]
     if not path.exists():
         return "missing_image", f"not found in {images_dir}"
     if path.is_file() and os.path.getsize(path) == 0:
         return "empty_image", "file has 0 bytes"
     try:
-        width, height = image_size(path, name=image["file_name"], hint="replace it or remove its entry")
+        width, height = image_size(path, name=image["file_name"], hint=hint)
     except DatasetError as error:
         return "unreadable_image", str(error).removeprefix(f"{image['file_name']}: ")
     if width == 0 or height == 0:
         return "empty_image", f"decodes to {width}x{height}"
     if (width, height) != (image["width"], image["height"]):
-        return "size_mismatch", f"file is {width}x{height}, JSON says {image['width']}x{image['height']}"
+        return "size_mismatch", f"file is {width}x{height}, {recorded_in} says {image['width']}x{image['height']}"
     return None

@@ -12,6 +12,7 @@ the split is the name without digits).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError
@@ -28,6 +29,8 @@ def detect_format(root: str | Path) -> str:
         DatasetError: `root` is missing or matches none of the layouts.
     """
     root = Path(root)
+    if root.is_file():
+        raise DatasetError(f"{root}: is a file, not a dataset folder; pass the folder that holds the dataset")
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     if _coco_splits(root):
@@ -116,44 +119,77 @@ def load_json_split(images_dir: str | Path, annotations_file: str | Path) -> Dat
     return DatasetSplit(annotations_file.stem, "coco", Path(images_dir), read_json(annotations_file), annotations_file)
 
 
-def convert_dataset(src: str | Path, out: str | Path, format: str = "auto") -> dict[str, tuple[Path, int, int, int]]:
+@dataclass(frozen=True)
+class ConvertedSplit:
+    """What `convert_dataset` wrote for one split.
+
+    annotations_file: the written `out/<split>/annotations.json`.
+    images, boxes: how many were written.
+    left_out: problem kind -> how many entries of that kind were not converted (a box or label line,
+        or an image with its boxes); `check-data SRC` lists them with file and line.
+    clipped: boxes at most 1 px past the image border, clipped to it (rounding in the source).
+    labels_without_image: YOLO label files (relative to SRC) that no image uses, so not converted.
+    """
+
+    annotations_file: Path
+    images: int
+    boxes: int
+    left_out: dict[str, int] = field(default_factory=dict)
+    clipped: int = 0
+    labels_without_image: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> int:
+        """Entries not converted, all kinds together."""
+        return sum(self.left_out.values())
+
+    def __iter__(self):
+        """Unpacks as the (annotations_file, images, boxes, problems) tuple earlier versions returned."""
+        return iter((self.annotations_file, self.images, self.boxes, self.problems))
+
+    def __getitem__(self, index):
+        return tuple(self)[index]
+
+
+def convert_dataset(src: str | Path, out: str | Path, format: str = "auto") -> dict[str, ConvertedSplit]:
     """Write every split of the dataset at `src` as COCO: `out/<split>/{images/, annotations.json}`.
 
+    Every format goes through one rule: each split is read (the readers clip boxes at most 1 px past the
+    border and leave out bad label lines and boxes further out or inverted), checked with `check_split`
+    (image files decoded and compared with their recorded size), and whatever has a problem is left out
+    (`check.without_problems`: a bad box alone, or an image whose file is missing, unreadable, empty or
+    of another size, with its boxes) and counted by kind. So `check-data OUT` finds no problem.
+    Every split is read and checked before anything is written (a bad file never leaves a half-converted
+    output folder).
+
     Returns:
-        {split: (annotations file, images, boxes, problems)}; `problems` counts what could not be
-        converted (bad label lines, XML without a size, images whose file is missing: left out with their
-        boxes); `check-data SRC` lists them.
+        {split: ConvertedSplit}.
 
     Raises:
-        DatasetError: `out` exists and is not empty (nothing is overwritten), or `src` cannot be read.
+        DatasetError: `out` exists and is not empty (nothing is overwritten), `src` cannot be read, or it has
+            a problem no entry can be left out for (e.g. duplicate category ids).
     """
+    from .check import check_split, without_problems
     from .split import write_coco
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out}: already exists and is not empty; choose a new output folder")
-    splits = {name: _without_missing_images(read_split(src, name, format)) for name in dataset_splits(src, format)}
+    checked = []
+    for name in dataset_splits(src, format):
+        split = read_split(src, name, format)
+        report = check_split(split)
+        left_out = {kind: len(messages) for kind, messages in report.problems.items()}
+        checked.append((name, without_problems(split, report), left_out))
     written = {}
-    for name, (split, missing) in splits.items():
+    for name, split, left_out in checked:
         path = write_coco(split, out / name)
-        problems = len(split.problems) + missing
-        written[name] = (path, len(split.coco["images"]), len(split.coco["annotations"]), problems)
+        written[name] = ConvertedSplit(
+            path,
+            len(split.coco["images"]),
+            len(split.coco["annotations"]),
+            left_out,
+            split.clipped_boxes,
+            list(split.labels_without_image),
+        )
     return written
-
-
-def _without_missing_images(split):
-    """(the split without the images whose file is missing, and their annotations; how many were dropped).
-
-    Checked before anything is written, so a missing file never leaves a half-converted output folder.
-    """
-    import dataclasses
-
-    missing = {image["id"] for image in split.coco["images"] if not (split.images_dir / image["file_name"]).is_file()}
-    if not missing:
-        return split, 0
-    coco = {
-        **split.coco,
-        "images": [image for image in split.coco["images"] if image["id"] not in missing],
-        "annotations": [ann for ann in split.coco["annotations"] if ann["image_id"] not in missing],
-    }
-    return dataclasses.replace(split, coco=coco), len(missing)

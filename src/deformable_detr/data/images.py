@@ -131,6 +131,8 @@ def _open(source: ImageSource, label: str, hint: str) -> Image.Image:
         if isinstance(source, (str, os.PathLike)):
             if not Path(source).exists():
                 raise DatasetError(f"{label}: image file not found; check the path")
+            if Path(source).is_dir():
+                raise DatasetError(f"{label}: not a readable image: it is a folder; give the path of an image file")
             if Path(source).is_file() and os.path.getsize(source) == 0:
                 raise DatasetError(f"{label}: image file is empty (0 bytes); {hint}")
         elif _remaining_bytes(source) == 0:

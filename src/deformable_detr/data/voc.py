@@ -5,7 +5,9 @@ Layout: `Annotations/<id>.xml`, `JPEGImages/<filename>`, `ImageSets/Main/{train,
 folder inside `root` is used when `root` itself has no `Annotations/`.
 
 Boxes: VOC pixel indices are 1-based and inclusive, so x0 = xmin - 1, y0 = ymin - 1, x1 = xmax,
-y1 = ymax (as detectron2 reads them). `difficult` objects become `iscrowd` 1, which COCO evaluation
+y1 = ymax (as detectron2 reads them); then the readers' one box rule (`split.add_box`, against the XML's
+<size>): up to 1 px past the border is clipped (a 0-based xmin 0, an xmax of width + 1), further out or
+inverted is left out as a problem. `difficult` objects become `iscrowd` 1, which COCO evaluation
 ignores (neither a miss nor a false positive) and training skips, matching VOC's own protocol.
 Class names: `classes.txt` / `labels.txt` in `root` if present, else every `<name>` in
 `Annotations/`, sorted, so all splits share one class list.
@@ -15,10 +17,11 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 from ..errors import DatasetError
-from .split import DatasetSplit, box_entry
+from .split import DatasetSplit, add_box
 
 SPLIT_FILES = {"train": "train", "val": "val", "test": "test", "trainval": "trainval"}
 
@@ -60,48 +63,78 @@ def voc_splits(root: str | Path) -> dict[str, list[str]]:
 
 
 def class_names(root: str | Path) -> list[str]:
-    """classes.txt / labels.txt, else the sorted set of object names in every XML."""
-    root = voc_root(root)
+    """classes.txt / labels.txt, else every object name in every XML: surrounding spaces stripped, names
+    differing only in case merged into the most frequent spelling (ties: the first in sorted order), sorted."""
+    return _classes(voc_root(root))[0]
+
+
+def _classes(root: Path) -> tuple[list[str], list[str]]:
+    """(class names as `class_names`, one message per merged group of spellings)."""
     for name in ("classes.txt", "labels.txt"):
         if (root / name).is_file():
-            return [line.strip() for line in (root / name).read_text().splitlines() if line.strip()]
-    names = set()
+            return [line.strip() for line in (root / name).read_text().splitlines() if line.strip()], []
+    spellings: dict[str, Counter] = {}  # casefolded name -> how often each spelling occurs
     for path in sorted((root / "Annotations").glob("*.xml")):
         try:
             for obj in ET.parse(path).getroot().iter("object"):
-                text = obj.findtext("name")
-                if text and text.strip():
-                    names.add(text.strip())
+                text = (obj.findtext("name") or "").strip()
+                if text:
+                    spellings.setdefault(text.casefold(), Counter())[text] += 1
         except (ET.ParseError, OSError):
             continue  # reported per split by read_voc
-    if not names:
+    if not spellings:
         raise DatasetError(f"{root / 'Annotations'}: no <object><name> in any XML; add classes.txt or annotate objects")
-    return sorted(names)
+    names, merged = [], []
+    for counts in spellings.values():
+        chosen = min(counts, key=lambda spelling: (-counts[spelling], spelling))
+        names.append(chosen)
+        if len(counts) > 1:
+            variants = ", ".join(f"{spelling!r}" for spelling in sorted(counts))
+            tally = " and ".join(str(counts[spelling]) for spelling in sorted(counts))
+            merged.append(f"Annotations/: class names {variants} are one class {chosen!r} ({tally} objects)")
+    return sorted(names), merged
 
 
 def read_voc(root: str | Path, split: str) -> DatasetSplit:
     """Read one split of a Pascal VOC dataset into COCO form; bad XML becomes `problems`, not errors."""
     root = voc_root(root)
-    names = class_names(root)
-    category_of = {name: i + 1 for i, name in enumerate(names)}
+    names, merged = _classes(root)
+    listed = (root / "classes.txt").is_file() or (root / "labels.txt").is_file()  # names matched exactly
+    category_of = {(name if listed else name.casefold()): i + 1 for i, name in enumerate(names)}
     splits = voc_splits(root)
     if split not in splits:
         raise DatasetError(f"{root}: VOC dataset has no '{split}' split (found {', '.join(splits)} in ImageSets/Main/)")
     coco = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
     result = DatasetSplit(split, "voc", root / "JPEGImages", coco, root)
+    result.warnings.extend(("class_names_merged", message) for message in merged)
+    listed_in = f"ImageSets/Main/{split}.txt" if (root / "ImageSets" / "Main" / f"{split}.txt").is_file() else None
     for stem in splits[split]:
-        _read_xml(root, stem, category_of, result)
+        _read_xml(root, stem, category_of, result, listed_in, fold_case=not listed)
     return result
 
 
-def _read_xml(root: Path, stem: str, category_of: dict[str, int], result: DatasetSplit) -> None:
+def _read_xml(
+    root: Path,
+    stem: str,
+    category_of: dict[str, int],
+    result: DatasetSplit,
+    listed_in: str | None = None,
+    fold_case: bool = False,
+) -> None:
+    """Add image `stem` and its objects to `result`. `category_of` maps a class name to its category id;
+    with `fold_case` its keys are casefolded (names from the XMLs: every spelling of a merged name)."""
     path = root / "Annotations" / f"{stem}.xml"
     shown = f"Annotations/{stem}.xml"
     try:
         tree = ET.parse(path).getroot()
     except FileNotFoundError:
         result.problems.append(
-            ("missing_image", f"{shown}: not found (listed in ImageSets/Main); add it or remove the id", None)
+            (
+                "missing_annotation_file",
+                f"{shown}: not found (id {stem} is listed in {listed_in or 'ImageSets/Main/'}); "
+                "add the XML or remove the id",
+                None,
+            )
         )
         return
     except ET.ParseError as error:
@@ -129,15 +162,21 @@ def _read_xml(root: Path, stem: str, category_of: dict[str, int], result: Datase
         return
     image_id = len(result.coco["images"]) + 1
     result.coco["images"].append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+    result.image_sources[image_id] = shown
     for index, obj in enumerate(tree.iter("object")):
         where = f"{shown}: object {index}"
         name = (obj.findtext("name") or "").strip()
-        if name not in category_of:
+        key = name.casefold() if fold_case else name
+        if key not in category_of:
+            names = [category["name"] for category in result.categories]
+            same = [n for n in names if n.casefold() == name.casefold()]
             result.problems.append(
                 (
                     "unknown_category_id",
-                    f"{where}: class {name!r} not in the class list "
-                    f"({', '.join(list(category_of)[:8])}...); fix the name or add it to classes.txt",
+                    f"{where}: class {name!r} not in the class list ({', '.join(names[:8])}"
+                    f"{'...' if len(names) > 8 else ''})"
+                    + (f" (the list has {same[0]!r}: names in classes.txt are matched exactly)" if same else "")
+                    + "; fix the name or add it to classes.txt",
                     image_id,
                 )
             )
@@ -151,11 +190,16 @@ def _read_xml(root: Path, stem: str, category_of: dict[str, int], result: Datase
             continue
         xmin, ymin, xmax, ymax = corners
         difficult = _int(obj, "difficult") or 0
-        ann_id = len(result.coco["annotations"]) + 1
-        result.coco["annotations"].append(
-            box_entry(
-                ann_id, image_id, category_of[name], xmin - 1, ymin - 1, xmax, ymax, where, iscrowd=int(difficult == 1)
-            )
+        described = f"<bndbox> xmin {xmin:g} ymin {ymin:g} xmax {xmax:g} ymax {ymax:g} ({name})"
+        add_box(
+            result,
+            image_id,
+            category_of[key],
+            (xmin - 1, ymin - 1, xmax, ymax),
+            (width, height),
+            where,
+            described,
+            iscrowd=int(difficult == 1),
         )
 
 

@@ -10,7 +10,9 @@ Splits: the yaml's `train` / `val` / `test` (a folder, a .txt listing image path
 those; relative to the yaml's `path`, or the yaml's folder), else `images/{train,val}/`, or
 `{train,valid,val}/images/`, or a single split `images/`.
 
-Category ids are class index + 1; boxes in pixels are x0 = (cx - w/2) * W, w_px = w * W (exact).
+Category ids are class index + 1; boxes in pixels are x0 = (cx - w/2) * W, w_px = w * W (exact), then the
+readers' one box rule (`split.add_box`): up to 1 px past the border is clipped, further out is left out as
+a problem (a line with w or h <= 0 is a malformed line).
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .images import image_size
-from .split import IMAGE_SUFFIXES, SPLIT_ALIASES, DatasetSplit, box_entry
+from .split import IMAGE_SUFFIXES, SPLIT_ALIASES, DatasetSplit, add_box
 
 logger = logging.getLogger(__name__)
-
-_TOLERANCE = 1e-3  # normalised coordinates may exceed [0, 1] by this much (float rounding in exports)
+_NOT_LABEL_FILES = {"classes.txt", "labels.txt", "readme.txt"}  # text files found beside label files
 
 
 def is_yolo(root: Path) -> bool:
@@ -40,16 +41,21 @@ def is_yolo(root: Path) -> bool:
 
 def yolo_splits(root: str | Path) -> dict[str, list[Path]]:
     """{split name: image files} of the YOLO dataset at `root` (split names normalised: valid -> val)."""
-    root = Path(root)
+    return {name: images for name, (images, _) in _split_sources(Path(root)).items()}
+
+
+def _split_sources(root: Path) -> dict[str, tuple[list[Path], list[Path]]]:
+    """{split name: (image files, the image folders they were found in)}; see `yolo_splits`."""
     config = _read_yaml(root)
-    splits: dict[str, list[Path]] = {}
+    splits: dict[str, tuple[list[Path], list[Path]]] = {}
     if config is not None and any(key in config for key in ("train", "val", "test")):
         base = _yaml_base(root, config)
         for key in ("train", "val", "test"):
             if not config.get(key):
                 continue
+            folders: list[Path] = []
             try:
-                splits[key] = _images_of(base, config[key], root)
+                splits[key] = (_images_of(base, config[key], root, folders), folders)
             except DatasetError as error:
                 if key != "test":
                     raise
@@ -58,9 +64,11 @@ def yolo_splits(root: str | Path) -> dict[str, list[Path]]:
     for name, alias in SPLIT_ALIASES.items():
         for folder in (root / "images" / name, root / name / "images"):
             if folder.is_dir():
-                splits.setdefault(alias, []).extend(_images_under(folder))
+                images, folders = splits.setdefault(alias, ([], []))
+                images.extend(_images_under(folder))
+                folders.append(folder)
     if not splits and (root / "images").is_dir():
-        splits["train"] = _images_under(root / "images")
+        splits["train"] = (_images_under(root / "images"), [root / "images"])
     if not splits:
         raise DatasetError(
             f"{root}: no YOLO images found; expected images/{{train,val}}/, {{train,val}}/images/ or a data.yaml"
@@ -104,14 +112,47 @@ def read_yolo(root: str | Path, split: str) -> DatasetSplit:
     """
     root = Path(root)
     names = class_names(root)
-    splits = yolo_splits(root)
-    if split not in splits:
-        raise DatasetError(f"{root}: YOLO dataset has no '{split}' split (found {', '.join(splits) or 'none'})")
+    sources = _split_sources(root)
+    if split not in sources:
+        raise DatasetError(f"{root}: YOLO dataset has no '{split}' split (found {', '.join(sources) or 'none'})")
     coco = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
     result = DatasetSplit(split, "yolo", root, coco, root)
-    for image_path in splits[split]:
+    for image_path in sources[split][0]:
         _read_image(root, image_path, len(names), result)
+    result.labels_without_image = [_relative(path, root) for path in _labels_without_image(sources, split)]
     return result
+
+
+def _labels_without_image(sources: dict[str, tuple[list[Path], list[Path]]], split: str) -> list[Path]:
+    """The label files in `split`'s labels folders that no image of any split uses, sorted.
+
+    A labels folder is an images folder with its last `images` replaced by `labels` (as `label_file`); one
+    shared by several splits counts its files in the first. Names like `classes.txt` (LabelImg writes it
+    there) are not label files.
+    """
+    resolved: dict[Path, Path] = {}  # folder -> its resolved path (one resolve per folder, not per file)
+
+    def canonical(path: Path) -> Path:
+        if path.parent not in resolved:
+            resolved[path.parent] = path.parent.resolve()
+        return resolved[path.parent] / path.name
+
+    used = {canonical(label_file(image)) for images, _ in sources.values() for image in images}
+    claimed: set[Path] = set()
+    orphans: list[Path] = []
+    for name, (_, folders) in sources.items():
+        for folder in folders:
+            labels = label_file(folder / "x.jpg").parent.resolve()
+            if labels == folder.resolve() or labels in claimed or not labels.is_dir():
+                continue  # labels beside the images (no `images` folder in the path) are not searched
+            claimed.add(labels)
+            if name == split:
+                orphans.extend(
+                    path
+                    for path in labels.rglob("*.txt")
+                    if path.name.lower() not in _NOT_LABEL_FILES and path.is_file() and canonical(path) not in used
+                )
+    return sorted(orphans)
 
 
 def _read_image(root: Path, image_path: Path, num_classes: int, result: DatasetSplit) -> None:
@@ -120,7 +161,8 @@ def _read_image(root: Path, image_path: Path, num_classes: int, result: DatasetS
     try:
         width, height = image_size(image_path, name=shown, verify=False)
     except DatasetError as error:
-        result.problems.append(("unreadable_image", str(error), None))
+        kind = "unreadable_image" if image_path.exists() else "missing_image"  # a list file names a missing one
+        result.problems.append((kind, str(error), None))
         return
     result.coco["images"].append(
         {"id": image_id, "file_name": _relative(image_path, root), "width": width, "height": height}
@@ -131,7 +173,14 @@ def _read_image(root: Path, image_path: Path, num_classes: int, result: DatasetS
     try:
         lines = label_path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        result.problems.append(("malformed_entry", f"{_relative(label_path, root)}: cannot read ({error})", image_id))
+        result.coco["images"].pop()  # its boxes are unknown: the image is left out, not kept as one without objects
+        result.problems.append(
+            (
+                "malformed_entry",
+                f"{_relative(label_path, root)}: cannot read ({type(error).__name__}: {error}); fix the file",
+                None,
+            )
+        )
         return
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -152,20 +201,9 @@ def _read_image(root: Path, image_path: Path, num_classes: int, result: DatasetS
                 )
             )
             continue
-        if min(x0, y0) < -_TOLERANCE or max(x1, y1) > 1 + _TOLERANCE:
-            result.problems.append(
-                (
-                    "out_of_bounds_box",
-                    f"{where}: box ({x0:.4g}, {y0:.4g}, {x1:.4g}, {y1:.4g}) (normalised "
-                    "x0 y0 x1 y1) is outside the image [0, 1]; clip or fix it",
-                    image_id,
-                )
-            )
-            continue
-        ann_id = len(result.coco["annotations"]) + 1
-        result.coco["annotations"].append(
-            box_entry(ann_id, image_id, class_index + 1, x0 * width, y0 * height, x1 * width, y1 * height, where)
-        )
+        described = f"box ({x0:.4g}, {y0:.4g}, {x1:.4g}, {y1:.4g}) (normalised x0 y0 x1 y1)"
+        box_xyxy = (x0 * width, y0 * height, x1 * width, y1 * height)
+        add_box(result, image_id, class_index + 1, box_xyxy, (width, height), where, described)
 
 
 def _parse_line(line: str) -> tuple[int, tuple[float, float, float, float]] | str:
@@ -214,21 +252,26 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _images_of(base: Path, entry, root: Path) -> list[Path]:
-    """Images named by a yaml split entry: a folder, a .txt list of paths, or a list of those."""
+def _images_of(base: Path, entry, root: Path, folders: list[Path]) -> list[Path]:
+    """Images named by a yaml split entry: a folder, a .txt list of paths, or a list of those; the folders
+    they are in are appended to `folders` (a listed image's own folder)."""
     if isinstance(entry, list):
-        return [path for item in entry for path in _images_of(base, item, root)]
+        return [path for item in entry for path in _images_of(base, item, root, folders)]
     if not isinstance(entry, str):
         raise DatasetError(
             f"{_yaml_file(root)}: split entry {entry!r} must be a folder, a .txt list of images, or a list of those"
         )
     path = _resolve(base, entry, root)
     if path.is_dir():
+        folders.append(path)
         return _images_under(path)
     if path.is_file() and path.suffix == ".txt":
         listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        return [_resolve(path.parent, item, root) if not Path(item).is_absolute() else Path(item) for item in listed]
+        images = [_resolve(path.parent, item, root) if not Path(item).is_absolute() else Path(item) for item in listed]
+        folders.extend(dict.fromkeys(image.parent for image in images))
+        return images
     if path.is_file():
+        folders.append(path.parent)
         return [path]
     raise DatasetError(
         f"{_yaml_file(root)}: split path {entry!r} not found (looked for {path}); fix the path in the yaml"

@@ -79,12 +79,36 @@ def dataset_split(data_dir: str | Path, annotations_file: str | Path | None = No
     """(images_dir, annotations_file) of a dataset folder: DIR/val/ if it has one, else DIR itself.
 
     With `annotations_file` given, the images are the `images/` folder beside it.
+
+    Raises:
+        DatasetError: DIR is a YOLO or Pascal VOC dataset (COCO is read here): the message gives the
+            `deformable-detr convert` command that makes a COCO copy.
     """
     if annotations_file is not None:
         return Path(annotations_file).parent / "images", Path(annotations_file)
     data_dir = Path(data_dir)
     split = data_dir / "val" if (data_dir / "val" / "annotations.json").is_file() else data_dir
+    if not (split / "annotations.json").is_file():
+        _refuse_other_formats(data_dir)
     return split / "images", split / "annotations.json"
+
+
+def _refuse_other_formats(data_dir: Path) -> None:
+    """Raise, with the convert command, when `data_dir` is a YOLO or Pascal VOC dataset."""
+    from ..data.formats import detect_format
+
+    try:
+        found = detect_format(data_dir)
+    except DatasetError:
+        return  # not a dataset at all: the missing annotations file is reported where it is opened
+    if found in ("yolo", "voc"):
+        name = {"yolo": "YOLO", "voc": "Pascal VOC"}[found]
+        named = data_dir if data_dir.name else data_dir.resolve()  # "." has no name
+        converted = named.with_name(f"{named.name}_coco")
+        raise DatasetError(
+            f"{data_dir}: is a {name} dataset; eval --checkpoint reads COCO: convert it first with "
+            f"`deformable-detr convert {data_dir} --to coco {converted}`, then pass --data {converted}"
+        )
 
 
 def evaluate_checkpoint(

@@ -9,6 +9,13 @@ traced with the TorchScript-based exporter, whose traced sizes stay symbolic: wi
 batch, height and width are free (two-stage's top-k included). The exported model is the eval()
 forward: no dropout and no training-only branch. The file's metadata carries the preprocessing
 (`preprocess`: mean, std, min_size, max_size as JSON), the `categories` and the `model_config`.
+
+Running the file gives `predict`'s detections with the package's own pre- and postprocessing:
+
+    meta = session.get_modelmeta().custom_metadata_map
+    images, size = onnx_inputs("photo.jpg", meta)     # (1, 3, h, w) as predict decodes, rotates and resizes it
+    logits, boxes = session.run(None, {"images": images, "padding_mask": np.zeros((1, *images.shape[2:]), bool)})
+    detections = onnx_detections(logits[0], boxes[0], size, meta, threshold=0.5)   # a `Detections`
 """
 
 from __future__ import annotations
@@ -17,14 +24,22 @@ import copy
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
+from deformable_detr.models.detections import Detections
+from deformable_detr.models.detr import ARCHITECTURE as DETR_ARCHITECTURE
+from deformable_detr.models.detr import detr_postprocess
+from deformable_detr.models.postprocess import postprocess
+from deformable_detr.models.predict import check_threshold, to_detections
+from deformable_detr.models.preprocess import ImageInput, PreprocessConfig, preprocess_image, to_rgb_image
 
 INPUT_NAMES = ("images", "padding_mask")
 OUTPUT_NAMES = ("pred_logits", "pred_boxes")
@@ -235,3 +250,84 @@ def verify_onnx(
         )
     reference.train(was_training)
     return results
+
+
+def _metadata_entry(metadata: Mapping[str, Any], key: str) -> Any:
+    """One JSON entry of an ONNX file's metadata map (`session.get_modelmeta().custom_metadata_map`)."""
+    if key not in metadata:
+        raise ConfigError(
+            f"ONNX metadata has no {key!r} entry (keys: {sorted(metadata)}); "
+            "give the metadata of a file written by `deformable-detr export onnx`, or the model itself"
+        )
+    value = metadata[key]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _preprocess_config(source: nn.Module | PreprocessConfig | Mapping[str, Any]) -> PreprocessConfig:
+    if isinstance(source, PreprocessConfig):
+        return source
+    if isinstance(source, nn.Module):
+        return source.preprocess
+    return PreprocessConfig.from_dict(_metadata_entry(source, "preprocess"))
+
+
+def onnx_inputs(
+    image: ImageInput, source: nn.Module | PreprocessConfig | Mapping[str, Any]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """An image as the exported graph's `images` input, decoded and resized exactly as `predict` does it.
+
+    Args:
+        image: a path (EXIF orientation applied, any mode -> RGB, as `predict`), PIL image, array or tensor;
+            see `to_rgb_image`.
+        source: where the preprocessing comes from: the ONNX file's metadata map
+            (`session.get_modelmeta().custom_metadata_map`), the model, or its `PreprocessConfig`.
+
+    Returns:
+        images: (1, 3, h, w) float32, normalized, with (h, w) = `resized_size` of the displayed image;
+        image_size: (height, width) of the image as given (the displayed file's pixels), which
+            `onnx_detections` maps the boxes to.
+    """
+    picture = to_rgb_image(image)
+    images = preprocess_image(picture, _preprocess_config(source))[None].numpy()  # (1, 3, h, w)
+    width, height = picture.info.get("original_size", picture.size)  # a side over 10k px was downscaled on decode
+    return images, (height, width)
+
+
+def onnx_detections(
+    pred_logits: np.ndarray,
+    pred_boxes: np.ndarray,
+    image_size: tuple[int, int],
+    source: nn.Module | Mapping[str, Any],
+    threshold: float = 0.5,
+    top_k: int = 100,
+) -> Detections:
+    """One image's graph outputs as the `Detections` that `predict` returns (the same postprocessing).
+
+    Args:
+        pred_logits: (Lq, K) (K + 1 for DETR) of one image, as the graph returns it for batch index 0.
+        pred_boxes: (Lq, 4) (cx, cy, w, h) in [0, 1] of the image's valid region.
+        image_size: (height, width) from `onnx_inputs`.
+        source: the ONNX file's metadata map (categories and model config) or the model.
+        threshold: keep detections with score >= this, in [0, 1].
+        top_k: detections before the threshold (as `predict`).
+
+    Returns:
+        boxes (N, 4) (x0, y0, x1, y1) in pixels of the image as given, scores, labels, category ids and names.
+    """
+    threshold = check_threshold(threshold)
+    if isinstance(source, nn.Module):
+        categories = source.categories
+        detr = getattr(source.config, "architecture", None) == DETR_ARCHITECTURE
+    else:
+        categories = _metadata_entry(source, "categories")
+        detr = _metadata_entry(source, "model_config").get("architecture") == DETR_ARCHITECTURE
+    logits, boxes = np.asarray(pred_logits), np.asarray(pred_boxes)
+    if logits.ndim != 2 or boxes.ndim != 2 or boxes.shape != (logits.shape[0], 4):
+        raise ConfigError(
+            f"pred_logits {logits.shape} and pred_boxes {boxes.shape}: expected one image's (Lq, K) and (Lq, 4); "
+            "pass logits[0], boxes[0] of the session's outputs"
+        )
+    out = {"pred_logits": torch.from_numpy(logits)[None], "pred_boxes": torch.from_numpy(boxes)[None]}
+    target_sizes = torch.tensor([list(image_size)])  # (1, 2) (height, width)
+    found = (detr_postprocess if detr else postprocess)(out, target_sizes, score_threshold=-1.0, top_k=top_k)
+    return to_detections(found[0], tuple(image_size), categories, threshold)

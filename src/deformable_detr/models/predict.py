@@ -97,21 +97,35 @@ def _predict_batch(
     # (width, height) in the file: a file with a side over 10k px was downscaled while decoding.
     original_sizes = [picture.info.get("original_size", picture.size) for picture in pictures]
     sizes = torch.tensor([[height, width] for width, height in original_sizes], device=device)  # (B, 2)
-    detections = []
-    for (width, height), found in zip(original_sizes, model.postprocess(out, sizes, score_threshold=-1.0, top_k=top_k)):
-        keep = found["scores"] >= threshold
-        labels = found["labels"][keep].cpu()
-        detections.append(
-            Detections(
-                boxes=found["boxes"][keep].float().cpu(),
-                scores=found["scores"][keep].float().cpu(),
-                labels=labels,
-                category_ids=[categories[label]["id"] for label in labels.tolist()],
-                names=[categories[label]["name"] for label in labels.tolist()],
-                image_size=(height, width),
-            )
-        )
-    return detections
+    found = model.postprocess(out, sizes, score_threshold=-1.0, top_k=top_k)
+    return [
+        to_detections(image_found, (height, width), categories, threshold)
+        for (width, height), image_found in zip(original_sizes, found)
+    ]
+
+
+def to_detections(
+    found: dict[str, torch.Tensor], image_size: tuple[int, int], categories: list[dict], threshold: float
+) -> Detections:
+    """One image's postprocessed top-k as `Detections`: those scoring >= `threshold`, named by `categories`.
+
+    Args:
+        found: one image's entry of `model.postprocess(..., score_threshold=-1.0)`: "scores" (k,), "labels" (k,),
+            "boxes" (k, 4) (x0, y0, x1, y1) in pixels of the image as given.
+        image_size: (height, width) of the image as given.
+        categories: the model's categories, label order.
+        threshold: keep detections with score >= this.
+    """
+    keep = found["scores"] >= threshold
+    labels = found["labels"][keep].cpu()
+    return Detections(
+        boxes=found["boxes"][keep].float().cpu(),
+        scores=found["scores"][keep].float().cpu(),
+        labels=labels,
+        category_ids=[categories[label]["id"] for label in labels.tolist()],
+        names=[categories[label]["name"] for label in labels.tolist()],
+        image_size=image_size,
+    )
 
 
 def forward_unpadded(model: DeformableDETR, tensors: list[torch.Tensor]) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -151,6 +152,7 @@ def prepare_output_dir(folder: str | Path, resume: bool, overwrite: bool) -> Non
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--out {folder}: exists and is not a folder; choose a folder for the run")
+    check_writable_folder(folder)
     existing = holds_run(folder)
     if resume or not existing:
         return
@@ -164,6 +166,24 @@ def prepare_output_dir(folder: str | Path, resume: bool, overwrite: bool) -> Non
     for epoch_file in folder.glob("checkpoint_epoch*.pth"):  # written by --keep
         epoch_file.unlink()
     fsync_dir(folder)
+
+
+def check_writable_folder(folder: str | Path) -> None:
+    """Create `folder` if needed and write (then delete) a probe file in it, so that a read-only place or a
+    path under a file is one line before any work, not an OSError when the first checkpoint is saved."""
+    folder = Path(folder)
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"--out {folder}: cannot create it: {existing} is a file, not a folder; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write_check_")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise ConfigError(
+            f"--out {folder}: cannot write there ({error.strerror or error}); choose a folder you can write to"
+        ) from None
 
 
 def checksum(obj) -> int:

@@ -79,6 +79,18 @@ def load_checked_split(root: Path, name: str, format: str = "auto", skip_bad: bo
             count,
             name,
         )
+    for _kind, message in split.warnings:  # e.g. class_names_merged
+        logger.warning("%s: %s (%s split)", split.source, message, name)
+    if split.labels_without_image:
+        names = split.labels_without_image
+        logger.warning(
+            "%s: %d label file%s without an image in the %s split, not used: %s; add the images or delete the files",
+            split.source,
+            len(names),
+            "s" if len(names) > 1 else "",
+            name,
+            ", ".join(names[:3]) + (", ..." if len(names) > 3 else ""),
+        )
     logger.info("%s", summarize_split(split))
     return split
 

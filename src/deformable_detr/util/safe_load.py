@@ -81,12 +81,48 @@ def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
                 f"{path}: cannot place the tensors on {map_location!r} ({_first_line(error)}); "
                 "load it with device='cpu' or on a machine with that device"
             ) from None
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint: the file is truncated, corrupt or of another format "
-            f"({type(error).__name__}: {_first_line(error) or 'no detail'}); use a complete copy of the file"
-        ) from None
+        raise CheckpointError(_unreadable_message(path)) from None
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read the file ({error.strerror or error})") from None
+
+
+# How a torch.save file starts: a zip archive (torch >= 1.6), or the pickled magic number of the legacy format.
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+
+
+def _unreadable_message(path: str) -> str:
+    """One line for a file torch.load cannot read, from how the file starts (torch's own text, e.g.
+    "PytorchStreamReader failed reading zip archive ... internal miniz error", would only confuse)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(_LEGACY_MAGIC))
+    except OSError:
+        head = b""
+    size = os.path.getsize(path)
+    if head.startswith(_ZIP_MAGIC) and zipfile.is_zipfile(path) and not _has_torch_data(path):
+        return (
+            f"{path}: not a PyTorch checkpoint (a complete zip archive, but not one torch.save wrote); "
+            "pass a .pth/.pt checkpoint"
+        )
+    if head.startswith(_ZIP_MAGIC) or head == _LEGACY_MAGIC:
+        return (
+            f"{path}: the file is truncated or corrupt (a torch.save checkpoint of {size} bytes, cut short or "
+            "damaged, e.g. by an interrupted download or save); re-download or re-save it"
+        )
+    return (
+        f"{path}: not a PyTorch checkpoint (not a file torch.save wrote: it starts with {head[:8]!r}); "
+        "pass a .pth/.pt checkpoint, or re-download or re-save it if this is one"
+    )
+
+
+def _has_torch_data(path: str) -> bool:
+    """True for a zip archive holding torch.save's `<name>/data.pkl`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 def _unpickling_message(path: str, detail: str) -> str:
