@@ -209,6 +209,11 @@ def test_block_sizes_shrink_for_small_grids_only():
     assert triton_backend._block_sizes(1, 1, 256) == (1, 256)
 
 
+def _on_kernel_device(inputs):
+    """The inputs on CUDA where the kernels are compiled (a GPU machine), else as they are (the interpreter)."""
+    return inputs if triton_backend._kernels_interpreted() else tuple(t.cuda() for t in inputs)
+
+
 @pytest.fixture
 def fresh_launch_state(monkeypatch):
     """Forget which specializations compiled and which warnings were given (module state) for one test."""
@@ -227,7 +232,7 @@ def _failing_compile(calls):
 def test_compile_failure_warns_once_and_forward_runs_reference(monkeypatch, fresh_launch_state):
     calls = []
     monkeypatch.setattr(triton_backend, "_compile", _failing_compile(calls))
-    inputs = _inputs(2, 13, 2, 8, [[5, 7], [1, 1], [3, 2]], 2)
+    inputs = _on_kernel_device(_inputs(2, 13, 2, 8, [[5, 7], [1, 1], [3, 2]], 2))
     with pytest.warns(RuntimeWarning) as record:
         first = triton_backend.forward(*inputs)
         second = triton_backend.forward(*inputs)
@@ -245,17 +250,17 @@ def test_compile_failure_warns_once_and_backward_differentiates_reference(monkey
     inputs = _inputs(2, 5, 2, 4, [[3, 5], [1, 1]], 2)
     grad_output = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     with pytest.warns(RuntimeWarning, match="failed to compile the backward kernel for torch.float64, D=4, L=2, P=2"):
-        grads = triton_backend.backward(grad_output, *inputs)
+        grads = triton_backend.backward(*_on_kernel_device((grad_output, *inputs)))
     _, *expected = _reference_with_grads(grad_output, *inputs)  # autograd through grid_sample
     for got, want in zip(grads, expected):
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-12)
 
 
 def test_compiles_once_per_specialization(monkeypatch, fresh_launch_state):
     compiled = []
     monkeypatch.setattr(triton_backend, "_compile", lambda kernel, grid, args, constexprs: compiled.append(constexprs))
     for D in (4, 4, 6):
-        inputs = _inputs(1, 3, 2, D, [[2, 3]], 1)
+        inputs = _on_kernel_device(_inputs(1, 3, 2, D, [[2, 3]], 1))
         torch.testing.assert_close(triton_backend.forward(*inputs), reference.forward(*inputs), rtol=1e-10, atol=1e-12)
     assert [c["HEAD_DIM"] for c in compiled] == [4, 6]
 
@@ -287,7 +292,8 @@ def test_kernels_write_every_element_of_uninitialised_outputs(monkeypatch):
     monkeypatch.setattr(triton_backend.torch, "empty", nan_filled(torch.empty))
     monkeypatch.setattr(triton_backend.torch, "empty_like", nan_filled(torch.empty_like))
     assert torch.empty(2).isnan().all()
-    _assert_matches_reference(_inputs(2, 7, 2, 6, [[3, 5], [2, 2]], 2), torch.float64, rtol=1e-10, atol_scale=1e-12)
+    inputs = _on_kernel_device(_inputs(2, 7, 2, 6, [[3, 5], [2, 2]], 2))
+    _assert_matches_reference(inputs, torch.float64, rtol=1e-10, atol_scale=1e-12)
 
 
 @pytest.mark.gpu
