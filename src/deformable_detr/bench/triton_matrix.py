@@ -13,12 +13,14 @@ The matrix (one cell = one compiled kernel):
     direction  forward, backward.
     dtype      fp32, bf16, fp16, fp64: every dtype the op accepts.
     D          `HEAD_DIMS`: D = d_model / n_heads is any integer, compiled as BLOCK_D = next_power_of_2(D)
-               with the channels past D masked; so every BLOCK_D from 1 to 256 at D = BLOCK_D (no mask) and
-               at a D with a masked tail (3, 6, 12, ..., 192). Beyond 256 (d_model >= 512 with one head) untested.
+               with the channels past D masked: every BLOCK_D from 1 to 256 at D = BLOCK_D (no mask), plus
+               masked tails at 12, 24 and 48 (BLOCK_D 16, 32, 64). Not compiled: tails of the other BLOCK_D
+               (D = 3, 6, 96, 192, ...) and D > 256; the run-time fallback covers those.
     BLOCK_Q    every BLOCK_Q that `ops.triton._block_sizes` can choose for that D at the module's current
-               `_TILE_ELEMENTS`, `_NUM_WARPS` and `_MIN_PROGRAMS` (the warps too come from the module).
-    L, P, M    4 levels x 4 points x 8 heads (every paper preset but single-scale) at every BLOCK_Q; at the
-               largest BLOCK_Q also 1 x 4 x 8 (single-scale) and 1 x 1 x 1 (loops of one iteration fold away).
+               `_TILE_ELEMENTS` and `_NUM_WARPS` (the warps too come from the module).
+    L, P, M    4 levels x 4 points x 8 heads (every paper preset but single-scale) at every BLOCK_Q; at
+               D = 8 and 32 and their largest BLOCK_Q also 1 x 4 x 8 (single-scale) and 1 x 1 x 1 (loops of
+               one iteration fold away, so the kernel body is straight-line code).
 Pointers are 16-byte aligned, as fresh allocations are (an unaligned view compiles another variant,
 covered only by the run-time fallback); the kernels do not specialize on their int arguments.
 
@@ -43,8 +45,9 @@ from pathlib import Path
 ARCHS = (80, 90)
 DIRECTIONS = ("forward", "backward")
 DTYPES = ("fp32", "bf16", "fp16", "fp64")
-HEAD_DIMS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+HEAD_DIMS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 SHAPES = ((4, 4, 8), (1, 4, 8), (1, 1, 1))  # (L, P, M): the first at every BLOCK_Q, the others at the largest
+SHAPE_HEAD_DIMS = (8, 32)  # where the other SHAPES are compiled
 QUICK = (  # (direction, dtype, D) that failed under Triton 3.6.0 / 3.7.x before the fix
     [("forward", dtype, d) for dtype in ("fp32", "bf16", "fp16") for d in (8, 16)]
     + [("backward", "fp32", d) for d in (8, 16)]
@@ -94,7 +97,8 @@ def matrix_cells(archs: Iterable[int] = ARCHS, quick: bool = False) -> list[Cell
                     if quick and (direction, dtype, head_dim) not in QUICK:
                         continue
                     for index, (block_q, block_d) in enumerate(blocks[:1] if quick else blocks):
-                        for levels, points, heads in SHAPES if index == 0 and not quick else SHAPES[:1]:
+                        all_shapes = index == 0 and head_dim in SHAPE_HEAD_DIMS and not quick
+                        for levels, points, heads in SHAPES if all_shapes else SHAPES[:1]:
                             cells.append(
                                 Cell(arch, direction, dtype, head_dim, levels, points, heads, block_q, block_d,
                                      backend._NUM_WARPS)
