@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-slow test-all bench lint clean
+.PHONY: setup demo test test-slow test-all bench triton-matrix lint clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,22 @@ test-all: setup
 
 bench: setup
 	$(VENV)/bin/deformable-detr bench op
+
+# The Triton compile matrix (`bench op-triton --compile-matrix`, no GPU needed) under each Triton that a
+# supported torch pins for CUDA (2.4 -> 3.0.0, 2.5 -> 3.1.0, 2.6 -> 3.2.0, 2.7 -> 3.3.1, 2.8 -> 3.4.0,
+# 2.9 -> 3.5.1, 2.10/2.11 -> 3.6.0, 2.12 -> 3.7.0, 2.13 -> 3.7.1), each installed once into
+# $(TRITON_DIR)/<version> and put first on PYTHONPATH. Writes benchmarks/results/triton_matrix_<version>.json.
+# Slow (about 15 minutes per version on 2 cores), not in CI; exits non-zero if any version has a failing cell.
+TRITON_VERSIONS ?= 3.0.0 3.1.0 3.2.0 3.3.1 3.4.0 3.5.1 3.6.0 3.7.0 3.7.1
+TRITON_DIR      ?= .cache/triton
+
+triton-matrix: setup
+	@status=0; for version in $(TRITON_VERSIONS); do \
+	  test -d $(TRITON_DIR)/$$version/triton || \
+	    $(PY) -m pip install --quiet --no-deps --target $(TRITON_DIR)/$$version triton==$$version || exit 2; \
+	  env -u TRITON_INTERPRET PYTHONPATH=$(TRITON_DIR)/$$version:src $(PY) -m deformable_detr.cli bench op-triton \
+	    --compile-matrix --out benchmarks/results/triton_matrix_$$version.json || status=1; \
+	done; exit $$status
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

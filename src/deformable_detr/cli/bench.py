@@ -127,11 +127,26 @@ def _add_bench_op_triton(targets) -> None:
     )
     parser.add_argument("--locations", nargs="+", choices=["realistic", "uniform"], default=["realistic", "uniform"])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU under TRITON_INTERPRET=1")
-    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/op_triton_<gpu>.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="JSON path (default benchmarks/results/op_triton_<gpu>.json, or triton_matrix_<triton version>.json)",
+    )
+    matrix = parser.add_argument_group("compile matrix (no GPU needed; exit 1 if any kernel fails to compile)")
+    matrix.add_argument(
+        "--compile-matrix",
+        action="store_true",
+        help="compile forward and backward ahead of time for every dtype, head dim, block size, L/P, arch",
+    )
+    matrix.add_argument("--arch", type=int, nargs="+", choices=[80, 90], default=[80, 90], help="sm_XX (default 80 90)")
+    matrix.add_argument("--quick", action="store_true", help="only the cases Triton 3.6/3.7 failed before the fix")
+    matrix.add_argument("--jobs", type=int, help="compiler processes (default: one per CPU)")
     parser.set_defaults(handler=_bench_op_triton)
 
 
-def _bench_op_triton(args) -> None:
+def _bench_op_triton(args) -> int | None:
+    if args.compile_matrix:
+        return _bench_triton_compile_matrix(args)
     from ..bench.op_triton import format_table, run_and_write
 
     rows, out = run_and_write(
@@ -139,6 +154,20 @@ def _bench_op_triton(args) -> None:
     )
     print(format_table(rows))
     print(f"wrote {out}")
+
+
+def _bench_triton_compile_matrix(args) -> int:
+    from ..bench.triton_matrix import run_and_write
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs} must be >= 1")
+    result, out = run_and_write(
+        tuple(args.arch), args.quick, args.jobs, args.out, echo=lambda line: print(line, flush=True)
+    )
+    summary = result["summary"]
+    print(f"{summary['passed']}/{summary['cells']} cells compiled in {summary['wall_s']} s ({summary['jobs']} jobs)")
+    print(f"wrote {out}")
+    return 1 if summary["failed"] else 0
 
 
 def _add_bench_serve(targets) -> None:
