@@ -163,7 +163,8 @@ def test_options_are_checked_and_a_moved_model_is_refused(make_config, no_compil
         model.predict(np.zeros((40, 40, 3), dtype=np.uint8))
 
 
-def test_a_compiler_failure_is_one_line(make_config, monkeypatch, one_thread):
+@pytest.mark.parametrize("compile_backbone", [True, False])  # the backbone's compile fails first, else detect's
+def test_a_compiler_failure_is_one_line(make_config, monkeypatch, one_thread, compile_backbone):
     failure = torch._dynamo.exc.BackendCompilerFailed
     extra = [None] * (len(inspect.signature(failure.__init__).parameters) - 3)  # newer torch: first_useful_frame
 
@@ -174,7 +175,7 @@ def test_a_compiler_failure_is_one_line(make_config, monkeypatch, one_thread):
         return run
 
     monkeypatch.setattr(compiled, "_compile", failing_compile)
-    model = compile_inference(_model(make_config()), compile_backbone=False)
+    model = compile_inference(_model(make_config()), compile_backbone=compile_backbone)
     with pytest.raises(
         BackendError,
         match=r"^torch.compile failed on cpu \(RuntimeError: no C\+\+ compiler found\); run without compile",

@@ -121,12 +121,8 @@ class CompiledInference:
                 "compile_inference(model) again on its new device"
             )
         started = time.perf_counter()
-        with self._context(amp):
-            per_image = level_maps(self.model, tensors, self._features)
-            actual = [  # per level, the largest (H_l, W_l) of the batch
-                (max(maps[level].shape[-2] for maps in per_image), max(maps[level].shape[-1] for maps in per_image))
-                for level in range(len(per_image[0]))
-            ]
+        with self._context(amp), _one_line_compile_errors(self.device):
+            per_image = level_maps(self.model, tensors, self._features)  # per image, per level (C, H_l, W_l)
             size = (max(t.shape[-2] for t in tensors), max(t.shape[-1] for t in tensors))
             bucket = choose_bucket(size, self.buckets, self.bucket_px, self.max_buckets)
             if bucket is None:
@@ -135,26 +131,30 @@ class CompiledInference:
                 return {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}
             if bucket not in self.buckets:
                 self.buckets.append(bucket)
-            strides = level_strides(self.model.backbone.strides, len(actual))
-            sources, masks = pad_levels(per_image, level_sizes(bucket, strides, actual))
-            if len(tensors) > 1:  # one compile for every batch >= 2 (batch 1 is always specialised)
-                for tensor in (*sources, *masks):
-                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
+            sources, masks = self._padded(per_image, bucket)
             if self.device.type == "cuda":
                 _cudagraph_trees_ready_on_this_thread()
                 torch.compiler.cudagraph_mark_step_begin()
-            try:
-                logits, boxes = self._detect(sources, masks)
-            except torch._dynamo.exc.BackendCompilerFailed as error:  # inductor failed (e.g. no C++ compiler)
-                inner = getattr(error, "inner_exception", None) or error
-                detail = (str(inner).strip().splitlines() or [""])[0][:300]
-                raise BackendError(
-                    f"torch.compile failed on {self.device.type} ({type(inner).__name__}: {detail}); run without "
-                    "compile (the eager path computes the same outputs)"
-                ) from None
+            logits, boxes = self._detect(sources, masks)
             out = {"pred_logits": logits.clone(), "pred_boxes": boxes.clone()}  # the next replay overwrites them
         self._record(bucket, len(tensors), amp, started)
         return out
+
+    def _padded(
+        self, per_image: list[list[torch.Tensor]], bucket: tuple[int, int]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per level, (B, C, H_l, W_l) maps and (B, H_l, W_l) masks padded to `bucket`'s level sizes; the batch
+        dimension marked dynamic from 2 images on (batch 1 always gets its own, static, compile)."""
+        actual = [  # per level, the largest (H_l, W_l) of the batch
+            (max(maps[level].shape[-2] for maps in per_image), max(maps[level].shape[-1] for maps in per_image))
+            for level in range(len(per_image[0]))
+        ]
+        strides = level_strides(self.model.backbone.strides, len(actual))
+        sources, masks = pad_levels(per_image, level_sizes(bucket, strides, actual))
+        if len(per_image) > 1:
+            for tensor in (*sources, *masks):
+                torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        return sources, masks
 
     def warm_up(
         self, image_sizes: Sequence[tuple[int, int]] | None = None, batch_sizes: Sequence[int] = (1,), amp: bool = False
@@ -254,6 +254,20 @@ def compile_inference(
     """
     model.compiled_inference = CompiledInference(model, bucket_px, max_buckets, compile_backbone)
     return model
+
+
+@contextlib.contextmanager
+def _one_line_compile_errors(device: torch.device) -> Iterator[None]:
+    """A compiler failure (inductor: no C++ compiler, a Triton error) as one `BackendError` line."""
+    try:
+        yield
+    except torch._dynamo.exc.BackendCompilerFailed as error:
+        inner = getattr(error, "inner_exception", None) or error
+        detail = (str(inner).strip().splitlines() or [""])[0][:300]
+        raise BackendError(
+            f"torch.compile failed on {device.type} ({type(inner).__name__}: {detail}); run without compile "
+            "(the eager path computes the same outputs)"
+        ) from None
 
 
 def _cudagraph_trees_ready_on_this_thread() -> None:
