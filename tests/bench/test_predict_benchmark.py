@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -86,6 +87,12 @@ def test_bench_predict_times_the_compiled_path_fp32_and_bf16(tmp_path, monkeypat
     assert main(["bench", "predict", "--smoke", "--repeats", "1", "--methods", *methods, "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert [(r["batch"], r["method"]) for r in result["results"]] == [(b, m) for b in (1, 2) for m in methods]
+    for row in result["results"]:  # the same weights: padding to a bucket changes only rounding (README: 1e-5, 1e-6)
+        difference = row["max_abs_diff_vs_ours_fp32"]
+        if row["method"] == "ours-compile-bf16":
+            assert 0 < difference["pred_logits"] < math.inf
+        else:
+            assert difference["pred_logits"] <= 1e-5 and difference["pred_boxes"] <= 1e-6
     records = result["compiled"]["64"]["compiles"]
     assert {(r["batch"], r["amp"]) for r in records} == {("1", False), ("1", True), (">=2", False), (">=2", True)}
     assert "torch.compile (default, cpu): 4 shape(s)" in capsys.readouterr().out

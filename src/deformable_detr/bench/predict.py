@@ -17,7 +17,8 @@ For every (shorter side, batch) pair each method first runs once (timed: "first_
 compiled methods includes compiling that shape), then the methods run interleaved (one call each per
 round) and the minimum over rounds is reported as images/s and ms per image. The model alone is timed the
 same way on inputs decoded and preprocessed beforehand ("forward_ms_per_image": our `model_outputs`, HF's
-model call, the onnxruntime session). On CUDA every timing ends with a synchronize. No assertions on time.
+model call, the onnxruntime session), and our other methods' outputs are compared with ours-fp32's on those
+inputs ("max_abs_diff_vs_ours_fp32"). On CUDA every timing ends with a synchronize. No assertions on time.
 
     from deformable_detr.bench.predict import run_predict_benchmark, format_predict_benchmark
     print(format_predict_benchmark(run_predict_benchmark(smoke=True)))
@@ -258,7 +259,8 @@ def run_predict_benchmark(
 
     Returns:
         {"header", "setup", "results": [{"size", "batch", "method", "images_per_s", "ms_per_image",
-         "first_call_s", "seconds": summary, "forward_ms_per_image", "forward_seconds": summary}],
+         "first_call_s", "seconds": summary, "forward_ms_per_image", "forward_seconds": summary, and for ours
+         with ours-fp32 in the run "max_abs_diff_vs_ours_fp32": {"pred_logits", "pred_boxes"} of the model alone}],
          "compiled": {"summary", "compiles"} per size when a compiled method ran,
          "skipped": [{"size", "batch", "method", "why"}] (onnxruntime where its peak memory would not fit
          in MemAvailable: it would be killed and take the run with it),
@@ -369,9 +371,9 @@ def _measure_cell(runs: dict[str, _Method], paths: list[str], repeats: int, sync
         warmup=0,
         sync=sync,
     )
-    forwards = interleaved_times(
-        {name: method.prepare(paths) for name, method in runs.items()}, repeats=repeats, warmup=1, sync=sync
-    )
+    prepared = {name: method.prepare(paths) for name, method in runs.items()}
+    forwards = interleaved_times(prepared, repeats=repeats, warmup=1, sync=sync)
+    differences = _differences({name: forward() for name, forward in prepared.items() if name.startswith("ours-")})
     batch = len(paths)
     return [
         {
@@ -382,9 +384,23 @@ def _measure_cell(runs: dict[str, _Method], paths: list[str], repeats: int, sync
             "seconds": summarize(seconds),
             "forward_ms_per_image": 1e3 * min(forwards[name]) / batch,
             "forward_seconds": summarize(forwards[name]),
+            **({"max_abs_diff_vs_ours_fp32": differences[name]} if name in differences else {}),
         }
         for name, seconds in times.items()
     ]
+
+
+def _differences(outputs: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, float]]:
+    """Per method of ours, max |output - ours-fp32's| of the raw logits and the normalized boxes, same inputs."""
+    reference = outputs.get("ours-fp32")
+    if reference is None:
+        return {}
+    return {
+        name: {
+            key: (out[key].float() - reference[key].float()).abs().max().item() for key in ("pred_logits", "pred_boxes")
+        }
+        for name, out in outputs.items()
+    }
 
 
 def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -426,6 +442,12 @@ def format_predict_benchmark(result: dict[str, Any]) -> str:
             f"{row['size']:5d}  {row['batch']:5d}  {row['method']:<17}  {row['ms_per_image']:8.2f}"
             f"  {row['forward_ms_per_image']:14.2f}  {row['first_call_s']:12.2f}"
         )
+    lines += [
+        f"{row['size']:5d}  {row['batch']:5d}  {row['method']:<17}  max |d| vs ours-fp32: logits "
+        f"{row['max_abs_diff_vs_ours_fp32']['pred_logits']:.2e}, boxes {row['max_abs_diff_vs_ours_fp32']['pred_boxes']:.2e}"
+        for row in result["results"]
+        if row["method"] != "ours-fp32" and "max_abs_diff_vs_ours_fp32" in row
+    ]
     lines += [compiled["summary"] for compiled in result.get("compiled", {}).values()]
     lines += [
         f"skipped {s['method']} at {s['size']} px, batch {s['batch']}: {s['why']}" for s in result.get("skipped", [])
