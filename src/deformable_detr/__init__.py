@@ -22,6 +22,16 @@ from deformable_detr.models.preprocess import PreprocessConfig  # noqa: E402
 from deformable_detr.ops import multi_scale_deformable_attention  # noqa: E402
 from deformable_detr.training import TrainConfig, fit  # noqa: E402
 
+
+def __getattr__(name: str):
+    """`compile_inference` on first use only: it imports torch._dynamo, seconds that plain users need not pay."""
+    if name == "compile_inference":
+        from deformable_detr.models.compiled import compile_inference
+
+        return compile_inference
+    raise AttributeError(f"module 'deformable_detr' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -34,6 +44,7 @@ __all__ = [
     "MultiScaleDeformableAttention",
     "PreprocessConfig",
     "TrainConfig",
+    "compile_inference",
     "fit",
     "load",
     "multi_scale_deformable_attention",

@@ -62,6 +62,30 @@ def test_detections_json_equals_model_predict(capsys, model_dir, image_folder, t
         assert [d["category_name"] for d in got] == expected.names
 
 
+def test_compile_flag_predicts_through_the_compiled_path(
+    capsys, model_dir, image_folder, tmp_path, monkeypatch, one_thread
+):
+    """`--compile` reaches `compile_inference` (torch.compile replaced by the identity here; the real compile
+    is tests/models/test_compiled.py's) and prints what compiled; detections equal the eager run's."""
+    from deformable_detr.models import compiled
+
+    monkeypatch.setattr(compiled, "_compile", lambda function, **options: function)
+    _, good, _ = image_folder
+    results = {}
+    for name, flags in (("eager", []), ("compiled", ["--compile"])):
+        out = tmp_path / name
+        status, _, err = _run(capsys, "predict", *good, "--checkpoint", model_dir, "--out", out, "--no-draw", *flags)
+        assert status == 0
+        results[name] = json.loads((out / "detections.json").read_text())["detections"]
+    # one batch of 5 images resized to at most 160 px: one 192 px bucket (step 64)
+    assert "torch.compile (default, cpu): 1 shape(s) [192x192 batch >=2], first calls" in err
+    assert len(results["compiled"]) == len(results["eager"]) > 0
+    for eager, fast in zip(results["eager"], results["compiled"]):
+        assert fast["image_id"] == eager["image_id"] and fast["category_id"] == eager["category_id"]
+        assert fast["score"] == pytest.approx(eager["score"], abs=2e-5)  # rounded to 1e-5
+        assert fast["bbox"] == pytest.approx(eager["bbox"], abs=0.02)  # rounded to 0.01 px
+
+
 def test_out_set_to_the_images_folder_is_refused_and_inputs_are_untouched(capsys, model_dir, image_folder):
     root, good, _ = image_folder
     before = {p: p.read_bytes() for p in good}

@@ -222,3 +222,30 @@ def test_an_internal_error_is_a_500_without_details_and_serving_continues(runner
         assert "boom" not in response.text
         failing.fail = False
         assert post(url, "/v1/detect", good).status_code == 200
+
+
+def test_a_compiled_model_compiles_before_serving_and_answers_as_eager(runner, monkeypatch, one_thread):
+    """`serve --compile`: the warm-up compiles the common shape (batch 1 and >= 2) on the model thread before the
+    server accepts a connection (torch.compile replaced by the identity; the real compile is test_compiled's)."""
+    from serve_helpers import tiny_model
+
+    from deformable_detr.models import compiled
+    from deformable_detr.serving.runner import ModelRunner
+
+    monkeypatch.setattr(compiled, "_compile", lambda function, **options: function)
+    # 32 px buckets: the 480x640 photo resized to 96x128 fills its bucket, so these two-stage outputs need
+    # no padding (tests/models/test_compiled.py checks padded buckets)
+    model = compiled.compile_inference(tiny_model(), bucket_px=32)
+    with running_server(ModelRunner(model), max_batch=4) as (url, _):
+        assert [(r["image_bucket"], r["batch"]) for r in model.compiled_inference.compiles] == [
+            ([96, 128], "1"),
+            ([96, 128], ">=2"),
+        ]
+        assert httpx.get(url + "/v1/model").json()["compiled"]["buckets"] == [[96, 128]]
+        image = scene(128, 96)
+        got = post(url, "/v1/detect", encode(image, "PNG"), threshold=0.0).json()["detections"]
+    expected = runner.detect([image])[0]  # the eager model, same weights
+    assert [d["label"] for d in got] == [d["label"] for d in expected]
+    torch.testing.assert_close(
+        torch.tensor([d["score"] for d in got]), torch.tensor([d["score"] for d in expected]), rtol=0, atol=1e-5
+    )

@@ -15,6 +15,7 @@ import torch
 from serve_helpers import encode, free_port, scene, tiny_model
 
 from deformable_detr.cli import main
+from deformable_detr.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,24 @@ def test_a_port_in_use_is_one_line_error_before_the_model_loads(checkpoint, caps
         status = main(["serve", "--checkpoint", str(checkpoint), "--port", str(port)])
     stderr = capsys.readouterr().err
     assert status == 2 and stderr.count("\n") == 1 and f"--port {port}: cannot listen" in stderr, stderr
+
+
+def test_compile_flag_reaches_the_loaded_model(checkpoint, capsys, monkeypatch):
+    from deformable_detr.models import compiled
+    from deformable_detr.serving import runner
+
+    monkeypatch.setattr(compiled, "_compile", lambda function, **options: function)  # no real compile here
+    loaded = []
+    original = runner.load_runner
+
+    def load_and_stop(config):
+        loaded.append(original(config))
+        raise ConfigError("stop before serving")
+
+    monkeypatch.setattr(runner, "load_runner", load_and_stop)
+    assert main(["serve", "--checkpoint", str(checkpoint), "--port", str(free_port()), "--compile", "--amp"]) == 2
+    assert "stop before serving" in capsys.readouterr().err
+    assert loaded[0].amp and loaded[0].model.compiled_inference is not None
 
 
 @pytest.mark.slow  # two model processes

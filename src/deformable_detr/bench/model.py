@@ -1,4 +1,4 @@
-"""`bench model`: our `DeformableDETR` vs Hugging Face's `DeformableDetrForObjectDetection`, same weights, CPU.
+"""`bench model`: our `DeformableDETR` vs Hugging Face's `DeformableDetrForObjectDetection`, same weights, CPU or CUDA.
 
 Both models get identical weights: an HF model of the given size (native HF ResNet backbone; timm is not
 installed) is randomly initialised, its zero-initialised transformer/head tensors get small random values
@@ -6,7 +6,8 @@ so every path matters, and it is written with `save_pretrained`. Each measuremen
 subprocess (so peak RSS belongs to one model and one dtype): HF loads the directory with `from_pretrained`,
 ours with `deformable_detr.load`. Each worker does one warm-up forward and `repeats` timed forwards of one
 image (eval, `torch.inference_mode`, `threads` intra-op threads) and saves its outputs; the parent compares
-them (max |Δ| of logits and boxes, fp32 and bf16-autocast box drift against fp32).
+them (max |Δ| of logits and boxes, fp32 and bf16-autocast box drift against fp32). With a CUDA `device` both
+models run there (each timing ends with a synchronize; peak CUDA memory is reported too).
 
     from deformable_detr.bench.model import run_model_benchmark, format_model_benchmark
     result = run_model_benchmark()           # minutes of CPU at the default R50 config, 800x1066
@@ -35,16 +36,25 @@ from .hf_reference import random_hf_model
 
 
 def _worker(
-    impl: str, dtype: str, directory: str, height: int, width: int, repeats: int, threads: int, out: str
+    impl: str,
+    dtype: str,
+    directory: str,
+    height: int,
+    width: int,
+    repeats: int,
+    threads: int,
+    out: str,
+    device: str = "cpu",
 ) -> None:
     """One measurement in this process: build `impl`, warm up, time `repeats` forwards, save outputs + stats."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    images = torch.randn(1, 3, height, width)  # (B, 3, H, W) normalized, no padding
+    images = torch.randn(1, 3, height, width).to(device)  # (B, 3, H, W) normalized, no padding
+    on_gpu = torch.device(device).type == "cuda"
     if impl == "hf":
         from transformers import DeformableDetrForObjectDetection
 
-        model = DeformableDetrForObjectDetection.from_pretrained(directory).eval()
+        model = DeformableDetrForObjectDetection.from_pretrained(directory).eval().to(device)
 
         def forward():
             output = model(pixel_values=images)
@@ -52,35 +62,43 @@ def _worker(
     else:
         from deformable_detr.inference.loader import load
 
-        model = load(directory)
+        model = load(directory, device=device)
 
         def forward():
             output = model(images)
             return output["pred_logits"], output["pred_boxes"]
 
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     rss_before = rss_mib()
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     times = []
     with torch.inference_mode(), autocast:
         for repeat in range(repeats + 1):  # the first run warms up (kernel caches, allocator) and is not timed
+            sync()
             start = time.perf_counter()
             logits, boxes = forward()
+            sync()
             if repeat:
                 times.append(time.perf_counter() - start)
     peak_mb = peak_rss_mib()
     torch.save(
         {
-            "pred_logits": logits.float(),
-            "pred_boxes": boxes.float(),
+            "pred_logits": logits.float().cpu(),
+            "pred_boxes": boxes.float().cpu(),
             "times_s": times,
             "peak_rss_mb": peak_mb,
             "rss_before_forward_mb": rss_before,
+            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None,
         },
         out,
     )
 
 
-def _run_worker(impl: str, dtype: str, directory: str, height: int, width: int, repeats: int, threads: int) -> dict:
+def _run_worker(
+    impl: str, dtype: str, directory: str, height: int, width: int, repeats: int, threads: int, device: str
+) -> dict:
     out = os.path.join(directory, f"{impl}_{dtype}.pt")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     command = [
@@ -95,6 +113,7 @@ def _run_worker(impl: str, dtype: str, directory: str, height: int, width: int, 
         str(repeats),
         str(threads),
         out,
+        device,
     ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True)
     if completed.returncode:
@@ -104,7 +123,13 @@ def _run_worker(impl: str, dtype: str, directory: str, height: int, width: int, 
 
 
 def run_model_benchmark(
-    height: int = 800, width: int = 1066, repeats: int = 3, threads: int = 2, smoke: bool = False, progress=None
+    height: int = 800,
+    width: int = 1066,
+    repeats: int = 3,
+    threads: int = 2,
+    smoke: bool = False,
+    progress=None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Time and compare our model and HF's at the default config (or a tiny one with `smoke`).
 
@@ -114,10 +139,11 @@ def run_model_benchmark(
         threads: intra-op threads of each worker (torch.set_num_threads, OMP/MKL_NUM_THREADS).
         smoke: tiny model instead of R50 / d 256 / 6+6 layers (checks the script in seconds).
         progress: optional callable(str) told what is being measured.
+        device: "cpu", "cuda" or "cuda:N": where both models run.
 
     Returns:
         dict with "header", "setup", "ours"/"hf" (fp32 and bf16 min/median/all times in ms, peak RSS MB, RSS growth
-        during forward MB), "speedup_fp32", "speedup_bf16", "max_abs_diff" (logits, boxes; ours vs HF fp32)
+        during forward MB, and on CUDA peak CUDA memory MB), "speedup_fp32", "speedup_bf16", "max_abs_diff" (logits, boxes; ours vs HF fp32)
         and "bf16_box_drift" (max |boxes_bf16 - boxes_fp32| per implementation).
     """
     try:
@@ -133,6 +159,8 @@ def run_model_benchmark(
             threads=threads,
             repeats=repeats,
             warmup=1,
+            device=device,
+            tf32={"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
             config="tiny (smoke)" if smoke else "default: R50, 4 levels, d 256, 6+6 layers, 300 queries, 91 classes",
             mode="eval, torch.inference_mode, batch of one unpadded image, one subprocess per run",
         ),
@@ -144,7 +172,7 @@ def run_model_benchmark(
         for impl in ("ours", "hf"):
             for dtype in ("float32", "bfloat16"):
                 say(f"{impl} {dtype}: {repeats} timed forwards")
-                runs[impl, dtype] = _run_worker(impl, dtype, directory, height, width, repeats, threads)
+                runs[impl, dtype] = _run_worker(impl, dtype, directory, height, width, repeats, threads, device)
     for impl in ("ours", "hf"):
         fp32, bf16 = runs[impl, "float32"], runs[impl, "bfloat16"]
         result[impl] = dict(
@@ -157,6 +185,8 @@ def run_model_benchmark(
             peak_rss_mb=fp32["peak_rss_mb"],
             forward_rss_growth_mb=max(0.0, fp32["peak_rss_mb"] - fp32["rss_before_forward_mb"]),
             bf16_peak_rss_mb=bf16["peak_rss_mb"],
+            peak_cuda_mb=fp32.get("peak_cuda_mb"),
+            bf16_peak_cuda_mb=bf16.get("peak_cuda_mb"),
         )
     ours32, hf32 = runs["ours", "float32"], runs["hf", "float32"]
     result["speedup_fp32"] = result["hf"]["fp32_ms"] / result["ours"]["fp32_ms"]
@@ -177,14 +207,22 @@ def format_model_benchmark(result: dict[str, Any]) -> str:
     ours, hf = result["ours"], result["hf"]
     memory_ratio = hf["peak_rss_mb"] / ours["peak_rss_mb"]
     drift = result["bf16_box_drift"]
+    where = setup.get("device", "cpu") + (f" ({result['header']['gpu']})" if "gpu" in result["header"] else "")
     lines = [
         f"bench model: {setup['config']}; image {setup['image'][0]}x{setup['image'][1]}, {setup['threads']} threads, "
-        f"min of {setup['repeats']} warm forwards; {result['header']['machine']}",
+        f"min of {setup['repeats']} warm forwards; {result['header']['machine']}, {where}",
         f"{'':28}{'ours':>12}{'HF':>12}{'HF / ours':>12}",
         f"{'forward fp32 (ms)':28}{ours['fp32_ms']:12.0f}{hf['fp32_ms']:12.0f}{result['speedup_fp32']:11.2f}x",
         f"{'forward bf16 autocast (ms)':28}{ours['bf16_ms']:12.0f}{hf['bf16_ms']:12.0f}{result['speedup_bf16']:11.2f}x",
         f"{'peak RSS fp32 (MB)':28}{ours['peak_rss_mb']:12.0f}{hf['peak_rss_mb']:12.0f}{memory_ratio:11.2f}x",
         f"{'RSS growth in forward (MB)':28}{ours['forward_rss_growth_mb']:12.0f}{hf['forward_rss_growth_mb']:12.0f}",
+    ]
+    if ours.get("peak_cuda_mb") is not None:
+        cuda_ratio = hf["peak_cuda_mb"] / ours["peak_cuda_mb"]
+        lines.append(
+            f"{'peak CUDA memory fp32 (MB)':28}{ours['peak_cuda_mb']:12.0f}{hf['peak_cuda_mb']:12.0f}{cuda_ratio:11.2f}x"
+        )
+    lines += [
         f"{'bf16 box drift (max abs)':28}{drift['ours']:12.2e}{drift['hf']:12.2e}",
         f"ours vs HF fp32: max |d logits| {result['max_abs_diff']['pred_logits']:.2e}, "
         f"max |d boxes| {result['max_abs_diff']['pred_boxes']:.2e}",
@@ -199,5 +237,16 @@ if __name__ == "__main__":  # worker entry point used by _run_worker
     for name in ("height", "width", "repeats", "threads"):
         parser.add_argument(name, type=int)
     parser.add_argument("out")
+    parser.add_argument("device")
     args = parser.parse_args()
-    _worker(args.impl, args.dtype, args.directory, args.height, args.width, args.repeats, args.threads, args.out)
+    _worker(
+        args.impl,
+        args.dtype,
+        args.directory,
+        args.height,
+        args.width,
+        args.repeats,
+        args.threads,
+        args.out,
+        args.device,
+    )

@@ -3,16 +3,22 @@
 Methods, all on the same JPEG files and the same random weights (an HF model perturbed so every path
 matters, written with `save_pretrained`, read by both sides):
 
-    ours-fp32      `model.predict(paths)` (deformable_detr.load of the HF folder), eager float32
-    ours-bf16      the same with `amp=True` (bfloat16 autocast)
-    ours-compile   the same with `torch.compile` on the backbone and the transformer
-    onnxruntime    our preprocessing, a padded batch + padding_mask through the exported ONNX file
-                   (CPUExecutionProvider), top-k postprocessing in numpy
-    hf             `DeformableDetrImageProcessor` (same resize rule) + `DeformableDetrForObjectDetection`
-                   + `post_process_object_detection`
+    ours-fp32          `model.predict(paths)` (deformable_detr.load of the HF folder), eager float32
+    ours-bf16          the same with `amp=True` (bfloat16 autocast)
+    ours-compile       the same through `deformable_detr.models.compiled` (torch.compile; CUDA graphs
+                       on a GPU; shape buckets), float32
+    ours-compile-bf16  the same with `amp=True`
+    onnxruntime        our preprocessing, a padded batch + padding_mask through the exported ONNX file
+                       (CPUExecutionProvider, so CPU only), top-k postprocessing in numpy
+    hf                 `DeformableDetrImageProcessor` (same resize rule) + `DeformableDetrForObjectDetection`
+                       + `post_process_object_detection`
 
-For every (shorter side, batch) pair the methods run interleaved (one call each per round) and the minimum
-over rounds is reported as images/s. No assertions on time anywhere.
+For every (shorter side, batch) pair each method first runs once (timed: "first_call_s", which for the
+compiled methods includes compiling that shape), then the methods run interleaved (one call each per
+round) and the minimum over rounds is reported as images/s and ms per image. The model alone is timed the
+same way on inputs decoded and preprocessed beforehand ("forward_ms_per_image": our `model_outputs`, HF's
+model call, the onnxruntime session), and our other methods' outputs are compared with ours-fp32's on those
+inputs ("max_abs_diff_vs_ours_fp32"). On CUDA every timing ends with a synchronize. No assertions on time.
 
     from deformable_detr.bench.predict import run_predict_benchmark, format_predict_benchmark
     print(format_predict_benchmark(run_predict_benchmark(smoke=True)))
@@ -25,6 +31,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +39,12 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .harness import header, interleaved_times, summarize
+from .harness import header, interleaved_times, summarize, time_once
 from .hf_reference import random_hf_model
 
-METHODS = ("ours-fp32", "ours-bf16", "ours-compile", "onnxruntime", "hf")
+METHODS = ("ours-fp32", "ours-bf16", "ours-compile", "ours-compile-bf16", "onnxruntime", "hf")
+COMPILED = ("ours-compile", "ours-compile-bf16")
+CPU_ONLY = ("onnxruntime",)
 
 
 def _write_images(directory: Path, count: int, height: int, width: int) -> list[str]:
@@ -82,8 +91,8 @@ def numpy_postprocess(
     return results
 
 
-def _onnx_predict(session, model, paths: list[str], threshold: float) -> list[dict[str, np.ndarray]]:
-    """decode -> our preprocessing -> padded batch + padding_mask -> onnxruntime -> numpy postprocess."""
+def _onnx_inputs(model, paths: list[str]) -> tuple[dict[str, np.ndarray], list[tuple[int, int]]]:
+    """decode -> our preprocessing -> ({"images", "padding_mask"} padded batch, original (h, w) per image)."""
     from deformable_detr.models.preprocess import preprocess_image, to_rgb_image
 
     pictures = [to_rgb_image(path) for path in paths]
@@ -94,8 +103,14 @@ def _onnx_predict(session, model, paths: list[str], threshold: float) -> list[di
     for index, tensor in enumerate(tensors):
         images[index, :, : tensor.shape[1], : tensor.shape[2]] = tensor
         padding_mask[index, : tensor.shape[1], : tensor.shape[2]] = False
-    logits, boxes = session.run(None, {"images": images, "padding_mask": padding_mask})
-    return numpy_postprocess(logits, boxes, [(p.height, p.width) for p in pictures], threshold=threshold)
+    return {"images": images, "padding_mask": padding_mask}, [(p.height, p.width) for p in pictures]
+
+
+def _onnx_predict(session, model, paths: list[str], threshold: float) -> list[dict[str, np.ndarray]]:
+    """decode -> our preprocessing -> padded batch + padding_mask -> onnxruntime -> numpy postprocess."""
+    inputs, sizes = _onnx_inputs(model, paths)
+    logits, boxes = session.run(None, inputs)
+    return numpy_postprocess(logits, boxes, sizes, threshold=threshold)
 
 
 def onnx_sampling_bytes(config, batch: int, height: int, width: int) -> int:
@@ -122,57 +137,97 @@ def available_bytes() -> int | None:
     return None
 
 
-def _compiled(model):
-    """A copy of `model` whose backbone and transformer run through torch.compile."""
-    import copy
+@dataclass
+class _Method:
+    """One way to detect: `run(paths)` end to end; `prepare(paths)` decodes and preprocesses once and returns
+    a callable that runs the model alone on those inputs."""
 
-    compiled = copy.deepcopy(model)
-    compiled.backbone = torch.compile(compiled.backbone, dynamic=False)
-    compiled.transformer = torch.compile(compiled.transformer, dynamic=False)
-    return compiled
+    run: Callable[[list[str]], object]
+    prepare: Callable[[list[str]], Callable[[], object]]
+
+
+def _ours(model, threshold: float, amp: bool) -> _Method:
+    """`model.predict`, and `model_outputs` (what predict runs between preprocessing and postprocessing)."""
+    from deformable_detr.models.predict import model_outputs
+    from deformable_detr.models.preprocess import preprocess_image, to_rgb_image
+
+    def prepare(paths):
+        tensors = [preprocess_image(to_rgb_image(path), model.preprocess) for path in paths]  # (3, h, w) each
+
+        @torch.inference_mode()
+        def forward():
+            return model_outputs(model, tensors, amp)
+
+        return forward
+
+    return _Method(lambda paths: model.predict(paths, threshold=threshold, batch_size=len(paths), amp=amp), prepare)
+
+
+def _onnxruntime(onnx_path: str, model, threads: int, threshold: float) -> _Method:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+
+    def prepare(paths):
+        inputs, _ = _onnx_inputs(model, paths)
+        return lambda: session.run(None, inputs)
+
+    return _Method(lambda paths: _onnx_predict(session, model, paths, threshold), prepare)
+
+
+def _hf(directory: str, preprocess, device: str, threshold: float) -> _Method:
+    from PIL import Image
+    from transformers import DeformableDetrForObjectDetection, DeformableDetrImageProcessor
+
+    hf_model = DeformableDetrForObjectDetection.from_pretrained(directory).eval().to(device)
+    processor = DeformableDetrImageProcessor(
+        size={"shortest_edge": preprocess.min_size, "longest_edge": preprocess.max_size},
+        image_mean=list(preprocess.mean),
+        image_std=list(preprocess.std),
+    )
+
+    @torch.inference_mode()
+    def hf_predict(paths):
+        pictures = [Image.open(path).convert("RGB") for path in paths]
+        inputs = processor(images=pictures, return_tensors="pt").to(device)
+        outputs = hf_model(**inputs)
+        return processor.post_process_object_detection(
+            outputs, threshold=threshold, target_sizes=[(p.height, p.width) for p in pictures]
+        )
+
+    def prepare(paths):
+        inputs = processor(images=[Image.open(path).convert("RGB") for path in paths], return_tensors="pt").to(device)
+        return torch.inference_mode()(lambda: hf_model(**inputs))
+
+    return _Method(hf_predict, prepare)
 
 
 def _methods(
-    directory: str, onnx_path: str, model, threads: int, threshold: float, methods: tuple[str, ...]
-) -> dict[str, Callable[[list[str]], object]]:
-    """name -> callable(paths) running the whole pipeline for one batch of files."""
-    runs: dict[str, Callable[[list[str]], object]] = {}
-    if "ours-fp32" in methods:
-        runs["ours-fp32"] = lambda paths: model.predict(paths, threshold=threshold, batch_size=len(paths))
-    if "ours-bf16" in methods:
-        runs["ours-bf16"] = lambda paths: model.predict(paths, threshold=threshold, batch_size=len(paths), amp=True)
-    if "ours-compile" in methods:
-        compiled = _compiled(model)
-        runs["ours-compile"] = lambda paths: compiled.predict(paths, threshold=threshold, batch_size=len(paths))
+    directory: str,
+    onnx_path: str,
+    models: dict[str, Any],
+    threads: int,
+    threshold: float,
+    methods: tuple[str, ...],
+    device: str,
+) -> dict[str, _Method]:
+    """name -> `_Method`; `models` holds "eager" and (for the compiled methods) "compiled", our two loaded models."""
+    runs: dict[str, _Method] = {}
+    for name, key, amp in (
+        ("ours-fp32", "eager", False),
+        ("ours-bf16", "eager", True),
+        ("ours-compile", "compiled", False),
+        ("ours-compile-bf16", "compiled", True),
+    ):
+        if name in methods:
+            runs[name] = _ours(models[key], threshold, amp)
     if "onnxruntime" in methods:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-        runs["onnxruntime"] = lambda paths: _onnx_predict(session, model, paths, threshold)
+        runs["onnxruntime"] = _onnxruntime(onnx_path, models["eager"], threads, threshold)
     if "hf" in methods:
-        from PIL import Image
-        from transformers import DeformableDetrForObjectDetection, DeformableDetrImageProcessor
-
-        hf_model = DeformableDetrForObjectDetection.from_pretrained(directory).eval()
-        processor = DeformableDetrImageProcessor(
-            size={"shortest_edge": model.preprocess.min_size, "longest_edge": model.preprocess.max_size},
-            image_mean=list(model.preprocess.mean),
-            image_std=list(model.preprocess.std),
-        )
-
-        def hf_predict(paths):
-            pictures = [Image.open(path).convert("RGB") for path in paths]
-            with torch.inference_mode():
-                inputs = processor(images=pictures, return_tensors="pt")
-                outputs = hf_model(**inputs)
-                return processor.post_process_object_detection(
-                    outputs, threshold=threshold, target_sizes=[(p.height, p.width) for p in pictures]
-                )
-
-        runs["hf"] = hf_predict
+        runs["hf"] = _hf(directory, models["eager"].preprocess, device, threshold)
     return runs
 
 
@@ -182,25 +237,31 @@ def run_predict_benchmark(
     repeats: int = 3,
     threads: int = 2,
     smoke: bool = False,
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] | None = None,
     progress=None,
     on_cell=None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Images/s of each method end to end, for every (shorter side, batch size).
+    """Images/s (and ms per image, end to end and the model alone) of each method, per (shorter side, batch).
 
     Args:
         sizes: shorter sides the images are resized to (min_size; max_size = 1333 / 800 of it, the paper's ratio).
         batch_sizes: images per call.
-        repeats: interleaved timed rounds after one warm-up round; the minimum is reported.
+        repeats: interleaved timed rounds after one first (warm-up) call; the minimum is reported.
         threads: intra-op threads of torch and onnxruntime.
-        smoke: tiny model (checks the command in seconds); torch.compile is then left out.
-        methods: a subset of METHODS.
+        smoke: tiny model (checks the command in seconds).
+        methods: a subset of METHODS; None = all that run on `device` (onnxruntime runs on the CPU only),
+            without the compiled ones with `smoke`.
         progress: optional callable(str).
         on_cell: optional callable(result so far), called after every (size, batch) cell, with "complete"
             False until the last one: a run killed midway (e.g. out of memory) keeps what it measured.
+        device: "cpu", "cuda" or "cuda:N": where our models and HF's run.
 
     Returns:
-        {"header", "setup", "results": [{"size", "batch", "method", "images_per_s", "seconds": summary}],
+        {"header", "setup", "results": [{"size", "batch", "method", "images_per_s", "ms_per_image",
+         "first_call_s", "seconds": summary, "forward_ms_per_image", "forward_seconds": summary, and for ours
+         with ours-fp32 in the run "max_abs_diff_vs_ours_fp32": {"pred_logits", "pred_boxes"} of the model alone}],
+         "compiled": {"summary", "compiles"} per size when a compiled method ran,
          "skipped": [{"size", "batch", "method", "why"}] (onnxruntime where its peak memory would not fit
          in MemAvailable: it would be killed and take the run with it),
          "ratios": per (size, batch): ours-fp32 vs hf, onnxruntime vs ours-fp32}.
@@ -210,11 +271,8 @@ def run_predict_benchmark(
     from deformable_detr.inference.loader import load
     from deformable_detr.interop.onnx import export_onnx
 
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ConfigError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    if smoke:
-        methods = tuple(m for m in methods if m != "ours-compile")
+    on_gpu = torch.device(device).type == "cuda"
+    methods = _checked_methods(methods, on_gpu, smoke)
     say = progress or (lambda message: None)
     torch.set_num_threads(threads)
     result: dict[str, Any] = {
@@ -227,6 +285,8 @@ def run_predict_benchmark(
             repeats=repeats,
             warmup=1,
             threads=threads,
+            device=device,
+            methods=list(methods),
             config="tiny (smoke)" if smoke else "default: R50, 4 levels, d 256, 6+6 layers, 300 queries",
             images="JPEG files 480x640 (HxW), decoded, resized to the shorter side, normalised",
             pipeline="decode -> preprocess -> model -> postprocess (threshold 0.5, top 100)",
@@ -234,24 +294,30 @@ def run_predict_benchmark(
         "results": [],
         "skipped": [],
     }
+    sync = torch.cuda.synchronize if on_gpu else None
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         directory = os.path.join(tmp, "weights")
         say("writing identical random weights (HF save_pretrained)")
         random_hf_model(smoke).save_pretrained(directory)
         paths = _write_images(Path(tmp), max(batch_sizes), 480, 640)
         for size in sizes:
-            model = load(directory)
-            model.preprocess = dataclasses.replace(model.preprocess, min_size=size, max_size=round(size * 1333 / 800))
+            models = {"eager": load(directory, device=device)}
+            if set(COMPILED) & set(methods):
+                models["compiled"] = load(directory, device=device, compile=True)
+            for model in models.values():
+                model.preprocess = dataclasses.replace(
+                    model.preprocess, min_size=size, max_size=round(size * 1333 / 800)
+                )
             onnx_path = os.path.join(tmp, f"model_{size}.onnx")
             width = round(size * 640 / 480)  # the 480x640 files resized to this shorter side
             if "onnxruntime" in methods:
                 say(f"{size} px: exporting ONNX")
-                export_onnx(model, onnx_path, dynamic=True, batch_size=1, height=size, width=width)
-            runs = _methods(directory, onnx_path, model, threads, 0.5, methods)
+                export_onnx(models["eager"], onnx_path, dynamic=True, batch_size=1, height=size, width=width)
+            runs = _methods(directory, onnx_path, models, threads, 0.5, methods, device)
             for batch in batch_sizes:
                 cell_runs = dict(runs)
                 if "onnxruntime" in cell_runs:
-                    needed = 3 * onnx_sampling_bytes(model.config, batch, size, width)
+                    needed = 3 * onnx_sampling_bytes(models["eager"].config, batch, size, width)
                     available = available_bytes()
                     if available is not None and needed > available:
                         reason = (
@@ -262,26 +328,79 @@ def run_predict_benchmark(
                         result["skipped"].append({"size": size, "batch": batch, "method": "onnxruntime", "why": reason})
                         del cell_runs["onnxruntime"]
                 say(f"{size} px, batch {batch}: {', '.join(cell_runs)} x {repeats} rounds")
-                batch_paths = paths[:batch]
-                times = interleaved_times(
-                    {name: (lambda fn=fn, batch_paths=batch_paths: fn(batch_paths)) for name, fn in cell_runs.items()},
-                    repeats=repeats,
-                )
-                for name, seconds in times.items():
-                    result["results"].append(
-                        {
-                            "size": size,
-                            "batch": batch,
-                            "method": name,
-                            "images_per_s": batch / min(seconds),
-                            "seconds": summarize(seconds),
-                        }
-                    )
+                rows = _measure_cell(cell_runs, paths[:batch], repeats, sync, say)
+                result["results"].extend({"size": size, "batch": batch, **row} for row in rows)
+                if "compiled" in models:
+                    runner = models["compiled"].compiled_inference
+                    say(runner.summary())
+                    result.setdefault("compiled", {})[str(size)] = {
+                        "summary": runner.summary(),
+                        "compiles": runner.compiles,
+                    }
                 result["ratios"], result["complete"] = _ratios(result["results"]), False
                 if on_cell is not None:
                     on_cell(result)
     result["ratios"], result["complete"] = _ratios(result["results"]), True
     return result
+
+
+def _checked_methods(methods: tuple[str, ...] | None, on_gpu: bool, smoke: bool) -> tuple[str, ...]:
+    """The methods to run: by default all that run on the device, less the compiled ones with `smoke` (minutes
+    of compiling on a CPU); named ones are checked."""
+    if methods is None:
+        return tuple(m for m in METHODS if not (on_gpu and m in CPU_ONLY) and not (smoke and m in COMPILED))
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if on_gpu and set(methods) & set(CPU_ONLY):
+        raise ConfigError(
+            f"{', '.join(sorted(set(methods) & set(CPU_ONLY)))} runs on the CPU only here; leave it out with a CUDA --device"
+        )
+    return tuple(methods)
+
+
+def _measure_cell(runs: dict[str, _Method], paths: list[str], repeats: int, sync, say) -> list[dict[str, Any]]:
+    """One (size, batch) cell: each method's first call, then interleaved rounds end to end and of the model alone."""
+    first = {}
+    for name, method in runs.items():
+        first[name] = time_once(lambda method=method: method.run(paths), sync)
+        say(f"  {name}: first call {first[name]:.2f} s")
+    times = interleaved_times(
+        {name: (lambda method=method: method.run(paths)) for name, method in runs.items()},
+        repeats=repeats,
+        warmup=0,
+        sync=sync,
+    )
+    prepared = {name: method.prepare(paths) for name, method in runs.items()}
+    forwards = interleaved_times(prepared, repeats=repeats, warmup=1, sync=sync)
+    differences = _differences({name: forward() for name, forward in prepared.items() if name.startswith("ours-")})
+    batch = len(paths)
+    return [
+        {
+            "method": name,
+            "images_per_s": batch / min(seconds),
+            "ms_per_image": 1e3 * min(seconds) / batch,
+            "first_call_s": first[name],
+            "seconds": summarize(seconds),
+            "forward_ms_per_image": 1e3 * min(forwards[name]) / batch,
+            "forward_seconds": summarize(forwards[name]),
+            **({"max_abs_diff_vs_ours_fp32": differences[name]} if name in differences else {}),
+        }
+        for name, seconds in times.items()
+    ]
+
+
+def _differences(outputs: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, float]]:
+    """Per method of ours, max |output - ours-fp32's| of the raw logits and the normalized boxes, same inputs."""
+    reference = outputs.get("ours-fp32")
+    if reference is None:
+        return {}
+    return {
+        name: {
+            key: (out[key].float() - reference[key].float()).abs().max().item() for key in ("pred_logits", "pred_boxes")
+        }
+        for name, out in outputs.items()
+    }
 
 
 def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -299,22 +418,37 @@ def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_predict_benchmark(result: dict[str, Any]) -> str:
-    """A table: one row per (size, batch), images/s per method, and the two ratios."""
+    """Two tables: images/s end to end per (size, batch) with the two ratios, then per method the ms per image
+    end to end and of the model alone, and the first call's seconds (compilation included)."""
     methods = [m for m in METHODS if any(r["method"] == m for r in result["results"])]
     speed = {(r["size"], r["batch"], r["method"]): r["images_per_s"] for r in result["results"]}
-    head = result["header"]
+    head, setup = result["header"], result["setup"]
+    where = setup.get("device", "cpu") + (f" ({head['gpu']})" if "gpu" in head else "")
     lines = [
-        f"bench predict: {head['machine']}, {head['threads']} threads, load {head['load_average']}, "
-        f"{result['setup']['config']}; images/s end to end (min of {result['setup']['repeats']} interleaved rounds)",
-        " size  batch  " + "  ".join(f"{m:>12}" for m in methods) + "  ours/hf  ours/ort",
+        f"bench predict: {head['machine']}, {where}, {head['threads']} threads, load {head['load_average']}, "
+        f"{setup['config']}; images/s end to end (min of {setup['repeats']} interleaved rounds)",
+        " size  batch  " + "  ".join(f"{m:>17}" for m in methods) + "  ours/hf  ours/ort",
     ]
     for ratio in result["ratios"]:
         key = (ratio["size"], ratio["batch"])
-        cells = "  ".join(f"{speed.get((*key, m), float('nan')):12.2f}" for m in methods)
+        cells = "  ".join(f"{speed.get((*key, m), float('nan')):17.2f}" for m in methods)
         lines.append(
             f"{key[0]:5d}  {key[1]:5d}  {cells}  {ratio.get('ours_fp32_over_hf', float('nan')):7.2f}"
             f"  {ratio.get('ours_fp32_over_onnxruntime', float('nan')):8.2f}"
         )
+    lines.append(" size  batch  method             ms/image  model ms/image  first call s")
+    for row in result["results"]:
+        lines.append(
+            f"{row['size']:5d}  {row['batch']:5d}  {row['method']:<17}  {row['ms_per_image']:8.2f}"
+            f"  {row['forward_ms_per_image']:14.2f}  {row['first_call_s']:12.2f}"
+        )
+    lines += [
+        f"{row['size']:5d}  {row['batch']:5d}  {row['method']:<17}  max |d| vs ours-fp32: logits "
+        f"{row['max_abs_diff_vs_ours_fp32']['pred_logits']:.2e}, boxes {row['max_abs_diff_vs_ours_fp32']['pred_boxes']:.2e}"
+        for row in result["results"]
+        if row["method"] != "ours-fp32" and "max_abs_diff_vs_ours_fp32" in row
+    ]
+    lines += [compiled["summary"] for compiled in result.get("compiled", {}).values()]
     lines += [
         f"skipped {s['method']} at {s['size']} px, batch {s['batch']}: {s['why']}" for s in result.get("skipped", [])
     ]

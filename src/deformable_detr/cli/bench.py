@@ -23,25 +23,30 @@ def register(subparsers) -> None:
 def _add_bench_model(targets) -> None:
     parser = targets.add_parser(
         "model",
-        help="our detector vs Hugging Face's, same weights: CPU time, memory, parity",
+        help="our detector vs Hugging Face's, same weights: time (CPU or CUDA), memory, parity",
         description="Our DeformableDETR vs HF DeformableDetrForObjectDetection with identical "
         "random weights (default config, R50): forward time fp32 and bf16 "
-        "autocast, peak RSS (one subprocess each), max |output difference|.",
+        "autocast, peak RSS (and peak CUDA memory on a GPU; one subprocess each), max |output difference|.",
     )
     parser.add_argument("--height", type=int, default=800, help="image height (default 800)")
     parser.add_argument("--width", type=int, default=1066, help="image width (default 1066)")
     parser.add_argument("--repeats", type=int, default=3, help="timed forwards after one warm-up (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     parser.add_argument("--smoke", action="store_true", help="tiny model instead of the default config")
-    parser.add_argument("--out", type=Path, metavar="JSON", help="default benchmarks/results/model_cpu[_smoke].json")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for both models (default cpu)")
+    parser.add_argument(
+        "--out", type=Path, metavar="JSON", help="default benchmarks/results/model_{cpu,gpu}[_smoke].json"
+    )
     parser.set_defaults(handler=_bench_model)
 
 
 def _bench_model(args) -> None:
     from ..bench.harness import write_result
     from ..bench.model import format_model_benchmark, run_model_benchmark
+    from .devices import checked_device
 
-    out = args.out or Path("benchmarks/results") / f"model_cpu{'_smoke' if args.smoke else ''}.json"
+    kind = "gpu" if checked_device(args.device).startswith("cuda") else "cpu"
+    out = args.out or Path("benchmarks/results") / f"model_{kind}{'_smoke' if args.smoke else ''}.json"
     result = run_model_benchmark(
         args.height,
         args.width,
@@ -49,6 +54,7 @@ def _bench_model(args) -> None:
         args.threads,
         args.smoke,
         progress=lambda message: print(message, file=sys.stderr),
+        device=args.device,
     )
     print(format_model_benchmark(result))
     write_result(out, result)
@@ -214,11 +220,12 @@ def _add_bench_predict(targets) -> None:
     parser = targets.add_parser(
         "predict",
         help="images/s end to end (decode -> preprocess -> model -> postprocess): "
-        "ours fp32/bf16/compile, onnxruntime, Hugging Face",
-        description="End-to-end images/s on the same JPEG files and random weights: our "
-        "model.predict (eager fp32, bf16 autocast, torch.compile), the exported "
-        "ONNX file in onnxruntime, and HF DeformableDetrImageProcessor + "
-        "DeformableDetrForObjectDetection. Interleaved rounds, minimum reported.",
+        "ours fp32/bf16, compiled fp32/bf16, onnxruntime, Hugging Face",
+        description="End-to-end images/s and ms per image (and of the model alone) on the same JPEG files "
+        "and random weights: our model.predict (eager fp32, bf16 autocast, compiled fp32 and bf16: "
+        "torch.compile, CUDA graphs on a GPU), the exported ONNX file in onnxruntime (CPU only), and HF "
+        "DeformableDetrImageProcessor + DeformableDetrForObjectDetection. Interleaved rounds, minimum "
+        "reported; each method's first call (compilation included) is reported apart.",
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800], help="shorter sides (default 512 800)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="images per call (default 1 8)")
@@ -229,30 +236,39 @@ def _add_bench_predict(targets) -> None:
         nargs="+",
         default=None,
         metavar="METHOD",
-        help="subset of ours-fp32 ours-bf16 ours-compile onnxruntime hf (default all)",
+        help="subset of ours-fp32 ours-bf16 ours-compile ours-compile-bf16 onnxruntime hf (default: all that "
+        "run on --device; onnxruntime is CPU only)",
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny model, 64 px, batches 1 and 2, no torch.compile")
-    parser.add_argument("--out", type=Path, metavar="JSON", help="default benchmarks/results/predict_cpu[_smoke].json")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for our models and HF's (default cpu)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny model, 64 px, batches 1 and 2 (compiled methods only if named)"
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="JSON", help="default benchmarks/results/predict_{cpu,gpu}[_smoke].json"
+    )
     parser.set_defaults(handler=_bench_predict)
 
 
 def _bench_predict(args) -> None:
     from ..bench.harness import write_result
-    from ..bench.predict import METHODS, format_predict_benchmark, run_predict_benchmark
+    from ..bench.predict import format_predict_benchmark, run_predict_benchmark
+    from .devices import checked_device
 
     if min(args.sizes + args.batch_sizes + [args.repeats, args.threads]) < 1:
         raise ConfigError("--sizes, --batch-sizes, --repeats and --threads must be >= 1")
+    kind = "gpu" if checked_device(args.device).startswith("cuda") else "cpu"
     sizes, batches = ((64,), (1, 2)) if args.smoke else (tuple(args.sizes), tuple(args.batch_sizes))
-    out = args.out or Path("benchmarks/results") / f"predict_cpu{'_smoke' if args.smoke else ''}.json"
+    out = args.out or Path("benchmarks/results") / f"predict_{kind}{'_smoke' if args.smoke else ''}.json"
     result = run_predict_benchmark(
         sizes,
         batches,
         args.repeats,
         args.threads,
         args.smoke,
-        tuple(args.methods or METHODS),
+        tuple(args.methods) if args.methods else None,
         progress=lambda m: print(m, file=sys.stderr),
         on_cell=lambda partial: write_result(out, partial),  # each finished cell is kept, even if a later one dies
+        device=args.device,
     )
     print(format_predict_benchmark(result))
     print(f"wrote {write_result(out, result)}")

@@ -38,6 +38,12 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (CUDA graphs on a GPU); each new image-shape bucket compiles on first "
+        "use (about a minute on a GPU), so it pays for many images, not a few",
+    )
     parser.add_argument("--no-draw", dest="draw", action="store_false", help="write detections.json only")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier detections.json in --out")
     parser.set_defaults(handler=_predict)
@@ -57,7 +63,7 @@ def _predict(args) -> int:
     device = distributed.init_from_environment(checked_device(args.device))
     main_process = distributed.is_main_process()
     try:
-        model = load(args.checkpoint, device=device)
+        model = load(args.checkpoint, device=device, compile=args.compile)
         summary = predict_files(
             model, args.images, args.out, args.threshold, args.batch_size, args.amp, args.draw, args.overwrite
         )
@@ -67,6 +73,8 @@ def _predict(args) -> int:
         return 1 if summary.errors else 0
     for error in summary.errors:
         print(f"failed: {error['file']}: {error['error']}", file=sys.stderr)
+    if args.compile:
+        print(model.compiled_inference.summary(), file=sys.stderr)
     skipped = f", {len(summary.skipped)} non-image file(s) skipped" if summary.skipped else ""
     print(
         f"{summary.images} image(s), {summary.detections} detection(s), {len(summary.errors)} failed{skipped}; "

@@ -68,6 +68,7 @@ def load(
     device: str | torch.device = "cpu",
     attention_backend: str | None = None,
     config: ModelConfig | None = None,
+    compile: bool = False,
 ) -> DeformableDETR:
     """Load a Deformable DETR from any supported file or folder, ready for inference.
 
@@ -78,9 +79,12 @@ def load(
             None = "auto". Never read from the file: it is a runtime choice.
         config: the architecture, for files that do not determine it (bare state dicts); for other formats
             it replaces what the file says.
+        compile: make `model.predict` run through torch.compile (CUDA graphs on a GPU, shape buckets;
+            see `deformable_detr.models.compiled.compile_inference`); it compiles lazily, on first use.
 
     Returns:
-        DeformableDETR in eval mode on `device`, with `preprocess`, `categories` and `checkpoint_info` set.
+        DeformableDETR in eval mode on `device`, with `preprocess`, `categories` and `checkpoint_info` set
+        (and `compiled_inference` with `compile`).
 
     Raises:
         CheckpointError: unreadable, refused (a pickle that would run code) or unrecognised file, a file
@@ -97,7 +101,12 @@ def load(
         model.set_attention_backend(attention_backend)
     model.checkpoint_info = info
     logger.info("%s: loaded as %s (%s)", info.path, info.format, info.description)
-    return model.to(device)
+    model = model.to(device)
+    if compile:
+        from deformable_detr.models.compiled import compile_inference  # imports torch._dynamo: only when asked
+
+        compile_inference(model)
+    return model
 
 
 def _load_cpu(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:

@@ -329,6 +329,9 @@ class DeformableDETR(nn.Module):
 
         Returns:
             one `Detections` per image, in input order (boxes xyxy in the original image's pixels).
+
+        After `deformable_detr.compile_inference(model)` (or `load(..., compile=True)`) it runs compiled, with
+        CUDA graphs on a GPU (`deformable_detr.models.compiled`).
         """
         return predict(self, images, threshold=threshold, batch_size=batch_size, amp=amp)
 

@@ -6,12 +6,16 @@ map), so a padded batch would not give an image's results alone. Here only image
 resized size share a backbone pass (no padding at all); the per-level maps are then padded and
 masked, and the transformer, whose outputs for an image do not depend on padding around it, runs on
 the whole batch. Batched results equal one-by-one results up to float rounding (see the tests).
+
+A model prepared by `deformable_detr.models.compiled.compile_inference` carries a `compiled_inference`
+runner; `model_outputs` then runs it (the same steps, compiled, with the levels padded to shape
+buckets) instead of `forward_unpadded`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -92,8 +96,7 @@ def _predict_batch(
     """One forward pass over RGB PIL images: backbone per size group, transformer on the padded batch."""
     device = next(model.parameters()).device
     tensors = [preprocess_image(picture, config) for picture in pictures]  # (3, h_i, w_i) each
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        out = forward_unpadded(model, tensors)
+    out = model_outputs(model, tensors, amp)
     # (width, height) in the file: a file with a side over 10k px was downscaled while decoding.
     original_sizes = [picture.info.get("original_size", picture.size) for picture in pictures]
     sizes = torch.tensor([[height, width] for width, height in original_sizes], device=device)  # (B, 2)
@@ -128,6 +131,26 @@ def to_detections(
     )
 
 
+def model_outputs(model: DeformableDETR, tensors: list[torch.Tensor], amp: bool = False) -> dict:
+    """What `predict` postprocesses: the model's outputs for preprocessed images of any sizes.
+
+    Args:
+        model: the detector, on its device, in the mode wanted; with a `compiled_inference` runner
+            (see `deformable_detr.models.compiled`) that runner computes the outputs.
+        tensors: per image, (3, h_i, w_i) normalized pixels.
+        amp: bfloat16 autocast on the model's device.
+
+    Returns:
+        dict with at least "pred_logits" (B, Lq, K) and "pred_boxes" (B, Lq, 4), images in the order given.
+    """
+    runner = getattr(model, "compiled_inference", None)
+    if runner is not None:
+        return runner(tensors, amp=amp)
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        return forward_unpadded(model, tensors)
+
+
 def forward_unpadded(model: DeformableDETR, tensors: list[torch.Tensor]) -> dict:
     """The model's outputs for images of different sizes, each exactly as if it ran alone.
 
@@ -141,28 +164,49 @@ def forward_unpadded(model: DeformableDETR, tensors: list[torch.Tensor]) -> dict
     Returns:
         the model's output dict for the batch, images in the order given.
     """
+    sources, masks = pad_levels(level_maps(model, tensors))
+    return model.detect(sources, masks)
+
+
+def level_maps(
+    model: DeformableDETR, tensors: list[torch.Tensor], image_features: Callable | None = None
+) -> list[list[torch.Tensor]]:
+    """Backbone and input projections, once per group of images of the same size (no padding at all).
+
+    Args:
+        model: the detector, on its device.
+        tensors: per image, (3, h_i, w_i) normalized pixels (moved to the model's device here).
+        image_features: what computes a group's maps, (G, 3, h, w) -> (sources, masks) as
+            `model.image_features` (the default); e.g. a compiled copy of it.
+
+    Returns:
+        per image, per level, (C, H_l_i, W_l_i).
+    """
     device = next(model.parameters()).device
+    image_features = image_features or model.image_features
     groups: dict[tuple[int, int], list[int]] = {}
     for index, tensor in enumerate(tensors):
         groups.setdefault(tuple(tensor.shape[-2:]), []).append(index)
     per_image: list[list[torch.Tensor]] = [[] for _ in tensors]  # per image, per level (C, H_l, W_l)
     for indices in groups.values():
         batch = torch.stack([tensors[i] for i in indices]).to(device)  # (G, 3, h, w), no padding
-        sources, _ = model.image_features(batch)
+        sources, _ = image_features(batch)
         for row, index in enumerate(indices):
             per_image[index] = [source[row] for source in sources]
-    sources, masks = pad_levels(per_image)
-    return model.detect(sources, masks)
+    return per_image
 
 
-def pad_levels(per_image: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Stack per-image feature maps level by level, zero-padded bottom/right to the largest.
+def pad_levels(
+    per_image: list[list[torch.Tensor]], sizes: Sequence[tuple[int, int]] | None = None
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Stack per-image feature maps level by level, zero-padded bottom/right to the largest (or to `sizes`).
 
     Args:
         per_image: per image, per level, (C, H_l_i, W_l_i).
+        sizes: per level, the (H_l, W_l) to pad to, at least the largest map's; None = the largest.
 
     Returns:
-        sources: per level, (B, C, H_l, W_l) with H_l, W_l the maxima over images;
+        sources: per level, (B, C, H_l, W_l) with H_l, W_l the maxima over images (or `sizes`);
         masks: per level, (B, H_l, W_l) bool, True = padding.
     """
     sources, masks = [], []
@@ -170,6 +214,13 @@ def pad_levels(per_image: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor],
         maps = [levels[level] for levels in per_image]
         height = max(m.shape[-2] for m in maps)
         width = max(m.shape[-1] for m in maps)
+        if sizes is not None:
+            if sizes[level][0] < height or sizes[level][1] < width:
+                raise ValueError(
+                    f"pad_levels: level {level} has maps of up to {(height, width)}, larger than sizes[{level}] = "
+                    f"{tuple(sizes[level])}; pass sizes at least as large as every map"
+                )
+            height, width = sizes[level]
         padded = maps[0].new_zeros((len(maps), maps[0].shape[0], height, width))  # (B, C, H_l, W_l)
         mask = torch.ones((len(maps), height, width), dtype=torch.bool, device=maps[0].device)  # (B, H_l, W_l)
         for index, level_map in enumerate(maps):

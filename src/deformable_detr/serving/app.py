@@ -243,8 +243,13 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
             logger.info("loaded %s on %s", config.checkpoint, config.device)
         batcher = DynamicBatcher(run_batch, config.max_batch, config.max_wait_ms / 1e3, config.max_queue)
         await batcher.start()
-        # The first forward loads (or compiles) the attention kernel: pay it before the first request.
-        await batcher.run_exclusive(state["runner"].detect, [Image.new("RGB", (64, 64), (128, 128, 128))])
+        # The first forward loads (or compiles) the attention kernel, and a compiled model compiles its common
+        # shape: pay both here, on the model thread, before uvicorn accepts the first connection.
+        warm_up = getattr(state["runner"], "warm_up", None)  # a ModelRunner has it; an injected runner may not
+        if warm_up is None:
+            await batcher.run_exclusive(state["runner"].detect, [Image.new("RGB", (64, 64), (128, 128, 128))])
+        elif (summary := await batcher.run_exclusive(warm_up, config.max_batch)) is not None:
+            logging.getLogger("uvicorn.error").info("%s (warm-up before serving)", summary)  # uvicorn's console
         state["batcher"] = batcher
         try:
             yield

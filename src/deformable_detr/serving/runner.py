@@ -64,6 +64,7 @@ class ModelRunner:
         """What GET /v1/model reports: variant, architecture, categories, preprocessing, device, source."""
         config = self.model.config
         source = getattr(self.model, "checkpoint_info", None)
+        compiled = getattr(self.model, "compiled_inference", None)
         return {
             "variant": _describe_variant(config),
             "config": config.to_dict(),
@@ -73,8 +74,24 @@ class ModelRunner:
             "device": str(self.device),
             "amp": self.amp,
             "attention_backend": self.model.attention_backend,
+            "compiled": None if compiled is None else {"buckets": compiled.buckets, "compiles": compiled.compiles},
             "source": {"format": source.format, "description": source.description} if source else None,
         }
+
+    def warm_up(self, max_batch: int) -> str | None:
+        """Pay the one-time costs before the first request: one forward of a small image (it loads or builds
+        the attention kernel) or, for a compiled model, compiling (and recording CUDA graphs for) the common
+        image shape at batch 1 and, with max_batch > 1, batch 2 (one compile serves every batch >= 2).
+
+        Returns:
+            the compiled model's one-line summary (shapes and seconds), or None for an eager model.
+        """
+        compiled = getattr(self.model, "compiled_inference", None)
+        if compiled is None:
+            self.detect([Image.new("RGB", (64, 64), (128, 128, 128))])
+            return None
+        compiled.warm_up(batch_sizes=(1, 2) if max_batch > 1 else (1,), amp=self.amp)
+        return compiled.summary()
 
     def detect(self, images: list[Image.Image]) -> list[list[dict]]:
         """Detect objects in each image, all in one `model.predict` call (equal to one image at a time up
@@ -127,6 +144,7 @@ def load_runner(config: ServeConfig) -> ModelRunner:
     """Load `config.checkpoint` (any format `deformable_detr.load` reads) onto `config.device`."""
     from deformable_detr.inference.loader import load
 
-    return ModelRunner(
-        load(config.checkpoint, device=config.device, attention_backend=config.attention_backend), amp=config.amp
+    model = load(
+        config.checkpoint, device=config.device, attention_backend=config.attention_backend, compile=config.compile
     )
+    return ModelRunner(model, amp=config.amp)
