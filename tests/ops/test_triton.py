@@ -275,3 +275,36 @@ def test_cuda_matches_reference(dtype, rtol, atol_scale):
     inputs = _inputs(2, 300, 8, 32, [[25, 34], [13, 17], [7, 9], [1, 1]], 4, low=-0.1, high=1.1)
     cuda_inputs = tuple(t.cuda() for t in inputs)
     _assert_matches_reference(cuda_inputs, dtype, rtol=rtol, atol_scale=atol_scale)
+
+
+CUDA_TOLERANCES = {  # (rtol, atol_scale), as in test_cuda_matches_reference
+    torch.float32: (1e-5, 1e-4),
+    torch.bfloat16: (1e-2, 1e-3),
+    torch.float16: (1e-3, 1e-4),
+    torch.float64: (1e-10, 1e-12),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    "dtype, head_dim",
+    # Head dims the configs produce (d_model / heads: tiny 16, demo 16, paper 32, 64 for 256 / 4) and the
+    # cases Triton 3.6/3.7 failed to compile (forward D = 8, 16 in fp32/bf16/fp16, fp64 D = 24, 32).
+    [
+        (torch.float32, 8),
+        (torch.float32, 16),
+        (torch.float32, 64),
+        (torch.bfloat16, 16),
+        (torch.float16, 8),
+        (torch.float16, 64),
+        (torch.float64, 16),
+        (torch.float64, 24),
+        (torch.float64, 32),
+    ],
+    ids=str,
+)
+def test_cuda_head_dims_match_reference(dtype, head_dim):
+    inputs = _inputs(2, 40, 4, head_dim, [[13, 17], [7, 9], [1, 1]], 4, low=-0.1, high=1.1)
+    rtol, atol_scale = CUDA_TOLERANCES[dtype]
+    _assert_matches_reference(tuple(t.cuda() for t in inputs), dtype, rtol=rtol, atol_scale=atol_scale)
