@@ -278,6 +278,40 @@ def _bench_predict(args) -> None:
     print(f"wrote {write_result(out, result)}")
 
 
+def _add_bench_demo(targets) -> None:
+    parser = targets.add_parser(
+        "demo",
+        help="the demo recipe trained on a device (e.g. CUDA): time per step, images/s, validation AP",
+        description="Renders the demo data (if absent) under --work, trains the demo preset on --device, "
+        "predicts every validation image and evaluates the detections (or, without pycocotools, keeps them "
+        "for `deformable-detr eval` elsewhere); compares the AP with the CPU demo's.",
+    )
+    parser.add_argument("--device", default="cuda", help="cpu, cuda or cuda:N (default cuda)")
+    parser.add_argument(
+        "--work", type=Path, default=Path("demo_bench"), help="data and run folder (default demo_bench)"
+    )
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (default: the demo preset's)")
+    parser.add_argument("--smoke", action="store_true", help="16 images of 96 px, 4 steps (checks the benchmark)")
+    parser.add_argument(
+        "--out", type=Path, metavar="JSON", help="default benchmarks/results/demo_{cpu,gpu}[_smoke].json"
+    )
+    parser.set_defaults(handler=_bench_demo)
+
+
+def _bench_demo(args) -> None:
+    from ..bench.demo import format_demo_benchmark, run_demo_benchmark
+    from ..bench.harness import write_result
+    from .devices import checked_device
+
+    kind = "gpu" if checked_device(args.device).startswith("cuda") else "cpu"
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ConfigError(f"bench demo: --max-steps {args.max_steps} must be >= 1")
+    result = run_demo_benchmark(args.device, args.work, args.max_steps, args.smoke)
+    out = args.out or Path("benchmarks/results") / f"demo_{kind}{'_smoke' if args.smoke else ''}.json"
+    print(format_demo_benchmark(result))
+    print(f"wrote {write_result(out, result)}")
+
+
 # `bench` targets, in `--help` order. To add one, append its `_add_bench_<name>(targets)` function here.
 BENCH_TARGETS = [
     _add_bench_model,
@@ -286,4 +320,5 @@ BENCH_TARGETS = [
     _add_bench_op_triton,
     _add_bench_serve,
     _add_bench_predict,
+    _add_bench_demo,
 ]
