@@ -41,9 +41,30 @@ def _missing_module(error: BaseException | None) -> str | None:
         seen.add(id(error))
         if isinstance(error, ModuleNotFoundError) and error.name:
             top = error.name.split(".")[0]
-            if importlib.util.find_spec(top) is None:
+            try:
+                installed = importlib.util.find_spec(top) is not None
+            except (ImportError, ValueError):
+                installed = False
+            if not installed:
                 return top
         error = error.__cause__ or error.__context__
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_make_collect_report(collector):
+    """A test module that cannot be imported because a module is not installed here is skipped, naming it."""
+    if not isinstance(collector, pytest.Module):
+        return None
+    try:
+        collector.obj  # imports the test module; the default collection then reuses it  # noqa: B018
+    except pytest.skip.Exception:
+        return None  # a module-level importorskip: the default hook reports it
+    except Exception as error:
+        missing = _missing_module(error)
+        if missing:
+            reason = f"Skipped: needs {missing}, which is not installed here"
+            return pytest.CollectReport(collector.nodeid, "skipped", (str(collector.path), 0, reason), [])
     return None
 
 

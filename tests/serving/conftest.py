@@ -1,19 +1,20 @@
 """Fixtures of the server tests (helpers in serve_helpers.py).
 
-The server is the optional `serve` extra: without it (fastapi, uvicorn) or httpx these tests skip (which
-tests/conftest.py turns into a failure unless DDETR_ALLOW_SKIPS=1).
+The server is the optional `serve` extra. Without it (fastapi, uvicorn) or httpx the test modules cannot be
+imported and are reported as skipped (tests/conftest.py; which fails the run unless DDETR_ALLOW_SKIPS=1), so
+this file imports them only where they are installed.
 """
 
 from __future__ import annotations
 
 import pytest
 
-for _module in ("fastapi", "uvicorn", "httpx"):
-    pytest.importorskip(_module, reason=f"{_module} is not installed (pip install 'deformable-detr[serve]' httpx)")
+try:
+    from serve_helpers import running_server, tiny_model
 
-from serve_helpers import running_server, tiny_model  # noqa: E402
-
-from deformable_detr.serving.runner import ModelRunner  # noqa: E402
+    from deformable_detr.serving.runner import ModelRunner
+except ModuleNotFoundError:  # the serve extra is missing: every test module here skips saying which module
+    pass
 
 
 @pytest.fixture(scope="session")
