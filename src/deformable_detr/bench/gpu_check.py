@@ -11,8 +11,8 @@ left of the budget, and a step that fails or times out does not stop the next on
     tests      the fast suite (not slow, not gpu): one pytest process per test file, in parallel
     op-triton  bench op-triton: fp32 and bf16, encoder and decoder, realistic locations
     model      bench model --device cuda --batch-sizes 1 8
-    predict    bench predict --device cuda: ours fp32 / bf16 / compiled, HF (if this checkout's bench predict
-               has --device)
+    predict    bench predict --device cuda at 800 px, batch 1: its default methods there (eager and compiled,
+               fp32 and bf16, HF), if this checkout's bench predict has --device
     train      bench train --device cuda: batch 2 x 800x1066, fp32 and bf16, vs HF and the reference figure
     demo       bench demo --device cuda: the 950-step demo recipe; its AP (or its detections, kept for
                `deformable-detr eval` where pycocotools is installed)
@@ -236,7 +236,11 @@ def step_tests(check: Check, result: StepResult, limit: float) -> dict[str, Any]
             return
         stem = path.removeprefix("tests/").removesuffix(".py").replace("/", "__")
         argv = [check.python, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "-m", "not slow and not gpu"]
-        argv += [f"--junitxml={check.work / 'junit' / 'suite' / (stem + '.xml')}", path]
+        argv += [
+            f"--junitxml={check.work / 'junit' / 'suite' / (stem + '.xml')}",
+            f"--basetemp={check.work / 'tmp' / stem}",
+        ]
+        argv.append(path)  # each process its own --basetemp: parallel sessions must not clean up each other's
         rc, timed_out = run_command(argv, check.logs / "tests" / f"{stem}.log", left, env)
         outcome[path] = "timeout" if timed_out else "ok" if rc in (0, 5) else f"exit {rc}"  # 5: all deselected
 
@@ -297,10 +301,9 @@ def step_predict(check: Check, result: StepResult, limit: float):
         return None
     if check.smoke:
         args = ["predict", "--smoke", "--device", "cpu", "--repeats", "1", "--threads", "1"]
-        args += ["--methods", "ours-fp32", "ours-bf16", "hf"]
-    else:
-        args = ["predict", "--device", "cuda", "--sizes", "800", "--batch-sizes", "1", "8", "--repeats", "5"]
-        args += ["--threads", "4", "--methods", "ours-fp32", "ours-bf16", "ours-compile", "hf"]
+    else:  # its default methods on CUDA (eager and compiled, fp32 and bf16, HF); batch 1, each compile takes ~1 min
+        args = ["predict", "--device", "cuda", "--sizes", "800", "--batch-sizes", "1", "--repeats", "10"]
+        args += ["--threads", "4"]
     return _bench(check, result, limit, "predict", args)
 
 
