@@ -222,9 +222,7 @@ def step_gpu_tests(check: Check, result: StepResult, limit: float) -> dict[str, 
 
 def step_tests(check: Check, result: StepResult, limit: float) -> dict[str, Any]:
     """The fast suite without the gpu tests (run by gpu-tests), one pytest per file, `check.jobs` at a time."""
-    files = list(check.test_files) or [
-        str(p) for p in sorted(Path("tests").rglob("test_*.py"), key=lambda p: (-p.stat().st_size, str(p)))
-    ]  # largest first, so the longest ones do not start last
+    files = list(check.test_files) or [str(p) for p in sorted(Path("tests").rglob("test_*.py"), key=_longest_first)]
     deadline = time.monotonic() + limit
     env = _env(DDETR_ALLOW_SKIPS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     outcome: dict[str, str] = {}
@@ -256,6 +254,15 @@ def step_tests(check: Check, result: StepResult, limit: float) -> dict[str, Any]
     result.status = "timeout" if bad & {"timeout", "not run"} else "failed" if bad or summary["failed"] else "ok"
     result.note = _test_note(summary) + f"; {len(files)} files: {summary['files']}"
     return summary
+
+
+# Test files that train, serve or run subprocesses (the longest ones): started first, so none starts last.
+LONG_TESTS = ("tests/test_readme.py", "tests/test_cli.py", "tests/training/", "tests/experiments/", "tests/cli/",
+              "tests/inference/", "tests/serving/", "tests/interop/")  # fmt: skip
+
+
+def _longest_first(path: Path) -> tuple:
+    return (not str(path).startswith(LONG_TESTS), -path.stat().st_size, str(path))
 
 
 def _bench(check: Check, result: StepResult, limit: float, stem: str, args: list[str]) -> dict[str, Any] | None:
