@@ -1,6 +1,6 @@
-"""`make gpu-check` (bench/gpu_check.py): steps that fail or run out of time do not stop the others, time limits
-kill whole process groups, junit files are summarised, and what the budget left out is reported with the command
-that runs it. The GPU run itself happens on a GPU machine; `--smoke` is its dry run here."""
+"""`make gpu-check` (bench/gpu_check.py, bench/gpu_report.py): steps that fail or run out of time do not stop
+the others, time limits kill whole process groups, junit files are summarised, and what the budget left out is
+reported with the command that runs it. The GPU run itself happens on a GPU machine; `--smoke` is its dry run."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deformable_detr.bench import gpu_check
+from deformable_detr.bench import gpu_check, gpu_report
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="5">
@@ -28,7 +28,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 def test_junit_summary_counts_failures_and_skip_reasons(tmp_path):
     (tmp_path / "a.xml").write_text(JUNIT)
     (tmp_path / "broken.xml").write_text("<testsuites><testsuite")  # a file cut by a kill is ignored
-    summary = gpu_check.junit_summary([tmp_path / "a.xml", tmp_path / "broken.xml", tmp_path / "missing.xml"])
+    summary = gpu_report.junit_summary([tmp_path / "a.xml", tmp_path / "broken.xml", tmp_path / "missing.xml"])
     assert (summary["passed"], summary["failed"], summary["skipped"]) == (1, 2, 2)
     assert summary["failures"] == [
         {"test": "tests.a::test_broken", "kind": "failure", "message": "AssertionError: 1 != 2"},
@@ -83,8 +83,8 @@ def test_failing_and_over_budget_steps_do_not_stop_the_others(tmp_path, monkeypa
         assert archive.getnames() is not None
     assert (tmp_path / "out" / "gpu_check.log").is_file()
 
-    report = gpu_check.format_report(
-        summary["header"], [gpu_check.StepResult(**step) for step in summary["steps"]], summary["data"], 12.0, 60
+    report = gpu_report.format_report(
+        summary["header"], [gpu_report.StepResult(**step) for step in summary["steps"]], summary["data"], 12.0, 60
     )
     assert report.splitlines()[-1] == "not run (budget): make gpu-check GPU_CHECK_ARGS='--steps demo'"
     assert "NVIDIA H200, torch 2.11.0, triton 3.6.0" in report

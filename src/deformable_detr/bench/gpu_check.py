@@ -43,35 +43,22 @@ import platform
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .gpu_report import StepResult, bench_table, format_report, junit_summary, test_note, write_outputs
+
 STEPS = ("env", "gpu-tests", "tests", "op-triton", "model", "predict", "train", "demo")
 RESERVE_S = 5  # kept for writing the summary after the last step
-LOG_TAIL_BYTES = 60_000  # per step in gpu_check.log (the tarball has everything)
 PACKAGES = ("torch", "triton", "transformers", "onnxruntime", "onnx", "pycocotools", "fastapi", "uvicorn", "httpx",
             "hypothesis", "schemathesis", "playwright", "scipy", "numpy", "pillow", "safetensors", "pytest")  # fmt: skip
 SMOKE_TEST_FILES = ("tests/util/test_box_ops.py", "tests/models/test_config.py")
-
-
-@dataclass
-class StepResult:
-    """What one step did: status is ok, failed, timeout, skipped (nothing to run here) or not run (budget)."""
-
-    name: str
-    status: str = "not run"
-    seconds: float = 0.0
-    commands: list[str] = field(default_factory=list)
-    note: str = ""
-    result_files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -216,7 +203,7 @@ def step_gpu_tests(check: Check, result: StepResult, limit: float) -> dict[str, 
     result.commands.append(" ".join(argv[1:]))
     summary = junit_summary([junit])
     result.status = "timeout" if timed_out else "ok" if rc == 0 else "failed"
-    result.note = _test_note(summary) + (f"; pytest exit {rc}" if rc not in (0, 1) else "")
+    result.note = test_note(summary) + (f"; pytest exit {rc}" if rc not in (0, 1) else "")
     return summary
 
 
@@ -252,7 +239,7 @@ def step_tests(check: Check, result: StepResult, limit: float) -> dict[str, Any]
     summary["files_not_ok"] = {k: v for k, v in outcome.items() if v != "ok"}
     bad = {v for v in outcome.values() if v != "ok"}
     result.status = "timeout" if bad & {"timeout", "not run"} else "failed" if bad or summary["failed"] else "ok"
-    result.note = _test_note(summary) + f"; {len(files)} files: {summary['files']}"
+    result.note = test_note(summary) + f"; {len(files)} files: {summary['files']}"
     return summary
 
 
@@ -343,172 +330,6 @@ STEP_FUNCTIONS: dict[str, tuple[Callable, int, int]] = {
 SMOKE_LIMIT_S = 900  # per step in a dry run on a slow, shared CPU
 
 
-# ------------------------------------------------------------------------------------------ reporting
-
-
-def junit_summary(paths: list[Path]) -> dict[str, Any]:
-    """Counts over junit XML files, the failed tests (id, first line of the message) and the skip reasons."""
-    counts = Counter(passed=0, failed=0, skipped=0)
-    failures, skip_reasons = [], Counter()
-    for path in paths:
-        try:
-            root = ElementTree.parse(path).getroot()
-        except (OSError, ElementTree.ParseError):
-            continue
-        for case in root.iter("testcase"):
-            test_id = f"{case.get('classname', '')}::{case.get('name', '')}"
-            problem = next((child for child in case if child.tag in ("failure", "error")), None)
-            skipped = case.find("skipped")
-            if problem is not None:
-                counts["failed"] += 1
-                message = (problem.get("message") or problem.text or "").strip().splitlines()
-                failures.append(
-                    {"test": test_id, "kind": problem.tag, "message": (message[0] if message else "")[:300]}
-                )
-            elif skipped is not None:
-                counts["skipped"] += 1
-                skip_reasons[(skipped.get("message") or "").strip()[:200]] += 1
-            else:
-                counts["passed"] += 1
-    return {**counts, "failures": failures, "skip_reasons": dict(skip_reasons.most_common())}
-
-
-def _test_note(summary: dict[str, Any]) -> str:
-    return f"{summary['passed']} passed, {summary['failed']} failed or errors, {summary['skipped']} skipped"
-
-
-def _figures(name: str, data: Any) -> str:
-    """One short line of the headline figures of a step's JSON (best effort: the schemas belong to the benches)."""
-    try:
-        if name == "env":
-            packages = data["packages"]
-            return f"{data.get('gpu') or 'no GPU'}; torch {data.get('torch')}, triton {packages.get('triton')}, CUDA {data.get('torch_cuda')}"
-        if name in ("gpu-tests", "tests"):
-            return _test_note(data)
-        if name == "op-triton":
-            cells = []
-            for row in data["rows"]:
-                if row["backend"] == "triton" and row["locations"] in ("realistic", "uniform"):
-                    cells.append(
-                        f"{row['case']} {row['dtype']} {row['forward_ms']:.3f}/{row['forward_backward_ms']:.3f} ms "
-                        f"({row['forward_speedup']:.1f}x/{row['forward_backward_speedup']:.1f}x ref)"
-                    )
-            return "; ".join(cells[:4])
-        if name == "model":
-            return "; ".join(
-                f"b{b['batch']} fp32 {b['ours']['fp32_ms']:.1f} vs HF {b['hf']['fp32_ms']:.1f} ms, "
-                f"bf16 {b['ours']['bf16_ms']:.1f} vs {b['hf']['bf16_ms']:.1f} ms"
-                for b in data["by_batch"]
-            )
-        if name == "predict":
-            best = {}
-            for row in data["results"]:
-                best[(row["size"], row["batch"], row["method"])] = row["images_per_s"]
-            return "; ".join(f"{m} {s}px b{b}: {v:.0f} img/s" for (s, b, m), v in list(best.items())[:6])
-        if name == "train":
-            rows = {(r["impl"], r["precision"], r["phase"]): r for r in data["runs"]}
-            parts = [
-                f"{p} step ours {rows['ours', p, 'step']['min_ms']:.0f} vs HF {rows['hf', p, 'step']['min_ms']:.0f} ms"
-                for p in ("fp32", "bf16")
-                if ("ours", p, "step") in rows
-            ]
-            reference = data.get("reference_implementation")
-            if reference:
-                parts.append(f"fp32 fwd+bwd vs reference 98 ms: {reference.get('speedup_fp32_fwd_bwd', 0):.2f}x")
-            return "; ".join(parts)
-        if name == "demo":
-            train, metrics = data["train"], data["evaluation"]["metrics"]
-            ap = f"AP {metrics['AP']:.3f} (CPU demo 0.217)" if metrics else "AP pending (pycocotools missing)"
-            return f"{train['steps']} steps in {train['train_seconds']:.0f} s ({1e3 * train['s_per_step']:.0f} ms/step); {ap}"
-    except (KeyError, TypeError, ValueError, IndexError) as error:
-        return f"(figures not read: {type(error).__name__} {error})"
-    return ""
-
-
-def write_outputs(check: Check, header: dict, results: list[StepResult], data: dict[str, Any], started: float) -> None:
-    """gpu_check_summary.json, gpu_check.log and gpu_check_files.tar.gz in check.out (rewritten after every step)."""
-    check.out.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "header": header,
-        "smoke": check.smoke,
-        "seconds": round(time.monotonic() - started, 1),
-        "steps": [asdict(r) for r in results],
-        "data": data,
-    }
-    _atomic_text(check.out / "gpu_check_summary.json", json.dumps(summary, indent=1, default=str) + "\n")
-    parts = []
-    for result in results:
-        log = check.logs / f"{result.name}.log"
-        if log.is_file():
-            text = log.read_bytes()
-            if len(text) > LOG_TAIL_BYTES:
-                text = b"[... start cut; the full log is in gpu_check_files.tar.gz]\n" + text[-LOG_TAIL_BYTES:]
-            parts.append(
-                f"===== {result.name}: {result.status} ({result.seconds:.0f} s)\n{text.decode(errors='replace')}"
-            )
-    _atomic_text(check.out / "gpu_check.log", "\n".join(parts))
-    tmp = check.out / "gpu_check_files.tar.gz.tmp"
-    with tarfile.open(tmp, "w:gz") as archive:
-        for result in results:
-            for path in result.result_files:
-                archive.add(path, arcname=os.path.relpath(path) if not check.smoke else f"results/{Path(path).name}")
-        for folder, arcname in ((check.work / "junit", "junit"), (check.logs, "logs")):
-            if folder.is_dir():
-                archive.add(folder, arcname=arcname)
-        demo = check.work / "demo"
-        for path, arcname in (
-            (demo / "val_detections" / "detections.json", "demo/val_detections.json"),
-            (demo / "data" / "val" / "annotations.json", "demo/val_annotations.json"),
-        ):
-            if path.is_file():
-                archive.add(path, arcname=arcname)
-    os.replace(tmp, check.out / "gpu_check_files.tar.gz")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def format_report(header: dict, results: list[StepResult], data: dict[str, Any], seconds: float, budget: float) -> str:
-    """Test failures, skip reasons, then the summary table (printed last)."""
-    lines = []
-    for name in ("gpu-tests", "tests"):
-        summary = data.get(name)
-        if not summary:
-            continue
-        if summary["failures"]:
-            lines.append(f"--- {name}: {len(summary['failures'])} failed")
-            lines += [f"  {f['test']}: {f['message']}"[:240] for f in summary["failures"][:40]]
-        if summary.get("files_not_ok"):
-            lines.append(
-                f"--- {name}: files not ok: "
-                + ", ".join(f"{k} ({v})" for k, v in summary["files_not_ok"].items())[:1500]
-            )
-        if summary["skip_reasons"]:
-            lines.append(f"--- {name}: skip reasons (count)")
-            lines += [f"  {count:4d}  {reason}"[:200] for reason, count in list(summary["skip_reasons"].items())[:12]]
-    env = data.get("env") or {}
-    lines.append(
-        f"===== gpu-check{' (SMOKE: CPU dry run)' if header['smoke'] else ''}: {env.get('gpu') or 'no GPU'}, "
-        f"torch {env.get('torch')}, triton {(env.get('packages') or {}).get('triton')}; {seconds:.0f} s of a {budget:.0f} s budget"
-    )
-    lines.append(f"{'step':<10} {'status':<8} {'s':>5}  result")
-    for result in results:
-        text = _figures(result.name, data.get(result.name)) if data.get(result.name) else ""
-        note = result.note if result.status not in ("ok",) or not text else ""
-        lines.append(
-            f"{result.name:<10} {result.status:<8} {result.seconds:5.0f}  {'; '.join(x for x in (text, note) if x)}"[
-                :400
-            ]
-        )
-    rest = [r.name for r in results if r.status == "not run"]
-    if rest:
-        lines.append(f"not run (budget): make gpu-check GPU_CHECK_ARGS='--steps {' '.join(rest)}'")
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -542,26 +363,11 @@ def run(check: Check, steps: list[str], budget: float) -> int:
     for result in results:
         if result.status == "ok" and result.name not in ("env", "gpu-tests", "tests"):
             with contextlib.suppress(Exception):
-                print(_bench_table(result.name, data[result.name]), flush=True)
+                print(bench_table(result.name, data[result.name]), flush=True)
     write_outputs(check, header, results, data, started)
     print(format_report(header, results, data, time.monotonic() - started, budget), flush=True)
     print(f"[gpu-check] wrote {check.out}/gpu_check_summary.json, gpu_check.log, gpu_check_files.tar.gz", flush=True)
     return 0 if all(r.status in ("ok", "skipped") for r in results) else 1
-
-
-def _bench_table(name: str, data: dict[str, Any]) -> str:
-    """The bench's own table (its format function), for the console."""
-    from importlib import import_module
-
-    module, function = {
-        "op-triton": ("op_triton", "format_table"),
-        "model": ("model", "format_model_benchmark"),
-        "predict": ("predict", "format_predict_benchmark"),
-        "train": ("train", "format_training_benchmark"),
-        "demo": ("demo", "format_demo_benchmark"),
-    }[name]
-    formatter = getattr(import_module(f"deformable_detr.bench.{module}"), function)
-    return f"--- {name}\n" + formatter(data["rows"] if name == "op-triton" else data)
 
 
 def main(argv: list[str] | None = None) -> int:
