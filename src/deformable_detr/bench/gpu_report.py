@@ -120,8 +120,8 @@ def write_outputs(check, header: dict, results: list[StepResult], data: dict[str
         "steps": [asdict(r) for r in results],
         "data": data,
     }
-    text = json.dumps(summary, indent=1, default=str) + "\n"
-    write_atomic(check.out / "gpu_check_summary.json", lambda path: path.write_text(text))
+    summary_text = json.dumps(summary, indent=1, default=str) + "\n"
+    write_atomic(check.out / "gpu_check_summary.json", lambda path: path.write_text(summary_text))
     parts = []
     for result in results:
         log = check.logs / f"{result.name}.log"
@@ -139,18 +139,18 @@ def write_outputs(check, header: dict, results: list[StepResult], data: dict[str
 def _archive(check, results: list[StepResult], path: Path) -> None:
     with tarfile.open(path, "w:gz") as archive:
         for result in results:
-            for path in result.result_files:
-                archive.add(path, arcname=os.path.relpath(path) if not check.smoke else f"results/{Path(path).name}")
+            for file in result.result_files:
+                archive.add(file, arcname=os.path.relpath(file) if not check.smoke else f"results/{Path(file).name}")
         for folder, arcname in ((check.work / "junit", "junit"), (check.logs, "logs")):
             if folder.is_dir():
                 archive.add(folder, arcname=arcname)
         demo = check.work / "demo"
-        for path, arcname in (
+        for file, arcname in (
             (demo / "val_detections" / "detections.json", "demo/val_detections.json"),
             (demo / "data" / "val" / "annotations.json", "demo/val_annotations.json"),
         ):
-            if path.is_file():
-                archive.add(path, arcname=arcname)
+            if file.is_file():
+                archive.add(file, arcname=arcname)
 
 
 def format_report(header: dict, results: list[StepResult], data: dict[str, Any], seconds: float, budget: float) -> str:
