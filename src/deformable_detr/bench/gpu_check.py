@@ -267,23 +267,41 @@ def _bench(check: Check, result: StepResult, limit: float, stem: str, args: list
     return None
 
 
-def step_op_triton(check: Check, result: StepResult, limit: float):
-    args = ["op-triton", "--repeats", "1", "--dtypes", "float32", "--cases", "decoder", "--locations", "uniform"]
-    if check.smoke:
-        args.append("--smoke")
-    else:
-        args = ["op-triton", "--repeats", "10", "--dtypes", "float32", "bfloat16", "--cases", "encoder", "decoder"]
-        args += ["--locations", "realistic"]
-    return _bench(check, result, limit, "op_triton", args)
+# `deformable-detr bench ...` of each benchmark step (--out is added): on CUDA, and tiny on the CPU for --smoke.
+# predict: its default methods on the device (eager and compiled, fp32 and bf16, HF) at batch 1 only on CUDA, as
+# each compiled method compiles for about a minute per input shape.
+BENCH_ARGS = {
+    "op-triton": (
+        "op-triton --repeats 10 --dtypes float32 bfloat16 --cases encoder decoder --locations realistic",
+        "op-triton --smoke --repeats 1 --dtypes float32 --cases decoder --locations uniform",
+    ),
+    "model": (
+        "model --device cuda --batch-sizes 1 8 --repeats 5 --threads 4",
+        "model --smoke --device cpu --height 64 --width 96 --batch-sizes 1 2 --repeats 1 --threads 1",
+    ),
+    "predict": (
+        "predict --device cuda --sizes 800 --batch-sizes 1 --repeats 10 --threads 4",
+        "predict --smoke --device cpu --repeats 1 --threads 1",
+    ),
+    "train": (
+        "train --device cuda --height 800 --width 1066 --batch-size 2 --repeats 5 --threads 4 --precisions fp32 bf16",
+        "train --smoke --device cpu --image-size 64 --repeats 1 --threads 1 --precisions fp32 bf16",
+    ),
+    "demo": ("demo --device cuda", "demo --smoke --device cpu"),
+}
 
 
-def step_model(check: Check, result: StepResult, limit: float):
-    if check.smoke:
-        args = ["model", "--smoke", "--device", "cpu", "--height", "64", "--width", "96", "--batch-sizes", "1", "2"]
-        args += ["--repeats", "1", "--threads", "1"]
-    else:
-        args = ["model", "--device", "cuda", "--batch-sizes", "1", "8", "--repeats", "5", "--threads", "4"]
-    return _bench(check, result, limit, "model", args)
+def bench_args(step: str, smoke: bool, work: Path) -> list[str]:
+    """The `deformable-detr bench ...` arguments of a benchmark step, without --out."""
+    args = BENCH_ARGS[step][1 if smoke else 0].split()
+    return args + ["--work", str(work / "demo")] if step == "demo" else args
+
+
+def _bench_step(stem: str) -> Callable:
+    def step(check: Check, result: StepResult, limit: float):
+        return _bench(check, result, limit, stem, bench_args(result.name, check.smoke, check.work))
+
+    return step
 
 
 def step_predict(check: Check, result: StepResult, limit: float):
@@ -293,27 +311,7 @@ def step_predict(check: Check, result: StepResult, limit: float):
     if "--device" not in help_log.read_text(errors="replace"):
         result.status, result.note = "skipped", "`bench predict` has no --device in this checkout"
         return None
-    if check.smoke:
-        args = ["predict", "--smoke", "--device", "cpu", "--repeats", "1", "--threads", "1"]
-    else:  # its default methods on CUDA (eager and compiled, fp32 and bf16, HF); batch 1, each compile takes ~1 min
-        args = ["predict", "--device", "cuda", "--sizes", "800", "--batch-sizes", "1", "--repeats", "10"]
-        args += ["--threads", "4"]
-    return _bench(check, result, limit, "predict", args)
-
-
-def step_train(check: Check, result: StepResult, limit: float):
-    if check.smoke:
-        args = ["train", "--smoke", "--device", "cpu", "--image-size", "64", "--repeats", "1", "--threads", "1"]
-    else:
-        args = ["train", "--device", "cuda", "--height", "800", "--width", "1066", "--batch-size", "2"]
-        args += ["--repeats", "5", "--threads", "4"]
-    return _bench(check, result, limit, "train", [*args, "--precisions", "fp32", "bf16"])
-
-
-def step_demo(check: Check, result: StepResult, limit: float):
-    device = "cpu" if check.smoke else "cuda"
-    args = ["demo", "--device", device, "--work", str(check.work / "demo")] + (["--smoke"] if check.smoke else [])
-    return _bench(check, result, limit, "demo", args)
+    return _bench(check, result, limit, "predict", bench_args("predict", check.smoke, check.work))
 
 
 # (function, time limit on the GPU, minimum time left to start it) in seconds
@@ -321,11 +319,11 @@ STEP_FUNCTIONS: dict[str, tuple[Callable, int, int]] = {
     "env": (step_env, 30, 5),
     "gpu-tests": (step_gpu_tests, 150, 30),
     "tests": (step_tests, 200, 60),
-    "op-triton": (step_op_triton, 90, 20),
-    "model": (step_model, 120, 40),
+    "op-triton": (_bench_step("op_triton"), 90, 20),
+    "model": (_bench_step("model"), 120, 40),
     "predict": (step_predict, 180, 90),
-    "train": (step_train, 120, 40),
-    "demo": (step_demo, 240, 100),
+    "train": (_bench_step("train"), 120, 40),
+    "demo": (_bench_step("demo"), 240, 100),
 }
 SMOKE_LIMIT_S = 900  # per step in a dry run on a slow, shared CPU
 
