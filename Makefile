@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-slow test-all bench triton-matrix lint clean
+.PHONY: setup demo test test-slow test-all bench triton-matrix gpu-check lint clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,13 @@ triton-matrix: setup
 	  env -u TRITON_INTERPRET PYTHONPATH=$(TRITON_DIR)/$$version:src $(PY) -m deformable_detr.cli bench op-triton \
 	    --compile-matrix --out benchmarks/results/triton_matrix_$$version.json || status=1; \
 	done; exit $$status
+
+# On a CUDA machine: the gpu tests, the fast suite and the GPU benchmarks under a time budget (README "GPU").
+# Runs the source tree with $(GPU_PY), a python that has a CUDA torch and the dev extra; builds no venv.
+# E.g. make gpu-check GPU_CHECK_ARGS="--budget 540" or "--steps predict train demo"; "--smoke" is a CPU dry run.
+GPU_PY ?= python3
+gpu-check:
+	PYTHONPATH=src $(GPU_PY) -m deformable_detr.bench.gpu_check $(GPU_CHECK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

@@ -84,16 +84,21 @@ def test_triton_backend_missing_raises_clear_error(inputs, monkeypatch):
 
 
 def test_all_backends_agree_with_reference(inputs):
-    """auto and cpu, plus triton where it can run (interpreted on the CPU)."""
+    """auto and cpu on CPU tensors; triton (and auto) on CUDA tensors where there is a GPU, else triton
+    interpreted on CPU tensors (tests/conftest.py sets TRITON_INTERPRET=1 only without CUDA)."""
     expected = reference.forward(*inputs)
-    backends = ["auto"] + (["cpu"] if cpu.is_available() else [])
+    cases = [("auto", "cpu")] + ([("cpu", "cpu")] if cpu.is_available() else [])
+    if torch.cuda.is_available():
+        cases.append(("auto", "cuda"))
     try:
         ops._triton_module()
-        backends.append("triton")
+        cases.append(("triton", "cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
         pass
-    for backend in backends:
-        torch.testing.assert_close(call(inputs, backend=backend), expected, rtol=1e-5, atol=1e-5, msg=backend)
+    for backend, device in cases:
+        output = call(tuple(t.to(device) for t in inputs), backend=backend)
+        assert output.device.type == device
+        torch.testing.assert_close(output.cpu(), expected, rtol=1e-5, atol=1e-5, msg=f"{backend} on {device}")
 
 
 def test_compile_fullgraph_matches_eager(inputs):

@@ -1,7 +1,8 @@
 """Triton backend vs the grid_sample reference (float64 oracle) and finite differences.
 
 Without CUDA, tests/conftest.py sets TRITON_INTERPRET=1 before triton is imported, so the same
-kernels run on CPU tensors (slowly: shapes here are tiny). `gpu` tests run them for real.
+kernels run on CPU tensors (slowly: shapes here are tiny). With CUDA they are compiled and run on CUDA
+tensors (`_on_device`), and the `gpu` tests add realistic shapes.
 """
 
 import pytest
@@ -14,6 +15,13 @@ from op_oracles import reference_with_grads as _reference_with_grads  # noqa: E4
 
 from deformable_detr.ops import reference  # noqa: E402
 from deformable_detr.ops import triton as triton_backend  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the kernels run: compiled on CUDA, else interpreted
+
+
+def _on_device(*tensors):
+    """The tensors on DEVICE (the float64 oracle stays on the CPU)."""
+    return tuple(t.to(DEVICE) for t in tensors)
 
 
 def _triton_with_grads(grad_output, value, spatial_shapes, level_start_index, locations, weights):
@@ -29,7 +37,7 @@ def _assert_matches_reference(inputs, dtype, rtol, atol_scale, seed=1):
     fp32 terms lose ~eps relative to their largest term, not to the (possibly cancelled) result.
     """
     value, spatial_shapes, level_start_index, locations, weights = (
-        t.to(dtype) if t.is_floating_point() else t for t in inputs
+        t.to(device=DEVICE, dtype=dtype) if t.is_floating_point() else t.to(DEVICE) for t in inputs
     )
     B, _, M, D = value.shape
     Lq = locations.shape[1]
@@ -115,9 +123,9 @@ def test_pixel_centres_of_odd_levels_forward():
     sizes = spatial_shapes.flip(1).double()  # (L, 2) as (W_l, H_l)
     pixel = torch.rand(1, 10, 2, 2, 2, 2, generator=generator, dtype=torch.float64) * sizes[:, None, :]
     locations = (pixel.floor() + 0.5) / sizes[:, None, :]  # (B, Lq, M, L, P, 2) at pixel centres
-    actual = triton_backend.forward(value, spatial_shapes, level_start_index, locations, weights)
+    actual = triton_backend.forward(*_on_device(value, spatial_shapes, level_start_index, locations, weights))
     expected = reference.forward(value, spatial_shapes, level_start_index, locations, weights)
-    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(actual.cpu(), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_rows_split_across_programs(monkeypatch):
@@ -149,7 +157,7 @@ def test_gradcheck_float64():
     # Finite differences: an oracle independent of grid_sample. Random locations stay off the
     # pixel-centre kinks (probability 0), where the derivative is one-sided. Tiny, as each
     # input element costs two interpreted kernel launches.
-    value, spatial_shapes, level_start_index, locations, weights = _inputs(1, 2, 1, 1, [[2, 3], [1, 2]], 1)
+    value, spatial_shapes, level_start_index, locations, weights = _on_device(*_inputs(1, 2, 1, 1, [[2, 3], [1, 2]], 1))
     leaves = [t.requires_grad_() for t in (value, locations, weights)]
     assert torch.autograd.gradcheck(
         lambda v, loc, w: _TritonFunction.apply(v, spatial_shapes, level_start_index, loc, w),
@@ -161,7 +169,7 @@ def test_gradcheck_float64():
 
 
 def test_zero_queries_give_empty_output_and_zero_value_grad():
-    value, spatial_shapes, level_start_index, locations, weights = _inputs(2, 0, 2, 8, [[3, 5]], 2)
+    value, spatial_shapes, level_start_index, locations, weights = _on_device(*_inputs(2, 0, 2, 8, [[3, 5]], 2))
     output = triton_backend.forward(value, spatial_shapes, level_start_index, locations, weights)
     assert output.shape == (2, 0, 16)
     grad_value, grad_locations, grad_weights = triton_backend.backward(
@@ -177,9 +185,13 @@ def test_non_contiguous_inputs():
     locations_t = locations.permute(5, 0, 1, 2, 3, 4).contiguous().permute(1, 2, 3, 4, 5, 0)
     weights_t = weights.transpose(1, 2).contiguous().transpose(1, 2)
     assert not (value_t.is_contiguous() or locations_t.is_contiguous() or weights_t.is_contiguous())
-    actual = triton_backend.forward(value_t, spatial_shapes, level_start_index, locations_t, weights_t)
+    value_t, spatial_shapes_d, level_start_index_d, locations_t, weights_t = (  # .to keeps the strides
+        t.to(DEVICE) for t in (value_t, spatial_shapes, level_start_index, locations_t, weights_t)
+    )
+    assert not (value_t.is_contiguous() or locations_t.is_contiguous() or weights_t.is_contiguous())
+    actual = triton_backend.forward(value_t, spatial_shapes_d, level_start_index_d, locations_t, weights_t)
     expected = reference.forward(value, spatial_shapes, level_start_index, locations, weights)
-    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(actual.cpu(), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_cpu_tensor_without_interpreter_is_a_clear_error(monkeypatch):
@@ -190,7 +202,7 @@ def test_cpu_tensor_without_interpreter_is_a_clear_error(monkeypatch):
 
 
 def test_unsupported_dtype_is_a_clear_error():
-    value, spatial_shapes, level_start_index, locations, weights = _inputs(1, 2, 1, 4, [[2, 2]], 1)
+    value, spatial_shapes, level_start_index, locations, weights = _on_device(*_inputs(1, 2, 1, 4, [[2, 2]], 1))
     with pytest.raises(ValueError, match="value has dtype torch.int32"):
         triton_backend.forward(value.int(), spatial_shapes, level_start_index, locations, weights)
 
@@ -315,3 +327,36 @@ def test_cuda_matches_reference(dtype, rtol, atol_scale):
     inputs = _inputs(2, 300, 8, 32, [[25, 34], [13, 17], [7, 9], [1, 1]], 4, low=-0.1, high=1.1)
     cuda_inputs = tuple(t.cuda() for t in inputs)
     _assert_matches_reference(cuda_inputs, dtype, rtol=rtol, atol_scale=atol_scale)
+
+
+CUDA_TOLERANCES = {  # (rtol, atol_scale), as in test_cuda_matches_reference
+    torch.float32: (1e-5, 1e-4),
+    torch.bfloat16: (1e-2, 1e-3),
+    torch.float16: (1e-3, 1e-4),
+    torch.float64: (1e-10, 1e-12),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    "dtype, head_dim",
+    # Head dims the configs produce (d_model / heads: tiny 16, demo 16, paper 32, 64 for 256 / 4) and the
+    # cases Triton 3.6/3.7 failed to compile (forward D = 8, 16 in fp32/bf16/fp16, fp64 D = 24, 32).
+    [
+        (torch.float32, 8),
+        (torch.float32, 16),
+        (torch.float32, 64),
+        (torch.bfloat16, 16),
+        (torch.float16, 8),
+        (torch.float16, 64),
+        (torch.float64, 16),
+        (torch.float64, 24),
+        (torch.float64, 32),
+    ],
+    ids=str,
+)
+def test_cuda_head_dims_match_reference(dtype, head_dim):
+    inputs = _inputs(2, 40, 4, head_dim, [[13, 17], [7, 9], [1, 1]], 4, low=-0.1, high=1.1)
+    rtol, atol_scale = CUDA_TOLERANCES[dtype]
+    _assert_matches_reference(tuple(t.cuda() for t in inputs), dtype, rtol=rtol, atol_scale=atol_scale)

@@ -45,6 +45,23 @@ def test_demo_is_deterministic(tmp_path, monkeypatch, one_thread):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_demo_on_cuda_trains_there_with_loader_workers(tmp_path):
+    on_gpu, on_cpu = demo.demo_config(tmp_path, device="cuda:0"), demo.demo_config(tmp_path)
+    assert (on_gpu.device, on_gpu.workers, on_gpu.amp) == ("cuda:0", demo.CUDA_WORKERS, True)
+    assert (on_cpu.device, on_cpu.workers) == ("cpu", 0)
+    assert on_gpu.max_steps == on_cpu.max_steps and on_gpu.batch_size == on_cpu.batch_size  # the same recipe
+
+
+def test_demo_device_without_cuda_is_one_line_error(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # the same check on a machine with a GPU
+    assert cli.main(["demo", "--out", str(tmp_path), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: this machine has no CUDA device" in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # checked before anything is rendered or trained
+
+
 def test_train_eval_predict_commands(tmp_path, capsys, tiny_dataset, one_thread):
     run = tmp_path / "run"
     model = ["--preset", "demo", "--data", str(tiny_dataset), "--out", str(run), "--threads", "1"]

@@ -16,7 +16,8 @@ measured in the same run, effective GB/s (minimum bytes each pass must move / ti
 gathers count once), peak memory of forward+backward above the inputs, and max |output - reference|.
 
 Prints a table and writes JSON to benchmarks/results/op_triton_<gpu>.json (with `harness.header()`). No assertions on time.
-`--smoke` runs tiny shapes on the CPU under TRITON_INTERPRET=1 to check the script itself.
+`--smoke` runs tiny shapes to check the script itself: on the GPU where there is one, else on the CPU under
+TRITON_INTERPRET=1.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def run(
     smoke: bool = False,
 ) -> list[dict]:
     """Time every backend on every (case, locations, dtype); one dict per measurement."""
-    device = torch.device("cpu" if smoke else "cuda")
+    device = torch.device("cuda" if torch.cuda.is_available() or not smoke else "cpu")
     backends = ["reference", "triton"] + (["official-cuda"] if _official_available() and not smoke else [])
     rows = []
     for case in cases:
@@ -270,14 +271,15 @@ def run_and_write(
     """
     from ..errors import ConfigError
 
-    if smoke:
+    interpreted = smoke and not torch.cuda.is_available()
+    if interpreted:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported
     elif not torch.cuda.is_available():
         raise ConfigError("bench op-triton needs a CUDA device (or --smoke for tiny shapes on the CPU interpreter)")
     rows = run(repeats, dtypes, cases, locations, smoke=smoke)
     import triton
 
-    device_name = "cpu-interpreter" if smoke else torch.cuda.get_device_name()
+    device_name = "cpu-interpreter" if interpreted else torch.cuda.get_device_name()
     out = out or Path("benchmarks/results") / f"op_triton_{device_name.replace(' ', '_')}.json"
     write_result(
         out,

@@ -13,7 +13,7 @@ DEMO_DIR = Path("demo_out")  # as training.demo.DEMO_DIR (not imported: --help s
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="make synthetic data, train a small detector on the CPU, evaluate, draw",
+        help="make synthetic data, train a small detector (CPU or CUDA), evaluate, draw",
         description="End to end in about 10 minutes on 2 CPU cores (a fixed number of training steps; the bar shows the ETA): render the synthetic shapes "
         "dataset (if absent) under OUT/data, train the `demo` preset, print the val AP "
         "table, write curves and a picture of validation predictions.",
@@ -31,15 +31,18 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--threads", type=positive_int, help="torch threads (default 2; use 1 while other jobs load the CPU)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args) -> None:
     from ..evaluation.coco_eval import format_metrics_table
     from ..training.demo import run_demo
+    from .devices import checked_device
 
+    device = checked_device(args.device)
     show_progress_logs()
-    result = run_demo(args.out, minutes=args.minutes, max_steps=args.max_steps, threads=args.threads)
+    result = run_demo(args.out, minutes=args.minutes, max_steps=args.max_steps, threads=args.threads, device=device)
     train = result.train
     print(f"trained {train.steps} steps ({train.train_seconds / 60:.1f} min of training); validation AP:")
     print(format_metrics_table(train.metrics))

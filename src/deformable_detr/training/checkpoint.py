@@ -65,16 +65,26 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Inverse of `rng_state`."""
+    """Inverse of `rng_state`; the tensors may be on any device (a checkpoint loaded with map_location="cuda").
+
+    CUDA states are restored for the devices this machine has (a run saved on more GPUs keeps the first ones).
+    """
     py = state["python"]
     random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
     npst = state["numpy"]
     np.random.set_state(
-        ("MT19937", npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+        (
+            "MT19937",
+            npst["key"].cpu().numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
     )
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # generator states are CPU ByteTensors, whatever the device
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)
 
 
 def fsync_dir(folder: str | Path) -> None:
