@@ -213,11 +213,12 @@ def test_unsupported_dtype_is_a_clear_error():
 def test_block_sizes_shrink_for_small_grids_only():
     # Encoder of an 800x1066 image: 17821 rows x 8 heads = 1114 x 8 programs of the full 16 x 32 tile.
     assert triton_backend._block_sizes(17821, 8, 32) == (16, 32)
-    # Decoder, 300 queries: 16 rows give 19 x 8 = 152 programs (< 1024); 8 give 304; 4 rows x 32 channels
-    # = 128 elements, one per thread of 4 warps, is the floor: 75 x 8 = 600 programs.
-    assert triton_backend._block_sizes(300, 8, 32) == (4, 32)
-    assert triton_backend._block_sizes(600, 8, 32) == (4, 32)  # 150 x 8 = 1200 programs at 4 rows, 600 at 8
-    assert triton_backend._block_sizes(1200, 8, 32) == (8, 32)  # 150 x 8 = 1200 programs at 8 rows
+    # Decoder, 300 queries: 16 rows give 19 x 8 = 152 programs (< 256); 8 rows give 38 x 8 = 304.
+    assert triton_backend._block_sizes(300, 8, 32) == (8, 32)
+    assert triton_backend._block_sizes(600, 8, 32) == (16, 32)  # 38 x 8 = 304 programs at 16 rows
+    # 100 rows: 56 programs at 16 rows, 104 at 8, 200 at 4; 4 rows x 32 channels = 128 elements, one per thread
+    # of 4 warps, is the floor.
+    assert triton_backend._block_sizes(100, 8, 32) == (4, 32)
     assert triton_backend._block_sizes(1, 1, 256) == (1, 256)
 
 

@@ -11,9 +11,12 @@ levels [[100,134],[50,67],[25,34],[13,17]], P = 4, Lq = S = 17821), the decoder 
 encoder at batch 2; sampling locations "realistic" (each query's reference point plus the paper's
 initial ring of head directions, point p at (p + 1) pixels, plus ~1 pixel of noise, per level) and
 "uniform" (uniform in [0, 1], cache-hostile); float32, bfloat16, float16. Each backend's forward
-and forward+backward: median of `--repeats` warm runs (CUDA events), speed-up over `reference`
-measured in the same run, effective GB/s (minimum bytes each pass must move / time; value
-gathers count once), peak memory of forward+backward above the inputs, and max |output - reference|.
+and forward+backward: median of `--repeats` warm runs (CUDA events around one call, so the host's
+launch work counts, as it does in an eager model), speed-up over `reference` measured in the same run,
+effective GB/s (minimum bytes each pass must move / time; value gathers count once), peak memory of
+forward+backward above the inputs, and max |output - float64 reference of the same inputs|. On CUDA also
+"graph" times: the same call captured once in a CUDA graph and replayed (median of `--repeats` replays):
+the device's time alone, what a compiled model (`--compile`, CUDA graphs) pays.
 
 Prints a table and writes JSON to benchmarks/results/op_triton_<gpu>.json (with `harness.header()`). No assertions on time.
 `--smoke` runs tiny shapes to check the script itself: on the GPU where there is one, else on the CPU under
@@ -116,6 +119,23 @@ def _time_ms(fn, repeats: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
+def _graph_ms(fn, repeats: int, device: torch.device) -> float | None:
+    """Median time of replaying `fn` captured in a CUDA graph (no host launch work), or None if it cannot be captured."""
+    try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up outside the graph: compiles kernels, fills allocator pools
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+    except Exception:  # a backend that syncs or allocates on the host cannot be captured
+        return None
+    return _time_ms(graph.replay, repeats, device)
+
+
 def _passes(backend: str, inputs, grad_output):
     """(forward(), forward_backward()) closures for one backend."""
     value, spatial_shapes, level_start_index, sampling_locations, attention_weights = inputs
@@ -163,6 +183,17 @@ def _passes(backend: str, inputs, grad_output):
     raise ConfigError(f"unknown backend {backend!r}; expected reference, triton or official-cuda")
 
 
+def _float64_reference(inputs) -> torch.Tensor:
+    """(B, Lq, M * D) float64 `reference` output of the inputs as given (cast up, not re-drawn)."""
+    from deformable_detr.ops import reference
+
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = inputs
+    with torch.no_grad():
+        return reference.forward(
+            value.double(), spatial_shapes, level_start_index, sampling_locations.double(), attention_weights.double()
+        )
+
+
 def _bytes_moved(inputs, output_numel: int, backward: bool) -> int:
     """Minimum bytes a pass must move: inputs read once, outputs written once (no cache misses counted)."""
     value, _, _, sampling_locations, attention_weights = inputs
@@ -204,18 +235,16 @@ def run(
                 B, _, M, D = value.shape
                 grad_output = torch.randn(B, sampling_locations.shape[1], M * D, device=device, dtype=dtype)
                 baseline = {}
-                expected = None
+                expected = _float64_reference(inputs)
                 for backend in backends:
                     if backend == "official-cuda" and dtype not in (torch.float32, torch.float64):
                         continue
                     forward, forward_backward = _passes(backend, inputs, grad_output)
                     output = forward()
-                    if expected is None:
-                        expected = output.float()
                     row = {
                         "case": case, "locations": location_kind, "dtype": dtype_name, "backend": backend,
                         "B": B, "Lq": sampling_locations.shape[1], "S": value.shape[1],
-                        "max_abs_error": (output.float() - expected).abs().max().item(),
+                        "max_abs_error": (output.double() - expected).abs().max().item(),
                     }  # fmt: skip
                     for pass_name, fn in (("forward", forward), ("forward_backward", forward_backward)):
                         if device.type == "cuda":
@@ -231,6 +260,8 @@ def run(
                         if backend == "reference":
                             baseline[pass_name] = ms
                         row[f"{pass_name}_speedup"] = baseline[pass_name] / ms
+                        if device.type == "cuda":
+                            row[f"{pass_name}_graph_ms"] = _graph_ms(fn, repeats, device)
                     rows.append(row)
                 del inputs, grad_output, expected
                 if device.type == "cuda":
@@ -238,11 +269,15 @@ def run(
     return rows
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def format_table(rows: list[dict]) -> str:
     """A fixed-width table, one line per measurement."""
     header = (
         f"{'case':<11}{'locations':<10}{'dtype':<9}{'backend':<14}{'fwd ms':>9}{'x ref':>7}{'GB/s':>7}"
-        f"{'f+b ms':>9}{'x ref':>7}{'GB/s':>7}{'peak MiB':>10}{'max err':>10}"
+        f"{'f+b ms':>9}{'x ref':>7}{'GB/s':>7}{'peak MiB':>10}{'max err':>10}{'graph fwd':>10}{'graph f+b':>10}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -252,6 +287,7 @@ def format_table(rows: list[dict]) -> str:
             f"{r['forward_ms']:>9.3f}{r['forward_speedup']:>7.1f}{r['forward_gbps']:>7.0f}"
             f"{r['forward_backward_ms']:>9.3f}{r['forward_backward_speedup']:>7.1f}{r['forward_backward_gbps']:>7.0f}"
             f"{peak:>10.0f}{r['max_abs_error']:>10.2e}"
+            f"{_ms(r.get('forward_graph_ms')):>10}{_ms(r.get('forward_backward_graph_ms')):>10}"
         )
     return "\n".join(lines)
 
