@@ -28,6 +28,7 @@ transformer's small per-layer ops. The work splits the way `predict` already spl
 - CUDA graphs belong to the thread that recorded them: call from one thread (`serve` runs every forward,
   warm-up included, on its one model thread). On a CPU the same runs through inductor's C++ backend
   without CUDA graphs; where torch.compile cannot run, the first call raises a one-line `BackendError`.
+  Where only the backbone's (dynamic-shape) compile fails, it warns once and runs the backbone eagerly.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class CompiledInference:
             )
         started = time.perf_counter()
         with self._context(amp), _one_line_compile_errors(self.device):
-            per_image = level_maps(self.model, tensors, self._features)  # per image, per level (C, H_l, W_l)
+            per_image = self._level_maps(tensors)  # per image, per level (C, H_l, W_l)
             size = (max(t.shape[-2] for t in tensors), max(t.shape[-1] for t in tensors))
             bucket = choose_bucket(size, self.buckets, self.bucket_px, self.max_buckets)
             if bucket is None:
@@ -139,6 +140,23 @@ class CompiledInference:
             out = {"pred_logits": logits.clone(), "pred_boxes": boxes.clone()}  # the next replay overwrites them
         self._record(bucket, len(tensors), amp, started)
         return out
+
+    def _level_maps(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """`level_maps` through the compiled backbone; where compiling it fails (a dynamic-shape compile meets
+        more compiler bugs than the transformer's static one), one warning, and the backbone runs eagerly
+        from then on while the transformer stays compiled."""
+        if self._features is not None:
+            try:
+                return level_maps(self.model, tensors, self._features)
+            except torch._dynamo.exc.BackendCompilerFailed as error:
+                self._features = None
+                warnings.warn(
+                    f"compiled inference: compiling the backbone failed on {self.device.type} ({_reason(error)}); "
+                    "it runs eagerly from now on, the transformer stays compiled",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+        return level_maps(self.model, tensors)
 
     def _padded(
         self, per_image: list[list[torch.Tensor]], bucket: tuple[int, int]
@@ -262,12 +280,16 @@ def _one_line_compile_errors(device: torch.device) -> Iterator[None]:
     try:
         yield
     except torch._dynamo.exc.BackendCompilerFailed as error:
-        inner = getattr(error, "inner_exception", None) or error
-        detail = (str(inner).strip().splitlines() or [""])[0][:300]
         raise BackendError(
-            f"torch.compile failed on {device.type} ({type(inner).__name__}: {detail}); run without compile "
-            "(the eager path computes the same outputs)"
+            f"torch.compile failed on {device.type} ({_reason(error)}); run without compile (the eager path "
+            "computes the same outputs)"
         ) from None
+
+
+def _reason(error: Exception) -> str:
+    """`Type: first line` of the error inside a compiler failure."""
+    inner = getattr(error, "inner_exception", None) or error
+    return f"{type(inner).__name__}: {(str(inner).strip().splitlines() or [''])[0][:300]}"
 
 
 def _cudagraph_trees_ready_on_this_thread() -> None:
