@@ -9,10 +9,12 @@ Why and how. At batch 1 an eager forward is launch-bound on a GPU: ~2,500 kernel
 transformer's small per-layer ops. The work splits the way `predict` already splits it
 (`deformable_detr.models.predict`):
 
-- Backbone and input projections run per group of same-size images, unpadded (the ResNet and the
-  projections' GroupNorm see padding), through torch.compile with dynamic shapes and no CUDA graphs: a
-  CUDA graph holds one fixed shape and image sizes vary continuously, while fused kernels of a ResNet at
-  800 px are long enough to hide their launches. A new image size does not recompile it.
+- Backbone and input projections run on each image alone, unpadded (the ResNet and the projections'
+  GroupNorm see padding), through torch.compile with dynamic height and width and no CUDA graphs: a CUDA
+  graph holds one fixed shape and image sizes vary continuously, while fused kernels of a ResNet at 800 px
+  are long enough to hide their launches. One compile serves every size (seen on the CPU: 800x1066,
+  800x1200, 750x1333, 1066x800 and 512x683 without a recompile); a symbolic batch size, by contrast, made
+  inductor fail (torch 2.13, ValueRangeError), hence one image at a time.
 - The transformer and heads (`model.detect`) hold most of the kernels, and their outputs do not depend
   on padding given the masks. Their per-level inputs are padded up to a shape bucket (`buckets.py`: the
   largest resized side rounded up to `bucket_px`) and run by torch.compile(mode="reduce-overhead",
@@ -72,8 +74,8 @@ class CompiledInference:
         model: the detector (`image_features`, `detect`, `backbone.strides`), already on its device.
         bucket_px: image buckets are the resized sides rounded up to multiples of this (>= 1).
         max_buckets: most image buckets compiled (>= 1); see `buckets.choose_bucket`.
-        compile_backbone: also compile the backbone and input projections (dynamic shapes, no CUDA graphs);
-            False runs them eagerly.
+        compile_backbone: also compile the backbone and input projections (dynamic height and width, one image
+            at a time, no CUDA graphs); False runs them eagerly, grouped by size.
     """
 
     def __init__(self, model: DeformableDETR, bucket_px: int = 64, max_buckets: int = 8, compile_backbone: bool = True):
@@ -142,12 +144,12 @@ class CompiledInference:
         return out
 
     def _level_maps(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-        """`level_maps` through the compiled backbone; where compiling it fails (a dynamic-shape compile meets
-        more compiler bugs than the transformer's static one), one warning, and the backbone runs eagerly
-        from then on while the transformer stays compiled."""
+        """`level_maps` through the compiled backbone, one image at a time; where compiling it fails (a
+        dynamic-shape compile meets more compiler bugs than the transformer's static one), one warning, and
+        the backbone runs eagerly (grouped by size) from then on while the transformer stays compiled."""
         if self._features is not None:
-            try:
-                return level_maps(self.model, tensors, self._features)
+            try:  # one image at a time: one compile serves every size (a symbolic batch fails in inductor)
+                return [level_maps(self.model, [tensor], self._features)[0] for tensor in tensors]
             except torch._dynamo.exc.BackendCompilerFailed as error:
                 self._features = None
                 warnings.warn(
