@@ -9,10 +9,12 @@ Why and how. At batch 1 an eager forward is launch-bound on a GPU: ~2,500 kernel
 transformer's small per-layer ops. The work splits the way `predict` already splits it
 (`deformable_detr.models.predict`):
 
-- Backbone and input projections run per group of same-size images, unpadded (the ResNet and the
-  projections' GroupNorm see padding), through torch.compile with dynamic shapes and no CUDA graphs: a
-  CUDA graph holds one fixed shape and image sizes vary continuously, while fused kernels of a ResNet at
-  800 px are long enough to hide their launches. A new image size does not recompile it.
+- Backbone and input projections run on each image alone, unpadded (the ResNet and the projections'
+  GroupNorm see padding), through torch.compile with dynamic height and width and no CUDA graphs: a CUDA
+  graph holds one fixed shape and image sizes vary continuously, while fused kernels of a ResNet at 800 px
+  are long enough to hide their launches. One compile serves every size (seen on the CPU: 800x1066,
+  800x1200, 750x1333, 1066x800 and 512x683 without a recompile); a symbolic batch size, by contrast, made
+  inductor fail (torch 2.13, ValueRangeError), hence one image at a time.
 - The transformer and heads (`model.detect`) hold most of the kernels, and their outputs do not depend
   on padding given the masks. Their per-level inputs are padded up to a shape bucket (`buckets.py`: the
   largest resized side rounded up to `bucket_px`) and run by torch.compile(mode="reduce-overhead",
@@ -28,6 +30,7 @@ transformer's small per-layer ops. The work splits the way `predict` already spl
 - CUDA graphs belong to the thread that recorded them: call from one thread (`serve` runs every forward,
   warm-up included, on its one model thread). On a CPU the same runs through inductor's C++ backend
   without CUDA graphs; where torch.compile cannot run, the first call raises a one-line `BackendError`.
+  Where only the backbone's (dynamic-shape) compile fails, it warns once and runs the backbone eagerly.
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ class CompiledInference:
         model: the detector (`image_features`, `detect`, `backbone.strides`), already on its device.
         bucket_px: image buckets are the resized sides rounded up to multiples of this (>= 1).
         max_buckets: most image buckets compiled (>= 1); see `buckets.choose_bucket`.
-        compile_backbone: also compile the backbone and input projections (dynamic shapes, no CUDA graphs);
-            False runs them eagerly.
+        compile_backbone: also compile the backbone and input projections (dynamic height and width, one image
+            at a time, no CUDA graphs); False runs them eagerly, grouped by size.
     """
 
     def __init__(self, model: DeformableDETR, bucket_px: int = 64, max_buckets: int = 8, compile_backbone: bool = True):
@@ -122,7 +125,7 @@ class CompiledInference:
             )
         started = time.perf_counter()
         with self._context(amp), _one_line_compile_errors(self.device):
-            per_image = level_maps(self.model, tensors, self._features)  # per image, per level (C, H_l, W_l)
+            per_image = self._level_maps(tensors)  # per image, per level (C, H_l, W_l)
             size = (max(t.shape[-2] for t in tensors), max(t.shape[-1] for t in tensors))
             bucket = choose_bucket(size, self.buckets, self.bucket_px, self.max_buckets)
             if bucket is None:
@@ -139,6 +142,23 @@ class CompiledInference:
             out = {"pred_logits": logits.clone(), "pred_boxes": boxes.clone()}  # the next replay overwrites them
         self._record(bucket, len(tensors), amp, started)
         return out
+
+    def _level_maps(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """`level_maps` through the compiled backbone, one image at a time; where compiling it fails (a
+        dynamic-shape compile meets more compiler bugs than the transformer's static one), one warning, and
+        the backbone runs eagerly (grouped by size) from then on while the transformer stays compiled."""
+        if self._features is not None:
+            try:  # one image at a time: one compile serves every size (a symbolic batch fails in inductor)
+                return [level_maps(self.model, [tensor], self._features)[0] for tensor in tensors]
+            except torch._dynamo.exc.BackendCompilerFailed as error:
+                self._features = None
+                warnings.warn(
+                    f"compiled inference: compiling the backbone failed on {self.device.type} ({_reason(error)}); "
+                    "it runs eagerly from now on, the transformer stays compiled",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+        return level_maps(self.model, tensors)
 
     def _padded(
         self, per_image: list[list[torch.Tensor]], bucket: tuple[int, int]
@@ -262,12 +282,16 @@ def _one_line_compile_errors(device: torch.device) -> Iterator[None]:
     try:
         yield
     except torch._dynamo.exc.BackendCompilerFailed as error:
-        inner = getattr(error, "inner_exception", None) or error
-        detail = (str(inner).strip().splitlines() or [""])[0][:300]
         raise BackendError(
-            f"torch.compile failed on {device.type} ({type(inner).__name__}: {detail}); run without compile "
-            "(the eager path computes the same outputs)"
+            f"torch.compile failed on {device.type} ({_reason(error)}); run without compile (the eager path "
+            "computes the same outputs)"
         ) from None
+
+
+def _reason(error: Exception) -> str:
+    """`Type: first line` of the error inside a compiler failure."""
+    inner = getattr(error, "inner_exception", None) or error
+    return f"{type(inner).__name__}: {(str(inner).strip().splitlines() or [''])[0][:300]}"
 
 
 def _cudagraph_trees_ready_on_this_thread() -> None:
