@@ -71,7 +71,10 @@ def test_training_step_on_cuda_matches_cpu(name, no_tf32):
     """Same weights, batch and matching (the CPU's, replayed, so a near-tie cannot flip it): the losses and every
     gradient on CUDA equal the CPU's. fp32 both sides with TF32 off; summation orders differ (and the Triton
     backward adds grad_value with atomics in any order): losses within 1e-5 relative, each gradient within 1e-4 of
-    its tensor's largest entry."""
+    its tensor's largest entry plus 1e-7 (a bias in front of a GroupNorm has an exact gradient of 0, so its
+    entries, ~1e-8, are rounding alone). The R50 backbone's gradients are compared within 1e-3 of their largest
+    entry: on an H200 (2026-12-04, TF32 off) cuDNN's convolution backward differed from the CPU's by up to 5.7e-4
+    of the largest entry at layer2, after the gradient has crossed layers 3 and 4."""
     config = tiny_config(dropout=0.0) if name == "tiny" else ModelConfig(num_classes=5, dropout=0.0)
     torch.manual_seed(0)
     model = DeformableDETR(config).train()
@@ -93,9 +96,10 @@ def test_training_step_on_cuda_matches_cpu(name, no_tf32):
     assert gpu_losses == pytest.approx(cpu_losses, rel=1e-5, abs=1e-7)
     assert gpu_grads.keys() == cpu_grads.keys() and len(gpu_grads) > 10
     for key, expected in cpu_grads.items():
-        scale = max(expected.abs().max().item(), 1e-12)
+        relative = 1e-3 if name == "default" and key.startswith("backbone.") else 1e-4
+        scale = expected.abs().max().item()
         torch.testing.assert_close(
-            gpu_grads[key], expected, rtol=0, atol=1e-4 * scale, msg=lambda m, k=key: f"{k}: {m}"
+            gpu_grads[key], expected, rtol=0, atol=relative * scale + 1e-7, msg=lambda m, k=key: f"{k}: {m}"
         )
 
 
