@@ -19,12 +19,20 @@ import pytest
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-_BLOCK = re.compile(r"(<!-- readme: skip[^>]*-->\s*\n)?```python\n(.*?)```", re.S)
+_BLOCK = re.compile(r"(<!-- readme: skip([^>]*)-->\s*\n)?```python\n(.*?)```", re.S)
 
 
-def _blocks() -> list[tuple[int, str, bool]]:
+def _blocks() -> list[tuple[int, str, str | None]]:
+    """(line, code, the reason of a `readme: skip` marker or None) of every python block."""
     text = README.read_text()
-    return [(text.count("\n", 0, m.start()) + 1, m.group(2), m.group(1) is not None) for m in _BLOCK.finditer(text)]
+    return [
+        (text.count("\n", 0, m.start()) + 1, m.group(3), m.group(2).strip() if m.group(1) else None)
+        for m in _BLOCK.finditer(text)
+    ]
+
+
+def _runnable_blocks() -> list[tuple[int, str]]:
+    return [(line, code) for line, code, reason in _blocks() if reason is None]
 
 
 def _tiny_config():
@@ -74,14 +82,19 @@ def world(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("line, code, skipped", _blocks(), ids=[f"README.md:{line}" for line, _, _ in _blocks()])
-def test_readme_python_block_runs(world, monkeypatch, line, code, skipped):
-    if skipped:
-        pytest.skip(f"README.md:{line} is marked `readme: skip`")
+@pytest.mark.parametrize("line, code", _runnable_blocks(), ids=[f"README.md:{line}" for line, _ in _runnable_blocks()])
+def test_readme_python_block_runs(world, monkeypatch, line, code):
     monkeypatch.chdir(world)
     namespace: dict = {"__name__": "__readme__"}
     exec(compile(code, f"README.md:{line}", "exec"), namespace)  # noqa: S102 - the README is ours
 
 
 def test_readme_has_python_blocks():
-    assert len(_blocks()) >= 5
+    assert len(_runnable_blocks()) >= 5
+
+
+def test_readme_blocks_not_run_say_why():
+    """A block marked `readme: skip` (a GPU, minutes of compiling) is not collected above: it must give its reason."""
+    for line, code, reason in _blocks():
+        assert reason is None or len(reason) > 10, f"README.md:{line}: `readme: skip` needs a reason"
+        compile(code, f"README.md:{line}", "exec")  # still valid Python
