@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch._dynamo
+from torch._dynamo.utils import counters
 
 from deformable_detr.errors import BackendError, ConfigError
 from deformable_detr.models.buckets import choose_bucket, level_sizes, level_strides
@@ -138,9 +139,10 @@ class CompiledInference:
             if self.device.type == "cuda":
                 _cudagraph_trees_ready_on_this_thread()
                 torch.compiler.cudagraph_mark_step_begin()
+            skips = counters["inductor"]["cudagraph_skips"]
             logits, boxes = self._detect(sources, masks)
             out = {"pred_logits": logits.clone(), "pred_boxes": boxes.clone()}  # the next replay overwrites them
-        self._record(bucket, len(tensors), amp, started)
+        self._record(bucket, len(tensors), amp, started, counters["inductor"]["cudagraph_skips"] - skips)
         return out
 
     def _level_maps(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -215,7 +217,11 @@ class CompiledInference:
             + (" bf16" if record["amp"] else "")
             for record in self.compiles
         )
-        return f"torch.compile ({self.mode}, {self.device.type}): {len(self.compiles)} shape(s) [{shapes}], first calls {seconds:.1f} s"
+        skipped = sum(record.get("cudagraph_skips", 0) for record in self.compiles)
+        return (
+            f"torch.compile ({self.mode}, {self.device.type}): {len(self.compiles)} shape(s) [{shapes}], first calls "
+            f"{seconds:.1f} s" + (f"; CUDA graphs declined {skipped} time(s)" if skipped else "")
+        )
 
     @contextlib.contextmanager
     def _context(self, amp: bool) -> Iterator[None]:
@@ -232,8 +238,9 @@ class CompiledInference:
         ):
             yield
 
-    def _record(self, bucket: tuple[int, int], batch: int, amp: bool, started: float) -> None:
-        """Note the first call of a (bucket, batch 1 or >= 2, amp) shape, which compiled it."""
+    def _record(self, bucket: tuple[int, int], batch: int, amp: bool, started: float, cudagraph_skips: int) -> None:
+        """Note the first call of a (bucket, batch 1 or >= 2, amp) shape, which compiled it, and whether inductor
+        declined CUDA graphs for it (it says why only under TORCH_LOGS=perf_hints)."""
         batch_class = "1" if batch == 1 else ">=2"
         if any(
             r["image_bucket"] == list(bucket) and r["batch"] == batch_class and r["amp"] == amp for r in self.compiles
@@ -241,9 +248,18 @@ class CompiledInference:
             return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - started
         self.compiles.append(
-            {"image_bucket": list(bucket), "batch": batch_class, "amp": amp, "seconds": time.perf_counter() - started}
+            {"image_bucket": list(bucket), "batch": batch_class, "amp": amp, "seconds": seconds}
+            | ({"cudagraph_skips": cudagraph_skips} if self.mode == "reduce-overhead" else {})
         )
+        if cudagraph_skips and self.mode == "reduce-overhead":
+            warnings.warn(
+                f"compiled inference: inductor did not use CUDA graphs for the transformer at {bucket[0]}x{bucket[1]} "
+                "(TORCH_LOGS=perf_hints says why); it runs compiled without them: same outputs, more launch time",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _warn_uncompiled(self, size: tuple[int, int]) -> None:
         if not self._warned:
