@@ -34,11 +34,12 @@ bench: setup
 	$(VENV)/bin/deformable-detr bench op
 
 # The Triton compile matrix (`bench op-triton --compile-matrix`, no GPU needed) under each Triton that a
-# supported torch pins for CUDA (2.4 -> 3.0.0, 2.5 -> 3.1.0, 2.6 -> 3.2.0, 2.7 -> 3.3.1, 2.8 -> 3.4.0,
-# 2.9 -> 3.5.1, 2.10/2.11 -> 3.6.0, 2.12 -> 3.7.0, 2.13 -> 3.7.1), each installed once into
-# $(TRITON_DIR)/<version> and put first on PYTHONPATH. Writes benchmarks/results/triton_matrix_<version>.json.
-# Slow (about 15 minutes per version on 2 cores), not in CI; exits non-zero if any version has a failing cell.
-TRITON_VERSIONS ?= 3.0.0 3.1.0 3.2.0 3.3.1 3.4.0 3.5.1 3.6.0 3.7.0 3.7.1
+# supported torch pins for CUDA (2.4 -> 3.0.0, 2.5 -> 3.1.0, 2.6 -> 3.2.0, 2.7.0/2.7.1 -> 3.3.0/3.3.1,
+# 2.8 -> 3.4.0, 2.9.0/2.9.1 -> 3.5.0/3.5.1, 2.10 and 2.11 -> 3.6.0, 2.12.0 -> 3.7.0, 2.12.1 and 2.13 -> 3.7.1,
+# 2.14 -> 3.8.0), each installed once into $(TRITON_DIR)/<version> and put first on PYTHONPATH. Writes
+# benchmarks/results/triton_matrix_<version>.json. Slow (5-15 minutes per version on 2 cores), not in CI;
+# exits non-zero if any version has a failing cell.
+TRITON_VERSIONS ?= 3.0.0 3.1.0 3.2.0 3.3.0 3.3.1 3.4.0 3.5.0 3.5.1 3.6.0 3.7.0 3.7.1 3.8.0
 TRITON_DIR      ?= .cache/triton
 
 triton-matrix: setup

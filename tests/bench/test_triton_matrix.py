@@ -99,3 +99,8 @@ def test_full_matrix_compiles_with_installed_triton(tmp_path):
     result, written = _run_matrix_cli(tmp_path)
     assert result.returncode == 0, "\n".join(line for line in result.stdout.splitlines() if "FAIL" in line)[-5000:]
     assert written["summary"]["failed"] == 0 and written["summary"]["cells"] == len(triton_matrix.matrix_cells())
+
+
+def test_arch_below_triton_targets_is_a_usage_error(capsys):
+    assert main(["bench", "op-triton", "--compile-matrix", "--arch", "90", "12"]) == 2
+    assert "--arch 12 is not a Triton target" in capsys.readouterr().err

@@ -187,7 +187,9 @@ def _add_bench_op_triton(targets) -> None:
         action="store_true",
         help="compile forward and backward ahead of time for every dtype, head dim, block size, L/P, arch",
     )
-    matrix.add_argument("--arch", type=int, nargs="+", choices=[80, 90], default=[80, 90], help="sm_XX (default 80 90)")
+    matrix.add_argument(
+        "--arch", type=int, nargs="+", default=[80, 90], metavar="SM", help="targets sm_SM (default 80 90; e.g. 86, 89)"
+    )
     matrix.add_argument("--quick", action="store_true", help="only the cases Triton 3.6/3.7 failed before the fix")
     matrix.add_argument("--jobs", type=int, help="compiler processes (default: one per CPU)")
     parser.set_defaults(handler=_bench_op_triton)
@@ -210,6 +212,8 @@ def _bench_triton_compile_matrix(args) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs} must be >= 1")
+    if min(args.arch) < 75:
+        raise ConfigError(f"--arch {min(args.arch)} is not a Triton target; give sm numbers >= 75, e.g. 80 90")
     result, out = run_and_write(
         tuple(args.arch), args.quick, args.jobs, args.out, echo=lambda line: print(line, flush=True)
     )
