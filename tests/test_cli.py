@@ -101,6 +101,17 @@ def test_make_dataset_command(tmp_path, capsys):
     assert len(json.loads((tmp_path / "d" / "val" / "annotations.json").read_text())["images"]) == 1
 
 
+def test_make_dataset_object_options(tmp_path, capsys):
+    args = ["make-dataset", str(tmp_path / "d"), "--train", "3", "--val", "0", "--image-size", "96", "--workers", "1"]
+    status, _, _ = _run([*args, "--objects-per-image", "1", "2", "--object-size", "30", "50"], capsys)
+    assert status == 0
+    info = json.loads((tmp_path / "d" / "train" / "annotations.json").read_text())["info"]
+    assert info["objects_per_image"] == [1, 2] and info["object_size"] == [30.0, 50.0]
+    status, _, err = _run([*args, "--overwrite", "--objects-per-image", "2", "1"], capsys)
+    assert status == 2 and "objects_per_image=(2, 1)" in err
+    assert len(list((tmp_path / "d" / "train" / "images").iterdir())) == 3  # refused before anything was replaced
+
+
 def test_make_dataset_refuses_a_folder_that_holds_files_unless_overwrite(tmp_path, capsys):
     out = tmp_path / "d"
     args = ["make-dataset", str(out), "--train", "3", "--val", "1", "--image-size", "64"]

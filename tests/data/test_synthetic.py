@@ -155,3 +155,52 @@ def test_new_shapes_differ_from_the_demo_shapes(first, second):
     a = synthetic._shape_coverage(first, 20.0, 20.0, 0.0) >= 0.5
     b = synthetic._shape_coverage(second, 20.0, 20.0, 0.0) >= 0.5
     assert a.shape == b.shape and (a != b).mean() > 0.08  # at least 8 % of the box differs
+
+
+def test_fewer_larger_objects_and_fewer_classes(tmp_path):
+    """objects_per_image=(1, 2), object_size=(30, 70), 3 classes: the easy set DETR's convergence study needs."""
+    split = make_dataset(
+        tmp_path,
+        num_train=12,
+        num_val=0,
+        image_size=128,
+        seed=2,
+        num_workers=1,
+        classes="circle,square,triangle",
+        objects_per_image=(1, 2),
+        object_size=(30, 70),
+    )["train"]
+    data = json.loads(split.annotations_file.read_text())
+    assert data["info"]["objects_per_image"] == [1, 2] and data["info"]["object_size"] == [30.0, 70.0]
+    per_image = np.bincount([a["image_id"] for a in data["annotations"]], minlength=13)[1:]
+    assert per_image.min() >= 1 and per_image.max() == 2
+    # sqrt(box area): the nominal side, enlarged up to 1.38x by a 30-degree rotation at aspect 4/3, minus anti-aliasing
+    sides = np.sqrt([a["area"] for a in data["annotations"]])
+    assert sides.min() >= 28 and sides.max() <= 1.38 * 70 + 2
+    assert {a["category_id"] for a in data["annotations"]} <= {1, 2, 3}
+    assert check_dataset(split.images_dir, split.annotations_file).ok
+
+
+def test_default_options_leave_the_output_unchanged(tmp_path):
+    """Passing the defaults explicitly gives the same bytes as not passing them (and no extra "info" keys)."""
+    plain = make_dataset(tmp_path / "plain", 3, 0, 96, seed=5, num_workers=1)["train"]
+    explicit = make_dataset(
+        tmp_path / "explicit", 3, 0, 96, seed=5, num_workers=1, objects_per_image=(1, synthetic.MAX_OBJECTS)
+    )["train"]
+    assert plain.annotations_file.read_bytes() == explicit.annotations_file.read_bytes()
+    assert set(json.loads(plain.annotations_file.read_text())["info"]) == {"description", "image_size", "seed"}
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(objects_per_image=(0, 2)), "objects_per_image=\\(0, 2\\)"),
+        (dict(objects_per_image=(3, 2)), "1 <= min <= max <= 12"),
+        (dict(objects_per_image=(1, 13)), "1 <= min <= max <= 12"),
+        (dict(object_size=(70, 30)), "object_size=\\(70, 30\\)"),
+        (dict(object_size=(2, 30)), "4 <= min <= max"),
+    ],
+)
+def test_bad_object_options_name_the_field(tmp_path, options, match):
+    with pytest.raises(ValueError, match=match):
+        make_dataset(tmp_path, 1, 0, image_size=96, seed=0, **options)

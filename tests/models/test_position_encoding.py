@@ -30,6 +30,19 @@ def test_pixel_encoding_counts_only_valid_pixels():
             torch.testing.assert_close(encoding[0, :, i, j], torch.tensor(expected), rtol=0, atol=1e-5)
 
 
+def test_detr_pixel_encoding_has_no_half_pixel_offset():
+    """offset=0 (DETR's PositionEmbeddingSine): the last valid row/column sits at 2*pi, not 2*pi * (n - 0.5) / n."""
+    padding_mask = torch.tensor([[[False, False, True]]])  # 1 x 3, valid region 1 x 2
+    encoding = sine_position_encoding(
+        padding_mask, num_feats=2, offset=0.0
+    )  # (1, 4, 1, 3): [sin y, cos y, sin x, cos x]
+    y = 1 / (1 + 1e-6) * 2 * math.pi
+    for j in range(2):
+        x = (j + 1) / (2 + 1e-6) * 2 * math.pi
+        expected = torch.tensor([math.sin(y), math.cos(y), math.sin(x), math.cos(x)])
+        torch.testing.assert_close(encoding[0, :, 0, j], expected, rtol=0, atol=1e-5)
+
+
 def test_pixel_encoding_of_an_image_equals_its_padded_copy_on_the_valid_region():
     alone = sine_position_encoding(torch.zeros(1, 5, 7, dtype=torch.bool), num_feats=16)
     padded_mask = torch.ones(1, 9, 12, dtype=torch.bool)

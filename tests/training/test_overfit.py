@@ -1,6 +1,7 @@
 """Training actually learns: the loss falls on a fixed batch, and one image can be overfit until its boxes are found."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -108,3 +109,49 @@ def test_overfit_one_image_with_every_training_option(tiny_dataset, tmp_path, ma
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate)
     metrics = evaluate(model, loader, str(gt_path), dataset.label_to_category_id)
     assert metrics["AP50"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_detr_class_error_falls_to_zero_on_a_few_easy_images(tmp_path, one_thread):
+    """DETR on 8 easy images (1-2 shapes of 24-53 px in 96 px images, 3 classes, `make_dataset`'s easy-set options):
+    the class error of its matched queries (argmax over K + 1 logits, no-object included, as DETR logs it) starts
+    near chance and falls to 0, and the cross-entropy falls far below the best image-blind prediction's."""
+    from deformable_detr.data.synthetic import make_dataset
+
+    paths = make_dataset(
+        tmp_path,
+        8,
+        0,
+        96,
+        seed=0,
+        num_workers=1,
+        classes="circle,square,triangle",
+        objects_per_image=(1, 2),
+        object_size=(24, 53),
+    )
+    dataset = CocoDetection(
+        paths["train"].images_dir, paths["train"].annotations_file, make_transforms(False, (96,), 192, val_size=96)
+    )
+    images, padding_mask, targets = collate([dataset[i] for i in range(8)], size_divisibility=32)
+    torch.manual_seed(0)
+    model = DETR(tiny_detr_config(num_classes=3)).train()
+    criterion = DetrCriterion.from_config(3, detr_loss_config())
+    optimizer = build_optimizer(model, OptimConfig(lr=2e-3, lr_backbone=2e-3))
+    class_errors, losses_ce = [], []
+    for _ in range(60):
+        losses = criterion(model(images, padding_mask), targets)
+        criterion.weighted_sum(losses).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        optimizer.zero_grad()
+        class_errors.append(losses["class_error"].item())
+        losses_ce.append(losses["loss_ce"].item())
+    # Best image-blind prediction: no-object at its weighted share a, each class (1 - a) / K; its weighted CE is the
+    # entropy-like bound below (N matched boxes of weight 1, Q*B - N unmatched of weight eos_coef 0.1).
+    matched = sum(len(t["labels"]) for t in targets)
+    unmatched = 8 * model.config.num_queries - matched
+    a = 0.1 * unmatched / (0.1 * unmatched + matched)
+    blind = (0.1 * unmatched * -math.log(a) + matched * -math.log((1 - a) / 3)) / (0.1 * unmatched + matched)
+    assert sum(class_errors[:3]) / 3 >= 30
+    assert max(class_errors[-10:]) == 0.0
+    assert losses_ce[-1] < 0.2 * blind

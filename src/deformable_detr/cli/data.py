@@ -26,6 +26,22 @@ def register_make_dataset(subparsers) -> None:
         "arrow, semicircle), or comma-separated shape names (default demo)",
     )
     parser.add_argument(
+        "--objects-per-image",
+        type=int,
+        nargs=2,
+        default=(1, 12),
+        metavar=("MIN", "MAX"),
+        help="objects drawn per image, uniform in MIN..MAX (default 1 12)",
+    )
+    parser.add_argument(
+        "--object-size",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="box side in px, log-uniform in MIN..MAX (default: a COCO-like mix, about half under 32 px)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace OUT/train and OUT/val of an earlier dataset (nothing else)"
     )
     parser.set_defaults(handler=_make_dataset)
@@ -36,9 +52,11 @@ def _make_dataset(args) -> None:
 
     from tqdm import tqdm
 
-    from ..data.synthetic import make_dataset
+    from ..data.synthetic import check_object_options, make_dataset, resolve_classes
     from ..errors import ConfigError
 
+    resolve_classes(args.classes)  # bad options fail before anything in OUT is replaced
+    check_object_options(tuple(args.objects_per_image), args.object_size)
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"make-dataset: OUT {args.out} is a file; give a folder")
     if args.out.is_dir() and any(args.out.iterdir()):
@@ -61,6 +79,8 @@ def _make_dataset(args) -> None:
             args.workers,
             progress=bar.update,
             classes=args.classes,
+            objects_per_image=tuple(args.objects_per_image),
+            object_size=None if args.object_size is None else tuple(args.object_size),
         )
     for name, paths in splits.items():
         print(f"{name}: {paths.images_dir}  {paths.annotations_file}")

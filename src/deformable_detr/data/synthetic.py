@@ -2,7 +2,7 @@
 
 Each image has a textured, cluttered background (two-colour gradient, low-frequency blotches,
 pixel noise and thin distractor strokes that are *not* objects) and 1..12 filled shapes of six
-categories. The category is the shape's outline only; colour and texture (solid, stripes, checker,
+categories (`objects_per_image`, `object_size` and `classes` make easier sets: fewer, larger objects, fewer classes). The category is the shape's outline only; colour and texture (solid, stripes, checker,
 shading) are random, so a detector must learn shape. Objects are stretched to aspect ratios
 0.75..1.33, rotated by up to +-30 degrees and span all three COCO size buckets (small < 32^2 px,
 medium, large > 96^2 px), with about half of them small.
@@ -50,6 +50,7 @@ _LARGE_MIN_SIDE = 105.0
 _BUCKET_PROBABILITIES = (0.5, 0.35, 0.15)  # small, medium, large
 _MAX_LARGE_PER_IMAGE = 2
 _PLACEMENT_TRIES = 12
+_MIN_OBJECT_SIDE = 4.0  # px; `object_size` below this draws shapes too small to tell apart
 _MIN_PATTERNED_SIDE = 20  # px; smaller objects get solid or shaded fills only
 _PARALLEL_MIN_IMAGES = 48  # below this a process pool costs more than it saves
 
@@ -71,6 +72,8 @@ def make_dataset(
     num_workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     classes: tuple[str, ...] | str = "demo",
+    objects_per_image: tuple[int, int] = (1, MAX_OBJECTS),
+    object_size: tuple[float, float] | None = None,
 ) -> dict[str, SplitPaths]:
     """Render the synthetic shapes dataset as COCO-format splits under `out_dir`.
 
@@ -81,11 +84,16 @@ def make_dataset(
         num_val: number of validation images (>= 0).
         image_size: longer image side in pixels (>= 64); the shorter side is 0.75..1 of it. Large
             objects (> 96^2 px) need a shorter side of at least ~132 px and are skipped below that.
-        seed: the output is a pure function of (num_train, num_val, image_size, seed).
+        seed: the output is a pure function of the arguments other than num_workers and progress.
         num_workers: processes used to render; None -> all CPU cores. Does not change the output.
         progress: called with the number of images just finished (for a progress bar).
         classes: a name in `CLASS_SETS` ("demo": the six shapes; "transfer": hexagon, crescent, arrow,
             semicircle) or a tuple of shape names from `SHAPES`; category ids are 1..K in this order.
+        objects_per_image: (min, max) objects drawn per image, uniform; a placement that would hide too much
+            of an earlier object is dropped, so an image may hold fewer.
+        object_size: (min, max) nominal box side in px (square root of the unrotated box area), log-uniform;
+            None = the COCO size-bucket mix (about half small). Sides above 0.8 of the shorter image side are
+            capped there.
 
     Returns:
         {"train": SplitPaths, "val": SplitPaths}.
@@ -96,16 +104,22 @@ def make_dataset(
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"make_dataset: seed={seed!r} must be a non-negative integer")
     classes = resolve_classes(classes)
+    objects_per_image, object_size = check_object_options(objects_per_image, object_size)
     out_dir = Path(out_dir)
     workers = num_workers or os.cpu_count() or 1
     splits = {}
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         images_dir = out_dir / split / "images"
         images_dir.mkdir(parents=True, exist_ok=True)
-        tasks = [(seed, split_index, index, image_size, str(images_dir), classes) for index in range(count)]
+        tasks = [
+            (seed, split_index, index, image_size, str(images_dir), classes, objects_per_image, object_size)
+            for index in range(count)
+        ]
         results = _map(_render_and_save, tasks, workers, progress)
         annotations_file = out_dir / split / "annotations.json"
-        _write_json(annotations_file, _coco_dict(results, split, image_size, seed, classes))
+        options = {} if objects_per_image == (1, MAX_OBJECTS) else {"objects_per_image": list(objects_per_image)}
+        options.update({} if object_size is None else {"object_size": list(object_size)})
+        _write_json(annotations_file, _coco_dict(results, split, image_size, seed, classes, options))
         splits[split] = SplitPaths(images_dir, annotations_file)
     return splits
 
@@ -147,10 +161,42 @@ def resolve_classes(classes: tuple[str, ...] | str) -> tuple[str, ...]:
     return classes
 
 
+def check_object_options(
+    objects_per_image: tuple[int, int], object_size: tuple[float, float] | None
+) -> tuple[tuple[int, int], tuple[float, float] | None]:
+    """`make_dataset`'s object count and size ranges as tuples, or a ConfigError naming the bad one."""
+    count = tuple(objects_per_image)
+    if (
+        len(count) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in count)
+        or not 1 <= count[0] <= count[1] <= MAX_OBJECTS
+    ):
+        raise ConfigError(
+            f"make_dataset: objects_per_image={objects_per_image!r} must be (min, max) integers "
+            f"with 1 <= min <= max <= {MAX_OBJECTS}"
+        )
+    if object_size is None:
+        return (count[0], count[1]), None
+    size = tuple(object_size)
+    if len(size) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in size):
+        raise ConfigError(f"make_dataset: object_size={object_size!r} must be (min, max) box sides in px")
+    if not _MIN_OBJECT_SIDE <= size[0] <= size[1]:
+        raise ConfigError(
+            f"make_dataset: object_size={object_size!r} must satisfy {_MIN_OBJECT_SIDE:g} <= min <= max (px)"
+        )
+    return (count[0], count[1]), (float(size[0]), float(size[1]))
+
+
 def _coco_dict(
-    results: list[tuple[int, int, list]], split: str, image_size: int, seed: int, classes: tuple[str, ...] = CATEGORIES
+    results: list[tuple[int, int, list]],
+    split: str,
+    image_size: int,
+    seed: int,
+    classes: tuple[str, ...] = CATEGORIES,
+    options: dict | None = None,
 ) -> dict:
-    """Assemble the COCO instances dict from per-image (width, height, objects) in image order."""
+    """Assemble the COCO instances dict from per-image (width, height, objects) in image order; `options`
+    (non-default generator settings) are recorded in "info"."""
     images, annotations = [], []
     for index, (width, height, objects) in enumerate(results):
         image_id = index + 1
@@ -171,6 +217,7 @@ def _coco_dict(
             "description": f"deformable_detr synthetic shapes, {split} split",
             "image_size": image_size,
             "seed": seed,
+            **(options or {}),
         },
         "images": images,
         "annotations": annotations,
@@ -187,15 +234,20 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _render_and_save(task: tuple) -> tuple[int, int, list]:
     """Render image `index` of a split, write its JPEG, return (width, height, [(category_id, bbox)])."""
-    seed, split_index, index, image_size, images_dir, classes = task
-    image, objects = render_image(np.random.default_rng([seed, split_index, index]), image_size, classes)
+    seed, split_index, index, image_size, images_dir, classes, objects_per_image, object_size = task
+    rng = np.random.default_rng([seed, split_index, index])
+    image, objects = render_image(rng, image_size, classes, objects_per_image, object_size)
     Image.fromarray(image).save(os.path.join(images_dir, f"{index:06d}.jpg"), quality=JPEG_QUALITY)
     height, width = image.shape[:2]
     return width, height, objects
 
 
 def render_image(
-    rng: np.random.Generator, image_size: int, classes: tuple[str, ...] = CATEGORIES
+    rng: np.random.Generator,
+    image_size: int,
+    classes: tuple[str, ...] = CATEGORIES,
+    objects_per_image: tuple[int, int] = (1, MAX_OBJECTS),
+    object_size: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
     """Draw one image and its objects.
 
@@ -203,6 +255,7 @@ def render_image(
         rng: the only source of randomness.
         image_size: longer side in pixels.
         classes: shape names; category id k + 1 draws classes[k].
+        objects_per_image, object_size: as `make_dataset`.
 
     Returns:
         image (H, W, 3) uint8 RGB; objects as (category_id in 1..K, [x, y, w, h] int pixels).
@@ -213,7 +266,7 @@ def render_image(
     full_pixels: list[int] = []  # mask size of each drawn object
     visible_pixels: list[int] = []  # of which not covered by later objects
     objects = []
-    for area, category in _sample_objects(rng, height, width, len(classes)):
+    for area, category in _sample_objects(rng, height, width, len(classes), objects_per_image, object_size):
         drawn = _place_object(rng, canvas, owner, full_pixels, visible_pixels, area, classes[category])
         if drawn is not None:
             objects.append((category + 1, drawn))
@@ -228,15 +281,30 @@ def _sample_image_shape(rng: np.random.Generator, image_size: int) -> tuple[int,
     return image_size, round(image_size * aspect)
 
 
-def _sample_objects(rng: np.random.Generator, height: int, width: int, num_classes: int) -> list[tuple[float, int]]:
+def _sample_objects(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    num_classes: int,
+    objects_per_image: tuple[int, int] = (1, MAX_OBJECTS),
+    object_size: tuple[float, float] | None = None,
+) -> list[tuple[float, int]]:
     """(nominal box area, category index) for each object, largest first (drawing order)."""
     large_max_side = 0.8 * min(height, width)
+    count = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
+    if object_size is not None:
+        low, high = (min(side, large_max_side) for side in object_size)
+        objects = []
+        for _ in range(count):
+            side = math.exp(rng.uniform(math.log(low), math.log(high)))  # log-uniform side
+            objects.append((side * side, int(rng.integers(num_classes))))
+        return sorted(objects, key=lambda item: -item[0])
     probabilities = np.array(_BUCKET_PROBABILITIES)
     if large_max_side <= _LARGE_MIN_SIDE + 5:
         probabilities[2] = 0.0  # image too small for COCO-large objects
     probabilities /= probabilities.sum()
     objects, num_large = [], 0
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+    for _ in range(count):
         bucket = int(rng.choice(3, p=probabilities))
         if bucket == 2 and num_large >= _MAX_LARGE_PER_IMAGE:
             bucket = 1

@@ -382,7 +382,8 @@ class DETR(nn.Module):
     def detect(self, sources: list[torch.Tensor], masks: list[torch.Tensor]) -> dict[str, Any]:
         """Transformer and heads on the one-level output of `image_features` (which may be padded); returns as `forward`."""
         (source,), (mask,) = sources, masks
-        pos = sine_position_encoding(mask, self.config.d_model // 2).to(source.dtype)  # (B, C, H_5, W_5)
+        # DETR's positions have no half-pixel offset (Deformable DETR's do)
+        pos = sine_position_encoding(mask, self.config.d_model // 2, offset=0.0).to(source.dtype)  # (B, C, H_5, W_5)
         hidden = self.transformer(source, mask, pos, self.query_embed.weight)  # (n_dec, B, Lq, C)
         logits = self.class_head(hidden)  # (n_dec, B, Lq, K + 1)
         boxes = self.box_head(hidden).sigmoid()  # (n_dec, B, Lq, 4)

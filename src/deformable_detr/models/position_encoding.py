@@ -22,19 +22,24 @@ def _sine_features(positions: torch.Tensor, num_feats: int, temperature: float) 
 
 
 def sine_position_encoding(
-    padding_mask: torch.Tensor, num_feats: int, temperature: float = 10000.0, scale: float = 2 * math.pi
+    padding_mask: torch.Tensor,
+    num_feats: int,
+    temperature: float = 10000.0,
+    scale: float = 2 * math.pi,
+    offset: float = 0.5,
 ) -> torch.Tensor:
     """DETR's normalized 2-D sine encoding of every pixel, counting only valid (unpadded) pixels.
 
-    Position along each axis is the count of valid pixels up to and including this one, minus 0.5,
-    divided by the valid extent of that row/column (+1e-6), times `scale`: pixel centres of the
-    valid region map to (0, 2*pi).
+    Position along each axis is the count of valid pixels up to and including this one, minus `offset`,
+    divided by the valid extent of that row/column (+1e-6), times `scale`. Deformable DETR subtracts 0.5
+    (pixel centres of the valid region map to (0, 2*pi)); DETR subtracts nothing (they map to (0, 2*pi]).
 
     Args:
         padding_mask: (B, H, W) bool, True = padding.
         num_feats: features per axis (d_model / 2); must be even.
         temperature: frequency base, 10000 as in DETR.
         scale: 2*pi as in DETR.
+        offset: 0.5 as in Deformable DETR (the default), 0.0 as in DETR.
 
     Returns:
         (B, 2 * num_feats, H, W) float32: channels [y features, x features].
@@ -43,8 +48,8 @@ def sine_position_encoding(
     y_embed = valid.cumsum(1)  # (B, H, W)
     x_embed = valid.cumsum(2)  # (B, H, W)
     eps = 1e-6  # as DETR
-    y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps) * scale
-    x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps) * scale
+    y_embed = (y_embed - offset) / (y_embed[:, -1:, :] + eps) * scale
+    x_embed = (x_embed - offset) / (x_embed[:, :, -1:] + eps) * scale
     encoding = torch.cat(
         (_sine_features(y_embed, num_feats, temperature), _sine_features(x_embed, num_feats, temperature)), dim=-1
     )  # (B, H, W, 2*num_feats)
