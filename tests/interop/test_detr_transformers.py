@@ -226,6 +226,8 @@ def test_every_loss_term_and_class_error_match_hf(models_and_outputs):
     correct = (expected["pred_logits"][batch_idx, query_idx].argmax(-1) == labels).float().mean()
     assert 0 < correct < 1  # some matched queries right, some wrong
     torch.testing.assert_close(losses["class_error"], 100.0 - 100.0 * correct, rtol=0, atol=1e-4)
+    correct_objects = (expected["pred_logits"][batch_idx, query_idx, :-1].argmax(-1) == labels).float().mean()
+    torch.testing.assert_close(losses["class_error_objects"], 100.0 - 100.0 * correct_objects, rtol=0, atol=1e-4)
 
     # HF's own total for the last layer (its loss_function, with DetrConfig's weights 1 / 5 / 2) = our weighted sum.
     with torch.no_grad():

@@ -40,6 +40,24 @@ def test_loss_on_toy_batch_matches_hand_computation():
     assert total == pytest.approx(2 * (1.0 * expected_ce + 5 * 0.2 + 2 * 0.5), abs=1e-5)
 
 
+def test_class_error_counts_a_winning_no_object_logit_and_class_error_objects_does_not():
+    """Two matched queries (K = 2, no-object last): query 0's right class is beaten by no-object, query 1's object
+    argmax is the wrong class. DETR's class_error: both wrong (100); over the K object logits only: query 0 right (50)."""
+    logits = torch.tensor([[[2.0, 0.0, 3.0], [0.0, 1.0, -1.0], [0.0, 0.0, 5.0]]])  # (B=1, Q=3, K+1=3)
+    boxes = torch.tensor([[[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.5, 0.5, 0.1, 0.1]]])
+    targets = [{"labels": torch.tensor([0, 0]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])}]
+    outputs = {
+        "pred_logits": logits,
+        "pred_boxes": boxes,
+        "aux_outputs": [{"pred_logits": logits, "pred_boxes": boxes}],
+    }
+    losses = DetrCriterion.from_config(2, detr_loss_config())(outputs, targets)
+    assert losses["class_error"].item() == pytest.approx(100.0)
+    assert losses["class_error_objects"].item() == pytest.approx(50.0)
+    assert not any(k.startswith("class_error_") and k[-1].isdigit() for k in losses)  # logged for the last layer only
+    assert DetrCriterion.from_config(2, detr_loss_config()).weight_of("class_error_objects") == 0.0
+
+
 def test_wrong_number_of_logits_is_a_clear_error():
     outputs, targets = _toy()
     with pytest.raises(ValueError, match="expected num_classes \\+ 1 = 4"):

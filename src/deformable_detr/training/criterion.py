@@ -184,7 +184,7 @@ class SetCriterion(nn.Module):
             **self._boxes_loss(outputs, targets, indices, num_boxes),
         }
         if suffix:
-            losses = {f"{k}{suffix}": v for k, v in losses.items() if k != "class_error"}
+            losses = {f"{k}{suffix}": v for k, v in losses.items() if not k.startswith("class_error")}
         return losses
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
@@ -196,7 +196,8 @@ class SetCriterion(nn.Module):
             targets: B dicts with `labels` (T_b,) int64 and `boxes` (T_b, 4) cxcywh normalized.
 
         Returns:
-            dict of scalar tensors: loss_ce, loss_bbox, loss_giou, class_error, and loss_*_{i}
+            dict of scalar tensors: loss_ce, loss_bbox, loss_giou, class_error (`DetrCriterion` adds
+            class_error_objects), and loss_*_{i}
             per aux output, loss_*_enc for encoder proposals. Use `weighted_sum` to combine.
         """
         num_boxes = sum(len(t["labels"]) for t in targets)

@@ -5,6 +5,12 @@ Differs from Deformable DETR's `SetCriterion` only in the classifier: a softmax 
 DETR) and is a weighted mean over all queries (not divided by the number of boxes). Matching costs
 class 1 / L1 5 / GIoU 2 and loss weights CE 1 / L1 5 / GIoU 2 are DETR's (`detr_loss_config`);
 the box losses and the auxiliary-layer losses are the shared ones.
+
+Logged, not trained: `class_error`, DETR's own (100 - top-1 accuracy of the matched queries over all K + 1 logits,
+so a matched query whose no-object logit wins counts as wrong), and `class_error_objects`, the same over the K
+object logits only, which is what Deformable DETR's `class_error` measures (its sigmoid classifier has no
+no-object logit). While DETR has not learnt which queries hold objects, the first reads 100 even when the second
+shows the classes are right.
 """
 
 from __future__ import annotations
@@ -70,11 +76,17 @@ class DetrCriterion(SetCriterion):
         target_classes[batch_idx, query_idx] = matched_labels
         loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=self.class_weight.to(logits.device))
         if len(matched_labels):
-            correct = logits[batch_idx, query_idx].argmax(-1) == matched_labels
-            class_error = 100.0 - 100.0 * correct.float().mean()
+            matched_logits = logits[batch_idx, query_idx]  # (N, K + 1)
+            class_error = 100.0 - 100.0 * (matched_logits.argmax(-1) == matched_labels).float().mean()
+            correct_object = matched_logits[:, :-1].argmax(-1) == matched_labels
+            class_error_objects = 100.0 - 100.0 * correct_object.float().mean()
         else:
-            class_error = logits.new_zeros(())
-        return {"loss_ce": loss_ce, "class_error": class_error.detach()}
+            class_error = class_error_objects = logits.new_zeros(())
+        return {
+            "loss_ce": loss_ce,
+            "class_error": class_error.detach(),
+            "class_error_objects": class_error_objects.detach(),
+        }
 
 
 def build_criterion(model_config, num_classes: int, loss: LossConfig) -> SetCriterion:

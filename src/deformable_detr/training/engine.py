@@ -627,6 +627,7 @@ def _log_record(run: Run, record: dict) -> None:
             "train_loss_bbox",
             "train_loss_giou",
             "train_class_error",
+            "train_class_error_objects",  # DETR only
         ) + AP_KEYS
         logger.info(
             "epoch %d%s (step %d, %.0f s): %s",
