@@ -397,7 +397,7 @@ def _compiles(kernel, grid: tuple[int, int], args: tuple, constexprs: dict, case
         )
         if message not in _warned:
             _warned.add(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=5)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)  # the caller of forward / backward
         return False
     return True
 
