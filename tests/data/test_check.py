@@ -6,7 +6,8 @@ import shutil
 import pytest
 from PIL import Image
 
-from deformable_detr.data.check import PROBLEM_KINDS, check_dataset
+from deformable_detr.data.check import check_dataset
+from deformable_detr.data.check_report import PROBLEM_KINDS
 from deformable_detr.data.coco import DatasetError
 from deformable_detr.data.synthetic import make_dataset
 

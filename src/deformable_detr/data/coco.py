@@ -17,6 +17,7 @@ import torch
 
 from ..errors import DatasetError
 from .images import load_rgb_image
+from .split import DatasetSplit
 from .transforms import ToTensorNormalize
 
 __all__ = ["CocoDetection", "DatasetError", "collate", "load_rgb_image"]
@@ -164,6 +165,14 @@ def read_json(path: Path) -> dict:
         raise DatasetError(f"{path}: not valid JSON ({error}); fix or regenerate the file") from None
     except OSError as error:
         raise DatasetError(f"{path}: cannot read ({error})") from None
+
+
+def load_json_split(images_dir: str | Path, annotations_file: str | Path) -> DatasetSplit:
+    """A COCO split given as an images folder and an instances JSON."""
+    annotations_file = Path(annotations_file)
+    if not Path(images_dir).is_dir():
+        raise DatasetError(f"{images_dir}: images folder not found; pass the folder holding the image files")
+    return DatasetSplit(annotations_file.stem, "coco", Path(images_dir), read_json(annotations_file), annotations_file)
 
 
 def collate(batch: list, size_divisibility: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError
+from .check import check_split, without_problems
 from .coco import read_json
-from .split import FORMATS, SPLIT_ALIASES, DatasetSplit
+from .split import FORMATS, SPLIT_ALIASES, DatasetSplit, write_coco
 from .voc import is_voc, read_voc, voc_splits
 from .yolo import is_yolo, read_yolo, yolo_splits
 
@@ -111,14 +112,6 @@ def _coco_splits(root: Path) -> dict[str, tuple[Path, Path]]:
     return splits
 
 
-def load_json_split(images_dir: str | Path, annotations_file: str | Path) -> DatasetSplit:
-    """A COCO split given as an images folder and an instances JSON."""
-    annotations_file = Path(annotations_file)
-    if not Path(images_dir).is_dir():
-        raise DatasetError(f"{images_dir}: images folder not found; pass the folder holding the image files")
-    return DatasetSplit(annotations_file.stem, "coco", Path(images_dir), read_json(annotations_file), annotations_file)
-
-
 @dataclass(frozen=True)
 class ConvertedSplit:
     """What `convert_dataset` wrote for one split.
@@ -169,9 +162,6 @@ def convert_dataset(src: str | Path, out: str | Path, format: str = "auto") -> d
         DatasetError: `out` exists and is not empty (nothing is overwritten), `src` cannot be read, or it has
             a problem no entry can be left out for (e.g. duplicate category ids).
     """
-    from .check import check_split, without_problems
-    from .split import write_coco
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out}: already exists and is not empty; choose a new output folder")
