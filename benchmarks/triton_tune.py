@@ -2,7 +2,7 @@
 
 Run on a CUDA machine from the repository root: `PYTHONPATH=src python benchmarks/triton_tune.py` (with the reference
 implementation's op importable as `MultiScaleDeformableAttention` it is timed too). Writes `$OUT/tune_triton.json` (or
-/tmp). The sweep behind `ops/triton.py`'s `_MIN_PROGRAMS`: benchmarks/results/triton_tune_gpu.json (H200, Triton 3.6).
+/tmp). The sweep behind `ops/triton_launch.py`'s `MIN_PROGRAMS`: benchmarks/results/triton_tune_gpu.json (H200, Triton 3.6).
 """
 
 import json
@@ -14,6 +14,7 @@ from triton.testing import do_bench
 
 from deformable_detr.bench.op_triton import make_inputs
 from deformable_detr.ops import triton as tb
+from deformable_detr.ops import triton_launch
 
 try:
     import MultiScaleDeformableAttention as official
@@ -40,7 +41,7 @@ def bench(fn):
 
 
 rows = []
-orig_block, orig_warps = tb._block_sizes, tb._NUM_WARPS
+orig_block, orig_warps = triton_launch.block_sizes, triton_launch.NUM_WARPS
 for case in ("decoder", "encoder"):
     for dtype in (torch.float32, torch.bfloat16):
         inputs = make_inputs(case, "realistic", dtype, torch.device("cuda"))
@@ -70,8 +71,8 @@ for case in ("decoder", "encoder"):
             print(rows[-1], flush=True)
         for block_q in (8, 16, 32, 64):
             for warps in (1, 2, 4):
-                tb._block_sizes = lambda *a, bq=block_q: (bq, triton.next_power_of_2(a[-1]))
-                tb._NUM_WARPS = warps
+                triton_launch.block_sizes = lambda *a, bq=block_q: (bq, triton.next_power_of_2(a[-1]))
+                triton_launch.NUM_WARPS = warps
                 try:
                     out = tb.forward(*inputs).float()
                     err = (out - ref).abs().max().item()
@@ -100,6 +101,6 @@ for case in ("decoder", "encoder"):
                     )
                 rows.append(row)
                 print(row, flush=True)
-        tb._block_sizes, tb._NUM_WARPS = orig_block, orig_warps
+        triton_launch.block_sizes, triton_launch.NUM_WARPS = orig_block, orig_warps
 out = os.environ.get("OUT", "/tmp")
 json.dump(rows, open(os.path.join(out, "tune_triton.json"), "w"), indent=1)

@@ -44,7 +44,7 @@ def test_quick_matrix_compiles_what_triton_3_6_and_3_7_failed(tmp_path):
 def test_quick_cells_are_the_failed_cases_at_their_largest_block():
     cells = triton_matrix.matrix_cells(archs=(90,), quick=True)
     cases = {(c.direction, c.dtype, c.head_dim, c.block_q, c.block_d) for c in cells}
-    # Largest BLOCK_Q = min(_TILE_ELEMENTS 512 // BLOCK_D, 128): 64 rows at D = 8, 32 at 16, 16 at 24 and 32.
+    # Largest BLOCK_Q = min(TILE_ELEMENTS 512 // BLOCK_D, 128): 64 rows at D = 8, 32 at 16, 16 at 24 and 32.
     assert cases == {
         *[("forward", dtype, 8, 64, 8) for dtype in ("fp32", "bf16", "fp16")],
         *[("forward", dtype, 16, 32, 16) for dtype in ("fp32", "bf16", "fp16")],

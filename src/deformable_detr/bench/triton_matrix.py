@@ -2,7 +2,7 @@
 
 Triton ships its whole compiler (MLIR passes, LLVM, ptxas), so it builds the cubin a GPU would run on a
 machine without one. Compiler bugs of one Triton release (3.6 and 3.7 failed on head dims 8/16, and on
-fp64 at 24/32, before the fix in `ops/triton.py`) show up here, for whichever Triton is importable
+fp64 at 24/32, before the fix in `ops/triton_kernels.py`) show up here, for whichever Triton is importable
 (`make triton-matrix` runs every release that a supported torch pins). Each cell is compiled by the
 launcher's own `_build` (Triton's `JITFunction.warmup`, what a first launch does minus the launch) with
 a driver that only names the target, so the JIT specializes exactly as on a GPU; the only GPU step left
@@ -16,8 +16,8 @@ The matrix (one cell = one compiled kernel):
                with the channels past D masked: every BLOCK_D from 1 to 256 at D = BLOCK_D (no mask), plus
                masked tails at 12, 24 and 48 (BLOCK_D 16, 32, 64). Not compiled: tails of the other BLOCK_D
                (D = 3, 6, 96, 192, ...) and D > 256; the run-time fallback covers those.
-    BLOCK_Q    every BLOCK_Q that `ops.triton._block_sizes` can choose for that D at the module's current
-               `_TILE_ELEMENTS` and `_NUM_WARPS` (the warps too come from the module).
+    BLOCK_Q    every BLOCK_Q that `ops.triton_launch.block_sizes` can choose for that D at the module's current
+               `TILE_ELEMENTS` and `NUM_WARPS` (the warps too come from the module).
     L, P, M    4 levels x 4 points x 8 heads (every paper preset but single-scale) at every BLOCK_Q; at
                D = 8 and 32 and their largest BLOCK_Q also 1 x 4 x 8 (single-scale) and 1 x 1 x 1 (loops of
                one iteration fold away, so the kernel body is straight-line code).
@@ -72,21 +72,21 @@ class Cell:
 
 
 def block_choices(head_dim: int) -> list[tuple[int, int]]:
-    """Every (BLOCK_Q, BLOCK_D) that `ops.triton._block_sizes` returns for this D, largest BLOCK_Q first.
+    """Every (BLOCK_Q, BLOCK_D) that `ops.triton_launch.block_sizes` returns for this D, largest BLOCK_Q first.
 
     Found by asking it: B * Lq = 1..256 and every 2^k and 3 * 2^k up to 2^24, M = 1 and 8 (it halves
     BLOCK_Q while the grid is small, so B * Lq = 2^k reaches every BLOCK_Q between its two bounds).
     """
-    from deformable_detr.ops import triton as backend
+    from deformable_detr.ops import triton_launch
 
     rows = set(range(1, 257)) | {2**k for k in range(25)} | {3 * 2**k for k in range(24)}
-    choices = {backend._block_sizes(num_rows, num_heads, head_dim) for num_rows in rows for num_heads in (1, 8)}
+    choices = {triton_launch.block_sizes(num_rows, num_heads, head_dim) for num_rows in rows for num_heads in (1, 8)}
     return sorted(choices, reverse=True)
 
 
 def matrix_cells(archs: Iterable[int] = ARCHS, quick: bool = False) -> list[Cell]:
     """The cells to compile (see the module docstring), D by D."""
-    from deformable_detr.ops import triton as backend
+    from deformable_detr.ops import triton_launch
 
     cells = []
     for head_dim in sorted({d for _, _, d in QUICK}) if quick else HEAD_DIMS:
@@ -101,7 +101,7 @@ def matrix_cells(archs: Iterable[int] = ARCHS, quick: bool = False) -> list[Cell
                         for levels, points, heads in SHAPES if all_shapes else SHAPES[:1]:
                             cells.append(
                                 Cell(arch, direction, dtype, head_dim, levels, points, heads, block_q, block_d,
-                                     backend._NUM_WARPS)
+                                     triton_launch.NUM_WARPS)
                             )  # fmt: skip
     return cells
 
@@ -147,7 +147,8 @@ def _cell_call(cell: Cell):
     """
     import torch
 
-    from deformable_detr.ops import triton as backend
+    from deformable_detr.ops import triton_kernels, triton_launch
+    from deformable_detr.ops.triton import accumulator_dtype
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}[cell.dtype]
     B, Lq, M, D, L, P = 1, 2, cell.num_heads, cell.head_dim, cell.levels, cell.points
@@ -160,11 +161,11 @@ def _cell_call(cell: Cell):
     blocks = (cell.block_q, cell.block_d)
     if cell.direction == "forward":
         output = torch.empty(B, Lq, M * D, dtype=dtype)
-        return (backend._forward_kernel, *backend._forward_call(*inputs, output, *blocks))
+        return (triton_kernels.forward_kernel, *triton_launch.forward_call(*inputs, output, *blocks))
     grad_output = torch.zeros(B, Lq, M * D, dtype=dtype)
-    grad_value = torch.zeros_like(value, dtype=backend._accumulator_dtype(value)[0])
+    grad_value = torch.zeros_like(value, dtype=accumulator_dtype(value))
     grads = (grad_value, torch.zeros_like(sampling_locations), torch.zeros_like(attention_weights))
-    return (backend._backward_kernel, *backend._backward_call(grad_output, *inputs, *grads, *blocks))
+    return (triton_kernels.backward_kernel, *triton_launch.backward_call(grad_output, *inputs, *grads, *blocks))
 
 
 @contextlib.contextmanager
@@ -195,7 +196,7 @@ def _first_error_line(error: BaseException, stderr: str) -> str:
 
 
 def compile_cell(cell: Cell) -> dict:
-    """Compile one cell through the launcher's own `_build` (Triton's warmup) for sm_<arch>.
+    """Compile one cell through the launcher's own `triton_launch.build` (Triton's warmup) for sm_<arch>.
 
     Returns `dataclasses.asdict(cell)` plus ok, error (one line or None), seconds and the PTX target.
     Runs in a worker process: it installs a compile-only driver for good.
@@ -203,16 +204,16 @@ def compile_cell(cell: Cell) -> dict:
     import triton
     from triton.runtime.driver import driver
 
-    from deformable_detr.ops import triton as backend
+    from deformable_detr.ops import triton_kernels, triton_launch
 
-    assert not backend._kernels_interpreted(), "TRITON_INTERPRET must not be set in a matrix worker"
+    assert not triton_kernels.kernels_interpreted(), "TRITON_INTERPRET must not be set in a matrix worker"
     driver.set_active(_CompileOnlyDriver(cell.arch))
     kernel, grid, args, constexprs = _cell_call(cell)
     began = time.perf_counter()
     error, ptx_target = None, None
     with _captured_stderr() as stderr:
         try:
-            compiled = backend._build(kernel, grid, args, constexprs, cell.num_warps)
+            compiled = triton_launch.build(kernel, grid, args, constexprs, cell.num_warps)
             if not compiled.asm.get("cubin"):
                 raise RuntimeError("no cubin produced")
             ptx_target = next(

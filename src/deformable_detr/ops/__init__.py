@@ -7,7 +7,7 @@ T targets in one image.
 Backends (each a module with `forward(...)` and, for the fused ones, `backward(...)`):
     reference  `F.grid_sample` per level (reference.py); any device, the oracle for the others.
     cpu        fused C++ kernel (cpu.py, csrc/), compiled on first use and cached on disk.
-    triton     Triton kernels for CUDA tensors (triton.py); runs on CPU tensors under TRITON_INTERPRET=1.
+    triton     Triton kernels for CUDA tensors (triton.py; kernels in triton_kernels.py); runs on CPU tensors under TRITON_INTERPRET=1.
     gather     bilinear sampling as index arithmetic + Gather + MatMul (gather.py); plain tensor ops
                whose shapes follow the inputs: the export path (standard ONNX ops, no GridSample).
     auto       cpu for CPU tensors, triton for CUDA tensors, reference where those cannot run
