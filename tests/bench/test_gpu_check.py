@@ -1,18 +1,17 @@
 """`make gpu-check` (bench/gpu_check.py, bench/gpu_report.py): steps that fail or run out of time do not stop
-the others, time limits kill whole process groups, junit files are summarised, and what the budget left out is
+the others, junit files are summarised, and what the budget left out is
 reported with the command that runs it. The GPU run itself happens on a GPU machine; `--smoke` is its dry run."""
 
 from __future__ import annotations
 
 import json
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from deformable_detr.bench import gpu_check, gpu_report
+from deformable_detr.bench import gpu_check, gpu_check_steps, gpu_report
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="5">
@@ -37,25 +36,6 @@ def test_junit_summary_counts_failures_and_skip_reasons(tmp_path):
     assert summary["skip_reasons"] == {"needs a CUDA device (gpu marker)": 2}
 
 
-def test_a_command_past_its_time_limit_is_killed_with_its_children(tmp_path):
-    pid_file = tmp_path / "child.pid"
-    script = (
-        "import subprocess, sys, time; child = subprocess.Popen(['sleep', '60']); "
-        f"open({str(pid_file)!r}, 'w').write(str(child.pid)); print('started', flush=True); time.sleep(60)"
-    )
-    started = time.monotonic()
-    status, timed_out = gpu_check.run_command([sys.executable, "-c", script], tmp_path / "step.log", timeout=3)
-    assert timed_out and status == -9 and time.monotonic() - started < 30
-    log = (tmp_path / "step.log").read_text()
-    assert "started" in log and "killed after 3 s (time limit)" in log
-    child = Path(f"/proc/{pid_file.read_text()}/status")
-    for _ in range(50):  # the orphaned `sleep` is reaped by init shortly after the kill
-        if not child.exists() or "State:\tZ" in child.read_text():
-            break
-        time.sleep(0.1)
-    assert not child.exists() or "State:\tZ" in child.read_text()
-
-
 def test_failing_and_over_budget_steps_do_not_stop_the_others(tmp_path, monkeypatch):
     def broken(check, result, limit):
         raise RuntimeError("bench crashed")
@@ -64,10 +44,10 @@ def test_failing_and_over_budget_steps_do_not_stop_the_others(tmp_path, monkeypa
         result.status = "ok"
         return {"packages": {"triton": "3.6.0"}, "gpu": "NVIDIA H200", "torch": "2.11.0"}
 
-    monkeypatch.setitem(gpu_check.STEP_FUNCTIONS, "model", (broken, 10, 0))
-    monkeypatch.setitem(gpu_check.STEP_FUNCTIONS, "env", (fine, 10, 0))
-    monkeypatch.setitem(gpu_check.STEP_FUNCTIONS, "demo", (fine, 10, 10_000))  # needs more than the budget
-    check = gpu_check.Check(
+    monkeypatch.setitem(gpu_check_steps.STEP_FUNCTIONS, "model", (broken, 10, 0))
+    monkeypatch.setitem(gpu_check_steps.STEP_FUNCTIONS, "env", (fine, 10, 0))
+    monkeypatch.setitem(gpu_check_steps.STEP_FUNCTIONS, "demo", (fine, 10, 10_000))  # needs more than the budget
+    check = gpu_check_steps.Check(
         smoke=False, out=tmp_path / "out", results=tmp_path / "results", work=tmp_path / "work",
         deadline=time.monotonic() + 60,
     )  # fmt: skip
@@ -99,19 +79,3 @@ def test_smoke_run_of_two_steps(tmp_path, capsys, monkeypatch):
     assert [(s["name"], s["status"]) for s in summary["steps"]] == [("env", "ok"), ("tests", "ok")]
     assert summary["data"]["tests"]["passed"] > 0 and summary["data"]["tests"]["failed"] == 0
     assert capsys.readouterr().out.splitlines()[-2].startswith("tests ")  # the table is printed last
-
-
-@pytest.mark.parametrize("smoke", [False, True], ids=["cuda", "smoke"])
-def test_every_benchmark_command_is_one_the_cli_accepts(smoke, tmp_path):
-    """No typo can wait for the GPU run: each step's arguments parse with the real `deformable-detr` parser."""
-    from deformable_detr.cli import build_parser
-
-    parser = build_parser()
-    predict_options = parser.parse_args(["bench", "predict", "--out", "x.json"])
-    for step in gpu_check.BENCH_ARGS:
-        if step == "predict" and not hasattr(predict_options, "device"):
-            continue  # this checkout's bench predict has no --device: the step is skipped (see step_predict)
-        args = parser.parse_args(["bench", *gpu_check.bench_args(step, smoke, tmp_path), "--out", "x.json"])
-        assert args.target == step and getattr(args, "smoke", False) == smoke
-        if step != "op-triton":  # no --device: CUDA, or the CPU interpreter for --smoke without a GPU
-            assert args.device == ("cpu" if smoke else "cuda")

@@ -110,7 +110,7 @@ def figures(name: str, data: Any) -> str:
 
 
 def write_outputs(check, header: dict, results: list[StepResult], data: dict[str, Any], started: float) -> None:
-    """gpu_check_summary.json, gpu_check.log and gpu_check_files.tar.gz in check.out (a `gpu_check.Check`),
+    """gpu_check_summary.json, gpu_check.log and gpu_check_files.tar.gz in check.out (a `gpu_check_steps.Check`),
     rewritten after every step."""
     check.out.mkdir(parents=True, exist_ok=True)
     summary = {
