@@ -70,6 +70,33 @@ def test_known_ap_at_iou_0_62():
     assert metrics["AP75"] == pytest.approx(0.0)
 
 
+def test_given_area_and_iscrowd_are_kept_not_recomputed_from_the_box():
+    # Image 200 x 200, one category. GT A: box 40 x 40 (box area 1600, COCO "medium") whose given `area` is
+    # 900 (a segmentation area, "small": < 32^2); GT B: a crowd region [100, 100, 80, 80] (iscrowd 1).
+    # Detections: A exactly (0.9); a 30 x 30 box inside B (0.8), which overlaps B by 900 / 900 of its own area.
+    # pycocotools measures a detection against a crowd region by intersection / detection area (1.0 here), so
+    # it matches B and is ignored, not counted false. With the given fields kept:
+    #   AP = AP50 = AR100 = 1 (A found, nothing false); APs = 1 (A is small by its area);
+    #   APm = APl = -1 (no non-crowd ground truth there; a crowd region never counts).
+    # Were `area` recomputed as w * h, A would be medium (APs -1, APm 1); were `iscrowd` reset to 0, B would be
+    # a missed box and the second detection a false positive (IoU 900 / 6400): AP = 51 / 101 (precision 1 up
+    # to recall 0.5, nothing above).
+    gt = {
+        "images": [{"id": 1, "file_name": "0.jpg", "width": 200, "height": 200}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "area": 900.0, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [100, 100, 80, 80], "area": 6400.0, "iscrowd": 1},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    detections = [_detection(1, [10, 10, 40, 40], 0.9), _detection(1, [110, 110, 30, 30], 0.8)]
+    metrics = evaluate_detections(gt, detections)
+    for name in ("AP", "AP50", "AP75", "APs", "AR100", "ARs"):
+        assert metrics[name] == pytest.approx(1.0), name
+    for name in ("APm", "APl", "ARm", "ARl"):
+        assert metrics[name] == -1.0, name
+
+
 def test_empty_detections_give_zero_without_crash(capsys):
     metrics = evaluate_detections(_ground_truth([[MEDIUM_BOX], []]), [])
     assert metrics["AP"] == 0.0 and metrics["AP50"] == 0.0 and metrics["AR100"] == 0.0
