@@ -13,7 +13,7 @@ from deformable_detr.bench.predict import METHODS, _checked_methods, numpy_postp
 from deformable_detr.cli import main
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.config import ModelConfig
-from deformable_detr.models.postprocess import postprocess
+from deformable_detr.pipeline.processor import postprocess
 
 
 @pytest.mark.slow  # exports an ONNX file and builds an HF model: ~10-30 s

@@ -125,7 +125,7 @@ def test_predict_equals_forward_and_postprocess():
     """`predict` (backbone per image, padded features) gives the detections of a plain forward on each image."""
     from PIL import Image
 
-    from deformable_detr.models.preprocess import PreprocessConfig, preprocess_image
+    from deformable_detr.pipeline.processor import PreprocessConfig, preprocess_image
 
     torch.manual_seed(0)
     model = DETR(DetrConfig(**TINY_DETR), preprocess=PreprocessConfig(min_size=64, max_size=96)).eval()

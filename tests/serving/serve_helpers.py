@@ -21,7 +21,7 @@ import uvicorn
 from PIL import Image, ImageDraw
 
 from deformable_detr import DeformableDETR, ModelConfig
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline.processor import PreprocessConfig
 from deformable_detr.serving import ServeConfig, create_app
 
 # Small inputs keep a forward of the demo-sized model at a few tens of milliseconds on 2 cores.

@@ -5,7 +5,7 @@ matters, written with `save_pretrained`, read by both sides):
 
     ours-fp32          `model.predict(paths)` (deformable_detr.load of the HF folder), eager float32
     ours-bf16          the same with `amp=True` (bfloat16 autocast)
-    ours-compile       the same through `deformable_detr.models.compiled` (torch.compile; CUDA graphs
+    ours-compile       the same through `deformable_detr.pipeline.compiled` (torch.compile; CUDA graphs
                        on a GPU; shape buckets), float32
     ours-compile-bf16  the same with `amp=True`
     onnxruntime        our preprocessing, a padded batch + padding_mask through the exported ONNX file
@@ -93,7 +93,7 @@ def numpy_postprocess(
 
 def _onnx_inputs(model, paths: list[str]) -> tuple[dict[str, np.ndarray], list[tuple[int, int]]]:
     """decode -> our preprocessing -> ({"images", "padding_mask"} padded batch, original (h, w) per image)."""
-    from deformable_detr.models.preprocess import preprocess_image, to_rgb_image
+    from deformable_detr.pipeline.processor import preprocess_image, to_rgb_image
 
     pictures = [to_rgb_image(path) for path in paths]
     tensors = [preprocess_image(picture, model.preprocess).numpy() for picture in pictures]  # (3, h_i, w_i)
@@ -148,8 +148,8 @@ class _Method:
 
 def _ours(model, threshold: float, amp: bool) -> _Method:
     """`model.predict`, and `model_outputs` (what predict runs between preprocessing and postprocessing)."""
-    from deformable_detr.models.predict import model_outputs
-    from deformable_detr.models.preprocess import preprocess_image, to_rgb_image
+    from deformable_detr.pipeline.processor import preprocess_image, to_rgb_image
+    from deformable_detr.pipeline.run import model_outputs
 
     def prepare(paths):
         tensors = [preprocess_image(to_rgb_image(path), model.preprocess) for path in paths]  # (3, h, w) each

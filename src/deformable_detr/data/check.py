@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
 
+from ..pipeline.decode import image_size
 from .coco import DatasetError
 from .formats import load_json_split
-from .images import image_size
 from .split import BOX_TOLERANCE, DatasetSplit
 
 # kind -> what to do about it (shown once per kind in the report).

@@ -34,12 +34,11 @@ from torch import nn
 
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
-from deformable_detr.models.detections import Detections
 from deformable_detr.models.detr import ARCHITECTURE as DETR_ARCHITECTURE
 from deformable_detr.models.detr import detr_postprocess
-from deformable_detr.models.postprocess import postprocess
-from deformable_detr.models.predict import check_threshold, to_detections
-from deformable_detr.models.preprocess import ImageInput, PreprocessConfig, preprocess_image, to_rgb_image
+from deformable_detr.pipeline.detections import Detections
+from deformable_detr.pipeline.processor import ImageInput, PreprocessConfig, postprocess, preprocess_image, to_rgb_image
+from deformable_detr.pipeline.run import check_threshold, to_detections
 
 INPUT_NAMES = ("images", "padding_mask")
 OUTPUT_NAMES = ("pred_logits", "pred_boxes")

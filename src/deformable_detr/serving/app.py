@@ -30,8 +30,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
-from deformable_detr.data.images import load_rgb_image
 from deformable_detr.errors import DatasetError, DeformableDetrError
+from deformable_detr.pipeline.decode import load_rgb_image
 from deformable_detr.serving.batching import DynamicBatcher, QueueFullError
 from deformable_detr.serving.config import ENV_VAR, ServeConfig
 from deformable_detr.serving.metrics import ServerMetrics

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from deformable_detr.models.postprocess import postprocess
+from deformable_detr.pipeline.processor import postprocess
 
 
 def _logit(p):

@@ -8,10 +8,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from deformable_detr.errors import ConfigError, DatasetError, ModelInputError
-from deformable_detr.models.detections import Detections
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.predict import pad_levels
-from deformable_detr.models.preprocess import PreprocessConfig, preprocess_image
+from deformable_detr.pipeline.detections import Detections
+from deformable_detr.pipeline.processor import PreprocessConfig, preprocess_image
+from deformable_detr.pipeline.run import pad_levels
 
 SIZES = [(50, 70), (80, 60), (50, 70), (33, 90), (64, 64), (120, 41)]  # (H, W); two share a size
 
