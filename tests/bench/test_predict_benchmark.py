@@ -76,7 +76,7 @@ def test_bench_predict_times_the_compiled_path_fp32_and_bf16(tmp_path, monkeypat
     """The compiled methods go through `models.compiled` (torch.compile replaced by the identity here: the
     real compile is `test_compiled`'s); first calls, model-alone times and the compile records are kept."""
     pytest.importorskip("transformers")
-    from deformable_detr.models import compiled
+    from deformable_detr.pipeline import compiled
 
     monkeypatch.setattr(compiled, "_compile", lambda function, **options: function)
     out = tmp_path / "compiled.json"

@@ -67,7 +67,7 @@ def test_compile_flag_predicts_through_the_compiled_path(
 ):
     """`--compile` reaches `compile_inference` (torch.compile replaced by the identity here; the real compile
     is tests/models/test_compiled.py's) and prints what compiled; detections equal the eager run's."""
-    from deformable_detr.models import compiled
+    from deformable_detr.pipeline import compiled
 
     monkeypatch.setattr(compiled, "_compile", lambda function, **options: function)
     _, good, _ = image_folder
