@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from deformable_detr.errors import BackendError, ConfigError
-from deformable_detr.pipeline import compiled
 from deformable_detr.models.detector import DeformableDETR
+from deformable_detr.pipeline import compiled
 from deformable_detr.pipeline.buckets import image_bucket, level_sizes, level_strides
 from deformable_detr.pipeline.compiled import CompiledInference, compile_inference
 from deformable_detr.pipeline.processor import PreprocessConfig

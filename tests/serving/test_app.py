@@ -89,7 +89,8 @@ def test_explain_gives_points_of_detected_queries_and_normalised_weights(server_
         same = [
             d
             for d in detections
-            if d["label"] == explained["label"] and max(abs(a - b) for a, b in zip(d["box_xyxy"], explained["box_xyxy"])) < 1e-3
+            if d["label"] == explained["label"]
+            and max(abs(a - b) for a, b in zip(d["box_xyxy"], explained["box_xyxy"])) < 1e-3
         ]
         assert same and abs(same[0]["score"] - explained["score"]) < 1e-5  # a detection /v1/detect reported
         assert len(explained["sampling"]) == attention.n_levels
