@@ -127,7 +127,7 @@ def run_predict_benchmark(
     from deformable_detr.interop.onnx import export_onnx
 
     on_gpu = torch.device(device).type == "cuda"
-    methods = _checkedmethods_for(methods, on_gpu, smoke)
+    methods = _checked_methods(methods, on_gpu, smoke)
     say = progress or (lambda message: None)
     torch.set_num_threads(threads)
     result: dict[str, Any] = {
@@ -199,7 +199,7 @@ def run_predict_benchmark(
     return result
 
 
-def _checkedmethods_for(methods: tuple[str, ...] | None, on_gpu: bool, smoke: bool) -> tuple[str, ...]:
+def _checked_methods(methods: tuple[str, ...] | None, on_gpu: bool, smoke: bool) -> tuple[str, ...]:
     """The methods to run: by default all that run on the device, less the compiled ones with `smoke` (minutes
     of compiling on a CPU); named ones are checked."""
     if methods is None:
