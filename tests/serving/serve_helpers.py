@@ -87,9 +87,9 @@ class HeldRunner:
     def info(self):
         return self.runner.info()
 
-    def detect(self, images):
+    def detect(self, images, **options):
         assert self.release.wait(60), "test never released the model"
-        return self.runner.detect(images)
+        return self.runner.detect(images, **options)
 
     def explain(self, *args):
         return self.runner.explain(*args)
