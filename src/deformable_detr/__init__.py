@@ -17,16 +17,16 @@ from deformable_detr.errors import (  # noqa: E402
 from deformable_detr.inference.loader import load  # noqa: E402
 from deformable_detr.models import DeformableDETR, ModelConfig  # noqa: E402
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention  # noqa: E402
-from deformable_detr.models.detections import Detections  # noqa: E402
-from deformable_detr.models.preprocess import PreprocessConfig  # noqa: E402
 from deformable_detr.ops import multi_scale_deformable_attention  # noqa: E402
+from deformable_detr.pipeline.detections import Detections  # noqa: E402
+from deformable_detr.pipeline.processor import PreprocessConfig  # noqa: E402
 from deformable_detr.training import TrainConfig, fit  # noqa: E402
 
 
 def __getattr__(name: str):
     """`compile_inference` on first use only: it imports torch._dynamo, seconds that plain users need not pay."""
     if name == "compile_inference":
-        from deformable_detr.models.compiled import compile_inference
+        from deformable_detr.pipeline.compiled import compile_inference
 
         return compile_inference
     raise AttributeError(f"module 'deformable_detr' has no attribute {name!r}")

@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
-import torch
 
-from deformable_detr.bench.predict import METHODS, _checked_methods, numpy_postprocess, onnx_sampling_bytes
+from deformable_detr.bench.predict import METHODS, _checked_methods, onnx_sampling_bytes
 from deformable_detr.cli import main
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.config import ModelConfig
-from deformable_detr.models.postprocess import postprocess
 
 
 @pytest.mark.slow  # exports an ONNX file and builds an HF model: ~10-30 s
@@ -79,7 +76,7 @@ def test_bench_predict_times_the_compiled_path_fp32_and_bf16(tmp_path, monkeypat
     """The compiled methods go through `models.compiled` (torch.compile replaced by the identity here: the
     real compile is `test_compiled`'s); first calls, model-alone times and the compile records are kept."""
     pytest.importorskip("transformers")
-    from deformable_detr.models import compiled
+    from deformable_detr.pipeline import compiled
 
     monkeypatch.setattr(compiled, "_compile", lambda function, **options: function)
     out = tmp_path / "compiled.json"
@@ -116,17 +113,3 @@ def test_onnx_sampling_bytes_counts_every_gathered_corner():
     assert onnx_sampling_bytes(config, 1, 800, 1066) == 17_821 * 8 * (4 * 4 * 4) * 32 * 4
     assert onnx_sampling_bytes(config, 8, 800, 1066) == 8 * onnx_sampling_bytes(config, 1, 800, 1066)
     assert 9.0e9 < onnx_sampling_bytes(config, 8, 800, 1066) < 9.5e9
-
-
-def test_numpy_postprocess_equals_the_models():
-    """The numpy postprocessing that the onnxruntime path (and the README) uses vs `models.postprocess`."""
-    generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 7, 5, generator=generator) * 3
-    boxes = torch.rand(2, 7, 4, generator=generator) * 0.5 + 0.1
-    sizes = [(120, 200), (64, 48)]
-    expected = postprocess({"pred_logits": logits, "pred_boxes": boxes}, torch.tensor(sizes), top_k=10)
-    actual = numpy_postprocess(logits.numpy(), boxes.numpy(), sizes, top_k=10, threshold=0.0)
-    for got, want in zip(actual, expected):
-        np.testing.assert_allclose(got["scores"], want["scores"].numpy(), rtol=1e-6)
-        np.testing.assert_array_equal(got["labels"], want["labels"].numpy())
-        np.testing.assert_allclose(got["boxes"], want["boxes"].numpy(), rtol=1e-5, atol=1e-4)

@@ -9,7 +9,7 @@ import torch
 from deformable_detr import cli
 from deformable_detr.errors import CheckpointError, ConfigError
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline.processor import PreprocessConfig
 from tiny_models import tiny_config
 
 TINY = tiny_config(num_classes=91)

@@ -24,9 +24,9 @@ from hypothesis import strategies as st  # noqa: E402
 from deformable_detr.data.check import check_dataset, check_split  # noqa: E402
 from deformable_detr.data.coco import CocoDetection  # noqa: E402
 from deformable_detr.data.formats import convert_dataset, dataset_splits, read_split  # noqa: E402
-from deformable_detr.data.images import image_size, load_rgb_image  # noqa: E402
 from deformable_detr.data.split import DatasetSplit  # noqa: E402
 from deformable_detr.errors import DeformableDetrError  # noqa: E402
+from deformable_detr.pipeline.decode import image_size, load_rgb_image  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

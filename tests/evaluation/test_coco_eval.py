@@ -149,6 +149,12 @@ def test_format_metrics_table_shows_percent_and_na():
     assert "n/a" in table.splitlines()[-1]
 
 
+def _predicted_item(box_xywh, score, category_id=1):
+    """One detection of a `predict` output file (`Detections.to_dict()`'s form: xyxy, label = category id)."""
+    x, y, w, h = box_xywh
+    return {"box_xyxy": [x, y, x + w, y + h], "label": category_id, "name": "thing", "score": score}
+
+
 def test_predict_output_file_is_matched_to_the_ground_truth_by_file_name(tmp_path):
     # `deformable-detr predict` numbers images in input order and records their paths: ids 0, 1 here are the
     # ground truth's images 2 and 1 (file names 1.jpg and 0.jpg), so one right match and one swapped match
@@ -157,10 +163,17 @@ def test_predict_output_file_is_matched_to_the_ground_truth_by_file_name(tmp_pat
     predicted = {
         "categories": gt["categories"],
         "images": [
-            {"id": 0, "file_name": str(tmp_path / "images" / "sub" / "1.jpg")},
-            {"id": 1, "file_name": str(tmp_path / "images" / "0.jpg")},
+            {
+                "id": 0,
+                "file_name": str(tmp_path / "images" / "sub" / "1.jpg"),
+                "detections": [_predicted_item(MEDIUM_BOX, 0.9)],
+            },
+            {
+                "id": 1,
+                "file_name": str(tmp_path / "images" / "0.jpg"),
+                "detections": [_predicted_item([10, 10, 20, 20], 0.8)],
+            },
         ],
-        "detections": [_detection(0, MEDIUM_BOX, 0.9), _detection(1, [10, 10, 20, 20], 0.8)],
     }
     path = tmp_path / "detections.json"
     path.write_text(json.dumps(predicted))
@@ -177,8 +190,15 @@ def test_predict_output_of_another_image_with_the_same_name_is_refused():
     gt = _ground_truth([[[10, 10, 20, 20]], [MEDIUM_BOX]])
     gt["images"][0].update(width=128, height=96)
     predicted = {
-        "images": [{"id": 1, "file_name": "train/images/" + gt["images"][0]["file_name"], "width": 109, "height": 128}],
-        "detections": [_detection(1, [10, 10, 20, 20], 0.9)],
+        "images": [
+            {
+                "id": 1,
+                "file_name": "train/images/" + gt["images"][0]["file_name"],
+                "width": 109,
+                "height": 128,
+                "detections": [_predicted_item([10, 10, 20, 20], 0.9)],
+            }
+        ],
     }
     with pytest.raises(ValueError, match=r"is 109x128 px but the ground truth's .* is 128x96: a different image"):
         evaluate_detections(gt, predicted)

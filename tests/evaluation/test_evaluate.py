@@ -10,7 +10,7 @@ from deformable_detr.data.synthetic import make_dataset
 from deformable_detr.evaluation import evaluate as evaluate_module
 from deformable_detr.evaluation.evaluate import evaluate_checkpoint
 from deformable_detr.models import DeformableDETR, ModelConfig
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline.processor import PreprocessConfig
 
 
 @pytest.fixture(scope="module")

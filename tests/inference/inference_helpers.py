@@ -6,7 +6,7 @@ from PIL import Image
 
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline.processor import PreprocessConfig
 from tiny_models import TINY as TINY_SIZES
 
 TINY = dict(TINY_SIZES, num_classes=3)

@@ -35,7 +35,7 @@ def _ring_offsets(n_heads, n_points):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_variant_explains_detections_and_a_pixel(variant, image):
     model = tiny_model(**VARIANTS[variant])
-    result = explain(model, image, top=3, pixel=(61.0, 40.0))
+    result = explain(model, image, top_k=3, threshold=0.0, pixel=(61.0, 40.0))
     json.dumps(result)  # plain data
     levels = model.config.num_feature_levels
     assert result["image_size"] == [HEIGHT, WIDTH] and len(result["levels"]) == levels
@@ -69,7 +69,7 @@ def test_every_variant_explains_detections_and_a_pixel(variant, image):
 def test_decoder_points_are_the_ring_around_the_reference_point(image):
     """Learned queries (2-d reference points): point = reference + ring offset in level-l pixels."""
     model = tiny_model()
-    result = explain(model, image, top=8)
+    result = explain(model, image, top_k=8, threshold=0.0)
     for detection in result["detections"]:
         reference = torch.tensor(detection["reference_point"])
         for sampling, level in zip(detection["sampling"], result["levels"]):
@@ -80,10 +80,10 @@ def test_decoder_points_are_the_ring_around_the_reference_point(image):
 
 def test_detections_match_predict(image):
     model = tiny_model()
-    result = explain(model, image, top=8, threshold=0.3)
+    result = explain(model, image, top_k=8, threshold=0.3)
     predicted = model.predict(image, threshold=0.3)[0]
     best = {}  # predict may list a query twice (two classes); explain keeps a query's best class
-    for box, score, label in zip(predicted.boxes.tolist(), predicted.scores.tolist(), predicted.labels.tolist()):
+    for box, score, label in zip(predicted.boxes.tolist(), predicted.scores.tolist(), predicted.category_ids):
         best.setdefault(tuple(round(v, 3) for v in box), (score, label))
     assert len(result["detections"]) == len(best)
     for detection in result["detections"]:
@@ -101,7 +101,20 @@ def test_cli_writes_pngs_and_an_index(capsys, model_dir, tmp_path):
     path = write_image(tmp_path / "in" / "photo.jpg", HEIGHT, WIDTH)
     out = tmp_path / "explained"
     status = main(
-        ["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out), "--top", "2", "--pixel", "10,20"]
+        [
+            "explain",
+            str(path),
+            "--checkpoint",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--top-k",
+            "2",
+            "--threshold",
+            "0",
+            "--pixel",
+            "10,20",
+        ]
     )
     assert status == 0, capsys.readouterr().err
     page = (out / "index.html").read_text()
@@ -115,12 +128,12 @@ def test_cli_keeps_a_non_empty_out_unless_overwrite_and_then_leaves_no_stale_dra
     path = write_image(tmp_path / "in" / "photo.jpg", HEIGHT, WIDTH)
     out = tmp_path / "explained"
     base = ["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out)]
-    assert main([*base, "--top", "2", "--pixel", "10,20"]) == 0
+    assert main([*base, "--top", "2", "--threshold", "0", "--pixel", "10,20"]) == 0
     (out / "notes.txt").write_text("mine")
     before = (out / "index.html").read_bytes()
     assert main([*base, "--top", "1"]) == 2
     assert "not empty" in capsys.readouterr().err and (out / "index.html").read_bytes() == before
-    assert main([*base, "--top", "1", "--overwrite"]) == 0
+    assert main([*base, "--top", "1", "--threshold", "0", "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["detection_1.png", "explain.json", "index.html", "notes.txt"]
     (tmp_path / "file").write_text("x")
     assert main([*base[:-1], str(tmp_path / "file")]) == 2
@@ -152,10 +165,10 @@ def test_nothing_to_explain_is_refused(capsys, model_dir, tmp_path, top):
     out = tmp_path / "o"
     assert main(["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out), "--top", str(top)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"--top must be >= 1 (the number of detections to explain), got {top}" in err
+    assert err.count("\n") == 1 and f"--top-k must be >= 1 (the number of detections to explain), got {top}" in err
     assert not out.exists()
-    with pytest.raises(ConfigError, match="top must be an integer >= 1"):
-        explain(tiny_model(), path, top=top)
+    with pytest.raises(ConfigError, match="top_k must be an integer >= 1"):
+        explain(tiny_model(), path, top_k=top)
 
 
 def test_cli_on_a_folder_says_explain_takes_one_image_file(capsys, tmp_path):

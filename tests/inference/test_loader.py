@@ -20,7 +20,8 @@ from deformable_detr.errors import CheckpointError, ConfigError
 from deformable_detr.interop.official import ours_to_official
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.preprocess import PreprocessConfig, default_categories
+from deformable_detr.pipeline.categories import default_categories
+from deformable_detr.pipeline.processor import PreprocessConfig
 from deformable_detr.training.checkpoint import save_checkpoint
 from deformable_detr.training.config import TrainConfig
 from tiny_models import tiny_config

@@ -49,17 +49,16 @@ def test_detections_json_equals_model_predict(capsys, model_dir, image_folder, t
     _run(capsys, "predict", *good, "--checkpoint", model_dir, "--out", out, "--threshold", 0.2, "--batch-size", 3)
     result = json.loads((out / "detections.json").read_text())
     model = tiny_model()
-    ids = {image["file_name"]: image["id"] for image in result["images"]}
+    by_file = {image["file_name"]: image["detections"] for image in result["images"]}
     for path in good:
         expected = model.predict(path, threshold=0.2)[0]
-        got = [d for d in result["detections"] if d["image_id"] == ids[str(path.resolve())]]
+        got = by_file[str(path.resolve())]
         assert len(got) == len(expected) > 0
+        assert set(got[0]) == {"box_xyxy", "label", "name", "score"}  # `Detections.to_dict()`'s items
         torch.testing.assert_close(torch.tensor([d["score"] for d in got]), expected.scores, rtol=0, atol=1e-5)
-        x0, y0, x1, y1 = expected.boxes.unbind(-1)
-        boxes = torch.stack((x0, y0, x1 - x0, y1 - y0), -1)
-        torch.testing.assert_close(torch.tensor([d["bbox"] for d in got]), boxes, rtol=0, atol=0.01)
-        assert [d["category_id"] for d in got] == expected.category_ids
-        assert [d["category_name"] for d in got] == expected.names
+        torch.testing.assert_close(torch.tensor([d["box_xyxy"] for d in got]), expected.boxes, rtol=0, atol=0.01)
+        assert [d["label"] for d in got] == expected.category_ids
+        assert [d["name"] for d in got] == expected.names
 
 
 def test_compile_flag_predicts_through_the_compiled_path(
@@ -67,7 +66,7 @@ def test_compile_flag_predicts_through_the_compiled_path(
 ):
     """`--compile` reaches `compile_inference` (torch.compile replaced by the identity here; the real compile
     is tests/models/test_compiled.py's) and prints what compiled; detections equal the eager run's."""
-    from deformable_detr.models import compiled
+    from deformable_detr.pipeline import compiled
 
     monkeypatch.setattr(compiled, "_compile", lambda function, **options: function)
     _, good, _ = image_folder
@@ -76,14 +75,15 @@ def test_compile_flag_predicts_through_the_compiled_path(
         out = tmp_path / name
         status, _, err = _run(capsys, "predict", *good, "--checkpoint", model_dir, "--out", out, "--no-draw", *flags)
         assert status == 0
-        results[name] = json.loads((out / "detections.json").read_text())["detections"]
+        images = json.loads((out / "detections.json").read_text())["images"]
+        results[name] = [{"image_id": image["id"], **item} for image in images for item in image["detections"]]
     # one batch of 5 images resized to at most 160 px: one 192 px bucket (step 64)
     assert "torch.compile (default, cpu): 1 shape(s) [192x192 batch >=2], first calls" in err
     assert len(results["compiled"]) == len(results["eager"]) > 0
     for eager, fast in zip(results["eager"], results["compiled"]):
-        assert fast["image_id"] == eager["image_id"] and fast["category_id"] == eager["category_id"]
+        assert fast["image_id"] == eager["image_id"] and fast["label"] == eager["label"]
         assert fast["score"] == pytest.approx(eager["score"], abs=2e-5)  # rounded to 1e-5
-        assert fast["bbox"] == pytest.approx(eager["bbox"], abs=0.02)  # rounded to 0.01 px
+        assert fast["box_xyxy"] == pytest.approx(eager["box_xyxy"], abs=0.02)  # rounded to 0.01 px
 
 
 def test_out_set_to_the_images_folder_is_refused_and_inputs_are_untouched(capsys, model_dir, image_folder):

@@ -52,7 +52,7 @@ def test_two_gloo_processes_write_the_single_process_detections(model_dir, image
     actual = json.loads((tmp_path / "sharded" / "detections.json").read_text())
     assert actual == expected
     assert len(expected["images"]) == len(good) and len(expected["errors"]) == len(bad)
-    assert len(expected["detections"]) > 0
+    assert sum(len(image["detections"]) for image in expected["images"]) > 0
     for image in expected["images"]:  # every rank drew its own share
         assert (tmp_path / "sharded" / image["drawing"]).read_bytes() == (
             tmp_path / "single" / image["drawing"]

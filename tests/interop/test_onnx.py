@@ -16,7 +16,7 @@ from deformable_detr.cli import main
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline.processor import PreprocessConfig
 from tiny_models import TINY as TINY_SIZES
 
 onnx = pytest.importorskip("onnx")

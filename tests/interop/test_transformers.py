@@ -16,7 +16,7 @@ import deformable_detr
 from deformable_detr.errors import CheckpointError
 from deformable_detr.interop.transformers import ours_to_transformers, transformers_to_ours
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline.processor import PreprocessConfig
 
 
 def load_transformers(checkpoint, **kwargs):

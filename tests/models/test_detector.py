@@ -8,7 +8,7 @@ import torch
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline.processor import PreprocessConfig
 
 
 def _padded_batch(height=64, width=80):

@@ -125,7 +125,7 @@ def test_predict_equals_forward_and_postprocess():
     """`predict` (backbone per image, padded features) gives the detections of a plain forward on each image."""
     from PIL import Image
 
-    from deformable_detr.models.preprocess import PreprocessConfig, preprocess_image
+    from deformable_detr.pipeline.processor import PreprocessConfig, Processor
 
     torch.manual_seed(0)
     model = DETR(DetrConfig(**TINY_DETR), preprocess=PreprocessConfig(min_size=64, max_size=96)).eval()
@@ -135,10 +135,10 @@ def test_predict_equals_forward_and_postprocess():
     ]
     found = model.predict(pictures, threshold=0.0)
     for picture, detections in zip(pictures, found):
-        tensor = preprocess_image(picture, model.preprocess)[None]
+        tensor = Processor(model.preprocess).preprocess(picture)[None]
         with torch.no_grad():
             expected = model.postprocess(
-                model(tensor), torch.tensor([[picture.height, picture.width]]), score_threshold=-1.0
+                model(tensor), torch.tensor([[picture.height, picture.width]]), score_threshold=0.0
             )[0]
         torch.testing.assert_close(detections.scores, expected["scores"], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(detections.boxes, expected["boxes"], rtol=1e-4, atol=1e-3)

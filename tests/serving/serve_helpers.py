@@ -21,7 +21,7 @@ import uvicorn
 from PIL import Image, ImageDraw
 
 from deformable_detr import DeformableDETR, ModelConfig
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline.processor import PreprocessConfig
 from deformable_detr.serving import ServeConfig, create_app
 
 # Small inputs keep a forward of the demo-sized model at a few tens of milliseconds on 2 cores.
@@ -87,9 +87,9 @@ class HeldRunner:
     def info(self):
         return self.runner.info()
 
-    def detect(self, images):
+    def detect(self, images, **options):
         assert self.release.wait(60), "test never released the model"
-        return self.runner.detect(images)
+        return self.runner.detect(images, **options)
 
     def explain(self, *args):
         return self.runner.explain(*args)

@@ -55,21 +55,21 @@ def test_detect_equals_single_image_prediction(server_url, model, fmt, mime, siz
     detections = body["detections"]
     assert len(detections) == len(expected["scores"]) == 100
     torch.testing.assert_close(torch.tensor([d["score"] for d in detections]), expected["scores"], rtol=0, atol=1e-5)
-    torch.testing.assert_close(torch.tensor([d["box"] for d in detections]), expected["boxes"], rtol=0, atol=1e-3)
-    assert [d["label"] for d in detections] == expected["labels"].tolist()
-    assert [d["category"] for d in detections] == [CATEGORIES[label]["name"] for label in expected["labels"]]
-    assert [d["category_id"] for d in detections] == [CATEGORIES[label]["id"] for label in expected["labels"]]
+    torch.testing.assert_close(torch.tensor([d["box_xyxy"] for d in detections]), expected["boxes"], rtol=0, atol=1e-3)
+    assert [d["label"] for d in detections] == [CATEGORIES[label]["id"] for label in expected["labels"].tolist()]
+    assert [d["name"] for d in detections] == [CATEGORIES[label]["name"] for label in expected["labels"]]
+    assert set(detections[0]) == {"box_xyxy", "label", "name", "score"}  # `Detections.to_dict()`'s items
     assert {"decode_ms", "queue_ms", "model_ms", "total_ms", "batch_size"} <= set(body["timing"])
     predicted = model.predict(decoded, threshold=0)[0]  # the library's own answer for this image alone
-    torch.testing.assert_close(torch.tensor([d["box"] for d in detections]), predicted.boxes, rtol=0, atol=1e-3)
+    torch.testing.assert_close(torch.tensor([d["box_xyxy"] for d in detections]), predicted.boxes, rtol=0, atol=1e-3)
     torch.testing.assert_close(torch.tensor([d["score"] for d in detections]), predicted.scores, rtol=0, atol=1e-5)
-    assert [d["category"] for d in detections] == predicted.names
+    assert [d["name"] for d in detections] == predicted.names
 
 
-def test_threshold_and_max_detections_filter_the_ranking(server_url):
+def test_threshold_and_top_k_filter_the_ranking(server_url):
     data = encode(scene(80, 60), "PNG")
     everything = post(server_url, "/v1/detect", data, threshold=0).json()["detections"]
-    kept = post(server_url, "/v1/detect", data, threshold=0.5, max_detections=7).json()["detections"]
+    kept = post(server_url, "/v1/detect", data, threshold=0.5, top_k=7).json()["detections"]
     expected = [d for d in everything if d["score"] >= 0.5][:7]
     assert kept == expected and 0 < len(kept) <= 7
 
@@ -77,7 +77,7 @@ def test_threshold_and_max_detections_filter_the_ranking(server_url):
 def test_explain_gives_points_of_detected_queries_and_normalised_weights(server_url, model):
     data = encode(scene(120, 90), "PNG")
     detections = post(server_url, "/v1/detect", data, threshold=0).json()["detections"]
-    response = post(server_url, "/v1/explain", data, threshold=0, top=3, pixel_x=10, pixel_y=20)
+    response = post(server_url, "/v1/explain", data, threshold=0, top_k=3, pixel_x=10, pixel_y=20)
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["width"], body["height"]) == (120, 90)
@@ -89,7 +89,8 @@ def test_explain_gives_points_of_detected_queries_and_normalised_weights(server_
         same = [
             d
             for d in detections
-            if d["label"] == explained["label"] and max(abs(a - b) for a, b in zip(d["box"], explained["box"])) < 1e-3
+            if d["label"] == explained["label"]
+            and max(abs(a - b) for a, b in zip(d["box_xyxy"], explained["box_xyxy"])) < 1e-3
         ]
         assert same and abs(same[0]["score"] - explained["score"]) < 1e-5  # a detection /v1/detect reported
         assert len(explained["sampling"]) == attention.n_levels
@@ -163,13 +164,13 @@ def test_bad_inputs_get_one_line_answers_and_the_server_keeps_serving(server_url
         {"threshold": -0.1},
         {"threshold": "nan"},
         {"threshold": "high"},
-        {"max_detections": 0},
-        {"max_detections": 101},
-        {"max_detections": 2.5},
+        {"top_k": 0},
+        {"top_k": 101},
+        {"top_k": 2.5},
     ):
         assert_one_line_error(post(server_url, "/v1/detect", good, **fields), 422, next(iter(fields)))
     assert_one_line_error(post(server_url, "/v1/detect", good, threshold="nan"), 422, "finite number")
-    assert_one_line_error(post(server_url, "/v1/explain", good, top=0), 422, "top")
+    assert_one_line_error(post(server_url, "/v1/explain", good, top_k=0), 422, "top_k")
     assert_one_line_error(post(server_url, "/v1/detect", None, threshold=0.5), 422, "image")
     assert_one_line_error(
         httpx.post(server_url + "/v1/detect", content=b"{}", headers={"content-type": "application/json"}), 422, "image"
@@ -203,10 +204,10 @@ class _FailingRunner:
     def info(self):
         return self.runner.info()
 
-    def detect(self, images):
+    def detect(self, images, **options):
         if self.fail:
             raise RuntimeError("boom: internal detail that must not reach the client")
-        return self.runner.detect(images)
+        return self.runner.detect(images, **options)
 
     def explain(self, *args):
         return self.runner.explain(*args)
@@ -229,7 +230,7 @@ def test_a_compiled_model_compiles_before_serving_and_answers_as_eager(runner, m
     server accepts a connection (torch.compile replaced by the identity; the real compile is test_compiled's)."""
     from serve_helpers import tiny_model
 
-    from deformable_detr.models import compiled
+    from deformable_detr.pipeline import compiled
     from deformable_detr.serving.runner import ModelRunner
 
     monkeypatch.setattr(compiled, "_compile", lambda function, **options: function)
@@ -244,7 +245,7 @@ def test_a_compiled_model_compiles_before_serving_and_answers_as_eager(runner, m
         assert httpx.get(url + "/v1/model").json()["compiled"]["buckets"] == [[96, 128]]
         image = scene(128, 96)
         got = post(url, "/v1/detect", encode(image, "PNG"), threshold=0.0).json()["detections"]
-    expected = runner.detect([image])[0]  # the eager model, same weights
+    expected = runner.detect([image], threshold=0.0)[0]  # the eager model, same weights
     assert [d["label"] for d in got] == [d["label"] for d in expected]
     torch.testing.assert_close(
         torch.tensor([d["score"] for d in got]), torch.tensor([d["score"] for d in expected]), rtol=0, atol=1e-5

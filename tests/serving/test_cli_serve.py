@@ -79,9 +79,9 @@ def test_serve_answers_like_model_predict_and_stops_cleanly_on_sigterm(checkpoin
     assert response.status_code == 200, response.text
     expected = model.predict(image, threshold=0.2)[0]
     detections = response.json()["detections"]
-    assert [d["category"] for d in detections] == expected.names
+    assert [d["name"] for d in detections] == expected.names
     torch.testing.assert_close(
-        torch.tensor([d["box"] for d in detections]).reshape(-1, 4), expected.boxes, rtol=0, atol=1e-3
+        torch.tensor([d["box_xyxy"] for d in detections]).reshape(-1, 4), expected.boxes, rtol=0, atol=1e-3
     )
 
 
@@ -121,7 +121,7 @@ def test_a_port_in_use_is_one_line_error_before_the_model_loads(checkpoint, caps
 
 
 def test_compile_flag_reaches_the_loaded_model(checkpoint, capsys, monkeypatch):
-    from deformable_detr.models import compiled
+    from deformable_detr.pipeline import compiled
     from deformable_detr.serving import runner
 
     monkeypatch.setattr(compiled, "_compile", lambda function, **options: function)  # no real compile here

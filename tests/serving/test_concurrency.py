@@ -41,7 +41,10 @@ def test_64_requests_at_concurrency_8_match_sequential_ones_and_form_batches(run
             torch.tensor([d["score"] for d in got]), torch.tensor([d["score"] for d in expected]), rtol=0, atol=1e-5
         )
         torch.testing.assert_close(
-            torch.tensor([d["box"] for d in got]), torch.tensor([d["box"] for d in expected]), rtol=0, atol=1e-3
+            torch.tensor([d["box_xyxy"] for d in got]),
+            torch.tensor([d["box_xyxy"] for d in expected]),
+            rtol=0,
+            atol=1e-3,
         )
     assert max(int(size) for size in health["batch_sizes"]) > 1, health
     assert health["images_done"] == before["images_done"] + 64

@@ -46,7 +46,7 @@ def test_each_listed_response_is_really_given(runner):
     key = {"Authorization": "Bearer s3cret"}
     good, big = encode(scene(64, 48), "PNG"), b"\0" * (2 * 1024 * 1024)
     uploads = {  # expected status -> (upload, form fields)
-        200: (("ok.png", good), {"top": 1}),
+        200: (("ok.png", good), {"top_k": 1}),
         400: (("empty.png", b""), {}),
         413: (("big.png", big), {}),
         415: (("notes.txt", b"just text"), {}),

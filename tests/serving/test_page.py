@@ -54,7 +54,7 @@ def test_upload_draw_filter_click_and_see_sampling_points(server_url, browser, t
     scores = sorted(page.evaluate("window.detrPage.detections.map(d => d.score)"), reverse=True)
     assert len(scores) == 100  # the page asks for everything and filters itself
     shown = page.evaluate("window.detrPage.boxesDrawn")
-    assert shown == sum(score >= 0.3 for score in scores) == page.locator("#detections li").count()  # default 0.30
+    assert shown == sum(score >= 0.5 for score in scores) == page.locator("#detections li").count()  # default 0.50
 
     # The slider filters on the client: no new request; each position shows exactly the scores above it.
     requests = []

@@ -23,7 +23,7 @@ from deformable_detr.errors import ConfigError
 from deformable_detr.experiments.convergence import ConvergenceConfig
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detr import DetrConfig
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline.processor import PreprocessConfig
 from deformable_detr.serving.config import ServeConfig
 from deformable_detr.training.config import TrainConfig
 from deformable_detr.training.criterion import LossConfig

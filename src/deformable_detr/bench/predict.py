@@ -3,13 +3,13 @@
 Methods, all on the same JPEG files and the same random weights (an HF model perturbed so every path
 matters, written with `save_pretrained`, read by both sides):
 
-    ours-fp32          `model.predict(paths)` (deformable_detr.load of the HF folder), eager float32
+    ours-fp32          `pipeline.run.predict(model, paths)` (deformable_detr.load of the HF folder), eager float32
     ours-bf16          the same with `amp=True` (bfloat16 autocast)
-    ours-compile       the same through `deformable_detr.models.compiled` (torch.compile; CUDA graphs
+    ours-compile       the same through `deformable_detr.pipeline.compiled` (torch.compile; CUDA graphs
                        on a GPU; shape buckets), float32
     ours-compile-bf16  the same with `amp=True`
     onnxruntime        our preprocessing, a padded batch + padding_mask through the exported ONNX file
-                       (CPUExecutionProvider, so CPU only), top-k postprocessing in numpy
+                       (CPUExecutionProvider, so CPU only), our postprocess
     hf                 `DeformableDetrImageProcessor` (same resize rule) + `DeformableDetrForObjectDetection`
                        + `post_process_object_detection`
 
@@ -30,8 +30,6 @@ import dataclasses
 import math
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ import torch
 from ..errors import ConfigError
 from .harness import header, interleaved_times, summarize, time_once
 from .hf_reference import random_hf_model
+from .predict_methods import Method, methods_for
 
 METHODS = ("ours-fp32", "ours-bf16", "ours-compile", "ours-compile-bf16", "onnxruntime", "hf")
 COMPILED = ("ours-compile", "ours-compile-bf16")
@@ -61,56 +60,6 @@ def _write_images(directory: Path, count: int, height: int, width: int) -> list[
         Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(path, quality=90)
         paths.append(str(path))
     return paths
-
-
-def numpy_postprocess(
-    logits: np.ndarray,
-    boxes_cxcywh: np.ndarray,
-    sizes_hw: list[tuple[int, int]],
-    top_k: int = 100,
-    threshold: float = 0.5,
-) -> list[dict[str, np.ndarray]]:
-    """The model's postprocess in numpy: sigmoid, top-k over (query, class), cxcywh -> xyxy pixels.
-
-    Args:
-        logits: (B, Lq, K); boxes_cxcywh: (B, Lq, 4) in [0, 1] of each image's valid region.
-        sizes_hw: per image, (height, width) of the original image in pixels.
-
-    Returns:
-        per image {"scores" (N,), "labels" (N,), "boxes" (N, 4) xyxy pixels} with score >= threshold.
-    """
-    num_classes = logits.shape[-1]
-    scores = 1 / (1 + np.exp(-logits.reshape(len(logits), -1)))  # (B, Lq*K)
-    results = []
-    for image_scores, image_boxes, (height, width) in zip(scores, boxes_cxcywh, sizes_hw):
-        top = np.argsort(-image_scores)[:top_k]
-        top = top[image_scores[top] >= threshold]
-        cx, cy, w, h = image_boxes[top // num_classes].T
-        xyxy = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), -1) * [width, height, width, height]
-        results.append({"scores": image_scores[top], "labels": top % num_classes, "boxes": xyxy})
-    return results
-
-
-def _onnx_inputs(model, paths: list[str]) -> tuple[dict[str, np.ndarray], list[tuple[int, int]]]:
-    """decode -> our preprocessing -> ({"images", "padding_mask"} padded batch, original (h, w) per image)."""
-    from deformable_detr.models.preprocess import preprocess_image, to_rgb_image
-
-    pictures = [to_rgb_image(path) for path in paths]
-    tensors = [preprocess_image(picture, model.preprocess).numpy() for picture in pictures]  # (3, h_i, w_i)
-    height, width = max(t.shape[1] for t in tensors), max(t.shape[2] for t in tensors)
-    images = np.zeros((len(tensors), 3, height, width), np.float32)
-    padding_mask = np.ones((len(tensors), height, width), bool)
-    for index, tensor in enumerate(tensors):
-        images[index, :, : tensor.shape[1], : tensor.shape[2]] = tensor
-        padding_mask[index, : tensor.shape[1], : tensor.shape[2]] = False
-    return {"images": images, "padding_mask": padding_mask}, [(p.height, p.width) for p in pictures]
-
-
-def _onnx_predict(session, model, paths: list[str], threshold: float) -> list[dict[str, np.ndarray]]:
-    """decode -> our preprocessing -> padded batch + padding_mask -> onnxruntime -> numpy postprocess."""
-    inputs, sizes = _onnx_inputs(model, paths)
-    logits, boxes = session.run(None, inputs)
-    return numpy_postprocess(logits, boxes, sizes, threshold=threshold)
 
 
 def onnx_sampling_bytes(config, batch: int, height: int, width: int) -> int:
@@ -135,100 +84,6 @@ def available_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-@dataclass
-class _Method:
-    """One way to detect: `run(paths)` end to end; `prepare(paths)` decodes and preprocesses once and returns
-    a callable that runs the model alone on those inputs."""
-
-    run: Callable[[list[str]], object]
-    prepare: Callable[[list[str]], Callable[[], object]]
-
-
-def _ours(model, threshold: float, amp: bool) -> _Method:
-    """`model.predict`, and `model_outputs` (what predict runs between preprocessing and postprocessing)."""
-    from deformable_detr.models.predict import model_outputs
-    from deformable_detr.models.preprocess import preprocess_image, to_rgb_image
-
-    def prepare(paths):
-        tensors = [preprocess_image(to_rgb_image(path), model.preprocess) for path in paths]  # (3, h, w) each
-
-        @torch.inference_mode()
-        def forward():
-            return model_outputs(model, tensors, amp)
-
-        return forward
-
-    return _Method(lambda paths: model.predict(paths, threshold=threshold, batch_size=len(paths), amp=amp), prepare)
-
-
-def _onnxruntime(onnx_path: str, model, threads: int, threshold: float) -> _Method:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-
-    def prepare(paths):
-        inputs, _ = _onnx_inputs(model, paths)
-        return lambda: session.run(None, inputs)
-
-    return _Method(lambda paths: _onnx_predict(session, model, paths, threshold), prepare)
-
-
-def _hf(directory: str, preprocess, device: str, threshold: float) -> _Method:
-    from PIL import Image
-    from transformers import DeformableDetrForObjectDetection, DeformableDetrImageProcessor
-
-    hf_model = DeformableDetrForObjectDetection.from_pretrained(directory).eval().to(device)
-    processor = DeformableDetrImageProcessor(
-        size={"shortest_edge": preprocess.min_size, "longest_edge": preprocess.max_size},
-        image_mean=list(preprocess.mean),
-        image_std=list(preprocess.std),
-    )
-
-    @torch.inference_mode()
-    def hf_predict(paths):
-        pictures = [Image.open(path).convert("RGB") for path in paths]
-        inputs = processor(images=pictures, return_tensors="pt").to(device)
-        outputs = hf_model(**inputs)
-        return processor.post_process_object_detection(
-            outputs, threshold=threshold, target_sizes=[(p.height, p.width) for p in pictures]
-        )
-
-    def prepare(paths):
-        inputs = processor(images=[Image.open(path).convert("RGB") for path in paths], return_tensors="pt").to(device)
-        return torch.inference_mode()(lambda: hf_model(**inputs))
-
-    return _Method(hf_predict, prepare)
-
-
-def _methods(
-    directory: str,
-    onnx_path: str,
-    models: dict[str, Any],
-    threads: int,
-    threshold: float,
-    methods: tuple[str, ...],
-    device: str,
-) -> dict[str, _Method]:
-    """name -> `_Method`; `models` holds "eager" and (for the compiled methods) "compiled", our two loaded models."""
-    runs: dict[str, _Method] = {}
-    for name, key, amp in (
-        ("ours-fp32", "eager", False),
-        ("ours-bf16", "eager", True),
-        ("ours-compile", "compiled", False),
-        ("ours-compile-bf16", "compiled", True),
-    ):
-        if name in methods:
-            runs[name] = _ours(models[key], threshold, amp)
-    if "onnxruntime" in methods:
-        runs["onnxruntime"] = _onnxruntime(onnx_path, models["eager"], threads, threshold)
-    if "hf" in methods:
-        runs["hf"] = _hf(directory, models["eager"].preprocess, device, threshold)
-    return runs
 
 
 def run_predict_benchmark(
@@ -313,7 +168,7 @@ def run_predict_benchmark(
             if "onnxruntime" in methods:
                 say(f"{size} px: exporting ONNX")
                 export_onnx(models["eager"], onnx_path, dynamic=True, batch_size=1, height=size, width=width)
-            runs = _methods(directory, onnx_path, models, threads, 0.5, methods, device)
+            runs = methods_for(directory, onnx_path, models, threads, 0.5, methods, device)
             for batch in batch_sizes:
                 cell_runs = dict(runs)
                 if "onnxruntime" in cell_runs:
@@ -359,7 +214,7 @@ def _checked_methods(methods: tuple[str, ...] | None, on_gpu: bool, smoke: bool)
     return tuple(methods)
 
 
-def _measure_cell(runs: dict[str, _Method], paths: list[str], repeats: int, sync, say) -> list[dict[str, Any]]:
+def _measure_cell(runs: dict[str, Method], paths: list[str], repeats: int, sync, say) -> list[dict[str, Any]]:
     """One (size, batch) cell: each method's first call, then interleaved rounds end to end and of the model alone."""
     first = {}
     for name, method in runs.items():

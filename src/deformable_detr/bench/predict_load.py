@@ -26,7 +26,7 @@ from deformable_detr.bench.harness import header, peak_rss_mib, rss_mib, write_r
 from deformable_detr.inference.predict_files import predict_files
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline.processor import PreprocessConfig
 
 FORMATS = [
     ("jpg", "RGB"),

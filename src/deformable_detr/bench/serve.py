@@ -57,7 +57,7 @@ def _save_model(name: str, directory: Path) -> Path:
     import torch
 
     from deformable_detr import DeformableDETR, ModelConfig
-    from deformable_detr.models.preprocess import PreprocessConfig
+    from deformable_detr.pipeline.processor import PreprocessConfig
 
     preset, min_size, max_size, _ = MODELS[name]
     torch.manual_seed(0)

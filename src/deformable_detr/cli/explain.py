@@ -31,8 +31,18 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("explain"), metavar="DIR", help="output folder (default explain)"
     )
-    parser.add_argument("--top", type=int, default=5, metavar="K", help="explain the K best detections (default 5)")
-    parser.add_argument("--threshold", type=float, default=0.0, help="only detections scoring >= this (default 0)")
+    parser.add_argument(
+        "--top-k",
+        "--top",
+        dest="top_k",
+        type=int,
+        default=5,
+        metavar="K",
+        help="explain the K best detections (default 5)",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="only detections scoring >= this, 0..1 (default 0.5)"
+    )
     parser.add_argument("--pixel", type=_pixel, metavar="X,Y", help="also explain the encoder at this pixel")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument(
@@ -42,17 +52,17 @@ def register(subparsers) -> None:
 
 
 def _explain(args) -> None:
-    from ..data.images import load_rgb_image
     from ..errors import ConfigError
     from ..inference.explain import explain
     from ..inference.loader import load
-    from ..models.predict import check_threshold
+    from ..pipeline.decode import load_rgb_image
+    from ..pipeline.processor import check_threshold
     from ..viz.sampling_points import check_explanation_folder, save_explanation
     from .devices import checked_device
 
     check_threshold(args.threshold, "--threshold")
-    if args.top < 1:
-        raise ConfigError(f"--top must be >= 1 (the number of detections to explain), got {args.top}")
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1 (the number of detections to explain), got {args.top_k}")
     if args.out.resolve() == args.image.resolve().parent:
         raise ConfigError(f"--out {args.out}: is the image's own folder; choose another folder for the drawings")
     if args.image.is_dir():
@@ -60,7 +70,7 @@ def _explain(args) -> None:
     check_explanation_folder(args.out, args.overwrite)  # before minutes of loading and computing
     model = load(args.checkpoint, device=checked_device(args.device))
     image = load_rgb_image(args.image)
-    explanation = explain(model, image, top=args.top, threshold=args.threshold, pixel=args.pixel)
+    explanation = explain(model, image, top_k=args.top_k, threshold=args.threshold, pixel=args.pixel)
     index = save_explanation(image, explanation, args.out, source=args.image.name, overwrite=args.overwrite)
     pixel = " and the pixel" if explanation["pixel"] else ""
     print(f"explained {len(explanation['detections'])} detection(s){pixel}; open {index}")

@@ -53,7 +53,7 @@ def _predict(args) -> int:
     from ..errors import ConfigError
     from ..inference.loader import load
     from ..inference.predict_files import predict_files
-    from ..models.predict import check_threshold
+    from ..pipeline.processor import check_threshold
     from ..util import distributed
     from .devices import checked_device
 

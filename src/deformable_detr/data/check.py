@@ -28,7 +28,7 @@ from pathlib import Path
 from ..errors import DatasetError
 from .check_report import PROBLEM_KINDS, READER_PROBLEM_KINDS, WARNING_KINDS, DatasetReport
 from .coco import load_json_split
-from .images import image_size
+from ..pipeline.decode import image_size
 from .split import BOX_TOLERANCE, DatasetSplit
 
 

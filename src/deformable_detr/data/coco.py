@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DatasetError
-from .images import load_rgb_image
+from ..pipeline.decode import load_rgb_image
 from .split import DatasetSplit
 from .transforms import ToTensorNormalize
 

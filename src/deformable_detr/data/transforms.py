@@ -9,6 +9,9 @@ as normalized (cx, cy, w, h) — the format the model and the criterion use.
 Recipe (Carion et al. 2020, kept by Deformable DETR): random horizontal flip, then either a
 multi-scale resize of the short side (max long side) or a random resize + random-size crop followed
 by the same multi-scale resize. Sizes are arguments so small presets can train at small resolutions.
+
+The resize rule, the resize itself and the normalisation are `deformable_detr.pipeline.processor`'s, the
+ones inference uses, so a model sees at inference exactly what validation showed it.
 """
 
 from __future__ import annotations
@@ -19,10 +22,8 @@ from collections.abc import Callable, Sequence
 import torch
 from PIL import Image
 
+from ..pipeline.processor import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_image, resized_size
 from ..util.box_ops import box_xyxy_to_cxcywh
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Target = dict
 
@@ -60,21 +61,11 @@ def crop(image: Image.Image, target: Target, region: tuple[int, int, int, int]) 
     return image, _keep_boxes(target, keep)
 
 
-def _resized_hw(height: int, width: int, size: int, max_size: int | None) -> tuple[int, int]:
-    """Output (h, w) with short side `size`, long side at most `max_size` (as DETR's get_size_with_aspect_ratio)."""
-    short, long = min(height, width), max(height, width)
-    if max_size is not None and long / short * size > max_size:
-        size = int(round(max_size * short / long))
-    if width < height:
-        return int(size * height / width), size
-    return size, int(size * width / height)
-
-
 def resize(image: Image.Image, target: Target, size: int, max_size: int | None = None):
     """Resize so the short side is `size` pixels (long side at most `max_size`); boxes scale along."""
-    new_h, new_w = _resized_hw(image.height, image.width, size, max_size)
+    new_h, new_w = resized_size(image.height, image.width, size, max_size)
     scale = torch.tensor([new_w / image.width, new_h / image.height] * 2, dtype=torch.float32)
-    image = image.resize((new_w, new_h), Image.BILINEAR)
+    image = resize_image(image, (new_h, new_w))
     target = dict(target)
     target["boxes"] = target["boxes"] * scale  # (T, 4)
     target["size"] = torch.tensor([new_h, new_w], dtype=torch.int64)
@@ -142,13 +133,10 @@ class ToTensorNormalize:
     """PIL RGB -> (3, H, W) float32 normalized by ImageNet mean/std; boxes -> normalized cxcywh."""
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        self.mean = torch.tensor(mean).view(3, 1, 1)
-        self.std = torch.tensor(std).view(3, 1, 1)
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(self, image, target):
-        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-        pixels = pixels.view(image.height, image.width, 3).permute(2, 0, 1)  # (3, H, W)
-        tensor = (pixels.float() / 255.0 - self.mean) / self.std
+        tensor = normalize(image, self.mean, self.std)  # (3, H, W)
         target = dict(target)
         scale = torch.tensor([image.width, image.height] * 2, dtype=torch.float32)
         target["boxes"] = box_xyxy_to_cxcywh(target["boxes"] / scale)  # (T, 4) in [0, 1]

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 
 from ..errors import DatasetError
-from .images import image_size
+from ..pipeline.decode import image_size
 from .split import IMAGE_SUFFIXES, SPLIT_ALIASES, DatasetSplit, add_box
 
 logger = logging.getLogger(__name__)

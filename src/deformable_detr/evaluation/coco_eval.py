@@ -16,7 +16,10 @@ import math
 from numbers import Real
 from pathlib import Path
 
+import torch
+
 from deformable_detr.errors import DatasetError
+from deformable_detr.pipeline.detections import boxes_xyxy_to_xywh
 
 # Order of COCOeval.stats for iouType="bbox".
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -49,8 +52,8 @@ def evaluate_detections(
         detections: COCO results, a list of {"image_id": int, "category_id": int,
             "bbox": [x, y, w, h] pixels, "score": float}, or the path of such a JSON list.
             An empty list is valid: every defined metric is then 0. `deformable-detr predict`'s
-            `detections.json` ({"images", "detections", ...}) is read too: its images are matched to the
-            ground truth's by file name (the path's tail that equals a ground-truth `file_name`).
+            `detections.json` ({"images": [{"file_name", "detections": [{"box_xyxy", "label", ...}]}], ...},
+            label = category id) is read too: its images are matched to the ground truth's by file name (the path's tail that equals a ground-truth `file_name`).
         verbose: print pycocotools' own progress and summary (silenced otherwise).
 
     Returns:
@@ -69,7 +72,7 @@ def evaluate_detections(
         _load_json(ground_truth, "ground truth") if not isinstance(ground_truth, dict) else ground_truth
     )
     results = _load_json(detections, "detections") if isinstance(detections, (str, Path)) else detections
-    if isinstance(results, dict) and "detections" in results and "images" in results:
+    if isinstance(results, dict) and "images" in results:
         results = _with_ground_truth_image_ids(results, gt["images"])
     results = _checked_detections(results, {im["id"] for im in gt["images"]}, {c["id"] for c in gt["categories"]})
     output = io.StringIO()
@@ -148,13 +151,25 @@ def _with_ground_truth_image_ids(predicted: dict, gt_images: list[dict]) -> list
                 "with the same name; predict the annotated images"
             )
         ids[image["id"]] = match["id"]
-    detections = predicted["detections"]
-    if not isinstance(detections, list):
-        raise DatasetError(f"detections: 'detections' must be a list, got {type(detections).__name__}")
-    return [
-        {**det, "image_id": ids.get(det.get("image_id"), det.get("image_id"))} if isinstance(det, dict) else det
-        for det in detections
-    ]
+    results = []
+    for index, image in enumerate(predicted["images"]):
+        items = image.get("detections")
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and _is_box(item.get("box_xyxy")) and "label" in item and "score" in item
+            for item in items
+        ):
+            raise DatasetError(
+                f"detections: images[{index}].detections must be a list of {{'box_xyxy': [x0, y0, x1, y1], 'label', "
+                "'score'}} (a predict output file)"
+            )
+        if not items:
+            continue
+        boxes_xywh = boxes_xyxy_to_xywh(torch.tensor([item["box_xyxy"] for item in items], dtype=torch.float64))
+        results.extend(
+            {"image_id": ids[image["id"]], "category_id": item["label"], "bbox": box, "score": item["score"]}
+            for item, box in zip(items, boxes_xywh.tolist())
+        )
+    return results
 
 
 def _checked_detections(detections, image_ids: set, category_ids: set) -> list[dict]:

@@ -12,8 +12,9 @@ from tqdm import tqdm
 from ..data.coco import CocoDetection, DatasetError, collate
 from ..data.transforms import make_transforms
 from ..models.categories import category_key, category_mapping, duplicate_names
-from ..models.predict import forward_unpadded
-from ..models.preprocess import default_categories
+from ..pipeline.categories import default_categories
+from ..pipeline.detections import boxes_xyxy_to_xywh
+from ..pipeline.run import forward_unpadded
 from .coco_eval import evaluate_detections
 
 
@@ -57,8 +58,7 @@ def evaluate(
         outputs = {k: v.float() for k, v in outputs.items() if k in ("pred_logits", "pred_boxes")}
         target_sizes = torch.stack([t["orig_size"] for t in targets]).to(device)  # (B, 2) (h, w)
         for target, detections in zip(targets, model.postprocess(outputs, target_sizes)):
-            boxes_xyxy = detections["boxes"].cpu()
-            boxes_xywh = torch.cat([boxes_xyxy[:, :2], boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]], dim=1)  # (N, 4)
+            boxes_xywh = boxes_xyxy_to_xywh(detections["boxes"].cpu())  # (N, 4) COCO's [x, y, w, h]
             for score, label, box in zip(
                 detections["scores"].tolist(), detections["labels"].tolist(), boxes_xywh.tolist()
             ):

@@ -6,8 +6,8 @@ draws and the web service sends to the page:
 
     {"image_size": [H, W],
      "levels": [{"level": l, "size": [H_l, W_l]}],
-     "detections": [{"box_xyxy", "score", "label", "category_id", "name", "query",
-                     "reference_point": [x, y],
+     "detections": [{"box_xyxy", "label", "name", "score",   (`Detections.to_dict`'s items, plus:)
+                     "query", "reference_point": [x, y],
                      "sampling": [{"level": l, "points": [[x, y], ...], "weights": [...], "heads": [...]}]}],
      "pixel": None | {"pixel": [x, y], "level": 0, "query": q, "reference_point": [x, y], "sampling": [...]}}
 
@@ -25,8 +25,10 @@ import torch
 
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.deformable_attention import recording_sampling
-from deformable_detr.models.preprocess import ImageInput, preprocess_image, to_rgb_image
-from deformable_detr.util.box_ops import box_cxcywh_to_xyxy
+from deformable_detr.pipeline.decode import ImageInput, to_rgb_image
+from deformable_detr.pipeline.detections import Detections
+from deformable_detr.pipeline.processor import Processor, check_threshold
+from deformable_detr.pipeline.run import DEFAULT_THRESHOLD, check_top_k
 
 if TYPE_CHECKING:
     from deformable_detr.models.detector import DeformableDETR
@@ -71,8 +73,8 @@ def _parse_pixel(pixel: tuple[float, float] | None, width: int, height: int) -> 
 def explain(
     model: DeformableDETR,
     image: ImageInput,
-    top: int = 5,
-    threshold: float = 0.0,
+    top_k: int = 5,
+    threshold: float = DEFAULT_THRESHOLD,
     pixel: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Sampling points and attention weights of the top detections (and optionally of one pixel).
@@ -80,20 +82,19 @@ def explain(
     Args:
         model: the detector (runs on its parameters' device, in eval mode; the mode is restored).
         image: a path, PIL image, numpy (H, W, 3) uint8 array or (3, H, W) tensor (see `to_rgb_image`).
-        top: explain at most this many detections, best first (one per query: a query's best class).
-        threshold: only detections scoring >= this.
+        top_k: explain at most this many detections, best first (one per query: a query's best class).
+        threshold: only detections scoring >= this (the model's `postprocess` applies it).
         pixel: (x, y) in pixels of the original image: also explain the encoder at this pixel.
 
     Returns:
         plain data, see the module docstring.
     """
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ConfigError(f"top must be an integer >= 1 (the number of detections to explain), got {top!r}")
+    top_k, threshold = check_top_k(top_k), check_threshold(threshold)
     picture = to_rgb_image(image)
     width, height = picture.info.get("original_size", picture.size)
     pixel = _parse_pixel(pixel, width, height)
     device = next(model.parameters()).device
-    batch = preprocess_image(picture, model.preprocess)[None].to(device)  # (1, 3, h, w), no padding
+    batch = Processor(model.preprocess).preprocess(picture)[None].to(device)  # (1, 3, h, w), no padding
     was_training = model.training
     model.eval()
     try:
@@ -107,29 +108,17 @@ def explain(
         model.train(was_training)
     encoder_record, decoder_record = encoder_attentions[-1].last_sampling, decoder_attentions[-1].last_sampling
 
-    probabilities = out["pred_logits"][0].float().sigmoid()  # (Lq, K)
-    scores, labels = probabilities.max(-1)  # a query's best class
-    boxes = box_cxcywh_to_xyxy(out["pred_boxes"][0].float()) * torch.tensor(
-        [width, height, width, height], device=device
-    )  # (Lq, 4)
+    logits = out["pred_logits"]  # (1, Lq, K)
+    every_pair = logits.shape[1] * logits.shape[2]  # every (query, class): a query's best class comes first
+    (found,) = model.postprocess(out, torch.tensor([[height, width]]), score_threshold=threshold, top_k=every_pair)
+    seen: set[int] = set()
+    first = [i for i, query in enumerate(found["queries"].tolist()) if not (query in seen or seen.add(query))]
+    best = {key: value[first[:top_k]] for key, value in found.items()}  # one detection per query, its best class
+    items = Detections.from_postprocessed(best, (height, width), model.categories).to_dict()["detections"]
     detections = []
-    for query in scores.argsort(descending=True)[:top].tolist():
-        if scores[query] < threshold:
-            break
-        label = int(labels[query])
+    for item, query in zip(items, best["queries"].tolist()):
         reference, sampling = _sampling(decoder_record, query, width, height)
-        detections.append(
-            {
-                "box_xyxy": boxes[query].tolist(),
-                "score": float(scores[query]),
-                "label": label,
-                "category_id": model.categories[label]["id"],
-                "name": model.categories[label]["name"],
-                "query": query,
-                "reference_point": reference,
-                "sampling": sampling,
-            }
-        )
+        detections.append({**item, "query": query, "reference_point": reference, "sampling": sampling})
     shapes = encoder_record["spatial_shapes"].tolist()
     result = {
         "image_size": [height, width],

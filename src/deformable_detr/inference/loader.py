@@ -39,8 +39,8 @@ from deformable_detr.interop.transformers import read_weights, transformers_to_o
 from deformable_detr.models.build import model_class, model_config_from_dict
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.preprocess import PreprocessConfig
 from deformable_detr.models.pretrained import WEIGHTS_NAME, from_pretrained, is_pretrained_directory
+from deformable_detr.pipeline.processor import PreprocessConfig
 from deformable_detr.util.safe_load import load_torch_file
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def load(
         config: the architecture, for files that do not determine it (bare state dicts); for other formats
             it replaces what the file says.
         compile: make `model.predict` run through torch.compile (CUDA graphs on a GPU, shape buckets;
-            see `deformable_detr.models.compiled.compile_inference`); it compiles lazily, on first use.
+            see `deformable_detr.pipeline.compiled.compile_inference`); it compiles lazily, on first use.
 
     Returns:
         DeformableDETR in eval mode on `device`, with `preprocess`, `categories` and `checkpoint_info` set
@@ -103,7 +103,7 @@ def load(
     logger.info("%s: loaded as %s (%s)", info.path, info.format, info.description)
     model = model.to(device)
     if compile:
-        from deformable_detr.models.compiled import compile_inference  # imports torch._dynamo: only when asked
+        from deformable_detr.pipeline.compiled import compile_inference  # imports torch._dynamo: only when asked
 
         compile_inference(model)
     return model

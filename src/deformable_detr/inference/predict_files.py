@@ -12,21 +12,20 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
-from deformable_detr.data.images import load_rgb_image
 from deformable_detr.errors import DatasetError
 from deformable_detr.inference.inputs import ImageFiles, check_output_folder, collect_image_files
-from deformable_detr.models.predict import check_threshold
+from deformable_detr.pipeline.decode import load_rgb_image
+from deformable_detr.pipeline.processor import check_threshold
+from deformable_detr.pipeline.run import DEFAULT_THRESHOLD, DEFAULT_TOP_K, check_top_k, predict
 from deformable_detr.util import distributed
 from deformable_detr.util.atomic_file import write_atomic
 from deformable_detr.viz.detections import draw_detections
-
-if TYPE_CHECKING:
-    from deformable_detr.models.detector import DeformableDETR
 
 DRAW_MIN_SIDE = 480  # px; smaller images are enlarged for drawing so captions stay readable
 
@@ -48,12 +47,20 @@ class PredictSummary:
     skipped: list[str] = field(default_factory=list)
 
 
-def _round(values: list[float], digits: int) -> list[float]:
-    return [round(v, digits) for v in values]
+def _rounded(item: dict[str, Any]) -> dict[str, Any]:
+    """A `Detections.to_dict()` item with the box to 0.01 px and the score to 5 digits (a smaller file)."""
+    return {**item, "box_xyxy": [round(v, 2) for v in item["box_xyxy"]], "score": round(item["score"], 5)}
 
 
 def _process_batch(
-    model: DeformableDETR, files: ImageFiles, indices: list[int], out: Path, threshold: float, amp: bool, draw: bool
+    model: nn.Module,
+    files: ImageFiles,
+    indices: list[int],
+    out: Path,
+    threshold: float,
+    top_k: int,
+    amp: bool,
+    draw: bool,
 ) -> list[dict[str, Any]]:
     """Decode, detect and draw the files at `indices`: one record per file ({"index", "image" | "error"})."""
     records, pictures, good = [], [], []
@@ -66,23 +73,13 @@ def _process_batch(
             records.append({"index": index, "error": message})
     if not pictures:
         return records
-    found = model.predict(pictures, threshold=threshold, batch_size=len(pictures), amp=amp)
+    found = predict(model, pictures, threshold=threshold, batch_size=len(pictures), amp=amp, top_k=top_k)
     for index, picture, detections in zip(good, pictures, found):
         height, width = detections.image_size
+        items = [_rounded(item) for item in detections.to_dict()["detections"]]
         record = {
             "index": index,
-            "image": {"file_name": str(files.files[index]), "width": width, "height": height},
-            "detections": [
-                {
-                    "category_id": category_id,
-                    "category_name": name,
-                    "bbox": _round([x0, y0, x1 - x0, y1 - y0], 2),
-                    "score": round(score, 5),
-                }
-                for (x0, y0, x1, y1), score, category_id, name in zip(
-                    detections.boxes.tolist(), detections.scores.tolist(), detections.category_ids, detections.names
-                )
-            ],
+            "image": {"file_name": str(files.files[index]), "width": width, "height": height, "detections": items},
         }
         if draw:
             drawing = out / files.outputs[index]
@@ -103,17 +100,18 @@ def _process_batch(
 
 
 def predict_files(
-    model: DeformableDETR,
+    model: nn.Module,
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     batch_size: int = 8,
     amp: bool = False,
     draw: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    top_k: int = DEFAULT_TOP_K,
 ) -> PredictSummary:
-    """Run `model.predict` over image files, folders and globs; write detections.json and drawings.
+    """Run `deformable_detr.pipeline.run.predict` over image files, folders and globs; write detections.json and drawings.
 
     Args:
         model: the detector (on the device to use).
@@ -125,18 +123,19 @@ def predict_files(
         amp: bfloat16 autocast.
         draw: write one PNG per image (boxes, names, scores) mirroring the inputs' paths.
         progress: show a tqdm bar (rank 0).
+        top_k: at most this many detections per image, the best.
 
     Returns:
-        `PredictSummary`. `detections.json` holds {"categories", "images" [{"id", "file_name", "width",
-        "height", "drawing"}], "detections" [COCO results {"image_id", "category_id", "category_name",
-        "bbox" [x, y, w, h], "score"}], "errors" [{"file", "error"}], "skipped", "threshold"};
-        image ids are 1.. in input order. Under torchrun every rank returns the whole summary and
+        `PredictSummary`. `detections.json` holds {"threshold", "top_k", "categories", "images" [{"id",
+        "file_name", "width", "height", "drawing", "detections": [`Detections.to_dict()` items {"box_xyxy",
+        "label", "name", "score"}]}], "errors" [{"file", "error"}], "skipped"}; image ids are 1.. in input
+        order (`eval --predictions` reads this file). Under torchrun every rank returns the whole summary and
         rank 0 writes the file.
 
     Raises:
         DatasetError: the inputs name no image at all ("no images found", naming each input); nothing is written.
     """
-    threshold = check_threshold(threshold)
+    threshold, top_k = check_threshold(threshold), check_top_k(top_k)
     files = collect_image_files(inputs)
     if not files.files:  # nothing to do: refuse before writing anything
         named = "; ".join(f"{m['file']}: {m['error']}" for m in files.missing) or "no input given"
@@ -159,7 +158,7 @@ def predict_files(
         total=sum(map(len, mine)), unit="img", desc="predict", disable=not (progress and rank == 0), delay=0.5
     ) as bar:
         for indices in mine:
-            records.extend(_process_batch(model, files, indices, out, threshold, amp, draw))
+            records.extend(_process_batch(model, files, indices, out, threshold, top_k, amp, draw))
             bar.update(len(indices))
     if world > 1:
         gathered: list[list[dict[str, Any]] | None] = [None] * world
@@ -170,16 +169,13 @@ def predict_files(
     summary.errors = files.missing + [
         {"file": str(files.files[r["index"]]), "error": r["error"]} for r in records if "error" in r
     ]
-    images, detections = [], []
-    for image_id, record in enumerate((r for r in records if "image" in r), start=1):
-        images.append({"id": image_id, **record["image"]})
-        detections.extend({"image_id": image_id, **d} for d in record["detections"])
-    summary.images, summary.detections = len(images), len(detections)
+    images = [{"id": image_id, **r["image"]} for image_id, r in enumerate((r for r in records if "image" in r), 1)]
+    summary.images, summary.detections = len(images), sum(len(image["detections"]) for image in images)
     result = {
         "threshold": threshold,
+        "top_k": top_k,
         "categories": model.categories,
         "images": images,
-        "detections": detections,
         "errors": summary.errors,
         "skipped": summary.skipped,
     }

@@ -34,12 +34,12 @@ from torch import nn
 
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
-from deformable_detr.models.detections import Detections
 from deformable_detr.models.detr import ARCHITECTURE as DETR_ARCHITECTURE
 from deformable_detr.models.detr import detr_postprocess
-from deformable_detr.models.postprocess import postprocess
-from deformable_detr.models.predict import check_threshold, to_detections
-from deformable_detr.models.preprocess import ImageInput, PreprocessConfig, preprocess_image, to_rgb_image
+from deformable_detr.pipeline.decode import ImageInput, to_rgb_image
+from deformable_detr.pipeline.detections import Detections
+from deformable_detr.pipeline.processor import PreprocessConfig, Processor, check_threshold, postprocess
+from deformable_detr.pipeline.run import DEFAULT_THRESHOLD, DEFAULT_TOP_K, check_top_k
 
 INPUT_NAMES = ("images", "padding_mask")
 OUTPUT_NAMES = ("pred_logits", "pred_boxes")
@@ -288,7 +288,7 @@ def onnx_inputs(
             `onnx_detections` maps the boxes to.
     """
     picture = to_rgb_image(image)
-    images = preprocess_image(picture, _preprocess_config(source))[None].numpy()  # (1, 3, h, w)
+    images = Processor(_preprocess_config(source)).preprocess(picture)[None].numpy()  # (1, 3, h, w)
     width, height = picture.info.get("original_size", picture.size)  # a side over 10k px was downscaled on decode
     return images, (height, width)
 
@@ -298,8 +298,8 @@ def onnx_detections(
     pred_boxes: np.ndarray,
     image_size: tuple[int, int],
     source: nn.Module | Mapping[str, Any],
-    threshold: float = 0.5,
-    top_k: int = 100,
+    threshold: float = DEFAULT_THRESHOLD,
+    top_k: int = DEFAULT_TOP_K,
 ) -> Detections:
     """One image's graph outputs as the `Detections` that `predict` returns (the same postprocessing).
 
@@ -314,7 +314,7 @@ def onnx_detections(
     Returns:
         boxes (N, 4) (x0, y0, x1, y1) in pixels of the image as given, scores, labels, category ids and names.
     """
-    threshold = check_threshold(threshold)
+    threshold, top_k = check_threshold(threshold), check_top_k(top_k)
     if isinstance(source, nn.Module):
         categories = source.categories
         detr = getattr(source.config, "architecture", None) == DETR_ARCHITECTURE
@@ -329,5 +329,5 @@ def onnx_detections(
         )
     out = {"pred_logits": torch.from_numpy(logits)[None], "pred_boxes": torch.from_numpy(boxes)[None]}
     target_sizes = torch.tensor([list(image_size)])  # (1, 2) (height, width)
-    found = (detr_postprocess if detr else postprocess)(out, target_sizes, score_threshold=-1.0, top_k=top_k)
-    return to_detections(found[0], tuple(image_size), categories, threshold)
+    found = (detr_postprocess if detr else postprocess)(out, target_sizes, score_threshold=threshold, top_k=top_k)
+    return Detections.from_postprocessed(found[0], tuple(image_size), categories)

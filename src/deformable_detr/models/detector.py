@@ -21,17 +21,17 @@ from deformable_detr.models.backbone import Backbone, downsample_mask
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.decoder import inverse_sigmoid
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
-from deformable_detr.models.detections import Detections
 from deformable_detr.models.input_checks import check_model_input
 from deformable_detr.models.mlp import MLP
 from deformable_detr.models.position_encoding import sine_position_encoding
-from deformable_detr.models.postprocess import postprocess
-from deformable_detr.models.predict import predict
-from deformable_detr.models.preprocess import PreprocessConfig, check_categories, default_categories
 from deformable_detr.models.query_selection import self_attention_mask
 from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.models.transformer import DeformableTransformer
 from deformable_detr.ops import BACKENDS
+from deformable_detr.pipeline.categories import check_categories, default_categories
+from deformable_detr.pipeline.detections import Detections
+from deformable_detr.pipeline.processor import PreprocessConfig, postprocess
+from deformable_detr.pipeline.run import DEFAULT_THRESHOLD, DEFAULT_TOP_K, predict
 
 
 def _input_projections(backbone_channels: list[int], num_levels: int, d_model: int) -> nn.ModuleList:
@@ -314,11 +314,21 @@ class DeformableDETR(nn.Module):
     def postprocess(
         self, out: dict[str, Any], target_sizes: torch.Tensor, score_threshold: float = 0.0, top_k: int = 100
     ) -> list[dict[str, torch.Tensor]]:
-        """Top-k detections per image in pixels; see `deformable_detr.models.postprocess.postprocess`."""
+        """Top-k detections per image in pixels; see `deformable_detr.pipeline.processor.postprocess`."""
         return postprocess(out, target_sizes, score_threshold=score_threshold, top_k=top_k)
 
-    def predict(self, images: Any, threshold: float = 0.5, batch_size: int = 8, amp: bool = False) -> list[Detections]:
+    def predict(
+        self,
+        images: Any,
+        threshold: float = DEFAULT_THRESHOLD,
+        batch_size: int = 8,
+        amp: bool = False,
+        top_k: int = DEFAULT_TOP_K,
+    ) -> list[Detections]:
         """Detect objects in images of any type and size, with the model's own preprocessing and categories.
+
+        The steps are `deformable_detr.pipeline` (decode -> preprocess -> forward -> postprocess); this delegates
+        to `deformable_detr.pipeline.run.predict`.
 
         Args:
             images: one image or a list mixing: file paths, PIL images, numpy (H, W, 3) uint8 arrays,
@@ -326,14 +336,15 @@ class DeformableDETR(nn.Module):
             threshold: keep detections scoring >= this, in [0, 1].
             batch_size: images per forward pass; results do not depend on it (up to float rounding).
             amp: bfloat16 autocast (CPU or CUDA).
+            top_k: at most this many detections per image, the best (taken before the threshold).
 
         Returns:
             one `Detections` per image, in input order (boxes xyxy in the original image's pixels).
 
         After `deformable_detr.compile_inference(model)` (or `load(..., compile=True)`) it runs compiled, with
-        CUDA graphs on a GPU (`deformable_detr.models.compiled`).
+        CUDA graphs on a GPU (`deformable_detr.pipeline.compiled`).
         """
-        return predict(self, images, threshold=threshold, batch_size=batch_size, amp=amp)
+        return predict(self, images, threshold=threshold, top_k=top_k, batch_size=batch_size, amp=amp)
 
     @property
     def attention_backend(self) -> str:

@@ -27,15 +27,15 @@ from torch import nn
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.backbone import RESNETS, Backbone
 from deformable_detr.models.config import config_from_dict, config_to_dict
-from deformable_detr.models.detections import Detections
 from deformable_detr.models.input_checks import check_model_input
 from deformable_detr.models.mlp import MLP
 from deformable_detr.models.position_encoding import sine_position_encoding
-from deformable_detr.models.postprocess import check_target_sizes, detections_in_pixels
-from deformable_detr.models.predict import predict
-from deformable_detr.models.preprocess import PreprocessConfig, check_categories, default_categories
 from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.ops import BACKENDS
+from deformable_detr.pipeline.categories import check_categories, default_categories
+from deformable_detr.pipeline.detections import Detections
+from deformable_detr.pipeline.processor import PreprocessConfig, check_target_sizes, detections_in_pixels
+from deformable_detr.pipeline.run import DEFAULT_THRESHOLD, DEFAULT_TOP_K, predict
 from deformable_detr.util.config_fields import check_fields
 
 ARCHITECTURE = "detr"
@@ -399,9 +399,16 @@ class DETR(nn.Module):
         """Detections in pixels; see `detr_postprocess`."""
         return detr_postprocess(out, target_sizes, score_threshold=score_threshold, top_k=top_k)
 
-    def predict(self, images: Any, threshold: float = 0.5, batch_size: int = 8, amp: bool = False) -> list[Detections]:
+    def predict(
+        self,
+        images: Any,
+        threshold: float = DEFAULT_THRESHOLD,
+        batch_size: int = 8,
+        amp: bool = False,
+        top_k: int = DEFAULT_TOP_K,
+    ) -> list[Detections]:
         """Detect objects in images of any type and size with the model's preprocessing; as `DeformableDETR.predict`."""
-        return predict(self, images, threshold=threshold, batch_size=batch_size, amp=amp)
+        return predict(self, images, threshold=threshold, top_k=top_k, batch_size=batch_size, amp=amp)
 
     @classmethod
     def from_state_dict(
@@ -431,12 +438,12 @@ def detr_postprocess(
     Args:
         out: "pred_logits" (B, Lq, K + 1) with no-object last; "pred_boxes" (B, Lq, 4) (cx, cy, w, h) in [0, 1].
         target_sizes: (B, 2) (height, width) in pixels that the normalized boxes are scaled to.
-        score_threshold: keep only detections with score > this.
+        score_threshold: keep only detections with score >= this.
         top_k: at most this many detections per image, the highest-scoring.
 
     Returns:
         per image, {"scores": (N,) float in (0, 1), descending; "labels": (N,) int64 in 0..K-1;
-        "boxes": (N, 4) float (x0, y0, x1, y1) in pixels}.
+        "boxes": (N, 4) float (x0, y0, x1, y1) in pixels; "queries": (N,) int64 in 0..Lq-1}.
     """
     logits, boxes_cxcywh = out["pred_logits"], out["pred_boxes"]
     check_target_sizes(target_sizes, logits.shape[0])

@@ -22,7 +22,8 @@ from typing import Any
 
 from deformable_detr.errors import CheckpointError, ConfigError
 from deformable_detr.models.config import ModelConfig
-from deformable_detr.models.preprocess import PreprocessConfig, check_categories
+from deformable_detr.pipeline.categories import check_categories
+from deformable_detr.pipeline.processor import PreprocessConfig
 from deformable_detr.util.atomic_file import write_atomic
 
 CONFIG_NAME = "config.json"

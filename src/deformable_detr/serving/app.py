@@ -30,8 +30,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
-from deformable_detr.data.images import load_rgb_image
 from deformable_detr.errors import DatasetError, DeformableDetrError
+from deformable_detr.pipeline.decode import load_rgb_image
+from deformable_detr.pipeline.run import DEFAULT_THRESHOLD
 from deformable_detr.serving.batching import DynamicBatcher, QueueFullError
 from deformable_detr.serving.config import ENV_VAR, ServeConfig
 from deformable_detr.serving.metrics import ServerMetrics
@@ -85,8 +86,10 @@ ImageField = Annotated[UploadFile, File(description="the image file (JPEG, PNG, 
 Threshold = Annotated[
     float, Form(ge=0.0, le=1.0, allow_inf_nan=False, description="keep detections scoring at least this")
 ]
-MaxDetections = Annotated[int, Form(ge=1, le=TOP_K, description="at most this many detections, best first")]
-Top = Annotated[int, Form(ge=1, le=TOP_K, description="explain this many of the best detections (one per query)")]
+TopK = Annotated[int, Form(ge=1, le=TOP_K, description="at most this many detections, best first")]
+ExplainTopK = Annotated[
+    int, Form(ge=1, le=TOP_K, description="explain this many of the best detections (one per query)")
+]
 PixelCoordinate = Annotated[
     float | None,
     Form(ge=0.0, description="with both pixel_x and pixel_y: also the encoder's sampling points at this pixel"),
@@ -227,13 +230,17 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
     metrics = ServerMetrics()
     state: dict[str, Any] = {"runner": runner, "batcher": None}
 
-    def run_batch(items: list[tuple[Image.Image, float]]) -> list[tuple[list[dict], dict[str, float]]]:
+    def run_batch(
+        items: list[tuple[Image.Image, float, float, int]],
+    ) -> list[tuple[list[dict], dict[str, float]]]:
+        """items: (image, time queued, threshold, top_k) per request; each keeps its own threshold and top_k."""
         started = time.perf_counter()
-        per_image = state["runner"].detect([image for image, _ in items])
+        images, queued_at, thresholds, top_ks = (list(column) for column in zip(*items))
+        per_image = state["runner"].detect(images, threshold=thresholds, top_k=top_ks)
         model_ms = (time.perf_counter() - started) * 1e3
         return [
             (detections, {"queue_ms": (started - queued) * 1e3, "model_ms": model_ms, "batch_size": len(items)})
-            for detections, (_, queued) in zip(per_image, items)
+            for detections, queued in zip(per_image, queued_at)
         ]
 
     @contextlib.asynccontextmanager
@@ -293,14 +300,13 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
 
     @router.post("/detect", summary="Detect objects in one uploaded image", responses=UPLOAD_RESPONSES)
     async def detect(
-        image: ImageField, threshold: Threshold = 0.5, max_detections: MaxDetections = TOP_K
+        image: ImageField, threshold: Threshold = DEFAULT_THRESHOLD, top_k: TopK = TOP_K
     ) -> dict[str, Any]:
         started = time.perf_counter()
         decoded, decode_ms = await read_image(image)
-        detections, timing = await state["batcher"].submit((decoded, time.perf_counter()))
-        kept = [d for d in detections if d["score"] >= threshold][:max_detections]
+        detections, timing = await state["batcher"].submit((decoded, time.perf_counter(), threshold, top_k))
         timing = {"decode_ms": decode_ms, **timing, "total_ms": (time.perf_counter() - started) * 1e3}
-        return {"image": {"width": decoded.width, "height": decoded.height}, "detections": kept, "timing": timing}
+        return {"image": {"width": decoded.width, "height": decoded.height}, "detections": detections, "timing": timing}
 
     @router.post(
         "/explain",
@@ -310,8 +316,8 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
     )
     async def explain(
         image: ImageField,
-        threshold: Threshold = 0.3,
-        top: Top = 10,
+        threshold: Threshold = DEFAULT_THRESHOLD,
+        top_k: ExplainTopK = 5,
         pixel_x: PixelCoordinate = None,
         pixel_y: PixelCoordinate = None,
     ) -> dict[str, Any]:
@@ -324,7 +330,7 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> FastAP
                 422, f"pixel ({pixel_x:g}, {pixel_y:g}) is outside the {decoded.width}x{decoded.height} image"
             )
         pixel = None if pixel_x is None else (pixel_x, pixel_y)
-        result = await state["batcher"].run_exclusive(state["runner"].explain, decoded, top, threshold, pixel)
+        result = await state["batcher"].run_exclusive(state["runner"].explain, decoded, top_k, threshold, pixel)
         return {**result, "timing": {"decode_ms": decode_ms, "total_ms": (time.perf_counter() - started) * 1e3}}
 
     app.include_router(router)

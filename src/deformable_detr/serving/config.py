@@ -24,7 +24,7 @@ class ServeConfig:
 
     checkpoint: any file or folder `deformable_detr.load` reads.
     device: "cpu", "cuda" or "cuda:N". amp: bfloat16 autocast for the forward.
-    compile: run the forward through torch.compile (CUDA graphs on a GPU; `deformable_detr.models.compiled`),
+    compile: run the forward through torch.compile (CUDA graphs on a GPU; `deformable_detr.pipeline.compiled`),
         compiled for the common image shape at start-up, before the server accepts requests.
     attention_backend: the operator backend ("auto", "reference", "cpu", "triton"); None = the model's.
     max_batch: at most this many images per forward. max_wait_ms: how long the first request of a batch

@@ -4,34 +4,24 @@ Every method of `ModelRunner` runs on the server's one model thread (see `batchi
 event loop, and never on two threads at once.
 
     runner = load_runner(ServeConfig(checkpoint="run/best.pth"))   # or ModelRunner(model)
-    per_image = runner.detect([pil_a, pil_b])      # all top-100 detections of each image, best first
-    explained = runner.explain(pil_a, top=5, threshold=0.3)
+    per_image = runner.detect([pil_a, pil_b], threshold=[0.5, 0.3], top_k=[100, 10])
+    explained = runner.explain(pil_a, top_k=5, threshold=0.5)
+
+Detections are `Detections.to_dict()` items ({"box_xyxy", "label", "name", "score"}), as everywhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from PIL import Image
 
+from deformable_detr.pipeline.run import DEFAULT_THRESHOLD, DEFAULT_TOP_K, predict
 from deformable_detr.serving.config import ServeConfig
 
-TOP_K = 100  # detections kept per image before any threshold, as the reference PostProcess
-
-
-def _as_dicts(detections) -> list[dict]:
-    """A `Detections` as JSON-ready dicts, best first."""
-    return [
-        {"box": box, "score": score, "label": label, "category_id": category_id, "category": name}
-        for box, score, label, category_id, name in zip(
-            detections.boxes.tolist(),
-            detections.scores.tolist(),
-            detections.labels.tolist(),
-            detections.category_ids,
-            detections.names,
-        )
-    ]
+TOP_K = DEFAULT_TOP_K  # the most detections a request may ask for, as the reference PostProcess
 
 
 def _describe_variant(config) -> str:
@@ -93,29 +83,35 @@ class ModelRunner:
         compiled.warm_up(batch_sizes=(1, 2) if max_batch > 1 else (1,), amp=self.amp)
         return compiled.summary()
 
-    def detect(self, images: list[Image.Image]) -> list[list[dict]]:
-        """Detect objects in each image, all in one `model.predict` call (equal to one image at a time up
-        to float rounding: see `DeformableDETR.predict`).
+    def detect(
+        self,
+        images: list[Image.Image],
+        threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
+        top_k: int | Sequence[int] = DEFAULT_TOP_K,
+    ) -> list[list[dict]]:
+        """Detect objects in each image, all in one `pipeline.run.predict` call (equal to one image at a time
+        up to float rounding: see `DeformableDETR.predict`).
 
         Args:
             images: RGB PIL images of any sizes.
+            threshold, top_k: one value, or one per image (each request of a batch keeps its own).
 
         Returns:
-            per image, its top-100 detections, best first: {"box": [x0, y0, x1, y1] in the original
-            image's pixels, "score" in (0, 1), "label" 0..K-1, "category_id", "category"}.
+            per image, its detections, best first: `Detections.to_dict()["detections"]` ({"box_xyxy":
+            [x0, y0, x1, y1] in the original image's pixels, "label" category id, "name", "score"}).
         """
-        found = self.model.predict(images, threshold=0.0, batch_size=max(1, len(images)), amp=self.amp)
-        return [_as_dicts(detections) for detections in found]
+        found = predict(self.model, images, threshold, batch_size=max(1, len(images)), amp=self.amp, top_k=top_k)
+        return [detections.to_dict()["detections"] for detections in found]
 
     def explain(
-        self, image: Image.Image, top: int, threshold: float, pixel: tuple[float, float] | None = None
+        self, image: Image.Image, top_k: int, threshold: float, pixel: tuple[float, float] | None = None
     ) -> dict[str, Any]:
-        """Where the last decoder layer looked for each of the `top` best queries scoring >= threshold
-        (`deformable_detr.inference.explain`, with this API's field names).
+        """Where the last decoder layer looked for each of the `top_k` best queries scoring >= threshold
+        (`deformable_detr.inference.explain`).
 
         Returns:
             {"width", "height", "levels": [{"level": l, "height": H_l, "width": W_l}, ...],
-             "detections": [{"box", "score", "label", "category_id", "category", "query",
+             "detections": [{"box_xyxy", "label", "name", "score", "query",
              "reference_point": [x, y], "sampling": [{"level": l, "points": [[x, y], ...],
              "weights": [...], "heads": [...]}, ...]}, ...], "pixel": None or the encoder's points
              at `pixel`}; every coordinate in the original image's pixels; one detection per query
@@ -123,9 +119,8 @@ class ModelRunner:
         """
         from deformable_detr.inference.explain import explain
 
-        result = explain(self.model, image, top=top, threshold=threshold, pixel=pixel)
+        result = explain(self.model, image, top_k=top_k, threshold=threshold, pixel=pixel)
         height, width = result["image_size"]
-        renamed = {"box_xyxy": "box", "name": "category"}
         return {
             "width": width,
             "height": height,
@@ -133,9 +128,7 @@ class ModelRunner:
                 {"level": level["level"], "height": level["size"][0], "width": level["size"][1]}
                 for level in result["levels"]
             ],
-            "detections": [
-                {renamed.get(key, key): value for key, value in detection.items()} for detection in result["detections"]
-            ],
+            "detections": result["detections"],
             "pixel": result["pixel"],
         }
 

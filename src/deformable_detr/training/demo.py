@@ -57,8 +57,8 @@ def draw_validation_predictions(
     checkpoint_path: Path, data_dir: Path, out_path: Path, count: int = 8, score_threshold: float = 0.3
 ) -> Path:
     """Grid of the first `count` validation images with predictions (coloured) and ground truth (white)."""
-    from ..data.images import load_rgb_image
     from ..inference.loader import load
+    from ..pipeline.decode import load_rgb_image
 
     model = load(checkpoint_path)
     val = CocoDetection(data_dir / "val" / "images", data_dir / "val" / "annotations.json")

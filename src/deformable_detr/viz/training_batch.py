@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..pipeline.processor import IMAGENET_MEAN, IMAGENET_STD
 from ..util.box_ops import box_cxcywh_to_xyxy
 from .detections import draw_detections, save_grid
 

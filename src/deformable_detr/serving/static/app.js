@@ -9,7 +9,7 @@ const LEVEL_SHAPES = ["circle", "square", "triangle", "diamond", "circle", "squa
 const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 
 const state = {
-  file: null, image: null, detections: [], threshold: 0.3, selected: null,
+  file: null, image: null, detections: [], threshold: 0.5, selected: null,
   explained: null, levelsOn: [], scale: 1, pointsDrawn: 0, boxesDrawn: 0,
 };
 window.detrPage = state;  // for tests and curious users
@@ -78,11 +78,11 @@ function draw() {
   ctx.lineWidth = 2;
   ctx.font = "12px system-ui, sans-serif";
   for (const d of shown) {
-    const [x0, y0, x1, y1] = d.box.map((v) => v * s);
+    const [x0, y0, x1, y1] = d.box_xyxy.map((v) => v * s);
     ctx.strokeStyle = colorFor(d.label);
     ctx.globalAlpha = state.selected && state.selected !== d ? 0.35 : 1;
     ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
-    const text = `${d.category} ${d.score.toFixed(2)}`;
+    const text = `${d.name} ${d.score.toFixed(2)}`;
     const width = ctx.measureText(text).width + 6;
     ctx.fillStyle = colorFor(d.label);
     ctx.fillRect(x0, Math.max(0, y0 - 16), width, 16);
@@ -128,7 +128,7 @@ function renderList() {
     const swatch = document.createElement("span");
     swatch.className = "swatch";
     swatch.style.background = colorFor(d.label);
-    item.append(swatch, `${d.category} ${d.score.toFixed(3)}  [${d.box.map((v) => Math.round(v)).join(", ")}]`);
+    item.append(swatch, `${d.name} ${d.score.toFixed(3)}  [${d.box_xyxy.map((v) => Math.round(v)).join(", ")}]`);
     item.classList.toggle("selected", d === state.selected);
     item.addEventListener("click", () => select(d));
     list.append(item);
@@ -148,7 +148,7 @@ function matchExplained(d) {
   if (!state.explained) return null;
   let best = null, bestDistance = Infinity;
   for (const e of state.explained.detections) {
-    const distance = e.box.reduce((sum, v, i) => sum + Math.abs(v - d.box[i]), 0);
+    const distance = e.box_xyxy.reduce((sum, v, i) => sum + Math.abs(v - d.box_xyxy[i]), 0);
     if (distance < bestDistance) { best = e; bestDistance = distance; }
   }
   return bestDistance < 1 ? best : null;  // the same query: identical boxes up to float noise
@@ -163,7 +163,7 @@ async function select(d) {
     const form = new FormData();
     form.append("image", state.file);
     form.append("threshold", String(Math.max(0, d.score - 1e-6)));
-    form.append("top", String(Math.min(100, state.detections.length)));
+    form.append("top_k", String(Math.min(100, state.detections.length)));
     const response = await post("/v1/explain", form);
     if (typeof response === "string" || !response.ok) {
       setStatus(`explain failed: ${typeof response === "string" ? response : await errorText(response)}`, true);
@@ -223,8 +223,8 @@ canvas.addEventListener("click", (event) => {
   const rect = canvas.getBoundingClientRect();
   const x = (event.clientX - rect.left) * (canvas.width / rect.width) / state.scale;
   const y = (event.clientY - rect.top) * (canvas.height / rect.height) / state.scale;
-  const hits = visible().filter((d) => d.box[0] <= x && x <= d.box[2] && d.box[1] <= y && y <= d.box[3]);
-  hits.sort((a, b) => (a.box[2] - a.box[0]) * (a.box[3] - a.box[1]) - (b.box[2] - b.box[0]) * (b.box[3] - b.box[1]));
+  const hits = visible().filter((d) => d.box_xyxy[0] <= x && x <= d.box_xyxy[2] && d.box_xyxy[1] <= y && y <= d.box_xyxy[3]);
+  hits.sort((a, b) => (a.box_xyxy[2] - a.box_xyxy[0]) * (a.box_xyxy[3] - a.box_xyxy[1]) - (b.box_xyxy[2] - b.box_xyxy[0]) * (b.box_xyxy[3] - b.box_xyxy[1]));
   if (hits.length) select(hits[0]);
 });
 

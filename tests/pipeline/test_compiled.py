@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from deformable_detr.errors import BackendError, ConfigError
-from deformable_detr.models import compiled
-from deformable_detr.models.buckets import image_bucket, level_sizes, level_strides
-from deformable_detr.models.compiled import CompiledInference, compile_inference
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.predict import forward_unpadded, level_maps, pad_levels
-from deformable_detr.models.preprocess import PreprocessConfig
+from deformable_detr.pipeline import compiled
+from deformable_detr.pipeline.buckets import image_bucket, level_sizes, level_strides
+from deformable_detr.pipeline.compiled import CompiledInference, compile_inference
+from deformable_detr.pipeline.processor import PreprocessConfig
+from deformable_detr.pipeline.run import forward_unpadded, level_maps, pad_levels
 
 # (h, w) of preprocessed images: every one pads to the bucket 128x448 (step 64), none fills it. At least 400 px
 # wide, so two-stage models are padding-invariant too: padded proposals are masked like the border proposals

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deformable_detr.data.images import MAX_PIXELS, image_size, load_rgb_image
 from deformable_detr.errors import DatasetError
+from deformable_detr.pipeline.decode import MAX_PIXELS, image_size, load_rgb_image
 
 
 def _png_bytes(image: Image.Image) -> bytes:

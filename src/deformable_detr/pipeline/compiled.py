@@ -7,7 +7,7 @@
 
 Why and how. At batch 1 an eager forward is launch-bound on a GPU: ~2,500 kernels, most of them in the
 transformer's small per-layer ops. The work splits the way `predict` already splits it
-(`deformable_detr.models.predict`):
+(`deformable_detr.pipeline.run`):
 
 - Backbone and input projections run on each image alone, unpadded (the ResNet and the projections'
   GroupNorm see padding), through torch.compile with dynamic height and width and no CUDA graphs: a CUDA
@@ -41,19 +41,16 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
 from deformable_detr.errors import BackendError, ConfigError
-from deformable_detr.models.buckets import choose_bucket, level_sizes, level_strides
-from deformable_detr.models.predict import level_maps, pad_levels
-from deformable_detr.models.preprocess import resized_size
-
-if TYPE_CHECKING:
-    from deformable_detr.models.detector import DeformableDETR
+from deformable_detr.pipeline.buckets import choose_bucket, level_sizes, level_strides
+from deformable_detr.pipeline.processor import Processor
+from deformable_detr.pipeline.run import level_maps, pad_levels
 
 COMMON_IMAGE = (480, 640)  # (H, W) of the most common photo shape (4:3 landscape, COCO's usual size)
 _RECOMPILE_MARGIN = 8  # other code's entries for the same functions (another model's runner, another dtype)
@@ -79,7 +76,9 @@ class CompiledInference:
             at a time, no CUDA graphs); False runs them eagerly, grouped by size.
     """
 
-    def __init__(self, model: DeformableDETR, bucket_px: int = 64, max_buckets: int = 8, compile_backbone: bool = True):
+    def __init__(
+        self, model: torch.nn.Module, bucket_px: int = 64, max_buckets: int = 8, compile_backbone: bool = True
+    ):
         for name, value in (("bucket_px", bucket_px), ("max_buckets", max_buckets)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -193,7 +192,7 @@ class CompiledInference:
             seconds spent.
         """
         if image_sizes is None:
-            image_sizes = [resized_size(*COMMON_IMAGE, self.model.preprocess)]
+            image_sizes = [Processor(self.model.preprocess).resized_size(*COMMON_IMAGE)]
         started = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
@@ -273,8 +272,8 @@ class CompiledInference:
 
 
 def compile_inference(
-    model: DeformableDETR, bucket_px: int = 64, max_buckets: int = 8, compile_backbone: bool = True
-) -> DeformableDETR:
+    model: torch.nn.Module, bucket_px: int = 64, max_buckets: int = 8, compile_backbone: bool = True
+) -> torch.nn.Module:
     """Make `model.predict` (and everything built on it: `predict`, `serve`) run compiled; see the module docstring.
 
     Compilation is lazy: the first batch of each new shape bucket compiles (about a minute on a GPU, minutes

@@ -1,4 +1,6 @@
-"""`DeformableDETR.predict`: images of any type and size in, one `Detections` per image out.
+"""`predict`: images of any type and size in, one `Detections` per image out (decode -> preprocess ->
+forward -> postprocess), for any detector of the contract (`config`, `preprocess`, `categories`,
+`image_features`, `detect`, `postprocess`); `model.predict` delegates here.
 
 Batching without changing any image's result: the ResNet and the input projections' GroupNorm see
 padding (zeros that become non-zero after the first layer, and GroupNorm statistics over the padded
@@ -7,36 +9,25 @@ resized size share a backbone pass (no padding at all); the per-level maps are t
 masked, and the transformer, whose outputs for an image do not depend on padding around it, runs on
 the whole batch. Batched results equal one-by-one results up to float rounding (see the tests).
 
-A model prepared by `deformable_detr.models.compiled.compile_inference` carries a `compiled_inference`
+A model prepared by `deformable_detr.pipeline.compiled.compile_inference` carries a `compiled_inference`
 runner; `model_outputs` then runs it (the same steps, compiled, with the levels padded to shape
 buckets) instead of `forward_unpadded`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from deformable_detr.errors import ConfigError
-from deformable_detr.models.detections import Detections
-from deformable_detr.models.preprocess import ImageInput, PreprocessConfig, preprocess_image, to_rgb_image
+from deformable_detr.pipeline.decode import ImageInput, to_rgb_image
+from deformable_detr.pipeline.detections import Detections
+from deformable_detr.pipeline.processor import Processor, check_threshold
 
-if TYPE_CHECKING:
-    from deformable_detr.models.detector import DeformableDETR
-
-
-def check_threshold(threshold: float, source: str = "threshold") -> float:
-    """`threshold` as a float in [0, 1]; NaN, infinities and anything outside are refused."""
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source} must be a number in [0, 1], got {threshold!r}") from None
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{source} must be a score in [0, 1], got {threshold!r}; e.g. 0.5")
-    return value
+DEFAULT_THRESHOLD = 0.5  # the one default score threshold of predict, explain and serve
+DEFAULT_TOP_K = 100  # detections per image before the threshold: the reference PostProcess's 100
 
 
 def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
@@ -45,98 +36,87 @@ def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     return [images]
 
 
+def check_top_k(top_k: int, source: str = "top_k") -> int:
+    """`top_k` if it is an integer >= 1, else a one-line ConfigError."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"{source} must be an integer >= 1, got {top_k!r}")
+    return top_k
+
+
+def _per_image(value, count: int, check: Callable, name: str) -> list:
+    """One checked value per image: `value` repeated, or a sequence of `count` values."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != count:
+            raise ConfigError(f"{name} has {len(value)} values for {count} images; give one value or one per image")
+        return [check(v, name) for v in value]
+    return [check(value, name)] * count
+
+
 @torch.inference_mode()
 def predict(
-    model: DeformableDETR,
+    model: nn.Module,
     images: ImageInput | Sequence[ImageInput],
-    threshold: float = 0.5,
+    threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
     batch_size: int = 8,
     amp: bool = False,
-    top_k: int = 100,
+    top_k: int | Sequence[int] = DEFAULT_TOP_K,
 ) -> list[Detections]:
     """Detect objects in images of any size; see `DeformableDETR.predict`.
 
     Args:
         model: the detector; it runs on the device of its parameters, in eval mode (restored afterwards).
-        images: one image or a list (see `to_rgb_image` for the types).
-        threshold: keep detections with score >= this, in [0, 1].
+        images: one image or a list (see `deformable_detr.pipeline.decode.to_rgb_image` for the types).
+        threshold: keep detections with score >= this, in [0, 1]; one value, or one per image.
         batch_size: images per forward pass (>= 1).
         amp: bfloat16 autocast on the model's device.
-        top_k: detections per image before the threshold (the reference PostProcess's 100).
+        top_k: at most this many detections per image, the best (taken before the threshold);
+            one value, or one per image.
 
     Returns:
         one `Detections` per image, in input order.
     """
-    threshold = check_threshold(threshold)
+    inputs = _as_list(images)
+    thresholds = _per_image(threshold, len(inputs), check_threshold, "threshold")
+    top_ks = _per_image(top_k, len(inputs), check_top_k, "top_k")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    inputs = _as_list(images)
-    config, categories = model.preprocess, model.categories
     was_training = model.training
     model.eval()
     try:
         results = []
         for start in range(0, len(inputs), batch_size):
-            pictures = [to_rgb_image(image) for image in inputs[start : start + batch_size]]
-            results.extend(_predict_batch(model, pictures, config, categories, threshold, amp, top_k))
+            batch = slice(start, start + batch_size)
+            pictures = [to_rgb_image(image) for image in inputs[batch]]
+            results.extend(_predict_batch(model, pictures, thresholds[batch], top_ks[batch], amp))
         return results
     finally:
         model.train(was_training)
 
 
 def _predict_batch(
-    model: DeformableDETR,
-    pictures: list,
-    config: PreprocessConfig,
-    categories: list[dict],
-    threshold: float,
-    amp: bool,
-    top_k: int,
+    model: nn.Module, pictures: list, thresholds: list[float], top_ks: list[int], amp: bool
 ) -> list[Detections]:
     """One forward pass over RGB PIL images: backbone per size group, transformer on the padded batch."""
-    device = next(model.parameters()).device
-    tensors = [preprocess_image(picture, config) for picture in pictures]  # (3, h_i, w_i) each
+    processor = Processor(model.preprocess)
+    tensors = [processor.preprocess(picture) for picture in pictures]  # (3, h_i, w_i) each
     out = model_outputs(model, tensors, amp)
-    # (width, height) in the file: a file with a side over 10k px was downscaled while decoding.
-    original_sizes = [picture.info.get("original_size", picture.size) for picture in pictures]
-    sizes = torch.tensor([[height, width] for width, height in original_sizes], device=device)  # (B, 2)
-    found = model.postprocess(out, sizes, score_threshold=-1.0, top_k=top_k)
-    return [
-        to_detections(image_found, (height, width), categories, threshold)
-        for (width, height), image_found in zip(original_sizes, found)
-    ]
+    results = []
+    for index, picture in enumerate(pictures):
+        # (width, height) in the file: a file with a side over 10k px was downscaled while decoding.
+        width, height = picture.info.get("original_size", picture.size)
+        one = {key: out[key][index : index + 1] for key in ("pred_logits", "pred_boxes")}
+        sizes = torch.tensor([[height, width]], device=out["pred_boxes"].device)  # (1, 2) (h, w)
+        (found,) = model.postprocess(one, sizes, score_threshold=thresholds[index], top_k=top_ks[index])
+        results.append(Detections.from_postprocessed(found, (height, width), model.categories))
+    return results
 
 
-def to_detections(
-    found: dict[str, torch.Tensor], image_size: tuple[int, int], categories: list[dict], threshold: float
-) -> Detections:
-    """One image's postprocessed top-k as `Detections`: those scoring >= `threshold`, named by `categories`.
-
-    Args:
-        found: one image's entry of `model.postprocess(..., score_threshold=-1.0)`: "scores" (k,), "labels" (k,),
-            "boxes" (k, 4) (x0, y0, x1, y1) in pixels of the image as given.
-        image_size: (height, width) of the image as given.
-        categories: the model's categories, label order.
-        threshold: keep detections with score >= this.
-    """
-    keep = found["scores"] >= threshold
-    labels = found["labels"][keep].cpu()
-    return Detections(
-        boxes=found["boxes"][keep].float().cpu(),
-        scores=found["scores"][keep].float().cpu(),
-        labels=labels,
-        category_ids=[categories[label]["id"] for label in labels.tolist()],
-        names=[categories[label]["name"] for label in labels.tolist()],
-        image_size=image_size,
-    )
-
-
-def model_outputs(model: DeformableDETR, tensors: list[torch.Tensor], amp: bool = False) -> dict:
+def model_outputs(model: nn.Module, tensors: list[torch.Tensor], amp: bool = False) -> dict:
     """What `predict` postprocesses: the model's outputs for preprocessed images of any sizes.
 
     Args:
         model: the detector, on its device, in the mode wanted; with a `compiled_inference` runner
-            (see `deformable_detr.models.compiled`) that runner computes the outputs.
+            (see `deformable_detr.pipeline.compiled`) that runner computes the outputs.
         tensors: per image, (3, h_i, w_i) normalized pixels.
         amp: bfloat16 autocast on the model's device.
 
@@ -151,7 +131,7 @@ def model_outputs(model: DeformableDETR, tensors: list[torch.Tensor], amp: bool 
         return forward_unpadded(model, tensors)
 
 
-def forward_unpadded(model: DeformableDETR, tensors: list[torch.Tensor]) -> dict:
+def forward_unpadded(model: nn.Module, tensors: list[torch.Tensor]) -> dict:
     """The model's outputs for images of different sizes, each exactly as if it ran alone.
 
     Images of the same size share one backbone pass (no padding at all); the per-level maps are then
@@ -169,7 +149,7 @@ def forward_unpadded(model: DeformableDETR, tensors: list[torch.Tensor]) -> dict
 
 
 def level_maps(
-    model: DeformableDETR, tensors: list[torch.Tensor], image_features: Callable | None = None
+    model: nn.Module, tensors: list[torch.Tensor], image_features: Callable | None = None
 ) -> list[list[torch.Tensor]]:
     """Backbone and input projections, once per group of images of the same size (no padding at all).
 

@@ -8,10 +8,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from deformable_detr.errors import ConfigError, DatasetError, ModelInputError
-from deformable_detr.models.detections import Detections
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.predict import pad_levels
-from deformable_detr.models.preprocess import PreprocessConfig, preprocess_image
+from deformable_detr.pipeline.detections import Detections
+from deformable_detr.pipeline.processor import PreprocessConfig, Processor
+from deformable_detr.pipeline.run import pad_levels
 
 SIZES = [(50, 70), (80, 60), (50, 70), (33, 90), (64, 64), (120, 41)]  # (H, W); two share a size
 
@@ -79,7 +79,7 @@ def test_preprocessing_equals_the_validation_transform_of_training(make_config):
             "size": torch.tensor([image.height, image.width]),
         }
         expected, _ = transform(image, empty)
-        torch.testing.assert_close(preprocess_image(image, config), expected, rtol=0, atol=0)
+        torch.testing.assert_close(Processor(config).preprocess(image), expected, rtol=0, atol=0)
         assert min(expected.shape[-2:]) == 96 or max(expected.shape[-2:]) <= 160
 
 
@@ -101,7 +101,7 @@ def test_a_padded_forward_would_not_be_batch_invariant(make_config):
 
     model = _model(make_config())
     config = model.preprocess
-    tensors = [preprocess_image(Image.fromarray(a), config) for a in _noise_images([(50, 70), (120, 41)])]
+    tensors = [Processor(config).preprocess(Image.fromarray(a)) for a in _noise_images([(50, 70), (120, 41)])]
     images, padding_mask, _ = collate([(t, {}) for t in tensors])
     with torch.no_grad():
         padded = model(images, padding_mask)["pred_logits"][0]
@@ -121,6 +121,37 @@ def test_an_image_and_its_2x_upscaled_copy_give_boxes_2x_apart(make_config):
         distance = (same_label - 2 * box).abs().max(-1).values.min()
         assert distance <= 2.0, f"no box in the 2x image within 2 px of 2 x {box.tolist()}"
     assert b.boxes[:, 2].max() > 120  # in the large image's pixels, not the resized or small one's
+
+
+def test_boxes_are_scaled_by_width_along_x_and_height_along_y(make_config):
+    """Against the model's own forward and boxes scaled by hand: a wide image (40 x 100) makes an (h, w)/(w, h)
+    mix-up in predict's sizes visible (x would be scaled by 40 instead of 100)."""
+    model = _model(make_config(), min_size=64, max_size=200)
+    image = _noise_images([(40, 100)])[0]
+    (found,) = model.predict(image, threshold=0.0, top_k=12)
+    with torch.inference_mode():
+        out = model(Processor(model.preprocess).preprocess(Image.fromarray(image))[None])
+    num_classes = out["pred_logits"].shape[-1]
+    scores, indices = out["pred_logits"][0].sigmoid().flatten().topk(12)  # over (query, class) pairs
+    cx, cy, w, h = out["pred_boxes"][0][indices // num_classes].unbind(-1)  # (12,) each, in [0, 1]
+    expected = torch.stack(((cx - w / 2) * 100, (cy - h / 2) * 40, (cx + w / 2) * 100, (cy + h / 2) * 40), -1)
+    assert found.image_size == (40, 100)
+    torch.testing.assert_close(found.scores, scores, rtol=0, atol=1e-5)
+    torch.testing.assert_close(found.boxes, expected, rtol=0, atol=1e-3)
+
+
+def test_threshold_and_top_k_may_be_given_per_image(make_config):
+    model = _model(make_config())
+    images = _noise_images()[:2]
+    everything = model.predict(images, threshold=0.0, top_k=100)
+    cut = float(everything[1].scores[3])
+    first, second = model.predict(images, threshold=[0.0, cut], top_k=[7, 100])
+    torch.testing.assert_close(first.boxes, everything[0].boxes[:7])
+    assert len(second) == int((everything[1].scores >= cut).sum())
+    with pytest.raises(ConfigError, match="threshold has 1 values for 2 images"):
+        model.predict(images, threshold=[0.5])
+    with pytest.raises(ConfigError, match="top_k must be an integer >= 1, got 0"):
+        model.predict(images, top_k=0)
 
 
 def test_detections_are_thresholded_sorted_and_named_by_model_categories(make_config):
@@ -152,10 +183,7 @@ def test_to_coco_and_to_dict():
         {"image_id": 42, "category_id": 7, "bbox": [10.0, 20.0, 30.0, 40.0], "score": 0.75}
     ]
     assert detections.to_dict() == {
-        "image_size": [100, 200],
-        "detections": [
-            {"box_xyxy": [10.0, 20.0, 40.0, 60.0], "score": 0.75, "label": 2, "category_id": 7, "name": "cat"}
-        ],
+        "detections": [{"box_xyxy": [10.0, 20.0, 40.0, 60.0], "label": 7, "name": "cat", "score": 0.75}]
     }
     assert len(detections) == 1
 

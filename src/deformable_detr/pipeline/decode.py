@@ -1,4 +1,7 @@
-"""Decoding image files into RGB PIL images, with one clear error for anything that is not a usable image.
+"""Any image input -> an 8-bit RGB PIL image, with one clear error for anything that is not a usable image.
+
+Files (paths, bytes, uploads) decode through `load_rgb_image`; `to_rgb_image` also takes PIL images, numpy
+arrays and tensors (the inputs of `predict`).
 
 Policy (the same for training data, `predict` and uploads to `serve`):
 - EXIF orientation is applied, so the image is what a viewer shows.
@@ -22,9 +25,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DatasetError
+from deformable_detr.errors import DatasetError, ModelInputError
 
 MAX_SIDE = 10_000  # px; longer sides are downscaled to this
 MAX_PIXELS = 178_956_970  # width * height above this is refused (PIL's DecompressionBombError limit)
@@ -215,3 +219,64 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+
+
+def to_rgb_image(image: ImageInput) -> Image.Image:
+    """Any supported image input as an RGB PIL image (8 bits per channel).
+
+    Args:
+        image: a file path (decoded by `load_rgb_image`: EXIF orientation applied, any mode -> RGB,
+            sides over 10k px downscaled with `info["original_size"]` kept); a PIL image (used as it
+            is, no EXIF rotation, converted to RGB like a file); a numpy (H, W, 3) or (H, W) uint8 array;
+            a torch (3, H, W) or (1, H, W) tensor, uint8 in 0..255 or floating point in [0, 1]
+            (rounded to 8 bits, so it gives the same result as the uint8 image it came from).
+
+    Raises:
+        DatasetError: a file that is missing or cannot be decoded.
+        ModelInputError: an array or tensor of the wrong shape, dtype or range, or an empty image.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return load_rgb_image(Path(image))
+    if isinstance(image, Image.Image):
+        if image.width < 1 or image.height < 1:
+            raise ModelInputError(f"PIL image of size {image.size} is empty; give an image of at least 1x1 pixels")
+        return to_rgb(image)  # the same mode policy as files (alpha over white, 16-bit scaled, ...)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise ModelInputError(
+                f"numpy image has shape {image.shape} and dtype {image.dtype}; expected (H, W, 3) "
+                "or (H, W) uint8 (convert with (array * 255).round().astype(np.uint8))"
+            )
+        if image.size == 0:
+            raise ModelInputError(f"numpy image of shape {image.shape} is empty; give at least 1x1 pixels")
+        return Image.fromarray(np.ascontiguousarray(image)).convert("RGB")
+    if isinstance(image, torch.Tensor):
+        return _tensor_to_image(image)
+    raise ModelInputError(
+        f"cannot use a {type(image).__name__} as an image; give a path, a PIL image, a numpy "
+        "(H, W, 3) uint8 array or a (3, H, W) tensor"
+    )
+
+
+def _tensor_to_image(image: torch.Tensor) -> Image.Image:
+    """(3 | 1, H, W) uint8 or float in [0, 1] -> RGB PIL image."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3) or image.shape[1] < 1 or image.shape[2] < 1:
+        raise ModelInputError(
+            f"image tensor has shape {tuple(image.shape)}; expected (3, H, W) or (1, H, W) "
+            "with H, W >= 1 (a batch of images goes in as a list)"
+        )
+    image = image.detach().cpu()
+    if image.is_floating_point():
+        if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise ModelInputError(
+                f"float image tensor has values in [{image.min().item()}, {image.max().item()}]"
+                " or non-finite ones; expected pixel values in [0, 1] (or a uint8 tensor)"
+            )
+        image = (image.float() * 255).round().to(torch.uint8)
+    elif image.dtype != torch.uint8:
+        raise ModelInputError(f"image tensor has dtype {image.dtype}; expected uint8 (0..255) or float (0..1)")
+    pixels = image.expand(3, -1, -1).permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)
+    return Image.fromarray(pixels, "RGB")

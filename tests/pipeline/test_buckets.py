@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from deformable_detr.models.buckets import choose_bucket, image_bucket, level_sizes, level_strides, round_up
 from deformable_detr.models.detector import DeformableDETR
+from deformable_detr.pipeline.buckets import choose_bucket, image_bucket, level_sizes, level_strides, round_up
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ A compiled (CUDA-graphed) transformer runs one set of input shapes; real images 
 a bucket: the largest resized image side rounded up to a multiple of `step` pixels, and level l padded
 to ceil(bucket side / stride_l) (never below the level's real size). Images whose sizes round to the
 same bucket reuse one compiled graph; the padding is masked, and the transformer's outputs do not
-depend on it (see `deformable_detr.models.predict`).
+depend on it (see `deformable_detr.pipeline.run`).
 
     image_bucket(800, 1066, 64)                             # (832, 1088)
     level_strides([8, 16, 32], 4)                           # [8, 16, 32, 64]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from deformable_detr.models.postprocess import postprocess
+from deformable_detr.pipeline.processor import postprocess
 
 
 def _logit(p):
@@ -58,3 +58,26 @@ def test_threshold_and_top_k_larger_than_queries_times_classes():
 def test_target_sizes_must_match_the_batch():
     with pytest.raises(ValueError, match=r"target_sizes has shape \(1, 2\), expected \(2, 2\)"):
         postprocess(_hand_built_output(), torch.tensor([[10, 10]]))
+
+
+def test_a_score_equal_to_the_threshold_is_kept():
+    """The one comparison is `score >= threshold`: sigmoid(0) is exactly 0.5 in float32."""
+    out = {"pred_logits": torch.tensor([[[0.0], [-1.0]]]), "pred_boxes": torch.full((1, 2, 4), 0.5)}
+    (found,) = postprocess(out, torch.tensor([[10, 10]]), score_threshold=0.5)
+    assert found["scores"].tolist() == [0.5] and found["queries"].tolist() == [0]
+
+
+def test_resized_size_is_detrs_rule_by_hand():
+    from deformable_detr.pipeline.processor import resized_size
+
+    assert resized_size(480, 640, 800, 1333) == (800, 1066)  # 640 * 800 / 480 = 1066.67, truncated
+    assert resized_size(640, 480, 800, 1333) == (1066, 800)
+    assert resized_size(100, 1000, 800, 1333) == (133, 1330)  # cap binds: short = round(1333 * 100 / 1000)
+    assert resized_size(100, 1000, 800, None) == (800, 8000)  # no cap (training's pre-crop resize)
+
+
+def test_boxes_xyxy_to_xywh_by_hand():
+    from deformable_detr.pipeline.detections import boxes_xyxy_to_xywh
+
+    boxes = torch.tensor([[10.0, 20.0, 40.0, 60.0], [0.0, 0.0, 0.5, 2.0]])
+    assert boxes_xyxy_to_xywh(boxes).tolist() == [[10.0, 20.0, 30.0, 40.0], [0.0, 0.0, 0.5, 2.0]]
