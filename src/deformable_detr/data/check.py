@@ -26,9 +26,9 @@ from numbers import Real
 from pathlib import Path
 
 from ..errors import DatasetError
+from ..pipeline.decode import image_size
 from .check_report import PROBLEM_KINDS, READER_PROBLEM_KINDS, WARNING_KINDS, DatasetReport
 from .coco import load_json_split
-from ..pipeline.decode import image_size
 from .split import BOX_TOLERANCE, DatasetSplit
 
 
