@@ -8,10 +8,10 @@ import warnings
 import pytest
 import torch
 
+from deformable_detr.checkpoint.state_dict import CheckpointMismatchError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig, default_categories
-from deformable_detr.models.state_dict import CheckpointMismatchError
 
 _SMALL = dict(backbone_base_width=8, d_model=32, n_heads=4, dim_feedforward=64, num_queries=5, num_classes=3)
 

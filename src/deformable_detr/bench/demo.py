@@ -104,7 +104,7 @@ def run_demo_benchmark(
 
 def _evaluate_on_val(work: Path, config, device: str) -> dict[str, Any]:
     """Detections of the trained model on every validation image (threshold 0), and their COCO AP if possible."""
-    from ..inference.loader import load
+    from ..inference.load import load
     from ..inference.predict_files import predict_files
     from ..training import checkpoint as ckpt
 

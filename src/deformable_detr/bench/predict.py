@@ -268,7 +268,7 @@ def run_predict_benchmark(
     """
     import transformers
 
-    from deformable_detr.inference.loader import load
+    from deformable_detr.inference.load import load
     from deformable_detr.interop.onnx import export_onnx
 
     on_gpu = torch.device(device).type == "cuda"

@@ -46,9 +46,9 @@ def _add_bench_model(targets) -> None:
 def _bench_model(args) -> None:
     from ..bench.harness import write_result
     from ..bench.model import format_model_benchmark, run_model_benchmark
-    from .devices import checked_device
+    from ..util.devices import checked_device
 
-    kind = "gpu" if checked_device(args.device).startswith("cuda") else "cpu"
+    kind = "gpu" if checked_device(args.device).type == "cuda" else "cpu"
     out = args.out or Path("benchmarks/results") / f"model_{kind}{'_smoke' if args.smoke else ''}.json"
     result = run_model_benchmark(
         args.height,
@@ -97,9 +97,9 @@ def _add_bench_train(targets) -> None:
 def _bench_train(args) -> None:
     from ..bench.harness import write_result
     from ..bench.train import benchmark_training, format_training_benchmark
-    from .devices import checked_device
+    from ..util.devices import checked_device
 
-    cuda = checked_device(args.device).startswith("cuda")
+    cuda = checked_device(args.device).type == "cuda"
     if (args.height is None) != (args.width is None):
         raise ConfigError("bench train: give --height and --width together (or --image-size for squares)")
     if min(args.image_size, args.batch_size, args.threads, args.repeats, args.height or 1, args.width or 1) < 1:
@@ -299,11 +299,11 @@ def _add_bench_predict(targets) -> None:
 def _bench_predict(args) -> None:
     from ..bench.harness import write_result
     from ..bench.predict import format_predict_benchmark, run_predict_benchmark
-    from .devices import checked_device
+    from ..util.devices import checked_device
 
     if min(args.sizes + args.batch_sizes + [args.repeats, args.threads]) < 1:
         raise ConfigError("--sizes, --batch-sizes, --repeats and --threads must be >= 1")
-    kind = "gpu" if checked_device(args.device).startswith("cuda") else "cpu"
+    kind = "gpu" if checked_device(args.device).type == "cuda" else "cpu"
     sizes, batches = ((64,), (1, 2)) if args.smoke else (tuple(args.sizes), tuple(args.batch_sizes))
     out = args.out or Path("benchmarks/results") / f"predict_{kind}{'_smoke' if args.smoke else ''}.json"
     result = run_predict_benchmark(
@@ -344,9 +344,9 @@ def _add_bench_demo(targets) -> None:
 def _bench_demo(args) -> None:
     from ..bench.demo import format_demo_benchmark, run_demo_benchmark
     from ..bench.harness import write_result
-    from .devices import checked_device
+    from ..util.devices import checked_device
 
-    kind = "gpu" if checked_device(args.device).startswith("cuda") else "cpu"
+    kind = "gpu" if checked_device(args.device).type == "cuda" else "cpu"
     if args.max_steps is not None and args.max_steps < 1:
         raise ConfigError(f"bench demo: --max-steps {args.max_steps} must be >= 1")
     result = run_demo_benchmark(args.device, args.work, args.max_steps, args.smoke)

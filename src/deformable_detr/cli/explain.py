@@ -45,10 +45,10 @@ def _explain(args) -> None:
     from ..data.images import load_rgb_image
     from ..errors import ConfigError
     from ..inference.explain import explain
-    from ..inference.loader import load
+    from ..inference.load import load
     from ..models.predict import check_threshold
+    from ..util.devices import checked_device
     from ..viz.sampling_points import check_explanation_folder, save_explanation
-    from .devices import checked_device
 
     check_threshold(args.threshold, "--threshold")
     if args.top < 1:

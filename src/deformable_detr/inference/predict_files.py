@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import torch.distributed as dist
 from tqdm import tqdm
 
+from deformable_detr.checkpoint.files import write_atomic
 from deformable_detr.data.images import load_rgb_image
 from deformable_detr.errors import DatasetError
 from deformable_detr.inference.inputs import ImageFiles, check_output_folder, collect_image_files
 from deformable_detr.models.predict import check_threshold
 from deformable_detr.util import distributed
-from deformable_detr.util.atomic_file import write_atomic
 from deformable_detr.viz.detections import draw_detections
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint.files import atomic_write_text
 from ..data.coco import CocoDetection
 from ..viz.detections import draw_detections, save_grid
-from . import checkpoint as ckpt
 from .config import TrainConfig
 from .engine import TrainResult, fit
 
@@ -58,7 +58,7 @@ def draw_validation_predictions(
 ) -> Path:
     """Grid of the first `count` validation images with predictions (coloured) and ground truth (white)."""
     from ..data.images import load_rgb_image
-    from ..inference.loader import load
+    from ..inference.load import load
 
     model = load(checkpoint_path)
     val = CocoDetection(data_dir / "val" / "images", data_dir / "val" / "annotations.json")
@@ -145,7 +145,7 @@ def run_demo(
     config = config or demo_config(out_dir, data, minutes, max_steps, threads, device)
     result = fit(config, progress=progress, overwrite=True)
     metrics_file = out_dir / "metrics.json"
-    ckpt.atomic_write_text(
+    atomic_write_text(
         metrics_file,
         json.dumps({**result.metrics, "steps": result.steps, "train_seconds": result.train_seconds}, indent=2) + "\n",
     )

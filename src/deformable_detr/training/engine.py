@@ -32,13 +32,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..checkpoint.files import atomic_write_text
+from ..checkpoint.state_dict import load_state_dict_strict
 from ..data.coco import CocoDetection, DatasetError
-from ..errors import ConfigError, DeformableDetrError
+from ..errors import DeformableDetrError
 from ..evaluation.evaluate import evaluate
 from ..models.build import build_model
 from ..models.detector import DeformableDETR
-from ..models.state_dict import load_state_dict_strict
 from ..util import distributed
+from ..util.devices import checked_device
 from . import checkpoint as ckpt
 from . import init as run_init
 from . import loader
@@ -173,19 +175,8 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`name` as a torch.device, refusing CUDA where there is none."""
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
-                f"built for CUDA: {torch.version.cuda is not None}); use --device cpu"
-            )
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}"
-            )
-    return torch.device(name)
+    """`name` as a torch.device, refusing one this machine lacks (`util.devices.checked_device`)."""
+    return checked_device(name)
 
 
 def setup(
@@ -260,7 +251,7 @@ def setup(
     if resume:
         _restore(run)
         if run.is_main:  # an extension's limits (or other overrides) are the run's from now on: a plain
-            ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))  # --resume keeps them
+            atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))  # --resume keeps them
         if run.out_of_budget():
             logger.warning(
                 "%s: already at max_steps=%s / max_minutes=%s: nothing left to train; pass a larger --max-steps "
@@ -270,7 +261,7 @@ def setup(
                 config.max_minutes,
             )
     elif distributed.is_main_process():
-        ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
+        atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
         _draw_first_batch(run)
     for callback in run.callbacks:
         callback.setup(run)
@@ -305,7 +296,7 @@ def _restore(run: Run) -> None:
             "%s: no checkpoint yet (stopped before the first one); starting from the beginning", run.output_dir
         )
         if run.is_main:
-            ckpt.atomic_write_text(run.output_dir / "metrics.jsonl", "")
+            atomic_write_text(run.output_dir / "metrics.jsonl", "")
         return
     saved, path = ckpt.load_latest_checkpoint(run.output_dir, map_location=run.device)
     load_state_dict_strict(run.model, saved["model"], str(path))
@@ -326,7 +317,7 @@ def _restore(run: Run) -> None:
     for callback in run.callbacks:
         callback.load_state_dict(saved.get("callbacks", {}).get(callback.name, {}))
     if run.is_main:  # the checkpoint is the truth: later lines were written after it, by the killed run
-        ckpt.atomic_write_text(
+        atomic_write_text(
             run.output_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.state.history)
         )
     _check_best(run)
