@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
 import torch
@@ -33,6 +32,7 @@ import torch
 from deformable_detr.errors import ConfigError
 from deformable_detr.util.devices import checked_device
 
+from ..util.timer import Timer
 from .harness import header, peak_rss_mib, reset_peak_rss_mib
 from .hf_reference import random_hf_model
 
@@ -89,12 +89,10 @@ def _worker(
             times = []
             with torch.inference_mode(), autocast:
                 for repeat in range(repeats + 1):  # the first run warms up (kernel caches, allocator): not timed
-                    synchronize()
-                    start = time.perf_counter()
-                    logits, boxes = forward(images)
-                    synchronize()
+                    with Timer(synchronize) as timer:
+                        logits, boxes = forward(images)
                     if repeat:
-                        times.append(time.perf_counter() - start)
+                        times.append(timer.seconds)
             results[f"{dtype}/{batch}"] = {
                 "pred_logits": logits.float().cpu(),
                 "pred_boxes": boxes.float().cpu(),

@@ -26,6 +26,7 @@ from ..models.detector import DeformableDETR
 from ..training.criterion import LossConfig, SetCriterion
 from ..training.optim import OptimConfig, build_optimizer
 from ..util.devices import checked_device
+from ..util.timer import Timer
 from .harness import header
 from .hf_reference import hf_config
 
@@ -106,15 +107,13 @@ def _hf_step(model, optimizer, images, targets, amp: bool = False, optimize: boo
 
 def _timed(step, device: torch.device, cpu_times: list | None = None) -> float:
     """Wall seconds of one step (CUDA synchronised before and after); appends the process CPU seconds to `cpu_times`."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    cpu_started = time.process_time()
+    with Timer(sync) as timer:
+        step()
     if cpu_times is not None:
         cpu_times.append(time.process_time() - cpu_started)
-    return time.perf_counter() - started
+    return timer.seconds
 
 
 def _peak_mib(step, device: torch.device) -> float | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 
 from ..checkpoint.files import atomic_write_text
 from ..data.coco import CocoDetection
+from ..util.timer import Timer
 from ..viz.detections import draw_detections, save_grid
 from .config import TrainConfig
 from .engine import TrainResult, fit
@@ -137,7 +137,7 @@ def run_demo(
     Files: OUT/data (dataset), OUT/train/{checkpoint.pth, metrics.jsonl, curves.png, config.json},
     OUT/metrics.json (final val metrics), OUT/val_predictions.png.
     """
-    started = time.perf_counter()
+    timer = Timer().__enter__()  # the whole demo, read at the end
     data = data or DEMO_DATA
     out_dir = Path(out_dir)
     data_dir = out_dir / "data"
@@ -152,4 +152,4 @@ def run_demo(
     threads = torch.get_num_threads()
     image = draw_validation_predictions(result.checkpoint, data_dir, out_dir / "val_predictions.png")
     torch.set_num_threads(threads)
-    return DemoResult(data_dir, result, image, metrics_file, time.perf_counter() - started)
+    return DemoResult(data_dir, result, image, metrics_file, timer.elapsed)
