@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from deformable_detr.checkpoint.format import CheckpointInfo
 from deformable_detr.checkpoint.state_dict import CheckpointMismatchError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
@@ -40,8 +41,10 @@ def test_round_trip(preset, tmp_path):
     ]
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in tmp_path.iterdir())
     assert "attention_backend" not in json.loads((tmp_path / "config.json").read_text())
+    assert model.checkpoint_info is None  # fresh weights
     loaded = DeformableDETR.from_pretrained(tmp_path)
     assert loaded.config == model.config and not loaded.training
+    assert loaded.checkpoint_info == CheckpointInfo("pretrained", str(tmp_path), "save_pretrained folder")
     assert loaded.preprocess == preprocess and loaded.categories == categories
     assert loaded.state_dict().keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():

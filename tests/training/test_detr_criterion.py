@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from deformable_detr.models.detr import DETR
 import deformable_detr
+from deformable_detr.models.detr import DETR
 from deformable_detr.training.detr_criterion import DetrCriterion, SoftmaxHungarianMatcher, detr_loss_config
 from deformable_detr.util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from tiny_models import tiny_detr_config
@@ -92,5 +92,7 @@ def test_fit_trains_and_reloads_detr(tiny_train_config):
     assert set(result.metrics) >= {"AP", "AP50", "APs"}
     assert math.isfinite(result.history[-1]["train_loss"])
     loaded = deformable_detr.load(result.checkpoint)
-    assert isinstance(loaded, DETR) and loaded.config == model and loaded.checkpoint_info.format == "training-checkpoint"
+    assert (
+        isinstance(loaded, DETR) and loaded.config == model and loaded.checkpoint_info.format == "training-checkpoint"
+    )
     assert loaded.preprocess.min_size == config.val_size  # the run's evaluation size, not the paper's 800
