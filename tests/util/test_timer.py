@@ -22,4 +22,4 @@ def test_time_once_and_unstarted_timer(monkeypatch):
     monkeypatch.setattr(timer_module.time, "perf_counter", lambda: next(readings))
     assert time_once(lambda: None) == 0.75
     with pytest.raises(RuntimeError, match="before the timer was started"):
-        Timer().elapsed
+        _ = Timer().elapsed
