@@ -355,6 +355,38 @@ def _bench_demo(args) -> None:
     print(f"wrote {write_result(out, result)}")
 
 
+def _add_bench_predict_load(targets) -> None:
+    parser = targets.add_parser(
+        "predict-load",
+        help="predict over many generated files with bad ones among them: all processed, bad listed, memory flat",
+        description="Generates --images small files of mixed sizes and formats with a bad file every 37th, then "
+        "runs `predict` (tiny random model, 128 px) over the first 10 %% and over all of them in one process: "
+        "files processed, bad files listed (exactly the bad ones), seconds and peak RSS after each run.",
+    )
+    parser.add_argument("--images", type=int, default=1000, help="files to generate (default 1000)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward (default 8)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="JSON",
+        default=Path("benchmarks/results/predict_load.json"),
+        help="default benchmarks/results/predict_load.json",
+    )
+    parser.set_defaults(handler=_bench_predict_load)
+
+
+def _bench_predict_load(args) -> None:
+    from ..bench.harness import write_result
+    from ..bench.predict_load import format_predict_load, run_predict_load
+
+    if min(args.images, args.batch_size, args.threads) < 1:
+        raise ConfigError("bench predict-load: --images, --batch-size and --threads must be >= 1")
+    result = run_predict_load(args.images, batch_size=args.batch_size, threads=args.threads)
+    print(format_predict_load(result))
+    print(f"wrote {write_result(args.out, result)}")
+
+
 # `bench` targets, in `--help` order. To add one, append its `_add_bench_<name>(targets)` function here.
 BENCH_TARGETS = [
     _add_bench_model,
@@ -363,5 +395,6 @@ BENCH_TARGETS = [
     _add_bench_op_triton,
     _add_bench_serve,
     _add_bench_predict,
+    _add_bench_predict_load,
     _add_bench_demo,
 ]
