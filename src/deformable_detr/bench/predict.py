@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .harness import header, interleaved_times, summarize, time_once
+from ..util.timer import time_once
+from .harness import header, interleaved_times, summarize
 from .hf_reference import random_hf_model
 
 METHODS = ("ours-fp32", "ours-bf16", "ours-compile", "ours-compile-bf16", "onnxruntime", "hf")

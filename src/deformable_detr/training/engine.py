@@ -174,11 +174,6 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------- setup
 
 
-def resolve_device(name: str) -> torch.device:
-    """`name` as a torch.device, refusing one this machine lacks (`util.devices.checked_device`)."""
-    return checked_device(name)
-
-
 def setup(
     config: TrainConfig,
     resume: bool = False,
@@ -192,7 +187,7 @@ def setup(
     Refuses to start over a folder that holds a run unless `resume` or `overwrite`; removes temp
     files left by a killed write. `model.num_classes` is set from the training annotations.
     """
-    resolve_device(config.device)
+    checked_device(config.device)
     device = distributed.init_from_environment(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
