@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import pytest
@@ -39,7 +40,9 @@ def test_round_trip(preset, tmp_path):
         "model.safetensors",
         "preprocess.json",
     ]
-    assert all(p.stat().st_mode & 0o777 == 0o644 for p in tmp_path.iterdir())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in tmp_path.iterdir())  # like any file the user writes
     assert "attention_backend" not in json.loads((tmp_path / "config.json").read_text())
     assert model.checkpoint_info is None  # fresh weights
     loaded = DeformableDETR.from_pretrained(tmp_path)

@@ -92,7 +92,6 @@ def test_fit_trains_and_reloads_detr(tiny_train_config):
     assert set(result.metrics) >= {"AP", "AP50", "APs"}
     assert math.isfinite(result.history[-1]["train_loss"])
     loaded = deformable_detr.load(result.checkpoint)
-    assert (
-        isinstance(loaded, DETR) and loaded.config == model and loaded.checkpoint_info.format == "training-checkpoint"
-    )
+    assert isinstance(loaded, DETR) and loaded.checkpoint_info.format == "training-checkpoint"
+    assert loaded.config == dataclasses.replace(model, num_classes=6)  # the class count comes from the data
     assert loaded.preprocess.min_size == config.val_size  # the run's evaluation size, not the paper's 800

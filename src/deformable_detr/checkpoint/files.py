@@ -93,8 +93,10 @@ def write_atomic(
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_name(path)
     os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = temporary.stat().st_mode & 0o777  # 0666 & ~umask
     try:
         write(temporary)
+        os.chmod(temporary, mode)  # a writer that replaced the file (safetensors writes 0600) gets the same mode
         _fsync_file(temporary)
         if keep_previous is not None and path.exists():
             link_atomic(path, keep_previous)

@@ -312,9 +312,7 @@ def _restore(run: Run) -> None:
     for callback in run.callbacks:
         callback.load_state_dict(saved.get("callbacks", {}).get(callback.name, {}))
     if run.is_main:  # the checkpoint is the truth: later lines were written after it, by the killed run
-        atomic_write_text(
-            run.output_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.state.history)
-        )
+        atomic_write_text(run.output_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.state.history))
     _check_best(run)
     logger.info(
         "resumed %s at epoch %d, batch %d, step %d (%.0f s trained)",
