@@ -43,7 +43,6 @@ from deformable_detr.models.build import model_class, model_config_from_dict
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.models.preprocess import PreprocessConfig
-from deformable_detr.models.pretrained import from_pretrained
 from deformable_detr.util.devices import checked_device
 
 logger = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ def _load_directory(path: str, config: ModelConfig | None) -> tuple[DeformableDE
     if hf_model_config(path) is not None:
         return _from_transformers(path, config, "Hugging Face folder")
     if is_pretrained_directory(path):
-        model = from_pretrained(path)
+        model = DeformableDETR.from_pretrained(path)
         if config is not None:
             model = DeformableDETR.from_state_dict(
                 config, model.state_dict(), source=path, preprocess=model.preprocess, categories=model.categories

@@ -399,7 +399,7 @@ class DeformableDETR(nn.Module):
         """Load a directory written by `save_pretrained`; other formats load with `deformable_detr.load`."""
         from deformable_detr.models.pretrained import from_pretrained
 
-        return from_pretrained(directory, attention_backend=attention_backend)
+        return from_pretrained(directory, cls, attention_backend=attention_backend)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json, model.safetensors, preprocess.json and categories.json into `directory`."""

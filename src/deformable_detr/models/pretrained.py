@@ -58,11 +58,12 @@ def save_pretrained(model, directory: str | os.PathLike) -> None:
         write_atomic(Path(directory) / name, lambda path, content=content: _write_json(path, content))
 
 
-def from_pretrained(directory: str | os.PathLike, attention_backend: str | None = None):
-    """Build a `DeformableDETR` from a `save_pretrained` directory.
+def from_pretrained(directory: str | os.PathLike, model_class: type, attention_backend: str | None = None):
+    """Build a `DeformableDETR` from a `save_pretrained` directory (`DeformableDETR.from_pretrained` calls this).
 
     Args:
         directory: holds config.json, model.safetensors and (since they exist) preprocess.json, categories.json.
+        model_class: the class to build (`DeformableDETR`), passed in so that this module imports no model.
         attention_backend: operator backend for every attention layer; None = "auto".
 
     Returns:
@@ -73,8 +74,6 @@ def from_pretrained(directory: str | os.PathLike, attention_backend: str | None 
         CheckpointError: the weights are unreadable or do not fit the config (all listed).
         ConfigError: config.json, preprocess.json or categories.json holds unknown fields or bad values.
     """
-    from deformable_detr.models.detector import DeformableDETR
-
     directory = os.fspath(directory)
     config_path = os.path.join(directory, CONFIG_NAME)
     weights_path = os.path.join(directory, WEIGHTS_NAME)
@@ -96,7 +95,7 @@ def from_pretrained(directory: str | os.PathLike, attention_backend: str | None 
     if CATEGORIES_NAME not in missing:
         path = os.path.join(directory, CATEGORIES_NAME)
         categories = read_json(path, lambda value: check_categories(value, config.num_classes, source=path))
-    model = DeformableDETR.from_state_dict(
+    model = model_class.from_state_dict(
         config,
         read_weights(weights_path),
         source=weights_path,
