@@ -14,7 +14,7 @@ from deformable_detr.errors import (  # noqa: E402
     DeformableDetrError,
     ModelInputError,
 )
-from deformable_detr.inference.loader import load  # noqa: E402
+from deformable_detr.inference.load import load  # noqa: E402
 from deformable_detr.models import DeformableDETR, ModelConfig  # noqa: E402
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention  # noqa: E402
 from deformable_detr.ops import multi_scale_deformable_attention  # noqa: E402

@@ -73,7 +73,7 @@ def test_bench_predict_skips_onnxruntime_where_it_would_not_fit_in_memory(tmp_pa
 
 @pytest.mark.slow  # builds an HF model and two of ours: ~10-30 s
 def test_bench_predict_times_the_compiled_path_fp32_and_bf16(tmp_path, monkeypatch, capsys):
-    """The compiled methods go through `models.compiled` (torch.compile replaced by the identity here: the
+    """The compiled methods go through `pipeline.compiled` (torch.compile replaced by the identity here: the
     real compile is `test_compiled`'s); first calls, model-alone times and the compile records are kept."""
     pytest.importorskip("transformers")
     from deformable_detr.pipeline import compiled

@@ -47,7 +47,7 @@ def test_cuda_requested_without_cuda(tmp_path, capsys, monkeypatch):
     _one_line_error(
         capsys,
         ["train", "--preset", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cuda"],
-        r"--device cuda: CUDA is not available here .*use --device cpu",
+        r"device 'cuda': this machine has no CUDA device .*; use cpu",
     )
 
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 from hf_reference import _randomize, padded_batch, transformers
 
-from deformable_detr.interop.transformers import _backbone_name
+from deformable_detr.interop.huggingface_names import backbone_name
 from deformable_detr.models.detr import DETR, DetrConfig
 from deformable_detr.training.detr_criterion import DetrCriterion, detr_loss_config
 
@@ -88,7 +88,7 @@ def hf_detr_state_dict_to_ours(state_dict: dict[str, torch.Tensor]) -> dict[str,
     qkv: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
         if key.startswith("model.backbone.model."):
-            ours["backbone.body." + _backbone_name(key[len("model.backbone.model.") :])] = value
+            ours["backbone.body." + backbone_name(key[len("model.backbone.model.") :])] = value
             continue
         match = re.fullmatch(
             r"model\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|encoder_attn)\.([qkv])_proj\.(\w+)", key

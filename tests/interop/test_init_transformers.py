@@ -1,7 +1,7 @@
 """`--init` from a Hugging Face `DeformableDetrForObjectDetection` folder onto a dataset with other classes.
 
 Oracle: the model `deformable_detr.load` reads from the folder (its outputs match HF's, see
-test_transformers.py): every non-head tensor equal, heads of the new shape, a name-matched row copied.
+test_huggingface.py): every non-head tensor equal, heads of the new shape, a name-matched row copied.
 """
 
 import pytest

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import pytest
 import torch
 
+from deformable_detr.checkpoint.format import CheckpointInfo
+from deformable_detr.checkpoint.state_dict import CheckpointMismatchError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.state_dict import CheckpointMismatchError
 from deformable_detr.pipeline.categories import default_categories
 from deformable_detr.pipeline.processor import PreprocessConfig
 
@@ -39,10 +41,14 @@ def test_round_trip(preset, tmp_path):
         "model.safetensors",
         "preprocess.json",
     ]
-    assert all(p.stat().st_mode & 0o777 == 0o644 for p in tmp_path.iterdir())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in tmp_path.iterdir())  # like any file the user writes
     assert "attention_backend" not in json.loads((tmp_path / "config.json").read_text())
+    assert model.checkpoint_info is None  # fresh weights
     loaded = DeformableDETR.from_pretrained(tmp_path)
     assert loaded.config == model.config and not loaded.training
+    assert loaded.checkpoint_info == CheckpointInfo("pretrained", str(tmp_path), "save_pretrained folder")
     assert loaded.preprocess == preprocess and loaded.categories == categories
     assert loaded.state_dict().keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():

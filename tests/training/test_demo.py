@@ -58,7 +58,7 @@ def test_demo_device_without_cuda_is_one_line_error(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # the same check on a machine with a GPU
     assert cli.main(["demo", "--out", str(tmp_path), "--device", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert "--device cuda: this machine has no CUDA device" in err and len(err.strip().splitlines()) == 1
+    assert "device 'cuda': this machine has no CUDA device" in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # checked before anything is rendered or trained
 
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+import deformable_detr
 from deformable_detr.models.detr import DETR
-from deformable_detr.training.checkpoint import load_trained_model
 from deformable_detr.training.detr_criterion import DetrCriterion, SoftmaxHungarianMatcher, detr_loss_config
 from deformable_detr.util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from tiny_models import tiny_detr_config
@@ -91,5 +91,7 @@ def test_fit_trains_and_reloads_detr(tiny_train_config):
     result = fit(config, progress=False)
     assert set(result.metrics) >= {"AP", "AP50", "APs"}
     assert math.isfinite(result.history[-1]["train_loss"])
-    loaded, loaded_config, _ = load_trained_model(result.checkpoint)
-    assert isinstance(loaded, DETR) and loaded_config.model.num_classes == 6
+    loaded = deformable_detr.load(result.checkpoint)
+    assert isinstance(loaded, DETR) and loaded.checkpoint_info.format == "training-checkpoint"
+    assert loaded.config == dataclasses.replace(model, num_classes=6)  # the class count comes from the data
+    assert loaded.preprocess.min_size == config.val_size  # the run's evaluation size, not the paper's 800

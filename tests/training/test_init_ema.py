@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
+from deformable_detr.checkpoint.state_dict import CheckpointMismatchError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.state_dict import CheckpointMismatchError
 from deformable_detr.training.ema import ModelEMA
 from deformable_detr.training.init import category_mapping, transfer_weights
 

@@ -15,12 +15,12 @@ on any machine that has it. No assertions on time anywhere.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..util.timer import Timer
 from .harness import header
 
 # `make demo` on the CPU (README "Demo"): 950 steps on a quiet 2-core Intel Xeon, every validation image alone.
@@ -51,21 +51,23 @@ def run_demo_benchmark(
 
     work = Path(work_dir)
     data = SMOKE_DATA if smoke else DEMO_DATA
-    started = time.perf_counter()
-    ensure_dataset(work / "data", data, progress=False)
-    render_s = time.perf_counter() - started
+    with Timer() as render:
+        ensure_dataset(work / "data", data, progress=False)
+    render_s = render.seconds
     config = demo_config(work, data, max_steps=max_steps or (4 if smoke else None), device=device)
     if smoke:
         config = dataclasses.replace(config, batch_size=2, threads=1)
-    started = time.perf_counter()
     fit_metrics, fit_error = None, None
-    try:
-        fit_metrics = fit(config, progress=False, overwrite=True).metrics
-    except ModuleNotFoundError as error:  # pycocotools missing: the final checkpoint is written before evaluating
-        if (error.name or "").split(".")[0] != "pycocotools":
-            raise
-        fit_error = f"fit's evaluation needs pycocotools ({error}); checkpoint written, AP evaluated below or pending"
-    wall_s = time.perf_counter() - started
+    with Timer() as wall:
+        try:
+            fit_metrics = fit(config, progress=False, overwrite=True).metrics
+        except ModuleNotFoundError as error:  # pycocotools missing: the final checkpoint is written before evaluating
+            if (error.name or "").split(".")[0] != "pycocotools":
+                raise
+            fit_error = (
+                f"fit's evaluation needs pycocotools ({error}); checkpoint written, AP evaluated below or pending"
+            )
+    wall_s = wall.seconds
     state = ckpt.load_checkpoint(Path(config.output_dir) / ckpt.CHECKPOINT)["state"]
     steps, train_seconds = state["step"], state["train_seconds"]
     gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
@@ -104,7 +106,7 @@ def run_demo_benchmark(
 
 def _evaluate_on_val(work: Path, config, device: str) -> dict[str, Any]:
     """Detections of the trained model on every validation image (threshold 0), and their COCO AP if possible."""
-    from ..inference.loader import load
+    from ..inference.load import load
     from ..inference.predict_files import predict_files
     from ..training import checkpoint as ckpt
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..util.atomic_file import write_atomic
+from ..checkpoint.files import write_atomic
 
 LOG_TAIL_BYTES = 60_000  # per step in gpu_check.log (the tarball has everything)
 

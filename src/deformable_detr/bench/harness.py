@@ -19,6 +19,9 @@ from typing import Any
 
 import torch
 
+from ..checkpoint.files import atomic_write_text
+from ..util.timer import time_once
+
 
 def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo), else platform.processor()."""
@@ -58,17 +61,6 @@ def header(threads: int | None = None, **extra: Any) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name()
     info.update(extra)
     return info
-
-
-def time_once(fn: Callable[[], object], sync: Callable[[], None] | None = None) -> float:
-    """Wall seconds of one call (`sync` runs before and after, e.g. torch.cuda.synchronize)."""
-    if sync:
-        sync()
-    start = time.perf_counter()
-    fn()
-    if sync:
-        sync()
-    return time.perf_counter() - start
 
 
 def interleaved_times(
@@ -133,9 +125,4 @@ def rss_mib() -> float:
 
 def write_result(path: str | os.PathLike, result: dict[str, Any]) -> Path:
     """Write `result` (which should start with a `header()`) as indented JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(result, indent=2) + "\n")

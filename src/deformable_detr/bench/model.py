@@ -25,13 +25,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
 import torch
 
 from deformable_detr.errors import ConfigError
+from deformable_detr.util.devices import checked_device
 
+from ..util.timer import Timer
 from .harness import header, peak_rss_mib, reset_peak_rss_mib
 from .hf_reference import random_hf_model
 
@@ -62,7 +63,7 @@ def _worker(
             output = model(pixel_values=images)
             return output.logits, output.pred_boxes
     else:
-        from deformable_detr.inference.loader import load
+        from deformable_detr.inference.load import load
 
         model = load(directory, device=device)
 
@@ -88,12 +89,10 @@ def _worker(
             times = []
             with torch.inference_mode(), autocast:
                 for repeat in range(repeats + 1):  # the first run warms up (kernel caches, allocator): not timed
-                    synchronize()
-                    start = time.perf_counter()
-                    logits, boxes = forward(images)
-                    synchronize()
+                    with Timer(synchronize) as timer:
+                        logits, boxes = forward(images)
                     if repeat:
-                        times.append(time.perf_counter() - start)
+                        times.append(timer.seconds)
             results[f"{dtype}/{batch}"] = {
                 "pred_logits": logits.float().cpu(),
                 "pred_boxes": boxes.float().cpu(),
@@ -168,9 +167,7 @@ def run_model_benchmark(
         import transformers
     except ImportError as error:
         raise ConfigError("bench model needs Hugging Face transformers: pip install transformers") from error
-    torch_device = torch.device(device)
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"bench model --device {device}: CUDA is not available here; use --device cpu")
+    torch_device = checked_device(device)
     if not batch_sizes or min(batch_sizes) < 1:
         raise ConfigError(f"bench model: batch sizes {list(batch_sizes)} must be >= 1")
     say = progress or (lambda message: None)

@@ -28,13 +28,13 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from deformable_detr.errors import ConfigError
 
+from ..util.timer import time_once
 from .harness import header, write_result
 
 ENCODER_LEVELS = [[100, 134], [50, 67], [25, 34], [13, 17]]  # 800x1066 image, strides 8..64
@@ -113,9 +113,7 @@ def _time_ms(fn, repeats: int, device: torch.device) -> float:
             torch.cuda.synchronize(device)
             times.append(start.elapsed_time(end))
         else:
-            began = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - began) * 1e3)
+            times.append(time_once(fn) * 1e3)
     return statistics.median(times)
 
 

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .harness import header, interleaved_times, summarize, time_once
+from ..util.timer import time_once
+from .harness import header, interleaved_times, summarize
 from .hf_reference import random_hf_model
 from .predict_methods import Method, methods_for
 
@@ -123,7 +124,7 @@ def run_predict_benchmark(
     """
     import transformers
 
-    from deformable_detr.inference.loader import load
+    from deformable_detr.inference.load import load
     from deformable_detr.interop.onnx import export_onnx
 
     on_gpu = torch.device(device).type == "cuda"

@@ -1,32 +1,32 @@
 """Load test of `predict` over many files (issue: reliability, load): all good images processed, bad ones
 listed, memory flat.
 
-    python -m deformable_detr.bench.predict_load [--images 1000] [--out benchmarks/results/predict_load.json]
+    deformable-detr bench predict-load [--images 1000] [--out benchmarks/results/predict_load.json]
 
 Generates small images of mixed sizes (24-160 px sides) and formats (JPEG, PNG, BMP, WebP, TIFF; RGB,
 grayscale, RGBA, palette, 16-bit grayscale) with a bad file every 37 (truncated JPEG, text with an image
 extension, empty file), then runs `predict_files` with the tiny demo-sized model twice in one process:
 over the first 10 % of the files, then over all of them. Flat memory: the peak RSS after the whole run
-is about the peak after the first 10 %.
+is about the peak after the first 10 %. The other benchmarks time one model call on tensors; this one is
+the only measurement of `predict` over files: decoding, bad files, the output folder and memory over a long run.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from deformable_detr.bench.harness import header, peak_rss_mib, rss_mib, write_result
+from deformable_detr.bench.harness import header, peak_rss_mib, rss_mib
 from deformable_detr.inference.predict_files import predict_files
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.pipeline.processor import PreprocessConfig
+from deformable_detr.util.timer import Timer
 
 FORMATS = [
     ("jpg", "RGB"),
@@ -82,8 +82,14 @@ def tiny_model() -> DeformableDETR:
     return DeformableDETR(config, preprocess=PreprocessConfig(min_size=128, max_size=192)).eval()
 
 
-def run(count: int, batch_size: int = 8, threads: int = 1) -> dict:
-    """Generate `count` files, predict over 10 % then all of them; counts, RSS and time."""
+def run_predict_load(count: int, batch_size: int = 8, threads: int = 1) -> dict:
+    """Generate `count` files, predict over 10 % then all of them; counts, RSS and time.
+
+    Returns:
+        {"header", "images", "batch_size", "model", "good_files", "bad_files", "runs": [{"run", "files",
+        "processed", "failed", "bad_files_listed" (True when exactly the bad files were listed), "seconds",
+        "peak_rss_mib_after", "rss_mib_after"}]}.
+    """
     torch.set_num_threads(threads)
     model = tiny_model()
     result = {
@@ -97,15 +103,15 @@ def run(count: int, batch_size: int = 8, threads: int = 1) -> dict:
         good, bad = make_images(Path(scratch) / "images", count)
         first = sorted(good + bad)[: max(1, count // 10)]
         for name, inputs in (("first 10 %", first), ("all", [Path(scratch) / "images"])):
-            start = time.perf_counter()
-            summary = predict_files(
-                model,
-                [str(p) for p in inputs],
-                Path(scratch) / f"out_{len(result['runs'])}",
-                threshold=0.5,
-                batch_size=batch_size,
-                progress=False,
-            )
+            with Timer() as timer:
+                summary = predict_files(
+                    model,
+                    [str(p) for p in inputs],
+                    Path(scratch) / f"out_{len(result['runs'])}",
+                    threshold=0.5,
+                    batch_size=batch_size,
+                    progress=False,
+                )
             expected_bad = [p for p in bad if p in first] if name != "all" else bad
             result["runs"].append(
                 {
@@ -115,7 +121,7 @@ def run(count: int, batch_size: int = 8, threads: int = 1) -> dict:
                     "failed": len(summary.errors),
                     "bad_files_listed": sorted(e["file"] for e in summary.errors)
                     == sorted(str(p.resolve()) for p in expected_bad),
-                    "seconds": round(time.perf_counter() - start, 1),
+                    "seconds": round(timer.seconds, 1),
                     "peak_rss_mib_after": round(peak_rss_mib(), 1),
                     "rss_mib_after": round(rss_mib(), 1),
                 }
@@ -124,21 +130,14 @@ def run(count: int, batch_size: int = 8, threads: int = 1) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/predict_load.json"))
-    args = parser.parse_args()
-    result = run(args.images, threads=args.threads)
-    print(f"{'run':<12} {'files':>6} {'processed':>9} {'failed':>6} {'bad listed':>10} {'s':>7} {'peak RSS MiB':>12}")
+def format_predict_load(result: dict) -> str:
+    """The table `bench predict-load` prints: one row per run."""
+    lines = [
+        f"{'run':<12} {'files':>6} {'processed':>9} {'failed':>6} {'bad listed':>10} {'s':>7} {'peak RSS MiB':>12}"
+    ]
     for r in result["runs"]:
-        print(
+        lines.append(
             f"{r['run']:<12} {r['files']:>6} {r['processed']:>9} {r['failed']:>6} {str(r['bad_files_listed']):>10} "
             f"{r['seconds']:>7} {r['peak_rss_mib_after']:>12}"
         )
-    print(f"wrote {write_result(args.out, result)}")
-
-
-if __name__ == "__main__":
-    main()
+    return "\n".join(lines)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from deformable_detr.bench.harness import header
+from deformable_detr.util.timer import Timer
 
 MODES = {
     "batched": ["--max-batch", "8", "--max-wait-ms", "10"],
@@ -126,20 +127,20 @@ async def _load(url: str, images: list[bytes], requests: int, concurrency: int) 
 
         async def one(index: int) -> None:
             async with semaphore:
-                started = time.perf_counter()
-                response = await client.post(
-                    url + "/v1/detect",
-                    data={"threshold": "0.3"},
-                    files={"image": ("bench.jpg", images[index % len(images)], "image/jpeg")},
-                )
-                latencies.append(time.perf_counter() - started)
+                with Timer() as latency:
+                    response = await client.post(
+                        url + "/v1/detect",
+                        data={"threshold": "0.3"},
+                        files={"image": ("bench.jpg", images[index % len(images)], "image/jpeg")},
+                    )
+                latencies.append(latency.seconds)
                 statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
                 if response.status_code == 200:
                     batch_sizes.append(response.json()["timing"]["batch_size"])
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(requests)))
-        wall = time.perf_counter() - started
+        with Timer() as timer:
+            await asyncio.gather(*(one(i) for i in range(requests)))
+        wall = timer.seconds
     ordered = sorted(latencies)
     return {
         "requests": requests,

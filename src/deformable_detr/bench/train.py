@@ -2,7 +2,7 @@
 
 One step = forward + loss + backward + clip + AdamW step, in train mode, same batch, same weights: a random
 HF model (paper-default config, HF's own ResNet-50 since timm is not installed; `smoke`: a tiny one) is copied
-into ours with `interop.transformers.transformers_to_ours`. Each side uses its own loss (HF: the loss it computes
+into ours with `interop.huggingface.transformers_to_ours`. Each side uses its own loss (HF: the loss it computes
 from `labels`; ours: `SetCriterion`), both with the paper's matcher costs and weights. Per precision (fp32, bf16
 autocast) two phases are timed: the full step, and forward + loss + backward alone (what the reference
 implementation's figure below measures). The sides alternate after one warm-up each, in one process, so both see
@@ -25,6 +25,8 @@ from ..errors import ConfigError
 from ..models.detector import DeformableDETR
 from ..training.criterion import LossConfig, SetCriterion
 from ..training.optim import OptimConfig, build_optimizer
+from ..util.devices import checked_device
+from ..util.timer import Timer
 from .harness import header
 from .hf_reference import hf_config
 
@@ -105,15 +107,13 @@ def _hf_step(model, optimizer, images, targets, amp: bool = False, optimize: boo
 
 def _timed(step, device: torch.device, cpu_times: list | None = None) -> float:
     """Wall seconds of one step (CUDA synchronised before and after); appends the process CPU seconds to `cpu_times`."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    cpu_started = time.process_time()
+    with Timer(sync) as timer:
+        step()
     if cpu_times is not None:
         cpu_times.append(time.process_time() - cpu_started)
-    return time.perf_counter() - started
+    return timer.seconds
 
 
 def _peak_mib(step, device: torch.device) -> float | None:
@@ -126,15 +126,6 @@ def _peak_mib(step, device: torch.device) -> float | None:
     step()
     torch.cuda.synchronize(device)
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-
-
-def _checked_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"bench train --device {name}: CUDA is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"bench train --device {name!r}: use cpu, cuda or cuda:N")
-    return device
 
 
 def benchmark_training(
@@ -171,10 +162,10 @@ def benchmark_training(
             f"bench train: unknown precision(s) {unknown or '(none)'}; choose from {', '.join(PRECISIONS)}"
         )
     height, width = height or image_size, width or image_size
-    torch_device = _checked_device(device)
+    torch_device = checked_device(device)
     torch.set_num_threads(threads)
     hf = _hf_model(smoke).train()
-    from ..interop.transformers import transformers_to_ours
+    from ..interop.huggingface import transformers_to_ours
 
     ours = DeformableDETR.from_state_dict(*transformers_to_ours(hf)).train()
     trainable = {
@@ -335,7 +326,7 @@ def benchmark_demo_preset(steps: int = 4, device: str = "cpu", smoke: bool = Fal
         {"num_queries": 10, "num_encoder_layers": 1, "num_decoder_layers": 1} if smoke else {}
     )
     model_config = config.model.__class__.from_dict({**config.model.to_dict(), **overrides})
-    torch_device = _checked_device(device)
+    torch_device = checked_device(device)
     model = DeformableDETR(model_config).train().to(torch_device)
     size = max(config.train_scales)
     batch_size = 2 if smoke else config.batch_size

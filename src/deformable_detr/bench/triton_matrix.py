@@ -37,10 +37,11 @@ import multiprocessing
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from ..util.timer import Timer
 
 ARCHS = (80, 90)
 DIRECTIONS = ("forward", "backward")
@@ -209,9 +210,8 @@ def compile_cell(cell: Cell) -> dict:
     assert not triton_kernels.kernels_interpreted(), "TRITON_INTERPRET must not be set in a matrix worker"
     driver.set_active(_CompileOnlyDriver(cell.arch))
     kernel, grid, args, constexprs = _cell_call(cell)
-    began = time.perf_counter()
     error, ptx_target = None, None
-    with _captured_stderr() as stderr:
+    with _captured_stderr() as stderr, Timer() as timer:
         try:
             compiled = triton_launch.build(kernel, grid, args, constexprs, cell.num_warps)
             if not compiled.asm.get("cubin"):
@@ -221,7 +221,7 @@ def compile_cell(cell: Cell) -> dict:
             )
         except Exception as exception:  # any compiler failure is this cell's result
             error = exception
-    result = {**dataclasses.asdict(cell), "ok": error is None, "error": None, "seconds": time.perf_counter() - began}
+    result = {**dataclasses.asdict(cell), "ok": error is None, "error": None, "seconds": timer.seconds}
     result.update(ptx_target=ptx_target, triton=triton.__version__)
     if error is not None:
         result["error"] = _first_error_line(error, "".join(stderr))
@@ -279,9 +279,9 @@ def run_and_write(
     version = triton_version()
     cells = matrix_cells(archs, quick=quick)
     jobs = jobs or min(len(cells), os.cpu_count() or 1)
-    began = time.perf_counter()
-    results = run_matrix(cells, jobs, progress=lambda result: echo(format_cell(result, result["triton"])))
-    wall = time.perf_counter() - began
+    with Timer() as timer:
+        results = run_matrix(cells, jobs, progress=lambda result: echo(format_cell(result, result["triton"])))
+    wall = timer.seconds
     compiled_by = {r["triton"] for r in results}
     if compiled_by != {version}:  # a second Triton on the path: trust what the workers imported
         raise RuntimeError(f"the workers imported Triton {sorted(compiled_by)}, but {version} is installed first")

@@ -46,9 +46,9 @@ def _add_bench_model(targets) -> None:
 def _bench_model(args) -> None:
     from ..bench.harness import write_result
     from ..bench.model import format_model_benchmark, run_model_benchmark
-    from .devices import checked_device
+    from ..util.devices import checked_device
 
-    kind = "gpu" if checked_device(args.device).startswith("cuda") else "cpu"
+    kind = "gpu" if checked_device(args.device).type == "cuda" else "cpu"
     out = args.out or Path("benchmarks/results") / f"model_{kind}{'_smoke' if args.smoke else ''}.json"
     result = run_model_benchmark(
         args.height,
@@ -97,9 +97,9 @@ def _add_bench_train(targets) -> None:
 def _bench_train(args) -> None:
     from ..bench.harness import write_result
     from ..bench.train import benchmark_training, format_training_benchmark
-    from .devices import checked_device
+    from ..util.devices import checked_device
 
-    cuda = checked_device(args.device).startswith("cuda")
+    cuda = checked_device(args.device).type == "cuda"
     if (args.height is None) != (args.width is None):
         raise ConfigError("bench train: give --height and --width together (or --image-size for squares)")
     if min(args.image_size, args.batch_size, args.threads, args.repeats, args.height or 1, args.width or 1) < 1:
@@ -299,11 +299,11 @@ def _add_bench_predict(targets) -> None:
 def _bench_predict(args) -> None:
     from ..bench.harness import write_result
     from ..bench.predict import format_predict_benchmark, run_predict_benchmark
-    from .devices import checked_device
+    from ..util.devices import checked_device
 
     if min(args.sizes + args.batch_sizes + [args.repeats, args.threads]) < 1:
         raise ConfigError("--sizes, --batch-sizes, --repeats and --threads must be >= 1")
-    kind = "gpu" if checked_device(args.device).startswith("cuda") else "cpu"
+    kind = "gpu" if checked_device(args.device).type == "cuda" else "cpu"
     sizes, batches = ((64,), (1, 2)) if args.smoke else (tuple(args.sizes), tuple(args.batch_sizes))
     out = args.out or Path("benchmarks/results") / f"predict_{kind}{'_smoke' if args.smoke else ''}.json"
     result = run_predict_benchmark(
@@ -344,15 +344,47 @@ def _add_bench_demo(targets) -> None:
 def _bench_demo(args) -> None:
     from ..bench.demo import format_demo_benchmark, run_demo_benchmark
     from ..bench.harness import write_result
-    from .devices import checked_device
+    from ..util.devices import checked_device
 
-    kind = "gpu" if checked_device(args.device).startswith("cuda") else "cpu"
+    kind = "gpu" if checked_device(args.device).type == "cuda" else "cpu"
     if args.max_steps is not None and args.max_steps < 1:
         raise ConfigError(f"bench demo: --max-steps {args.max_steps} must be >= 1")
     result = run_demo_benchmark(args.device, args.work, args.max_steps, args.smoke)
     out = args.out or Path("benchmarks/results") / f"demo_{kind}{'_smoke' if args.smoke else ''}.json"
     print(format_demo_benchmark(result))
     print(f"wrote {write_result(out, result)}")
+
+
+def _add_bench_predict_load(targets) -> None:
+    parser = targets.add_parser(
+        "predict-load",
+        help="predict over many generated files with bad ones among them: all processed, bad listed, memory flat",
+        description="Generates --images small files of mixed sizes and formats with a bad file every 37th, then "
+        "runs `predict` (tiny random model, 128 px) over the first 10 %% and over all of them in one process: "
+        "files processed, bad files listed (exactly the bad ones), seconds and peak RSS after each run.",
+    )
+    parser.add_argument("--images", type=int, default=1000, help="files to generate (default 1000)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward (default 8)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="JSON",
+        default=Path("benchmarks/results/predict_load.json"),
+        help="default benchmarks/results/predict_load.json",
+    )
+    parser.set_defaults(handler=_bench_predict_load)
+
+
+def _bench_predict_load(args) -> None:
+    from ..bench.harness import write_result
+    from ..bench.predict_load import format_predict_load, run_predict_load
+
+    if min(args.images, args.batch_size, args.threads) < 1:
+        raise ConfigError("bench predict-load: --images, --batch-size and --threads must be >= 1")
+    result = run_predict_load(args.images, batch_size=args.batch_size, threads=args.threads)
+    print(format_predict_load(result))
+    print(f"wrote {write_result(args.out, result)}")
 
 
 # `bench` targets, in `--help` order. To add one, append its `_add_bench_<name>(targets)` function here.
@@ -363,5 +395,6 @@ BENCH_TARGETS = [
     _add_bench_op_triton,
     _add_bench_serve,
     _add_bench_predict,
+    _add_bench_predict_load,
     _add_bench_demo,
 ]

@@ -38,9 +38,9 @@ def register(subparsers) -> None:
 def _run_demo(args) -> None:
     from ..evaluation.coco_eval import format_metrics_table
     from ..training.demo import run_demo
-    from .devices import checked_device
+    from ..util.devices import checked_device
 
-    device = checked_device(args.device)
+    device = str(checked_device(args.device))
     show_progress_logs()
     result = run_demo(args.out, minutes=args.minutes, max_steps=args.max_steps, threads=args.threads, device=device)
     train = result.train

@@ -39,9 +39,9 @@ def register(subparsers) -> None:
 
 
 def _eval(args) -> None:
+    from ..checkpoint.files import write_atomic
     from ..errors import ConfigError
     from ..evaluation.coco_eval import evaluate_detections, format_metrics_table
-    from ..util.atomic_file import write_atomic
 
     if args.out is not None and args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a folder; give a file path for the metrics JSON")

@@ -54,11 +54,11 @@ def register(subparsers) -> None:
 def _explain(args) -> None:
     from ..errors import ConfigError
     from ..inference.explain import explain
-    from ..inference.loader import load
+    from ..inference.load import load
     from ..pipeline.decode import load_rgb_image
     from ..pipeline.processor import check_threshold
+    from ..util.devices import checked_device
     from ..viz.sampling_points import check_explanation_folder, save_explanation
-    from .devices import checked_device
 
     check_threshold(args.threshold, "--threshold")
     if args.top_k < 1:

@@ -63,7 +63,7 @@ def register(subparsers) -> None:
 
 
 def _export_onnx(args) -> None:
-    from ..inference.loader import load
+    from ..inference.load import load
     from ..interop.onnx import export_onnx, verification_sizes, verify_onnx
 
     model = load(args.checkpoint)

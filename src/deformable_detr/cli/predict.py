@@ -51,16 +51,16 @@ def register(subparsers) -> None:
 
 def _predict(args) -> int:
     from ..errors import ConfigError
-    from ..inference.loader import load
+    from ..inference.load import load
     from ..inference.predict_files import predict_files
     from ..pipeline.processor import check_threshold
     from ..util import distributed
-    from .devices import checked_device
+    from ..util.devices import checked_device
 
     check_threshold(args.threshold, "--threshold")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    device = distributed.init_from_environment(checked_device(args.device))
+    device = distributed.init_from_environment(str(checked_device(args.device)))
     main_process = distributed.is_main_process()
     try:
         model = load(args.checkpoint, device=device, compile=args.compile)

@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checkpoint.files import atomic_write_text
+
 FORMATS = ("coco", "yolo", "voc")
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -75,10 +77,7 @@ def write_coco(split: DatasetSplit, out_dir: str | Path, copy_images: bool = Tru
     annotations = [{k: v for k, v in ann.items() if k != "source"} for ann in split.coco["annotations"]]
     coco = {"images": images, "annotations": annotations, "categories": split.coco["categories"]}
     path = out_dir / "annotations.json"
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(coco))
-    os.replace(temporary, path)
-    return path
+    return atomic_write_text(path, json.dumps(coco))
 
 
 def box_entry(

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from deformable_detr.checkpoint.files import atomic_write_text
 from deformable_detr.data.synthetic_render import MAX_OBJECTS, render_image
 from deformable_detr.data.synthetic_shapes import CATEGORIES, SHAPES
 from deformable_detr.errors import ConfigError
@@ -216,9 +217,7 @@ def _coco_dict(
 
 def _write_json(path: Path, data: dict) -> None:
     """Write atomically (temp file then rename), so a crash never leaves half a file."""
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(data, separators=(",", ":")))
 
 
 def _render_and_save(task: tuple) -> tuple[int, int, list]:

@@ -131,7 +131,7 @@ def evaluate_checkpoint(
     Returns:
         dict with AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl.
     """
-    from ..inference.loader import load
+    from ..inference.load import load
 
     model = load(checkpoint_path, device)
     preprocess = model.preprocess

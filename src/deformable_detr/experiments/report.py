@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint.files import atomic_write_text
 from ..training.config import TrainConfig
 
 METRIC_KEYS = ("AP", "AP50", "APs", "APm", "APl")
@@ -139,7 +140,6 @@ def write_report(
     runs: list,
 ) -> Path:
     """Write report.md (atomically) and return its path."""
-    import os
 
     from ..bench.harness import header
 
@@ -212,11 +212,7 @@ def write_report(
             "",
             "![scaling](scaling.png)",
         ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _describe_dataset(data_dir: Path) -> str:

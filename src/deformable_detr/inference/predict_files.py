@@ -18,13 +18,13 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from deformable_detr.checkpoint.files import write_atomic
 from deformable_detr.errors import DatasetError
 from deformable_detr.inference.inputs import ImageFiles, check_output_folder, collect_image_files
 from deformable_detr.pipeline.decode import load_rgb_image
 from deformable_detr.pipeline.processor import check_threshold
 from deformable_detr.pipeline.run import DEFAULT_THRESHOLD, DEFAULT_TOP_K, check_top_k, predict
 from deformable_detr.util import distributed
-from deformable_detr.util.atomic_file import write_atomic
 from deformable_detr.viz.detections import draw_detections
 
 DRAW_MIN_SIDE = 480  # px; smaller images are enlarged for drawing so captions stay readable

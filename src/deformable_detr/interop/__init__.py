@@ -8,7 +8,7 @@ Converters only rename and check tensors; `DeformableDETR.from_state_dict` build
     model = DeformableDETR.from_state_dict(config, state_dict)
 """
 
+from deformable_detr.interop.huggingface import ours_to_transformers, transformers_to_ours
 from deformable_detr.interop.official import official_to_ours, ours_to_official
-from deformable_detr.interop.transformers import ours_to_transformers, transformers_to_ours
 
 __all__ = ["official_to_ours", "ours_to_official", "ours_to_transformers", "transformers_to_ours"]

@@ -3,7 +3,7 @@
 A pure converter: it reads and renames tensors and never builds a model
 (`DeformableDETR.from_state_dict(*official_to_ours(path))` does, and `deformable_detr.load(path)` wraps both).
 An official file is `torch.save({"model": state_dict, "optimizer": ..., "args": argparse.Namespace, ...})`,
-read with `util.safe_load.load_torch_file` (tensors, plain containers and `argparse.Namespace` only: a
+read with `checkpoint.safe_load.load_torch_file` (tensors, plain containers and `argparse.Namespace` only: a
 crafted file cannot run code). The layout and the rename rules are in docs/interop.md; in short
 (official -> ours):
 
@@ -32,10 +32,11 @@ from typing import Any
 
 import torch
 
+from deformable_detr.checkpoint.format import strip_ddp_prefix
+from deformable_detr.checkpoint.safe_load import load_torch_file
 from deformable_detr.errors import CheckpointError, ConfigError
 from deformable_detr.models.backbone import RESNETS
 from deformable_detr.models.config import ModelConfig
-from deformable_detr.util.safe_load import load_torch_file
 
 _IGNORED_SUFFIXES = ("total_ops", "total_params", "num_batches_tracked")  # profiler leftovers, BN counters
 _RESNET_NAMES = {spec: name for name, spec in RESNETS.items()}  # (block type, blocks per stage) -> name
@@ -77,9 +78,7 @@ def split_official_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dic
         args = vars(args)
     if not isinstance(args, Mapping):
         raise CheckpointError(f"{source}: 'args' is a {type(args).__name__}; expected argparse.Namespace or dict")
-    state_dict = {key: value for key, value in obj.items() if isinstance(value, torch.Tensor)}
-    if state_dict and all(key.startswith("module.") for key in state_dict):  # saved from a DDP wrapper
-        state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
+    state_dict = strip_ddp_prefix({key: value for key, value in obj.items() if isinstance(value, torch.Tensor)})
     if not state_dict:
         raise CheckpointError(f"{source}: no tensors found; expected a dict with 'model' or a state dict")
     return state_dict, dict(args)

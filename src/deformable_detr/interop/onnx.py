@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deformable_detr.checkpoint.files import write_atomic
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
 from deformable_detr.models.detr import ARCHITECTURE as DETR_ARCHITECTURE
@@ -154,8 +155,8 @@ def export_onnx(
         }
         if padding_mask:
             dynamic_axes["padding_mask"] = {0: "batch", 1: "height", 2: "width"}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             # Python-side checks on traced sizes warn; the sizes themselves stay symbolic (verify_onnx checks).
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -178,10 +179,8 @@ def export_onnx(
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return write_atomic(path, write)
 
 
 def graph_op_types(path: str | os.PathLike) -> set[str]:

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deformable_detr.checkpoint.safe_load import load_torch_file
 from deformable_detr.errors import CheckpointError
-from deformable_detr.util.safe_load import load_torch_file
 
 # Block type and blocks per stage (layer1..layer4) of each torchvision ResNet: the one table of them.
 RESNETS: dict[str, tuple[str, tuple[int, int, int, int]]] = {

@@ -45,7 +45,7 @@ def read_backbone_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 f"{path}: cannot read safetensors ({error}); pass a torchvision/timm/HF ResNet file"
             ) from None
     else:
-        from ..util.safe_load import load_torch_file
+        from ..checkpoint.safe_load import load_torch_file
 
         state = load_torch_file(path)
     for key in ("state_dict", "model"):

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from deformable_detr.checkpoint.format import CheckpointInfo
+from deformable_detr.checkpoint.state_dict import load_state_dict_strict
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.backbone import Backbone, downsample_mask
 from deformable_detr.models.config import ModelConfig
@@ -25,7 +27,6 @@ from deformable_detr.models.input_checks import check_model_input
 from deformable_detr.models.mlp import MLP
 from deformable_detr.models.position_encoding import sine_position_encoding
 from deformable_detr.models.query_selection import self_attention_mask
-from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.models.transformer import DeformableTransformer
 from deformable_detr.ops import BACKENDS
 from deformable_detr.pipeline.categories import check_categories, default_categories
@@ -110,6 +111,10 @@ class DeformableDETR(nn.Module):
     Heads: `class_heads` (Linear C -> K) and `box_heads` (MLP C -> C -> C -> 4). One shared pair, used by
     every decoder layer (and in two-stage by the encoder proposals), or with box refinement one pair
     per decoder layer plus, in two-stage, a last pair for the encoder proposals.
+
+    Attributes besides the modules: `config`, `preprocess`, `categories`, and `checkpoint_info`: where the
+    weights came from (a `CheckpointInfo` set by `deformable_detr.load` and `from_pretrained`; None for weights
+    built here or loaded with `from_state_dict`).
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class DeformableDETR(nn.Module):
             if categories is not None
             else default_categories(config.num_classes)
         )
+        self.checkpoint_info: CheckpointInfo | None = None  # set by the loaders
         d_model = config.d_model
         self.backbone = _resnet_backbone(config) if backbone is None else _checked_backbone(backbone, config)
         self.input_proj = _input_projections(list(self.backbone.num_channels), config.num_feature_levels, d_model)
@@ -404,7 +410,7 @@ class DeformableDETR(nn.Module):
         """Load a directory written by `save_pretrained`; other formats load with `deformable_detr.load`."""
         from deformable_detr.models.pretrained import from_pretrained
 
-        return from_pretrained(directory, attention_backend=attention_backend)
+        return from_pretrained(directory, cls, attention_backend=attention_backend)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json, model.safetensors, preprocess.json and categories.json into `directory`."""

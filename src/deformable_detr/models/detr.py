@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deformable_detr.checkpoint.format import CheckpointInfo
+from deformable_detr.checkpoint.state_dict import load_state_dict_strict
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.backbone import RESNETS, Backbone
 from deformable_detr.models.config import config_from_dict, config_to_dict
 from deformable_detr.models.input_checks import check_model_input
 from deformable_detr.models.mlp import MLP
 from deformable_detr.models.position_encoding import sine_position_encoding
-from deformable_detr.models.state_dict import load_state_dict_strict
 from deformable_detr.ops import BACKENDS
 from deformable_detr.pipeline.categories import check_categories, default_categories
 from deformable_detr.pipeline.detections import Detections
@@ -306,6 +307,9 @@ class DETR(nn.Module):
             and `num_channels`); None builds the config's ResNet.
         preprocess: the input preprocessing the model expects (default: ImageNet mean/std, 800/1333).
         categories: [{"id", "name"}] in label order (default: COCO names for 91 classes, else "class_1", ...).
+
+    `checkpoint_info` says where the weights came from (a `CheckpointInfo` set by `deformable_detr.load`; None
+    for weights built here or loaded with `from_state_dict`).
     """
 
     def __init__(
@@ -320,6 +324,7 @@ class DETR(nn.Module):
         self.preprocess = preprocess or PreprocessConfig()
         categories = default_categories(config.num_classes) if categories is None else categories
         self.categories = check_categories(categories, config.num_classes)
+        self.checkpoint_info: CheckpointInfo | None = None  # set by the loaders
         self.backbone = backbone or Backbone(
             config.backbone,
             config.resnet_depths,

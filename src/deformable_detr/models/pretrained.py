@@ -20,16 +20,19 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from deformable_detr.errors import CheckpointError, ConfigError
+from deformable_detr.checkpoint.files import write_atomic
+from deformable_detr.checkpoint.format import (
+    CATEGORIES_NAME,
+    CONFIG_NAME,
+    PREPROCESS_NAME,
+    WEIGHTS_NAME,
+    CheckpointInfo,
+)
+from deformable_detr.checkpoint.safe_load import read_weights
+from deformable_detr.errors import ConfigError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.pipeline.categories import check_categories
 from deformable_detr.pipeline.processor import PreprocessConfig
-from deformable_detr.util.atomic_file import write_atomic
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-PREPROCESS_NAME = "preprocess.json"
-CATEGORIES_NAME = "categories.json"
 
 
 def save_pretrained(model, directory: str | os.PathLike) -> None:
@@ -56,39 +59,22 @@ def save_pretrained(model, directory: str | os.PathLike) -> None:
         write_atomic(Path(directory) / name, lambda path, content=content: _write_json(path, content))
 
 
-def is_pretrained_directory(directory: str | os.PathLike) -> bool:
-    """True when `directory` looks like `save_pretrained` output: config.json (ours, not HF's) + model.safetensors."""
-    config_path = os.path.join(directory, CONFIG_NAME)
-    if not (os.path.isfile(config_path) and os.path.isfile(os.path.join(directory, WEIGHTS_NAME))):
-        return False
-    try:
-        with open(config_path) as file:
-            config = json.load(file)
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and "model_type" not in config and "d_model" in config
-
-
-def from_pretrained(directory: str | os.PathLike, attention_backend: str | None = None):
-    """Build a `DeformableDETR` from a `save_pretrained` directory.
+def from_pretrained(directory: str | os.PathLike, model_class: type, attention_backend: str | None = None):
+    """Build a `DeformableDETR` from a `save_pretrained` directory (`DeformableDETR.from_pretrained` calls this).
 
     Args:
         directory: holds config.json, model.safetensors and (since they exist) preprocess.json, categories.json.
+        model_class: the class to build (`DeformableDETR`), passed in so that this module imports no model.
         attention_backend: operator backend for every attention layer; None = "auto".
 
     Returns:
-        DeformableDETR in eval mode on the CPU.
+        DeformableDETR in eval mode on the CPU; its `checkpoint_info` names the folder (format "pretrained").
 
     Raises:
         FileNotFoundError: config.json or model.safetensors is missing.
         CheckpointError: the weights are unreadable or do not fit the config (all listed).
         ConfigError: config.json, preprocess.json or categories.json holds unknown fields or bad values.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from deformable_detr.models.detector import DeformableDETR
-
     directory = os.fspath(directory)
     config_path = os.path.join(directory, CONFIG_NAME)
     weights_path = os.path.join(directory, WEIGHTS_NAME)
@@ -110,20 +96,16 @@ def from_pretrained(directory: str | os.PathLike, attention_backend: str | None 
     if CATEGORIES_NAME not in missing:
         path = os.path.join(directory, CATEGORIES_NAME)
         categories = read_json(path, lambda value: check_categories(value, config.num_classes, source=path))
-    try:
-        state_dict = load_file(weights_path, device="cpu")
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(
-            f"{weights_path}: not a readable safetensors file ({error}); use a complete copy"
-        ) from None
-    return DeformableDETR.from_state_dict(
+    model = model_class.from_state_dict(
         config,
-        state_dict,
+        read_weights(weights_path),
         source=weights_path,
         preprocess=preprocess,
         categories=categories,
         attention_backend=attention_backend,
     )
+    model.checkpoint_info = CheckpointInfo("pretrained", directory, "save_pretrained folder")
+    return model
 
 
 def read_json(path: str, parse) -> Any:

@@ -53,7 +53,7 @@ class ModelRunner:
     def info(self) -> dict[str, Any]:
         """What GET /v1/model reports: variant, architecture, categories, preprocessing, device, source."""
         config = self.model.config
-        source = getattr(self.model, "checkpoint_info", None)
+        source = self.model.checkpoint_info
         compiled = getattr(self.model, "compiled_inference", None)
         return {
             "variant": _describe_variant(config),
@@ -135,7 +135,7 @@ class ModelRunner:
 
 def load_runner(config: ServeConfig) -> ModelRunner:
     """Load `config.checkpoint` (any format `deformable_detr.load` reads) onto `config.device`."""
-    from deformable_detr.inference.loader import load
+    from deformable_detr.inference.load import load
 
     model = load(
         config.checkpoint, device=config.device, attention_backend=config.attention_backend, compile=config.compile

@@ -11,24 +11,25 @@ the config, the categories and the state of each training callback. It is writte
 so `checkpoint.pth` is always a complete file and a kill at any moment loses at most the steps since
 the last write. A CRC32 over every tensor and value (`checksum`) is stored inside the file; on resume a
 checkpoint that fails to load or to match it is reported and the previous one is used. Files are
-loaded with `weights_only=True`.
+loaded with `weights_only=True`. The writing, the checksum and the safe reading are `deformable_detr.checkpoint`'s;
+this module holds what is particular to training: the payload, the run folder, the RNG states, resuming.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import secrets
 import tempfile
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..checkpoint import files
+from ..checkpoint.files import atomic_save, checksum, fsync_dir, verify_checksum
+from ..checkpoint.safe_load import load_torch_file
 from ..errors import CheckpointError, ConfigError
-from ..util.safe_load import load_torch_file
 
 CHECKPOINT = "checkpoint.pth"
 PREVIOUS = "checkpoint.prev.pth"
@@ -87,68 +88,9 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state(cuda_state.cpu(), index)
 
 
-def fsync_dir(folder: str | Path) -> None:
-    """Make a rename or creation inside `folder` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write, keep_previous: str | Path | None = None) -> Path:
-    """Write a file through `write(binary_file)` so readers only ever see the old or the complete new file.
-
-    Temp file `NAME.<random>.tmp` in the same folder (mode 0666 & ~umask, like any other output) ->
-    flush + fsync -> optionally hard-link the current file to `keep_previous` -> os.replace -> fsync
-    of the folder. On an error the temp file is removed and the old file is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous is not None and path.exists():
-            previous_tmp = Path(keep_previous).with_name(f"{Path(keep_previous).name}.{secrets.token_hex(4)}.tmp")
-            os.link(path, previous_tmp)
-            os.replace(previous_tmp, keep_previous)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
-
-
-def atomic_save(obj, path: str | Path, keep_previous: str | Path | None = None) -> Path:
-    """`torch.save(obj)` through `atomic_write`."""
-    return atomic_write(path, lambda f: torch.save(obj, f), keep_previous)
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """A text file through `atomic_write`."""
-    return atomic_write(path, lambda f: f.write(text.encode()))
-
-
 def remove_temp_files(folder: str | Path) -> list[Path]:
     """Delete leftovers `<run file>.<hex>.tmp` of writes killed half-way; returns what was removed."""
-    folder = Path(folder)
-    removed = []
-    if folder.is_dir():
-        for name in RUN_FILES:
-            for tmp in folder.glob(f"{name}.*.tmp"):
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
-    return removed
+    return files.remove_temp_files(folder, RUN_FILES)
 
 
 def holds_run(folder: str | Path) -> list[str]:
@@ -196,33 +138,6 @@ def check_writable_folder(folder: str | Path) -> None:
         ) from None
 
 
-def checksum(obj) -> int:
-    """CRC32 over every tensor's bytes, dtype and shape and every other value's repr, in a fixed order."""
-    crc = 0
-
-    def visit(value):
-        nonlocal crc
-        if torch.is_tensor(value):
-            tensor = value.detach().cpu().contiguous()
-            crc = zlib.crc32(f"T{tensor.dtype}{tuple(tensor.shape)}".encode(), crc)
-            if tensor.numel():
-                crc = zlib.crc32(tensor.reshape(-1).view(torch.uint8).numpy(), crc)
-        elif isinstance(value, dict):
-            crc = zlib.crc32(b"{", crc)
-            for key in sorted(value, key=repr):
-                crc = zlib.crc32(repr(key).encode(), crc)
-                visit(value[key])
-        elif isinstance(value, (list, tuple)):
-            crc = zlib.crc32(b"[", crc)
-            for item in value:
-                visit(item)
-        else:
-            crc = zlib.crc32(repr(value).encode(), crc)
-
-    visit(obj)
-    return crc
-
-
 def save_checkpoint(path: str | Path, payload: dict, keep_previous: bool = True) -> Path:
     """Write a training checkpoint (`payload` plus `format` and `checksum`), keeping the previous as checkpoint.prev.pth."""
     payload = {"format": FORMAT, **payload}
@@ -247,11 +162,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(
             f"{path}: not a training checkpoint (no 'model' entry); pass OUT/checkpoint.pth or OUT/best.pth"
         )
-    if "checksum" in state:
-        stored = state.pop("checksum")
-        if checksum(state) != stored:
-            raise CheckpointError(f"{path}: checksum mismatch, the file is corrupt; use an intact copy")
-    return state
+    return verify_checksum(state, path)
 
 
 def load_latest_checkpoint(folder: str | Path, map_location="cpu") -> tuple[dict, Path]:
@@ -278,35 +189,3 @@ def load_latest_checkpoint(folder: str | Path, map_location="cpu") -> tuple[dict
             f"{folder}: no readable checkpoint ({'; '.join(errors)}); start a new run with --overwrite"
         )
     raise CheckpointError(f"{folder}: no {CHECKPOINT} to resume from; start the run without --resume")
-
-
-def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, TrainConfig, categories) from a checkpoint written by `fit` (checkpoint.pth or best.pth).
-
-    `path` may also be a run folder (its best.pth, else checkpoint.pth). `categories` is the COCO
-    category list (`id`, `name`) in label order.
-    """
-    from ..models.build import model_class
-    from .config import TrainConfig
-
-    path = checkpoint_in(path)
-    state = load_checkpoint(path, map_location=device)
-    if "config" not in state:
-        raise CheckpointError(f"{path}: checkpoint has no 'config'; it was not written by `deformable-detr train`")
-    config = TrainConfig.from_dict(state["config"])
-    categories = state.get("categories") or [{"id": i + 1, "name": str(i)} for i in range(config.model.num_classes)]
-    model = model_class(config.model).from_state_dict(config.model, state["model"], str(path), categories=categories)
-    return model.to(device), config, categories
-
-
-def checkpoint_in(path: str | Path) -> Path:
-    """A checkpoint file given a file or a run folder (its best.pth if present, else checkpoint.pth)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (BEST, CHECKPOINT):
-            if (path / name).is_file():
-                return path / name
-        raise CheckpointError(
-            f"{path}: folder holds no {BEST} or {CHECKPOINT}; pass a run folder written by `deformable-detr train`"
-        )
-    return path

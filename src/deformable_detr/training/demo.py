@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..checkpoint.files import atomic_write_text
 from ..data.coco import CocoDetection
+from ..util.timer import Timer
 from ..viz.detections import draw_detections, save_grid
-from . import checkpoint as ckpt
 from .config import TrainConfig
 from .engine import TrainResult, fit
 
@@ -57,7 +57,7 @@ def draw_validation_predictions(
     checkpoint_path: Path, data_dir: Path, out_path: Path, count: int = 8, score_threshold: float = 0.3
 ) -> Path:
     """Grid of the first `count` validation images with predictions (coloured) and ground truth (white)."""
-    from ..inference.loader import load
+    from ..inference.load import load
     from ..pipeline.decode import load_rgb_image
 
     model = load(checkpoint_path)
@@ -137,7 +137,7 @@ def run_demo(
     Files: OUT/data (dataset), OUT/train/{checkpoint.pth, metrics.jsonl, curves.png, config.json},
     OUT/metrics.json (final val metrics), OUT/val_predictions.png.
     """
-    started = time.perf_counter()
+    timer = Timer().__enter__()  # the whole demo, read at the end
     data = data or DEMO_DATA
     out_dir = Path(out_dir)
     data_dir = out_dir / "data"
@@ -145,11 +145,11 @@ def run_demo(
     config = config or demo_config(out_dir, data, minutes, max_steps, threads, device)
     result = fit(config, progress=progress, overwrite=True)
     metrics_file = out_dir / "metrics.json"
-    ckpt.atomic_write_text(
+    atomic_write_text(
         metrics_file,
         json.dumps({**result.metrics, "steps": result.steps, "train_seconds": result.train_seconds}, indent=2) + "\n",
     )
     threads = torch.get_num_threads()
     image = draw_validation_predictions(result.checkpoint, data_dir, out_dir / "val_predictions.png")
     torch.set_num_threads(threads)
-    return DemoResult(data_dir, result, image, metrics_file, time.perf_counter() - started)
+    return DemoResult(data_dir, result, image, metrics_file, timer.elapsed)

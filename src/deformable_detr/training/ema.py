@@ -67,7 +67,7 @@ class ModelEMA:
 
     def load_state_dict(self, state: dict) -> None:
         """Inverse of `state_dict` (strict keys)."""
-        from ..models.state_dict import load_state_dict_strict
+        from ..checkpoint.state_dict import load_state_dict_strict
 
         load_state_dict_strict(self.module, state["module"], "EMA state")
         self.updates = int(state["updates"])

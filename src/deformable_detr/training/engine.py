@@ -32,13 +32,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..checkpoint.files import atomic_write_text
+from ..checkpoint.state_dict import load_state_dict_strict
 from ..data.coco import CocoDetection, DatasetError
-from ..errors import ConfigError, DeformableDetrError
+from ..errors import DeformableDetrError
 from ..evaluation.evaluate import evaluate
 from ..models.build import build_model
 from ..models.detector import DeformableDETR
-from ..models.state_dict import load_state_dict_strict
 from ..util import distributed
+from ..util.devices import checked_device
 from . import checkpoint as ckpt
 from . import init as run_init
 from . import loader
@@ -172,22 +174,6 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------- setup
 
 
-def resolve_device(name: str) -> torch.device:
-    """`name` as a torch.device, refusing CUDA where there is none."""
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
-                f"built for CUDA: {torch.version.cuda is not None}); use --device cpu"
-            )
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}"
-            )
-    return torch.device(name)
-
-
 def setup(
     config: TrainConfig,
     resume: bool = False,
@@ -201,7 +187,7 @@ def setup(
     Refuses to start over a folder that holds a run unless `resume` or `overwrite`; removes temp
     files left by a killed write. `model.num_classes` is set from the training annotations.
     """
-    resolve_device(config.device)
+    checked_device(config.device)
     device = distributed.init_from_environment(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -260,7 +246,7 @@ def setup(
     if resume:
         _restore(run)
         if run.is_main:  # an extension's limits (or other overrides) are the run's from now on: a plain
-            ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))  # --resume keeps them
+            atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))  # --resume keeps them
         if run.out_of_budget():
             logger.warning(
                 "%s: already at max_steps=%s / max_minutes=%s: nothing left to train; pass a larger --max-steps "
@@ -270,7 +256,7 @@ def setup(
                 config.max_minutes,
             )
     elif distributed.is_main_process():
-        ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
+        atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
         _draw_first_batch(run)
     for callback in run.callbacks:
         callback.setup(run)
@@ -305,7 +291,7 @@ def _restore(run: Run) -> None:
             "%s: no checkpoint yet (stopped before the first one); starting from the beginning", run.output_dir
         )
         if run.is_main:
-            ckpt.atomic_write_text(run.output_dir / "metrics.jsonl", "")
+            atomic_write_text(run.output_dir / "metrics.jsonl", "")
         return
     saved, path = ckpt.load_latest_checkpoint(run.output_dir, map_location=run.device)
     load_state_dict_strict(run.model, saved["model"], str(path))
@@ -326,9 +312,7 @@ def _restore(run: Run) -> None:
     for callback in run.callbacks:
         callback.load_state_dict(saved.get("callbacks", {}).get(callback.name, {}))
     if run.is_main:  # the checkpoint is the truth: later lines were written after it, by the killed run
-        ckpt.atomic_write_text(
-            run.output_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.state.history)
-        )
+        atomic_write_text(run.output_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.state.history))
     _check_best(run)
     logger.info(
         "resumed %s at epoch %d, batch %d, step %d (%.0f s trained)",

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..checkpoint.state_dict import load_state_dict_strict
 from ..errors import ConfigError
 from ..models.categories import category_mapping
 from ..models.config import ModelConfig
-from ..models.state_dict import load_state_dict_strict
 
 CLASS_HEAD_PREFIX = "class_heads."
 InitSource = tuple[ModelConfig, dict[str, torch.Tensor], list[dict]]  # what `read_init_source` returns
@@ -134,7 +134,7 @@ def read_init_source(path: str | os.PathLike) -> InitSource:
     Reads anything `deformable_detr.load` does: training checkpoints (`checkpoint.pth`, `best.pth`) or run
     folders, save_pretrained folders, official .pth files (COCO names for 91 classes), Hugging Face folders.
     """
-    from ..inference.loader import load
+    from ..inference.load import load
 
     model = load(path)
     return model.config, model.state_dict(), list(model.categories)

@@ -10,11 +10,10 @@ Patience: training stops once K evaluations in a row have not improved the best 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
+from ..checkpoint.files import link_atomic
 from .callbacks import TrainCallback
 
 _EPOCH_FILE = re.compile(r"^checkpoint_epoch(\d+)\.pth$")
@@ -36,14 +35,7 @@ def keep_epoch_checkpoint(
     if keep <= 0:
         return []
     target = output_dir / f"checkpoint_epoch{epoch}.pth"
-    temporary = target.with_name(target.name + ".tmp")
-    if temporary.exists():
-        temporary.unlink()
-    try:
-        os.link(output_dir / checkpoint, temporary)
-    except OSError:  # a filesystem without hard links
-        shutil.copy2(output_dir / checkpoint, temporary)
-    os.replace(temporary, target)
+    link_atomic(output_dir / checkpoint, target)  # a hard link: no second copy on disk
     epochs = sorted(int(m[1]) for p in output_dir.iterdir() if (m := _EPOCH_FILE.match(p.name)))
     deleted = []
     for old in epochs[:-keep]:

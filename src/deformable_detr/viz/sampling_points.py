@@ -16,8 +16,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from deformable_detr.checkpoint.files import write_atomic
 from deformable_detr.errors import ConfigError
-from deformable_detr.util.atomic_file import write_atomic
 from deformable_detr.viz.detections import class_colour
 
 PANEL_SIDE = 420  # px, longer side of each panel

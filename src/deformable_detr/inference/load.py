@@ -4,63 +4,53 @@
     model = deformable_detr.load("r50_deformable_detr-checkpoint.pth", device="cuda")
     model.checkpoint_info.format                                     # "official"
 
-Formats, recognised from the content (never from the file name alone); docs/interop.md describes each:
-
-    "training-checkpoint"  a file written by `deformable-detr train` (checkpoint.pth / best.pth: a dict with
-                           "model" and "config"), or its run folder (best.pth, else checkpoint.pth)
-    "pretrained"           a `save_pretrained` directory (config.json + model.safetensors + preprocess.json
-                           + categories.json), or its model.safetensors
-    "official"             a checkpoint of fundamentalvision/Deformable-DETR (dict with "model" and "args")
-    "transformers"         a Hugging Face directory (config.json with model_type "deformable_detr" +
-                           model.safetensors / pytorch_model.bin), or its weights file
-    "state-dict"           a bare state dict (ours, official or HF names) or safetensors file; needs `config=`,
-                           since the head count, DC5 and the two-stage query count are stored in no tensor
+Formats, recognised from the content (never from the file name alone) by `deformable_detr.checkpoint.format`,
+which lists them; docs/interop.md describes each. A bare state dict needs `config=`, since the head count, DC5
+and the two-stage query count are stored in no tensor. A state dict saved from a `DistributedDataParallel`
+wrapper (every key prefixed `module.`) loads as the model it wraps.
 
 Every file is read without running code (safetensors, or `torch.load(weights_only=True)`), tensors are read
 onto the CPU and then moved to `device` (a checkpoint saved on a GPU loads on a CPU-only machine), and the
-format found is logged (logger "deformable_detr.inference.loader", INFO) and kept in `model.checkpoint_info`.
+format found is logged (logger "deformable_detr.inference.load", INFO) and kept in `model.checkpoint_info`.
 Official and HF weights get the paper's preprocessing and, with 91 classes, COCO's category names.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from deformable_detr.errors import CheckpointError, ConfigError
+from deformable_detr.checkpoint.files import verify_checksum
+from deformable_detr.checkpoint.format import (
+    WEIGHTS_NAME,
+    CheckpointInfo,
+    hf_model_config,
+    is_pretrained_directory,
+    key_layout,
+    run_checkpoint,
+    strip_ddp_prefix,
+    torch_file_format,
+)
+from deformable_detr.checkpoint.safe_load import load_torch_file, read_weights
+from deformable_detr.errors import CheckpointError
+from deformable_detr.interop.huggingface import transformers_to_ours
 from deformable_detr.interop.official import official_to_ours, split_official_checkpoint
-from deformable_detr.interop.transformers import read_weights, transformers_to_ours
 from deformable_detr.models.build import model_class, model_config_from_dict
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.pretrained import WEIGHTS_NAME, from_pretrained, is_pretrained_directory
 from deformable_detr.pipeline.processor import PreprocessConfig
-from deformable_detr.util.safe_load import load_torch_file
+from deformable_detr.util.devices import checked_device
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("training-checkpoint", "pretrained", "official", "transformers", "state-dict")
-RUN_CHECKPOINTS = ("best.pth", "checkpoint.pth")  # in a run folder, the first one present is loaded
-_HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 _EXPECTED = (
     "expected a training checkpoint (checkpoint.pth / best.pth) or its run folder, a save_pretrained folder, "
     "an official Deformable-DETR .pth, or a Hugging Face folder / model.safetensors"
 )
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """Where a loaded model came from: `format` (one of FORMATS), the `path` read, and a one-line `description`."""
-
-    format: str
-    path: str
-    description: str
 
 
 def load(
@@ -83,8 +73,8 @@ def load(
             see `deformable_detr.pipeline.compiled.compile_inference`); it compiles lazily, on first use.
 
     Returns:
-        DeformableDETR in eval mode on `device`, with `preprocess`, `categories` and `checkpoint_info` set
-        (and `compiled_inference` with `compile`).
+        DeformableDETR in eval mode on `device`, with `preprocess`, `categories` and `checkpoint_info` (a
+        `CheckpointInfo`: the format found, the file read) set (and `compiled_inference` with `compile`).
 
     Raises:
         CheckpointError: unreadable, refused (a pickle that would run code) or unrecognised file, a file
@@ -92,7 +82,7 @@ def load(
         ConfigError: an unknown device or attention backend.
         FileNotFoundError: `path` does not exist.
     """
-    device = _check_device(device)
+    device = checked_device(device)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder; {_EXPECTED}")
@@ -119,50 +109,24 @@ def _load_cpu(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, Ch
 
 
 def _load_directory(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
-    hf_config = _hf_config(path)
-    if hf_config is not None:
+    if hf_model_config(path) is not None:
         return _from_transformers(path, config, "Hugging Face folder")
     if is_pretrained_directory(path):
-        model = from_pretrained(path)
+        model = DeformableDETR.from_pretrained(path)
         if config is not None:
             model = DeformableDETR.from_state_dict(
                 config, model.state_dict(), source=path, preprocess=model.preprocess, categories=model.categories
             )
         return model, CheckpointInfo("pretrained", path, "save_pretrained folder")
-    for name in RUN_CHECKPOINTS:
-        candidate = os.path.join(path, name)
-        if os.path.isfile(candidate):
-            return _load_torch(candidate, config)
+    candidate = run_checkpoint(path)
+    if candidate is not None:
+        return _load_torch(candidate, config)
     raise CheckpointError(f"{path}: folder holds no recognised weights; {_EXPECTED}")
-
-
-def _hf_config(directory: str) -> dict[str, Any] | None:
-    """The folder's config.json when it is a Hugging Face model folder (has "model_type"), else None."""
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.isfile(config_path):
-        return None
-    try:
-        with open(config_path) as file:
-            data = json.load(file)
-    except ValueError as error:
-        raise CheckpointError(f"{config_path}: not valid JSON ({error})") from None
-    if not isinstance(data, dict) or "model_type" not in data:
-        return None
-    if data["model_type"] != "deformable_detr":
-        raise CheckpointError(
-            f"{config_path}: model_type is {data['model_type']!r}, not 'deformable_detr'; only Hugging Face "
-            "DeformableDetrForObjectDetection weights can be loaded"
-        )
-    if not any(os.path.isfile(os.path.join(directory, name)) for name in _HF_WEIGHTS):
-        raise CheckpointError(
-            f"{directory}: Hugging Face config.json but no weights; expected one of {list(_HF_WEIGHTS)}"
-        )
-    return data
 
 
 def _from_transformers(path: str, config: ModelConfig | None, what: str) -> tuple[DeformableDETR, CheckpointInfo]:
     model_config, state_dict = transformers_to_ours(path, config=config)
-    hf_config = _hf_config(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+    hf_config = hf_model_config(path if os.path.isdir(path) else os.path.dirname(path) or ".")
     model = DeformableDETR.from_state_dict(
         model_config,
         state_dict,
@@ -188,7 +152,7 @@ def _hf_categories(hf_config: Mapping[str, Any] | None, num_classes: int) -> lis
 def _load_safetensors(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
     directory = os.path.dirname(path) or "."
     if os.path.basename(path) == WEIGHTS_NAME:
-        if _hf_config(directory) is not None:
+        if hf_model_config(directory) is not None:
             return _from_transformers(path, config, "Hugging Face model.safetensors with its config.json")
         if is_pretrained_directory(directory):
             return _load_directory(directory, config)
@@ -199,15 +163,16 @@ def _load_torch(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, 
     obj = load_torch_file(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict; {_EXPECTED}")
-    model_entry = obj.get("model")
-    if isinstance(model_entry, Mapping) and isinstance(obj.get("config"), Mapping):
+    kind = torch_file_format(obj)
+    if kind == "training-checkpoint":
         return _from_training_checkpoint(obj, path, config)
-    if isinstance(model_entry, Mapping) and "args" in obj:
-        model_config, state_dict = official_to_ours(obj, config=config, source=path)
+    if kind == "official":
+        model_config, state_dict = official_to_ours(obj, config=config, source=path)  # strips a DDP prefix too
         model = DeformableDETR.from_state_dict(model_config, state_dict, source=path)
         return model, CheckpointInfo("official", path, "official Deformable-DETR checkpoint")
+    model_entry = obj.get("model")
     state_dict = model_entry if isinstance(model_entry, Mapping) else obj
-    if os.path.basename(path) == "pytorch_model.bin" and _hf_config(os.path.dirname(path) or ".") is not None:
+    if os.path.basename(path) == "pytorch_model.bin" and hf_model_config(os.path.dirname(path) or ".") is not None:
         return _from_transformers(path, config, "Hugging Face pytorch_model.bin with its config.json")
     return _from_bare_state_dict(state_dict, path, config)
 
@@ -216,15 +181,8 @@ def _from_training_checkpoint(
     state: Mapping[str, Any], path: str, config: ModelConfig | None
 ) -> tuple[DeformableDETR, CheckpointInfo]:
     """A `deformable-detr train` checkpoint: {"model", "config": TrainConfig dict, "categories"?, "preprocess"?,
-    "checksum"?}; a stored checksum is verified."""
-    if "checksum" in state:
-        from deformable_detr.training.checkpoint import (
-            checksum,  # here: training imports evaluation, which may import us
-        )
-
-        content = {key: value for key, value in state.items() if key != "checksum"}
-        if checksum(content) != state["checksum"]:
-            raise CheckpointError(f"{path}: checksum mismatch, the file is corrupt; use an intact copy (or best.pth)")
+    "checksum"?}; a stored checksum is verified, a DDP `module.` prefix on the model's keys removed."""
+    state = verify_checksum(dict(state), path)
     train_config = state["config"]
     if config is None:
         if not isinstance(train_config.get("model"), Mapping):
@@ -237,7 +195,7 @@ def _from_training_checkpoint(
     categories = state.get("categories")
     model = model_class(config).from_state_dict(
         config,
-        state["model"],
+        strip_ddp_prefix(state["model"]),
         source=path,
         preprocess=preprocess,
         categories=list(categories) if categories is not None else None,
@@ -263,23 +221,12 @@ def _training_preprocess(state: Mapping[str, Any], train_config: Mapping[str, An
         raise CheckpointError(f"{path}: config: cannot derive the preprocessing ({error})") from None
 
 
-def _key_layout(state_dict: Mapping[str, Any]) -> str | None:
-    """ "ours", "official" or "transformers" from the key names, or None when none matches."""
-    keys = set(state_dict)
-    if "transformer.level_embed" in keys and any(key.startswith("class_heads.") for key in keys):
-        return "ours"
-    if "transformer.level_embed" in keys or "module.transformer.level_embed" in keys:
-        return "official"
-    if "model.level_embed" in keys:
-        return "transformers"
-    return None
-
-
 def _from_bare_state_dict(
     state_dict: Mapping[str, Any], path: str, config: ModelConfig | None
 ) -> tuple[DeformableDETR, CheckpointInfo]:
     """A state dict with no config beside it: its layout is recognised from the key names; `config` is required."""
-    layout = _key_layout(state_dict)
+    state_dict = strip_ddp_prefix(state_dict)
+    layout = key_layout(state_dict)
     if layout is None:
         raise CheckpointError(f"{path}: no Deformable DETR weights recognised (no 'level_embed' key); {_EXPECTED}")
     names = {"ours": "this package's", "official": "official", "transformers": "Hugging Face"}[layout]
@@ -297,13 +244,3 @@ def _from_bare_state_dict(
         config, state_dict = transformers_to_ours(state_dict, config=config, source=path)
     model = DeformableDETR.from_state_dict(config, state_dict, source=path)
     return model, CheckpointInfo("state-dict", path, f"bare state dict with {names} key names")
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ConfigError(f"device {device!r} is not a device ({error}); use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r}: CUDA is not available on this machine; use device='cpu'")
-    return device

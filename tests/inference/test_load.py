@@ -346,5 +346,35 @@ def test_bad_device_is_a_config_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="device 'bogus'"):
         deformable_detr.load(tmp_path, device="bogus")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same check on a machine with a GPU
-    with pytest.raises(ConfigError, match="CUDA is not available"):
+    with pytest.raises(ConfigError, match="this machine has no CUDA device"):
         deformable_detr.load(tmp_path, device="cuda")
+
+
+def _ddp_state_dict(model: DeformableDETR, tmp_path) -> dict:
+    """`DistributedDataParallel(model).state_dict()` in a one-process gloo group: every key gets `module.`."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        return DistributedDataParallel(model).state_dict()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_checkpoint_of_a_ddp_wrapped_model_loads_as_the_model(tmp_path):
+    """A run saved from the DDP wrapper (keys `module.*`) loads to the same weights and outputs; without the
+    prefix stripping it would fail with every key missing and unexpected."""
+    model = _model(categories=CATEGORIES)
+    state_dict = _ddp_state_dict(model, tmp_path)
+    assert all(key.startswith("module.") for key in state_dict) and len(state_dict) == len(model.state_dict())
+    config = TrainConfig(model=model.config, train_scales=(96, 128), max_size=160, val_size=128)
+    payload = {"model": state_dict, "config": config.to_dict(), "categories": CATEGORIES}
+    save_checkpoint(tmp_path / "checkpoint.pth", payload, keep_previous=False)
+    loaded = deformable_detr.load(tmp_path / "checkpoint.pth")
+    assert loaded.checkpoint_info.format == "training-checkpoint"
+    _assert_same_model(loaded, model)
+    torch.save(state_dict, tmp_path / "bare.pth")  # a bare state dict of the wrapper, with its config given
+    bare = deformable_detr.load(tmp_path / "bare.pth", config=model.config)
+    assert bare.checkpoint_info.description == "bare state dict with this package's key names"
+    _assert_same_model(bare, model)

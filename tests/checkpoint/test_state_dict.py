@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from deformable_detr.checkpoint.state_dict import CheckpointMismatchError, load_state_dict_strict
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.state_dict import CheckpointMismatchError, load_state_dict_strict
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import re
 import pytest
 import torch
 
+from deformable_detr.checkpoint.safe_load import load_torch_file
 from deformable_detr.errors import CheckpointError
-from deformable_detr.util.safe_load import load_torch_file
 
 
 class _WritesMarker:

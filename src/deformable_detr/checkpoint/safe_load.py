@@ -1,4 +1,4 @@
-"""Read a `torch.save` file without ever running code it carries: the one place that calls `torch.load`.
+"""Read weights without ever running code they carry: the one place that calls `torch.load` or reads safetensors.
 
 Every checkpoint path of the package (training checkpoints, official `.pth` files, HF `pytorch_model.bin`,
 backbone weights) goes through `load_torch_file`. It unpickles with `weights_only=True`, which builds only
@@ -9,6 +9,7 @@ code) becomes one `CheckpointError` line naming the file. The message never advi
 
     state = load_torch_file("run/checkpoint.pth")              # tensors land on the CPU
     state = load_torch_file("run/checkpoint.pth", map_location="cuda")
+    tensors = read_weights("hf/model.safetensors")                 # or a pytorch_model.bin state dict
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import struct
 import warnings
 import zipfile
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -31,6 +33,33 @@ ALLOWED_GLOBALS = (argparse.Namespace,)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BLOCKED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file or a `torch.save` state dict, on the CPU, without running code.
+
+    Args:
+        path: a `.safetensors` file (read with safetensors) or any other file (read with `load_torch_file`).
+
+    Returns:
+        name -> tensor.
+
+    Raises:
+        CheckpointError: unreadable, refused or truncated file, or one that holds something else than a state dict.
+    """
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({error}); use a complete copy") from None
+    state_dict = load_torch_file(path)
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), got {type(state_dict).__name__}")
+    return dict(state_dict)
 
 
 def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

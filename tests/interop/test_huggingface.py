@@ -14,7 +14,7 @@ from hf_reference import VARIANTS, assert_same_outputs, hf_outputs, make_hf_mode
 
 import deformable_detr
 from deformable_detr.errors import CheckpointError
-from deformable_detr.interop.transformers import ours_to_transformers, transformers_to_ours
+from deformable_detr.interop.huggingface import ours_to_transformers, transformers_to_ours
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.pipeline.processor import PreprocessConfig
 
