@@ -14,8 +14,8 @@ from deformable_detr.errors import ConfigError, DatasetError
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.training.checkpoint import load_checkpoint
 from deformable_detr.training.engine import fit
-from deformable_detr.training.init import prepare_model
 from deformable_detr.training.retention import evaluations_since_best, keep_epoch_checkpoint, should_stop_early
+from deformable_detr.training.warm_start import prepare_model
 
 
 def _yolo_from_coco(coco_root, out, names):

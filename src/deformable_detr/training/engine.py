@@ -3,7 +3,7 @@
 
 Per optimizer step: set lr -> forward under autocast -> criterion -> backward (x grad_accum_steps
 micro-batches) -> clip -> step (skipped if anything is non-finite) -> log. Data order and
-augmentation are functions of (seed, epoch, image) (`loader.py`), dropout's RNG state is saved in
+augmentation are functions of (seed, epoch, image) (`dataloaders.py`), dropout's RNG state is saved in
 every checkpoint together with the position inside the epoch, so `fit(config, resume=True)`
 continues bit for bit from any checkpoint, including ones written mid-epoch.
 """
@@ -40,8 +40,7 @@ from ..models.detector import DeformableDETR
 from ..models.state_dict import load_state_dict_strict
 from ..util import distributed
 from . import checkpoint as ckpt
-from . import init as run_init
-from . import loader
+from . import dataloaders, warm_start
 from .callbacks import TrainCallback
 from .config import TrainConfig
 from .criterion import SetCriterion
@@ -107,11 +106,11 @@ class Run:
 
     @property
     def batches_per_epoch(self) -> int:
-        return loader.batches_per_epoch(self.train_set, self.config)
+        return dataloaders.batches_per_epoch(self.train_set, self.config)
 
     @property
     def pad_multiple(self) -> int:
-        return loader.padding_multiple(self.model)
+        return dataloaders.padding_multiple(self.model)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -214,20 +213,20 @@ def setup(
     if config.model.num_classes != train_set.num_classes:
         logger.info("%d classes (from %s)", train_set.num_classes, train_set.annotations_file)
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=train_set.num_classes))
-    if loader.batches_per_epoch(train_set, config) == 0:
+    if dataloaders.batches_per_epoch(train_set, config) == 0:
         raise DatasetError(
             f"{train_set.annotations_file}: {len(train_set)} images < batch_size {config.batch_size} x "
             f"{distributed.world_size()} processes; lower --batch-size"
         )
 
-    init_source = run_init.read_init_source(config.init) if config.init and not resume else None  # read once
+    init_source = warm_start.read_init_source(config.init) if config.init and not resume else None  # read once
     if init_source is not None:
-        config = run_init.init_model_config(config, train_set.num_classes, init_source)
+        config = warm_start.init_model_config(config, train_set.num_classes, init_source)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model)  # DeformableDETR or DETR; the criterion below fits it
     if not resume:
-        for line in run_init.prepare_model(model, config, train_set.categories, init_source):
+        for line in warm_start.prepare_model(model, config, train_set.categories, init_source):
             logger.info("%s", line)
     model = model.to(device)
     callbacks = (
@@ -283,7 +282,7 @@ def _draw_first_batch(run: Run) -> None:
     from ..viz.training_batch import draw_training_batch
 
     images, padding_mask, targets = next(
-        iter(loader.train_loader(run.train_set, run.config, epoch=0, pad_multiple=run.pad_multiple))
+        iter(dataloaders.train_loader(run.train_set, run.config, epoch=0, pad_multiple=run.pad_multiple))
     )
     names = [c.get("name", str(c["id"])) for c in run.train_set.categories]
     logger.info(
@@ -404,7 +403,7 @@ def train_one_epoch(run: Run, bar: tqdm) -> None:
     config, state, model = run.config, run.state, run.model
     run.train_model.train()
     batches = iter(
-        loader.train_loader(run.train_set, config, state.epoch, state.batches_done, run.device, run.pad_multiple)
+        dataloaders.train_loader(run.train_set, config, state.epoch, state.batches_done, run.device, run.pad_multiple)
     )
     while state.batches_done < run.batches_per_epoch and not run.out_of_budget() and not run.interrupted:
         started = run.clock()
@@ -589,7 +588,7 @@ def _evaluate(run: Run) -> dict[str, float]:
             model = next((m for c in run.callbacks if (m := c.model_to_evaluate(run)) is not None), run.model)
             metrics = evaluate(
                 model,
-                loader.eval_loader(run.val_set, run.config, run.device),
+                dataloaders.eval_loader(run.val_set, run.config, run.device),
                 run.val_set.coco,
                 run.val_set.label_to_category_id,
                 run.device,
