@@ -180,7 +180,7 @@ def test_train_batch0_shows_boxes_where_the_targets_are(tmp_path):
 
 
 def test_init_reads_its_source_once(tiny_train_config, tmp_path, caplog):
-    from deformable_detr.training.engine import setup
+    from deformable_detr.training.setup import setup
 
     DeformableDETR(tiny_train_config.model).save_pretrained(tmp_path / "source")
     config = dataclasses.replace(tiny_train_config, init=str(tmp_path / "source"), output_dir=str(tmp_path / "ft"))
