@@ -15,10 +15,12 @@ import warnings
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from ..errors import DeformableDetrError
 from ..util import distributed
+from .criterion import SetCriterion
 from .dataloaders import train_loader
 from .optim import lr_factor, set_lr
 from .progress_bar import advance_bar
@@ -43,15 +45,29 @@ def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
 
 
 def compute_losses(
-    run: Run, images: torch.Tensor, padding_mask: torch.Tensor, targets: list[dict]
+    model: nn.Module,
+    criterion: SetCriterion,
+    images: torch.Tensor,
+    padding_mask: torch.Tensor,
+    targets: list[dict],
+    amp: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Forward (bf16 autocast if `amp`) and the criterion's loss terms for one micro-batch."""
-    with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=run.config.amp):
-        denoising = (
-            run.criterion.denoising_queries(targets) if getattr(run.config.model, "denoising", False) else None
-        )  # DETR: none
-        outputs = run.train_model(images, padding_mask, denoising=denoising)
-    return run.criterion(outputs, targets)
+    """Forward (bf16 autocast if `amp`) and the criterion's loss terms for one micro-batch.
+
+    The criterion supplies the model's training-only input: denoising queries when it makes them (None for a
+    model without denoising, DETR included; see `setup.build_criterion`).
+
+    Args:
+        model: the model in train mode (or its DDP wrapper).
+        images: (B, 3, H, W) normalized, on the model's device; padding_mask: (B, H, W) bool, True = padding.
+        targets: B dicts with `labels` (T_b,) int64 and `boxes` (T_b, 4) cxcywh in [0, 1].
+
+    Returns:
+        The criterion's unweighted terms (`criterion.weighted_sum` combines them).
+    """
+    with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=amp):
+        outputs = model(images, padding_mask, denoising=criterion.denoising_queries(targets))
+    return criterion(outputs, targets)
 
 
 def train_one_epoch(run: Run, bar: tqdm) -> None:
@@ -81,7 +97,7 @@ def train_one_epoch(run: Run, bar: tqdm) -> None:
             )
             last = micro == micro_batches - 1
             with contextlib.nullcontext() if last or run.train_model is model else run.train_model.no_sync():
-                losses = compute_losses(run, images, padding_mask, targets)
+                losses = compute_losses(run.train_model, run.criterion, images, padding_mask, targets, config.amp)
                 loss = run.criterion.weighted_sum(losses)
                 (loss / micro_batches).backward()
             finite = finite and math.isfinite(loss.item())

@@ -20,14 +20,16 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.coco import DatasetError
 from ..errors import ConfigError
 from ..models.build import build_model
+from ..models.detr import DetrConfig
 from ..util import distributed
 from ..viz.training_batch import draw_training_batch
 from .callbacks import TrainCallback
 from .checkpoint import prepare_output_dir, remove_temp_files
 from .config import TrainConfig
+from .criterion import SetCriterion
 from .dataloaders import batches_per_epoch, train_loader
 from .datasets import build_datasets
-from .detr_criterion import build_criterion
+from .detr_criterion import DetrCriterion
 from .diagnose import ZeroAPHint
 from .ema import EMACallback
 from .optim import build_optimizer, shortened_warmup
@@ -54,6 +56,15 @@ def resolve_device(name: str) -> torch.device:
                 f"--device {name}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}"
             )
     return torch.device(name)
+
+
+def build_criterion(config: TrainConfig) -> SetCriterion:
+    """The loss that fits `config.model`, and the one place that picks it: `DetrCriterion` for a `DetrConfig`
+    (softmax classifier, no denoising), else Deformable DETR's `SetCriterion`, which makes the denoising queries
+    that a model built with `denoising` takes. The loop asks the criterion, never the model config."""
+    if isinstance(config.model, DetrConfig):
+        return DetrCriterion.from_config(config.model.num_classes, config.loss)
+    return SetCriterion.from_config(config.model.num_classes, config.loss, denoising=config.model.denoising)
 
 
 def setup(
@@ -104,7 +115,7 @@ def setup(
         + ((EarlyStopping(config.patience),) if config.patience else ())
         + (ZeroAPHint(),)
     )
-    criterion = build_criterion(config.model, config.model.num_classes, config.loss)
+    criterion = build_criterion(config)
     optimizer = build_optimizer(model, config.optim)
     train_model = DistributedDataParallel(model) if distributed.is_initialized() else model
     run = Run(
