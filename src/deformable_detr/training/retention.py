@@ -10,6 +10,7 @@ Patience: training stops once K evaluations in a row have not improved the best 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .callbacks import TrainCallback
 
+logger = logging.getLogger(__name__)
 _EPOCH_FILE = re.compile(r"^checkpoint_epoch(\d+)\.pth$")
 
 
@@ -83,9 +85,5 @@ class EarlyStopping(TrainCallback):
     def after_evaluation(self, run, record: dict) -> bool:
         stop = should_stop_early(run.state.history + [record], self.patience)
         if stop:
-            import logging
-
-            logging.getLogger(__name__).info(
-                "stopping: no better AP in the last %d evaluations (--patience)", self.patience
-            )
+            logger.info("stopping: no better AP in the last %d evaluations (--patience)", self.patience)
         return stop
