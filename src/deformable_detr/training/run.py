@@ -108,9 +108,6 @@ class Run:
             return True
         return self.budget_seconds is not None and self.state.train_seconds >= self.budget_seconds
 
-    def finished(self) -> bool:
-        return self.out_of_budget() or self.state.epoch >= self.config.epochs
-
     @property
     def is_main(self) -> bool:
         return distributed.is_main_process()
