@@ -19,10 +19,9 @@ from torch import nn
 
 from ..data.coco import CocoDetection
 from ..util import distributed
+from . import dataloaders
 from .config import TrainConfig
 from .criterion import SetCriterion
-from .dataloaders import batches_per_epoch as count_batches_per_epoch
-from .dataloaders import padding_multiple as model_padding_multiple
 
 
 @dataclass
@@ -72,11 +71,11 @@ class Run:
 
     @property
     def batches_per_epoch(self) -> int:
-        return count_batches_per_epoch(self.train_set, self.config)
+        return dataloaders.batches_per_epoch(self.train_set, self.config)
 
     @property
     def pad_multiple(self) -> int:
-        return model_padding_multiple(self.model)
+        return dataloaders.padding_multiple(self.model)
 
     @property
     def steps_per_epoch(self) -> int:
