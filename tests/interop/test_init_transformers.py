@@ -11,7 +11,7 @@ from hf_reference import make_hf_model
 import deformable_detr
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.training.config import TrainConfig
-from deformable_detr.training.init import init_model_config, prepare_model
+from deformable_detr.training.warm_start import init_model_config, prepare_model
 
 
 @pytest.mark.slow

@@ -202,3 +202,32 @@ def _pair_cost(matcher, outputs, target, query_idx, target_idx):
     l1 = (boxes - target_boxes).abs().sum(-1)
     giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(target_boxes)))
     return (2 * (pos - neg) + 5 * l1 - 2 * giou).sum()
+
+
+@pytest.mark.parametrize("hybrid_weight", [0.25, 3.0])
+def test_one_to_many_terms_weigh_hybrid_weight_times_their_base_weight(hybrid_weight):
+    """Hybrid matching: the total is sum(base weight x term) over the one-to-one terms plus `hybrid_weight` x the
+    same sum over the one-to-many ones (`_o2m`, `_o2m_0`), summed here by hand from the per-term losses; the
+    weight comes through `LossConfig`, the path training takes."""
+    criterion = SetCriterion.from_config(3, LossConfig(hybrid_k=2, hybrid_weight=hybrid_weight))
+    generator = torch.Generator().manual_seed(0)
+
+    def head(queries):
+        return {
+            "pred_logits": torch.randn(1, queries, 3, generator=generator),
+            "pred_boxes": torch.rand(1, queries, 4, generator=generator).clamp(0.1, 0.9),
+        }
+
+    outputs = {**head(3), "aux_outputs": [head(3)], "one2many_outputs": {**head(6), "aux_outputs": [head(6)]}}
+    targets = [{"labels": torch.tensor([2, 1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.2]])}]
+    losses = criterion(outputs, targets)
+    one_to_one, one_to_many = ("", "_0"), ("_o2m", "_o2m_0")
+    base = {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}  # LossConfig's defaults
+    assert set(losses) == {"class_error"} | {n + s for n in base for s in one_to_one + one_to_many}
+
+    def weighted(suffixes):
+        return sum(w * float(losses[n + s]) for n, w in base.items() for s in suffixes)
+
+    assert weighted(one_to_many) > 0.1  # the one-to-many terms are not negligible: dropping their weight shows
+    expected = weighted(one_to_one) + hybrid_weight * weighted(one_to_many)
+    assert float(criterion.weighted_sum(losses)) == pytest.approx(expected, rel=1e-6)

@@ -13,8 +13,9 @@ from tqdm import tqdm
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.training import checkpoint as ckpt
-from deformable_detr.training import engine
+from deformable_detr.training import loop
 from deformable_detr.training.criterion import LossConfig, SetCriterion
+from deformable_detr.training.setup import setup
 from tiny_models import tiny_config
 
 pytestmark = pytest.mark.gpu
@@ -139,15 +140,15 @@ def test_resumed_run_on_cuda_continues_with_the_same_dropout_and_data(tiny_train
         max_steps=2,
         checkpoint_every=1,
     )
-    run = engine.setup(config)
-    engine._seed_epoch(config.seed, 0, 0)
-    engine.train_one_epoch(run, tqdm(disable=True))  # step 1 (writes checkpoint.pth at step 1), step 2
+    run = setup(config)
+    loop.seed_epoch(config.seed, 0, 0)
+    loop.train_one_epoch(run, tqdm(disable=True))  # step 1 (writes checkpoint.pth at step 1), step 2
     assert run.state.step == 2 and next(run.model.parameters()).device.type == "cuda"
     continuous = run.state.loss_sums["loss"]
 
-    resumed = engine.setup(config, resume=True)
+    resumed = setup(config, resume=True)
     assert resumed.state.step == 1 and resumed.state.batches_done == 1
-    engine.train_one_epoch(resumed, tqdm(disable=True))
+    loop.train_one_epoch(resumed, tqdm(disable=True))
     assert resumed.state.step == 2
     assert torch.isfinite(torch.tensor(continuous))
     assert resumed.state.loss_sums["loss"] == pytest.approx(continuous, rel=1e-4)

@@ -9,7 +9,8 @@ import torch
 
 from deformable_detr.training import checkpoint as ckpt
 from deformable_detr.training.criterion import SetCriterion
-from deformable_detr.training.engine import NonFiniteLossError, fit
+from deformable_detr.training.engine import fit
+from deformable_detr.training.loop import NonFiniteLossError
 
 
 def test_fit_writes_files_and_stops_at_max_steps(tiny_train_config):
@@ -92,7 +93,7 @@ def test_time_budget_bar_survives_the_last_step_ending_past_the_budget(capsys):
     # that formatted the total as a number then crashed the run at its very end
     from types import SimpleNamespace
 
-    from deformable_detr.training.engine import _advance_bar, _progress_bar
+    from deformable_detr.training.progress_bar import advance_bar, open_bar
 
     run = SimpleNamespace(
         progress=True,
@@ -102,9 +103,9 @@ def test_time_budget_bar_survives_the_last_step_ending_past_the_budget(capsys):
         config=SimpleNamespace(max_steps=None, log_every=1),
         state=SimpleNamespace(train_seconds=3.0, step=1, epoch=0),
     )
-    with _progress_bar(run) as bar:
+    with open_bar(run) as bar:
         run.state.train_seconds, run.state.step = 12.6, 2
-        _advance_bar(run, bar, {"loss": 1.0}, 1e-3)
+        advance_bar(run, bar, {"loss": 1.0}, 1e-3)
         assert bar.n == 10
     assert "10/10 s budget" in capsys.readouterr().err
 
@@ -121,7 +122,7 @@ def test_a_run_shorter_than_its_warmup_reaches_its_lr(tiny_train_config, caplog)
 
     optim = OptimConfig(lr=1e-3, lr_backbone=1e-4, schedule="cosine", warmup_steps=100, min_lr_ratio=0.05)
     config = dataclasses.replace(tiny_train_config, optim=optim, epochs=5, max_steps=4)
-    with caplog.at_level("INFO", logger="deformable_detr.training.engine"):
+    with caplog.at_level("INFO", logger="deformable_detr.training.setup"):
         fit(config, callbacks=[RecordLr()], progress=False)
     # 4 steps: the warm-up lasts ceil(4 / 8) = 1 step, so the first step runs at the full lr (cosine at 0)
     assert len(RecordLr.lrs) == 4

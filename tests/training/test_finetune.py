@@ -14,8 +14,8 @@ from deformable_detr.errors import ConfigError, DatasetError
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.training.checkpoint import load_checkpoint
 from deformable_detr.training.engine import fit
-from deformable_detr.training.init import prepare_model
 from deformable_detr.training.retention import evaluations_since_best, keep_epoch_checkpoint, should_stop_early
+from deformable_detr.training.warm_start import prepare_model
 
 
 def _yolo_from_coco(coco_root, out, names):
@@ -180,7 +180,7 @@ def test_train_batch0_shows_boxes_where_the_targets_are(tmp_path):
 
 
 def test_init_reads_its_source_once(tiny_train_config, tmp_path, caplog):
-    from deformable_detr.training.engine import setup
+    from deformable_detr.training.setup import setup
 
     DeformableDETR(tiny_train_config.model).save_pretrained(tmp_path / "source")
     config = dataclasses.replace(tiny_train_config, init=str(tmp_path / "source"), output_dir=str(tmp_path / "ft"))

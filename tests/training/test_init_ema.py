@@ -14,7 +14,7 @@ from deformable_detr.checkpoint.state_dict import CheckpointMismatchError
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.training.ema import ModelEMA
-from deformable_detr.training.init import category_mapping, transfer_weights
+from deformable_detr.training.warm_start import category_mapping, transfer_weights
 
 
 def tiny_config(**overrides):

@@ -15,7 +15,7 @@ from deformable_detr.interop.official import ours_to_official
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
 from deformable_detr.training.config import TrainConfig
-from deformable_detr.training.init import init_model_config, prepare_model
+from deformable_detr.training.warm_start import init_model_config, prepare_model
 
 SOURCE_NAMES = ["person", "bicycle", "car"]
 TARGET = [

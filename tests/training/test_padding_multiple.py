@@ -11,7 +11,7 @@ import torch
 from deformable_detr.data.coco import collate
 from deformable_detr.models import DeformableDETR, ModelConfig
 from deformable_detr.models.detr import DETR, DetrConfig
-from deformable_detr.training.loader import padding_multiple
+from deformable_detr.training.dataloaders import padding_multiple
 
 
 @pytest.mark.parametrize(
@@ -54,17 +54,17 @@ def test_masks_of_a_batch_padded_to_the_multiple_match_each_image_alone():
 def test_fit_trains_on_batches_padded_to_the_multiple(tiny_train_config, monkeypatch):
     import dataclasses
 
-    from deformable_detr.training import loader
+    from deformable_detr.training import dataloaders
     from deformable_detr.training.engine import fit
 
-    shapes, original = [], loader.collate
+    shapes, original = [], dataloaders.collate
 
     def recording(batch, size_divisibility=1):
         images, padding_mask, targets = original(batch, size_divisibility)
         shapes.append((size_divisibility, tuple(images.shape[-2:])))
         return images, padding_mask, targets
 
-    monkeypatch.setattr(loader, "collate", recording)
+    monkeypatch.setattr(dataloaders, "collate", recording)
     fit(dataclasses.replace(tiny_train_config, max_steps=2), progress=False)
     training = [shape for multiple, shape in shapes if multiple == 64]
     assert len(training) >= 3  # the drawn first batch and two steps (evaluation crops each image anyway)

@@ -243,3 +243,46 @@ def test_sigkill_anywhere_then_resume_is_bit_for_bit(dataset16, tmp_path_factory
     assert _worker(config_path, "none", 0, "resume", *flags) == 0
     assert kills >= 1 or mode == "timer"
     _assert_same_run(tmp / "reference", tmp / "resumed")
+
+
+@pytest.mark.slow
+def test_resume_from_a_legacy_epoch_checkpoint_continues_exactly(tiny_dataset, tmp_path, one_thread):
+    """A checkpoint of the first format (written only at an epoch's end: `epoch`, `step`, `elapsed_s`, `best_ap`,
+    one `rng` state; no `state`, no checksum) resumes: the next epoch trains exactly as the uninterrupted run's,
+    and the history is metrics.jsonl's lines of the epochs the checkpoint holds (a later line is dropped)."""
+    reference = tmp_path / "reference"
+    config = _config(tiny_dataset, reference, keep=2)  # 2 steps per epoch; keep links each epoch's checkpoint
+    fit(config, progress=False)
+    after_epoch_one = torch.load(reference / "checkpoint_epoch1.pth", weights_only=True)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    torch.save(
+        {
+            "model": after_epoch_one["model"],
+            "optimizer": after_epoch_one["optimizer"],
+            "epoch": 1,
+            "step": after_epoch_one["state"]["step"],
+            "elapsed_s": after_epoch_one["state"]["train_seconds"],
+            "best_ap": after_epoch_one["state"]["best_ap"],
+            "rng": after_epoch_one["rng"][0],
+            "config": after_epoch_one["config"],
+        },
+        legacy / "checkpoint.pth",
+    )
+    (legacy / "config.json").write_text((reference / "config.json").read_text())
+    first_line, *_ = (reference / "metrics.jsonl").read_text().splitlines()
+    stale = json.dumps({"epoch": 1, "step": 99, "AP": 1.0})  # written after the checkpoint by a killed run
+    (legacy / "metrics.jsonl").write_text(f"{first_line}\n{stale}\n")
+
+    fit(dataclasses.replace(config, output_dir=str(legacy)), resume=True, progress=False)
+    a = torch.load(reference / "checkpoint.pth", weights_only=True)
+    b = torch.load(legacy / "checkpoint.pth", weights_only=True)
+    assert a["state"]["step"] == b["state"]["step"] == 4
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+    def records(folder):
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "train_seconds"} for line in lines]
+
+    assert len(records(legacy)) == 2 and records(legacy) == records(reference)

@@ -22,8 +22,8 @@ from deformable_detr.data.coco import collate
 from deformable_detr.models.build import build_model
 from deformable_detr.training.config import TrainConfig
 from deformable_detr.training.datasets import build_datasets
-from deformable_detr.training.detr_criterion import build_criterion
 from deformable_detr.training.optim import build_optimizer, lr_factor, set_lr
+from deformable_detr.training.setup import build_criterion
 
 STRIDE = 32
 
@@ -67,7 +67,7 @@ def main(data: str, *assignments: str) -> None:
     model_config = dataclasses.replace(config.model, num_classes=num_classes, **fields)
     torch.manual_seed(0)
     model = build_model(model_config).train()
-    criterion = build_criterion(model_config, num_classes, config.loss)
+    criterion = build_criterion(dataclasses.replace(config, model=model_config))
     optim = dataclasses.replace(config.optim, lr=lr, lr_backbone=lr, warmup_steps=50, schedule="step", lr_drop=10**6)
     optimizer = build_optimizer(model, optim)
     batches = [collate([train[i] for i in range(s, s + 8)], 32) for s in range(0, len(train) - 7, 8)]

@@ -181,7 +181,7 @@ def collate(batch: list, size_divisibility: int = 1) -> tuple[torch.Tensor, torc
     Args:
         batch: list of (image (3, H_i, W_i), target) pairs.
         size_divisibility: round the padded H and W up to a multiple of this (training uses the
-            coarsest feature level's stride, see `training.loader.padding_multiple`).
+            coarsest feature level's stride, see `training.dataloaders.padding_multiple`).
 
     Returns:
         images (B, 3, H_max, W_max) zero-padded; padding_mask (B, H_max, W_max) bool, True = padding;

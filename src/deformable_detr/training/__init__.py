@@ -2,6 +2,7 @@
 
 from .callbacks import TrainCallback
 from .config import TrainConfig
-from .engine import NonFiniteLossError, TrainResult, fit
+from .engine import TrainResult, fit
+from .loop import NonFiniteLossError
 
 __all__ = ["NonFiniteLossError", "TrainCallback", "TrainConfig", "TrainResult", "fit"]

@@ -12,12 +12,9 @@ given back to `load_state_dict` on resume, so a callback with state resumes exac
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import nn
 
-if TYPE_CHECKING:
-    from .engine import Run
+from .run import Run
 
 
 class TrainCallback:

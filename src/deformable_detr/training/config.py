@@ -41,7 +41,7 @@ class TrainConfig:
         max_train_images: use only the first N training images (None = all).
         data_format: "auto", "coco", "yolo" or "voc". skip_bad: train without the images that
             `check-data` reports problems for (otherwise such a dataset is refused).
-    Starting point (see `training/init.py`):
+    Starting point (see `training/warm_start.py`):
         init: weights file to start from (architecture from it, classes from the data); not a resume.
         backbone_weights: ImageNet ResNet file (torchvision/timm/HF layout) for the backbone.
         random_backbone: allow a model whose backbone is frozen (layers or BatchNorm) to start from

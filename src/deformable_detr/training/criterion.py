@@ -98,6 +98,9 @@ class SetCriterion(nn.Module):
         weight_dict: weight per base loss name (`loss_ce`, `loss_bbox`, `loss_giou`); the same
             weight applies to the `_i` and `_enc` copies.
         focal_alpha, focal_gamma: focal loss parameters.
+        hybrid_k, hybrid_weight: one-to-many targets per box and the weight of their terms (see `LossConfig`).
+        denoising: noise settings of the denoising queries (`make_denoising_queries`'s number, box_noise,
+            label_noise); None = the model takes none and `denoising_queries` returns None.
     """
 
     def __init__(
@@ -117,15 +120,16 @@ class SetCriterion(nn.Module):
         self.weight_dict = dict(weight_dict)
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.hybrid_k, self.hybrid_weight = hybrid_k, hybrid_weight
-        self.denoising = dict(denoising or {})
+        self.denoising = None if denoising is None else dict(denoising)
 
     @classmethod
-    def from_config(cls, num_classes: int, config: LossConfig) -> SetCriterion:
+    def from_config(cls, num_classes: int, config: LossConfig, denoising: bool = True) -> SetCriterion:
+        """The criterion of `config`; `denoising`: whether it makes denoising queries (the model has `denoising`)."""
         matcher = HungarianMatcher(
             config.cost_class, config.cost_bbox, config.cost_giou, config.focal_alpha, config.focal_gamma
         )
         weights = {"loss_ce": config.loss_ce, "loss_bbox": config.loss_bbox, "loss_giou": config.loss_giou}
-        denoising = {"number": config.dn_number, "box_noise": config.dn_box_noise, "label_noise": config.dn_label_noise}
+        noise = {"number": config.dn_number, "box_noise": config.dn_box_noise, "label_noise": config.dn_label_noise}
         return cls(
             num_classes,
             matcher,
@@ -134,11 +138,14 @@ class SetCriterion(nn.Module):
             config.focal_gamma,
             config.hybrid_k,
             config.hybrid_weight,
-            denoising,
+            noise if denoising else None,
         )
 
     def denoising_queries(self, targets: list[dict]) -> DenoisingQueries | None:
-        """Contrastive denoising queries for `targets` with this criterion's noise settings (see denoising.py)."""
+        """Contrastive denoising queries for `targets` with this criterion's noise settings (see denoising.py);
+        None for a criterion built without denoising (or targets without boxes)."""
+        if self.denoising is None:
+            return None
         return make_denoising_queries(targets, self.num_classes, **self.denoising)
 
     def weight_of(self, name: str) -> float:

@@ -87,12 +87,3 @@ class DetrCriterion(SetCriterion):
             "class_error": class_error.detach(),
             "class_error_objects": class_error_objects.detach(),
         }
-
-
-def build_criterion(model_config, num_classes: int, loss: LossConfig) -> SetCriterion:
-    """The loss that fits the model: `DetrCriterion` for a `DetrConfig`, else Deformable DETR's `SetCriterion`."""
-    from ..models.detr import DetrConfig
-
-    if isinstance(model_config, DetrConfig):
-        return DetrCriterion.from_config(num_classes, loss)
-    return SetCriterion.from_config(num_classes, loss)

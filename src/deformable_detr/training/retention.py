@@ -10,12 +10,14 @@ Patience: training stops once K evaluations in a row have not improved the best 
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 from ..checkpoint.files import link_atomic
 from .callbacks import TrainCallback
 
+logger = logging.getLogger(__name__)
 _EPOCH_FILE = re.compile(r"^checkpoint_epoch(\d+)\.pth$")
 
 
@@ -75,9 +77,5 @@ class EarlyStopping(TrainCallback):
     def after_evaluation(self, run, record: dict) -> bool:
         stop = should_stop_early(run.state.history + [record], self.patience)
         if stop:
-            import logging
-
-            logging.getLogger(__name__).info(
-                "stopping: no better AP in the last %d evaluations (--patience)", self.patience
-            )
+            logger.info("stopping: no better AP in the last %d evaluations (--patience)", self.patience)
         return stop
