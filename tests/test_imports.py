@@ -114,7 +114,6 @@ def test_import_graph_resolves_relative_function_level_and_type_checking_imports
     assert find_cycle(graph) == ["pkg.sub.mid", "pkg.top", "pkg.sub.mid"]
 
 
-@pytest.mark.xfail(strict=False, reason="#21 restructuring in progress")
 def test_no_import_cycle_in_src():
     graph = import_graph(module_files())
     cycle = find_cycle(graph)
