@@ -145,35 +145,29 @@ def test_check_data_clean_then_broken(dataset, tmp_path, capsys):
     assert status == 1 and err.startswith("error: ") and "not valid JSON" in err
 
 
-def test_eval_command_prints_table_and_writes_json(dataset, tmp_path, capsys):
+def test_eval_command_prints_table_and_writes_metrics_json_in_the_out_folder(dataset, tmp_path, capsys):
     gt = json.loads(dataset["val"].annotations_file.read_text())
     predictions = [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
         for a in gt["annotations"]
     ]
     (tmp_path / "p.json").write_text(json.dumps(predictions))
-    status, out, _ = _run(
-        [
-            "eval",
-            "--predictions",
-            str(tmp_path / "p.json"),
-            "--annotations",
-            str(dataset["val"].annotations_file),
-            "--out",
-            str(tmp_path / "m.json"),
-        ],
-        capsys,
-    )
-    assert status == 0 and "AP50" in out and "100.0" in out
-    assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(1.0)
     args = ["eval", "--predictions", str(tmp_path / "p.json"), "--annotations", str(dataset["val"].annotations_file)]
-    (tmp_path / "m.json").write_text("the user's file")
-    status, _, err = _run([*args, "--out", str(tmp_path / "m.json")], capsys)
-    assert status == 2 and "--overwrite" in err and (tmp_path / "m.json").read_text() == "the user's file"
-    status, _, err = _run([*args, "--out", str(tmp_path)], capsys)
-    assert status == 2 and "is a folder" in err
-    assert _run([*args, "--out", str(tmp_path / "m.json"), "--overwrite"], capsys)[0] == 0
-    assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(1.0)
+    out = tmp_path / "scores"
+    status, printed, _ = _run([*args, "--out", str(out)], capsys)
+    assert status == 0 and "AP50" in printed and "100.0" in printed
+    assert json.loads((out / "metrics.json").read_text())["AP"] == pytest.approx(1.0)
+    (out / "metrics.json").write_text("the user's file")
+    status, _, err = _run([*args, "--out", str(out)], capsys)
+    assert status == 2 and "--overwrite" in err and (out / "metrics.json").read_text() == "the user's file"
+    status, _, err = _run([*args, "--out", str(tmp_path / "p.json")], capsys)
+    assert status == 2 and "is a file; --out is a folder (this command writes OUT/metrics.json)" in err
+    status, _, err = _run(
+        [*args, "--out", str(tmp_path / "m.json")], capsys
+    )  # a file name: refused, not a folder m.json/
+    assert status == 2 and "--out is a folder" in err and not (tmp_path / "m.json").exists()
+    assert _run([*args, "--out", str(out), "--overwrite"], capsys)[0] == 0
+    assert json.loads((out / "metrics.json").read_text())["AP"] == pytest.approx(1.0)
 
 
 def test_console_script_runs():

@@ -120,12 +120,12 @@ def test_eval_accepts_a_91_class_model_on_a_subset_of_coco_ids(dataset, tmp_path
             "--data",
             str(coco_named),
             "--out",
-            str(tmp_path / "metrics.json"),
+            str(tmp_path / "scores"),
         ],
         capsys,
     )
     assert status == 0, err
-    assert "AP" in out and (tmp_path / "metrics.json").is_file()
+    assert "AP" in out and (tmp_path / "scores" / "metrics.json").is_file()
 
 
 def test_predict_refuses_a_malicious_checkpoint(dataset, tmp_path, capsys):

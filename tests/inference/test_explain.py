@@ -128,12 +128,12 @@ def test_cli_keeps_a_non_empty_out_unless_overwrite_and_then_leaves_no_stale_dra
     path = write_image(tmp_path / "in" / "photo.jpg", HEIGHT, WIDTH)
     out = tmp_path / "explained"
     base = ["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out)]
-    assert main([*base, "--top", "2", "--threshold", "0", "--pixel", "10,20"]) == 0
+    assert main([*base, "--top-k", "2", "--threshold", "0", "--pixel", "10,20"]) == 0
     (out / "notes.txt").write_text("mine")
     before = (out / "index.html").read_bytes()
-    assert main([*base, "--top", "1"]) == 2
+    assert main([*base, "--top-k", "1"]) == 2
     assert "not empty" in capsys.readouterr().err and (out / "index.html").read_bytes() == before
-    assert main([*base, "--top", "1", "--threshold", "0", "--overwrite"]) == 0
+    assert main([*base, "--top-k", "1", "--threshold", "0", "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["detection_1.png", "explain.json", "index.html", "notes.txt"]
     (tmp_path / "file").write_text("x")
     assert main([*base[:-1], str(tmp_path / "file")]) == 2
@@ -145,7 +145,7 @@ def test_cli_keeps_a_non_empty_out_unless_overwrite_and_then_leaves_no_stale_dra
     [
         (["--pixel", "abc"], "x,y"),
         (["--pixel", "500,5"], "outside"),
-        (["--top", "-1"], "--top"),
+        (["--top-k", "-1"], "--top-k"),
         (["--threshold", "nan"], "--threshold"),
     ],
 )
@@ -163,9 +163,10 @@ def test_cli_bad_options(capsys, model_dir, tmp_path, argv, message):
 def test_nothing_to_explain_is_refused(capsys, model_dir, tmp_path, top):
     path = write_image(tmp_path / "in" / "photo.jpg", HEIGHT, WIDTH)
     out = tmp_path / "o"
-    assert main(["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out), "--top", str(top)]) == 2
+    with pytest.raises(SystemExit) as usage_error:  # argparse refuses it, before anything loads
+        main(["explain", str(path), "--checkpoint", str(model_dir), "--out", str(out), "--top-k", str(top)])
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"--top-k must be >= 1 (the number of detections to explain), got {top}" in err
+    assert usage_error.value.code == 2 and err.count("\n") == 1 and f"argument --top-k: {top} must be >= 1" in err
     assert not out.exists()
     with pytest.raises(ConfigError, match="top_k must be an integer >= 1"):
         explain(tiny_model(), path, top_k=top)

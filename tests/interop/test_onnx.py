@@ -81,7 +81,7 @@ def test_static_export_without_padding_mask_has_one_fixed_input(tmp_path):
 def test_cli_exports_a_checkpoint_verifies_and_stores_preprocessing(tmp_path, capsys):
     model = tiny_model("two-stage-refine")
     model.save_pretrained(tmp_path / "weights")
-    out = tmp_path / "model.onnx"
+    out = tmp_path / "export" / "model.onnx"  # --out is the folder
     status = main(
         [
             "export",
@@ -89,7 +89,7 @@ def test_cli_exports_a_checkpoint_verifies_and_stores_preprocessing(tmp_path, ca
             "--checkpoint",
             str(tmp_path / "weights"),
             "--out",
-            str(out),
+            str(out.parent),
             "--dynamic",
             "--height",
             "64",
@@ -112,15 +112,17 @@ def test_cli_exports_a_checkpoint_verifies_and_stores_preprocessing(tmp_path, ca
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--opset", "11"], "opset 11 is not supported; choose 14..20"),
-        ([], "already exists; choose another --out or pass --overwrite"),
+        (["--opset", "11", "--overwrite"], "opset 11 is not supported; choose 14..20"),
+        ([], "model.onnx exists; choose another folder or pass --overwrite"),
+        (["--out", "{out}"], "is a file; --out is a folder (this command writes OUT/model.onnx)"),
     ],
 )
 def test_cli_refuses_bad_requests_in_one_line(tmp_path, capsys, extra, message):
     tiny_model("single-scale").save_pretrained(tmp_path / "weights")
     out = tmp_path / "model.onnx"
     out.write_bytes(b"an earlier export")
-    status = main(["export", "onnx", "--checkpoint", str(tmp_path / "weights"), "--out", str(out), *extra])
+    extra = [argument.format(out=out) for argument in extra]
+    status = main(["export", "onnx", "--checkpoint", str(tmp_path / "weights"), "--out", str(tmp_path), *extra])
     err = capsys.readouterr().err
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert out.read_bytes() == b"an earlier export"

@@ -61,7 +61,7 @@ def serve(*arguments: str):
 def test_serve_answers_like_model_predict_and_stops_cleanly_on_sigterm(checkpoint):
     model = tiny_model()
     image = scene(100, 70)
-    with serve("--checkpoint", str(checkpoint), "--max-batch", "4") as (process, url):
+    with serve("--checkpoint", str(checkpoint), "--batch-size", "4") as (process, url):
         response = httpx.post(
             url + "/v1/detect",
             files={"image": ("a.png", encode(image, "PNG"), "image/png")},
@@ -89,7 +89,7 @@ def test_serve_answers_like_model_predict_and_stops_cleanly_on_sigterm(checkpoin
     "arguments, words",
     [
         (["--checkpoint", "does/not/exist"], "not found"),
-        (["--checkpoint", "{checkpoint}", "--max-batch", "0"], "max_batch (--max-batch) must be >= 1"),
+        (["--checkpoint", "{checkpoint}", "--batch-size", "0"], "argument --batch-size: 0 must be >= 1"),
         (["--checkpoint", "{checkpoint}", "--max-wait-ms", "nan"], "max_wait_ms"),
         (["--checkpoint", "{checkpoint}", "--workers", "0"], "--workers"),
         (["--checkpoint", "{checkpoint}", "--port", "70000"], "--port"),
@@ -100,7 +100,10 @@ def test_serve_answers_like_model_predict_and_stops_cleanly_on_sigterm(checkpoin
 def test_bad_options_are_one_line_errors(checkpoint, tmp_path, capsys, arguments, words):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint at all")
-    status = main(["serve", *[a.format(checkpoint=checkpoint, junk=junk) for a in arguments]])
+    try:
+        status = main(["serve", *[a.format(checkpoint=checkpoint, junk=junk) for a in arguments]])
+    except SystemExit as usage_error:  # argparse's own checks (--batch-size 0)
+        status = usage_error.code
     stderr = capsys.readouterr().err
     assert status == 2 and stderr.startswith("error: ") and stderr.count("\n") == 1 and words in stderr, stderr
 

@@ -1,7 +1,7 @@
 """`bench serve`: throughput and latency of `deformable-detr serve` under a bounded load, batched vs not.
 
 For each model, two server processes run side by side on loopback: one with dynamic batching
-(`--max-batch 8 --max-wait-ms 10`) and one without (`--max-batch 1 --max-wait-ms 0`). This process is
+(`--batch-size 8 --max-wait-ms 10`) and one without (`--batch-size 1 --max-wait-ms 0`). This process is
 the client: for each concurrency it sends the same N requests to one server and then the other
 (interleaved, so a busy moment of a shared machine hits both alike), and reads each server's resident
 memory from /proc before and after all the load.
@@ -29,8 +29,8 @@ from deformable_detr.bench.harness import header
 from deformable_detr.util.timer import Timer
 
 MODES = {
-    "batched": ["--max-batch", "8", "--max-wait-ms", "10"],
-    "unbatched": ["--max-batch", "1", "--max-wait-ms", "0"],
+    "batched": ["--batch-size", "8", "--max-wait-ms", "10"],
+    "unbatched": ["--batch-size", "1", "--max-wait-ms", "0"],
 }
 # name -> (ModelConfig preset, preprocess min_size, max_size, test image (width, height))
 MODELS = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .options import add_preset_run_options, positive_float, positive_int
 from .progress import show_progress_logs
-from .train import positive_float, positive_int
 
 DEMO_DIR = Path("demo_out")  # as training.demo.DEMO_DIR (not imported: --help stays fast)
 
@@ -28,21 +28,22 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--max-steps", type=positive_int, help="train this many optimizer steps (default: the demo preset's)"
     )
-    parser.add_argument(
-        "--threads", type=positive_int, help="torch threads (default 2; use 1 while other jobs load the CPU)"
-    )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_preset_run_options(parser)
     parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args) -> None:
+    import dataclasses
+
     from ..evaluation.coco_eval import format_metrics_table
-    from ..training.demo import run_demo
+    from ..training.demo import demo_config, run_demo
     from ..util.devices import checked_device
 
-    device = str(checked_device(args.device))
+    device = str(checked_device(args.device or "cpu"))
+    config = demo_config(args.out, minutes=args.minutes, max_steps=args.max_steps, threads=args.threads, device=device)
+    overrides = {name: getattr(args, name) for name in ("batch_size", "amp") if getattr(args, name) is not None}
     show_progress_logs()
-    result = run_demo(args.out, minutes=args.minutes, max_steps=args.max_steps, threads=args.threads, device=device)
+    result = run_demo(args.out, config=dataclasses.replace(config, **overrides))
     train = result.train
     print(f"trained {train.steps} steps ({train.train_seconds / 60:.1f} min of training); validation AP:")
     print(format_metrics_table(train.metrics))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .options import add_detection_options, add_run_options, apply_threads
+
 
 def _pixel(text: str) -> tuple[float, float]:
     import argparse
@@ -31,20 +33,9 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("explain"), metavar="DIR", help="output folder (default explain)"
     )
-    parser.add_argument(
-        "--top-k",
-        "--top",
-        dest="top_k",
-        type=int,
-        default=5,
-        metavar="K",
-        help="explain the K best detections (default 5)",
-    )
-    parser.add_argument(
-        "--threshold", type=float, default=0.5, help="only detections scoring >= this, 0..1 (default 0.5)"
-    )
+    add_detection_options(parser, top_k=5, top_k_help="explain the K best detections (default 5)")
     parser.add_argument("--pixel", type=_pixel, metavar="X,Y", help="also explain the encoder at this pixel")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_run_options(parser, batch_size=False)  # one image
     parser.add_argument(
         "--overwrite", action="store_true", help="write into a non-empty --out, replacing an earlier explanation"
     )
@@ -61,8 +52,7 @@ def _explain(args) -> None:
     from ..viz.sampling_points import check_explanation_folder, save_explanation
 
     check_threshold(args.threshold, "--threshold")
-    if args.top_k < 1:
-        raise ConfigError(f"--top-k must be >= 1 (the number of detections to explain), got {args.top_k}")
+    apply_threads(args.threads)
     if args.out.resolve() == args.image.resolve().parent:
         raise ConfigError(f"--out {args.out}: is the image's own folder; choose another folder for the drawings")
     if args.image.is_dir():
@@ -70,7 +60,7 @@ def _explain(args) -> None:
     check_explanation_folder(args.out, args.overwrite)  # before minutes of loading and computing
     model = load(args.checkpoint, device=checked_device(args.device))
     image = load_rgb_image(args.image)
-    explanation = explain(model, image, top_k=args.top_k, threshold=args.threshold, pixel=args.pixel)
+    explanation = explain(model, image, top_k=args.top_k, threshold=args.threshold, pixel=args.pixel, amp=args.amp)
     index = save_explanation(image, explanation, args.out, source=args.image.name, overwrite=args.overwrite)
     pixel = " and the pixel" if explanation["pixel"] else ""
     print(f"explained {len(explanation['detections'])} detection(s){pixel}; open {index}")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .options import add_run_options, apply_threads, output_file
+
+ONNX_FILE = "model.onnx"
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -29,7 +33,7 @@ def register(subparsers) -> None:
         help="weights: a training checkpoint (or its run folder), save_pretrained folder, official .pth "
         "or Hugging Face folder",
     )
-    onnx.add_argument("--out", required=True, type=Path, metavar="FILE", help="the .onnx file to write")
+    onnx.add_argument("--out", required=True, type=Path, metavar="DIR", help=f"output folder: writes DIR/{ONNX_FILE}")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset, 14..20 (default 17)")
     onnx.add_argument("--dynamic", action="store_true", help="free batch size, height and width (else fixed)")
     onnx.add_argument(
@@ -47,6 +51,7 @@ def register(subparsers) -> None:
     onnx.add_argument(
         "--batch-size", type=int, default=1, help="traced (and, without --dynamic, fixed) batch (default 1)"
     )
+    add_run_options(onnx, batch_size=False, amp=False)  # --batch-size above is the traced batch; ONNX is float32
     onnx.add_argument(
         "--no-padding-mask",
         dest="padding_mask",
@@ -58,22 +63,26 @@ def register(subparsers) -> None:
         action="store_true",
         help="run the file with onnxruntime and print max |difference| vs PyTorch (two image sizes with --dynamic)",
     )
-    onnx.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    onnx.add_argument("--overwrite", action="store_true", help=f"replace an earlier {ONNX_FILE} in --out")
     onnx.set_defaults(handler=_export_onnx)
 
 
 def _export_onnx(args) -> None:
     from ..inference.load import load
     from ..interop.onnx import export_onnx, verification_sizes, verify_onnx
+    from ..util.devices import checked_device
 
-    model = load(args.checkpoint)
+    path = output_file(args.out, ONNX_FILE, args.overwrite)  # before loading the weights
+    apply_threads(args.threads)
+    model = load(args.checkpoint, device=checked_device(args.device))
     if args.height is None:  # a 4:3 landscape photo at the model's own preprocessing size
         args.height = model.preprocess.min_size
     if args.width is None:
         args.width = min(args.height * 4 // 3, model.preprocess.max_size)
+    args.out.mkdir(parents=True, exist_ok=True)
     path = export_onnx(
         model,
-        args.out,
+        path,
         opset=args.opset,
         dynamic=args.dynamic,
         batch_size=args.batch_size,

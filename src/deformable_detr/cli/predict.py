@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .options import add_detection_options, add_run_options, apply_threads
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -32,12 +34,8 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="output folder (default predictions); must not contain the inputs",
     )
-    parser.add_argument(
-        "--threshold", type=float, default=0.5, help="keep detections scoring >= this, 0..1 (default 0.5)"
-    )
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    add_detection_options(parser)
+    add_run_options(parser)
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -50,7 +48,6 @@ def register(subparsers) -> None:
 
 
 def _predict(args) -> int:
-    from ..errors import ConfigError
     from ..inference.load import load
     from ..inference.predict_files import predict_files
     from ..pipeline.processor import check_threshold
@@ -58,14 +55,21 @@ def _predict(args) -> int:
     from ..util.devices import checked_device
 
     check_threshold(args.threshold, "--threshold")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    apply_threads(args.threads)
     device = distributed.init_from_environment(str(checked_device(args.device)))
     main_process = distributed.is_main_process()
     try:
         model = load(args.checkpoint, device=device, compile=args.compile)
         summary = predict_files(
-            model, args.images, args.out, args.threshold, args.batch_size, args.amp, args.draw, args.overwrite
+            model,
+            args.images,
+            args.out,
+            args.threshold,
+            args.batch_size,
+            args.amp,
+            args.draw,
+            args.overwrite,
+            top_k=args.top_k,
         )
     finally:
         distributed.destroy()

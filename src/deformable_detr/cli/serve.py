@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from .options import add_run_options, apply_threads
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers) -> None:
         help="serve a checkpoint over HTTP: JSON API, web page at /, Prometheus /metrics",
         description="Serve a detector over HTTP. POST /v1/detect and /v1/explain take a multipart `image`; "
         "GET / is a web page; GET /health, /metrics, /v1/model, /openapi.json. Concurrent requests "
-        "are batched (up to --max-batch, waiting at most --max-wait-ms). Without --api-key anyone "
+        "are batched (up to --batch-size, waiting at most --max-wait-ms). Without --api-key anyone "
         "who can reach the address can use it, so the default address is loopback only.",
     )
     parser.add_argument(
@@ -25,7 +27,6 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    parser.add_argument("--max-batch", type=int, default=8, help="most images per forward (default 8)")
     parser.add_argument(
         "--max-wait-ms",
         type=float,
@@ -34,8 +35,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503 (default 64)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body, MB (default 20)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forward")
+    add_run_options(parser)  # --batch-size: requests arriving together share a forward, up to this many
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -82,12 +82,13 @@ def _serve(args) -> int:
         amp=args.amp,
         compile=args.compile,
         attention_backend=args.attention_backend,
-        max_batch=args.max_batch,
+        max_batch=args.batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         max_upload_mb=args.max_upload_mb,
         api_key=args.api_key or os.environ.get("DEFORMABLE_DETR_API_KEY") or None,
     )
+    apply_threads(args.threads)  # before the workers start: they read OMP_NUM_THREADS
     _check_port_free(args.host, args.port)  # before the model loads, which can take a minute
     runner = load_runner(config)  # a bad checkpoint is one error line here, before anything listens
     if config.api_key is None:
@@ -99,7 +100,7 @@ def _serve(args) -> int:
         )
     print(
         f"serving {args.checkpoint} on http://{args.host}:{args.port}/ ({args.workers} worker(s), "
-        f"batches of up to {args.max_batch}); Ctrl-C stops after the requests in flight",
+        f"batches of up to {args.batch_size}); Ctrl-C stops after the requests in flight",
         file=sys.stderr,
     )
     return run_server(config, args.host, args.port, args.workers, runner)

@@ -2,44 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-import math
 from pathlib import Path
 
+from .options import add_preset_run_options, non_negative_int, positive_float, positive_int
 from .progress import show_progress_logs
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (rejects inf and nan)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
-    return value
 
 
 def register(subparsers) -> None:
@@ -120,21 +86,18 @@ def register(subparsers) -> None:
     )
     for flag, kind, field in (
         ("--epochs", positive_int, "epochs"),
-        ("--batch-size", positive_int, "batch_size"),
         ("--workers", non_negative_int, "workers"),
         ("--seed", int, "seed"),
         ("--max-minutes", positive_float, "max_minutes"),
         ("--max-steps", positive_int, "max_steps"),
         ("--eval-every", non_negative_int, "eval_every"),
-        ("--threads", positive_int, "threads"),
-        ("--device", str, "device"),
         ("--grad-accum-steps", positive_int, "grad_accum_steps"),
         ("--checkpoint-every", non_negative_int, "checkpoint_every"),
         ("--max-nonfinite-steps", non_negative_int, "max_nonfinite_steps"),
     ):
         parser.add_argument(flag, type=kind, dest=field, help=f"override TrainConfig.{field}")
     parser.add_argument("--lr", type=positive_float, help="override OptimConfig.lr (backbone lr scales along)")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    add_preset_run_options(parser)
     parser.set_defaults(handler=_train)
 
 

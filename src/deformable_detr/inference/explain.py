@@ -76,6 +76,7 @@ def explain(
     top_k: int = 5,
     threshold: float = DEFAULT_THRESHOLD,
     pixel: tuple[float, float] | None = None,
+    amp: bool = False,
 ) -> dict[str, Any]:
     """Sampling points and attention weights of the top detections (and optionally of one pixel).
 
@@ -85,6 +86,7 @@ def explain(
         top_k: explain at most this many detections, best first (one per query: a query's best class).
         threshold: only detections scoring >= this (the model's `postprocess` applies it).
         pixel: (x, y) in pixels of the original image: also explain the encoder at this pixel.
+        amp: bfloat16 autocast for the forward pass on the model's device (points and weights come back float32).
 
     Returns:
         plain data, see the module docstring.
@@ -102,6 +104,7 @@ def explain(
         with (
             recording_sampling([transformer.encoder]) as encoder_attentions,
             recording_sampling([transformer.decoder]) as decoder_attentions,
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp),
         ):
             out = model(batch)
     finally:

@@ -51,7 +51,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.max_batch < 1:
-            raise ConfigError(f"max_batch (--max-batch) must be >= 1, got {self.max_batch}")
+            raise ConfigError(f"max_batch (serve --batch-size) must be >= 1, got {self.max_batch}")
         if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= 10_000):
             raise ConfigError(f"max_wait_ms (--max-wait-ms) must be in [0, 10000], got {self.max_wait_ms}")
         if self.max_queue < 1:
