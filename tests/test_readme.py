@@ -4,7 +4,7 @@ Every ```python block of README.md is executed, in order, in a temporary folder 
 stand-ins for the files the snippets name, where the README's commands would have written them: a synthetic
 dataset where `make-dataset` writes it (`data/synthetic/`, and no other `data/` folder), a short training run
 (`runs/small/`), two photos, a tiny model in the official `.pth` layout under the name the README uses, an
-ONNX export of it (`model.onnx`) and a tiny Hugging Face folder (`hf_dir/`). A block preceded by `<!-- readme: skip REASON -->`
+ONNX export of it (`exported/model.onnx`) and a tiny Hugging Face folder (`hf_dir/`). A block preceded by `<!-- readme: skip REASON -->`
 is not run (for commands that need a GPU or minutes of CPU); the test lists them.
 """
 
@@ -72,7 +72,7 @@ def world(tmp_path_factory):
     torch.save({"model": official, "args": argparse.Namespace(**args)}, root / "r50_deformable_detr-checkpoint.pth")
     from deformable_detr.interop.onnx import export_onnx
 
-    export_onnx(model, root / "model.onnx", dynamic=True)
+    export_onnx(model, root / "exported" / "model.onnx", dynamic=True)  # the README's `export onnx --out exported/`
     pytest.importorskip("transformers")
     from transformers import DeformableDetrForObjectDetection
 

@@ -151,7 +151,7 @@ def _photo(width: int, height: int, seed: int) -> Image.Image:
 
 
 def _run_recipe(folder: Path, photo: Path, monkeypatch, capsys) -> list[tuple[str, float, list[float]]]:
-    """Run the README recipe in `folder` (which holds model.onnx) on `photo`; its printed (name, score, box) rows."""
+    """Run the README recipe in `folder` (which holds exported/model.onnx) on `photo`; its printed (name, score, box) rows."""
     shutil.copy(photo, folder / "photo1.jpg")
     monkeypatch.chdir(folder)
     capsys.readouterr()
@@ -168,7 +168,7 @@ def exported(tmp_path_factory):
     """A tiny multi-scale model (min_size 96, max_size 160) and its dynamic export in a folder of its own."""
     folder = tmp_path_factory.mktemp("recipe")
     model = tiny_model("multi-scale")
-    export_onnx(model, folder / "model.onnx", dynamic=True, height=64, width=80)
+    export_onnx(model, folder / "exported" / "model.onnx", dynamic=True, height=64, width=80)  # the README's --out
     return model, folder
 
 
