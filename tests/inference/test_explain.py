@@ -78,6 +78,25 @@ def test_decoder_points_are_the_ring_around_the_reference_point(image):
             torch.testing.assert_close(torch.tensor(sampling["points"]), expected, rtol=0, atol=1e-3)
 
 
+def test_amp_runs_the_forward_in_bfloat16_and_moves_points_by_bf16_rounding_only(image):
+    """explain(amp=True) (explain --amp): the encoder's sampling points at one pixel (a fixed query, no reordering)
+    equal float32's to bf16 precision (8 bits of mantissa: < 1 px on a 120 px image), and are not bit-identical."""
+    model = tiny_model()
+    torch.manual_seed(0)
+    with torch.no_grad():  # off the initialisation, whose ring offsets and uniform weights bf16 holds exactly
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    exact = explain(model, image, top_k=1, threshold=0.0, pixel=(40, 30))["pixel"]
+    half = explain(model, image, top_k=1, threshold=0.0, pixel=(40, 30), amp=True)["pixel"]
+    exact_points = torch.tensor([p for level in exact["sampling"] for p in level["points"]])
+    half_points = torch.tensor([p for level in half["sampling"] for p in level["points"]])
+    torch.testing.assert_close(half_points, exact_points, rtol=0, atol=1.0)
+    assert not torch.equal(half_points, exact_points)
+    exact_weights = torch.tensor([w for level in exact["sampling"] for w in level["weights"]])
+    half_weights = torch.tensor([w for level in half["sampling"] for w in level["weights"]])
+    torch.testing.assert_close(half_weights, exact_weights, rtol=0, atol=1e-2)
+
+
 def test_detections_match_predict(image):
     model = tiny_model()
     result = explain(model, image, top_k=8, threshold=0.3)
