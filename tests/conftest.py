@@ -20,6 +20,9 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+from deformable_detr.models.config import ModelConfig  # noqa: E402
+from tiny_models import VARIANTS, tiny_config  # noqa: E402
+
 GPU_SKIP_REASON = "needs a CUDA device (gpu marker)"
 _bad_skips: list[str] = []
 
@@ -159,3 +162,18 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+# ------------------------------------------------------------ tiny model configs (models/ and pipeline/ tests)
+
+
+@pytest.fixture(params=sorted(VARIANTS))
+def variant_config(request) -> ModelConfig:
+    """A tiny config of each variant in `tiny_models.VARIANTS`."""
+    return tiny_config(**VARIANTS[request.param])
+
+
+@pytest.fixture
+def make_config():
+    """Factory of tiny configs: make_config(**overrides) -> ModelConfig."""
+    return tiny_config
