@@ -133,3 +133,45 @@ def test_predict_passes_top_k_to_the_library(monkeypatch, tmp_path):
     monkeypatch.setattr(predict_files_module, "predict_files", lambda *args, **kwargs: seen.update(kwargs) or Summary())
     assert cli.main(["predict", "x.jpg", "--checkpoint", "c.pth", "--top-k", "3", "--threads", "1"]) == 0
     assert seen["top_k"] == 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "{image}", "--checkpoint", "{missing}"],
+        ["explain", "{image}", "--checkpoint", "{missing}"],
+        ["eval", "--checkpoint", "{missing}", "--data", "{tmp}"],
+        ["eval", "--predictions", "{missing}", "--annotations", "{missing}"],
+        ["export", "onnx", "--checkpoint", "{missing}"],
+    ],
+    ids=lambda argv: " ".join(word for word in argv if not word.startswith(("{", "-"))),
+)
+def test_out_under_a_file_is_one_line_before_any_work(tmp_path, capsys, argv):
+    """`--out notes.txt/run` (a path through a file) is the same one line on every command, naming --out and
+    the file, before the checkpoint is even looked at (it does not exist here); it was a bare
+    `[Errno 20] Not a directory` after loading the model."""
+    from deformable_detr import cli
+
+    (tmp_path / "notes.txt").write_text("precious")
+    (tmp_path / "photo.jpg").write_bytes(b"not read")
+    values = {"image": str(tmp_path / "photo.jpg"), "missing": str(tmp_path / "missing"), "tmp": str(tmp_path)}
+    argv = [word.format(**values) for word in argv] + ["--out", str(tmp_path / "notes.txt" / "run")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: --out {tmp_path}/notes.txt/run: cannot create it: {tmp_path}/notes.txt is a file"), (
+        err
+    )
+    assert (tmp_path / "notes.txt").read_text() == "precious"
+
+
+def test_predict_out_naming_an_input_file_says_it_is_a_file(tmp_path, capsys):
+    """`predict photo.jpg --out photo.jpg`: the file is not a folder (it was 'the folder contains input images')."""
+    from deformable_detr import cli
+
+    (tmp_path / "photo.jpg").write_bytes(b"precious")
+    photo = str(tmp_path / "photo.jpg")
+    assert cli.main(["predict", photo, "--checkpoint", str(tmp_path / "missing"), "--out", photo]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --out {photo}: exists and is not a folder; choose a folder path\n"
+    assert (tmp_path / "photo.jpg").read_bytes() == b"precious"

@@ -1,5 +1,7 @@
 """`train` command-line validation: bad options and occupied output folders are one-line errors, exit 2."""
 
+import json
+
 import pytest
 import torch
 
@@ -100,3 +102,36 @@ def test_out_that_cannot_be_written_is_refused_before_the_data_is_read(tmp_path,
         ["train", "--preset", "demo", "--data", str(tmp_path / "no_data"), "--out", str(tmp_path / "run")],
         r"--out .*run: cannot write there \(Permission denied\); choose a folder you can write to",
     )
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (
+            ["--out", "elsewhere"],
+            r"--resume .*run continues the run in .*run; --out .*elsewhere names another folder: drop --out",
+        ),
+        (
+            ["--model", "tiny"],
+            r"--model: a resumed run keeps its model .*; drop --model, or start a new run with --init",
+        ),
+        (
+            ["--config", "other.json"],
+            r"--config: a resumed run keeps its config.json .*; drop --config, or start a new run",
+        ),
+    ],
+)
+def test_resume_refuses_options_that_would_make_another_run(tmp_path, capsys, monkeypatch, extra, pattern):
+    """--resume OUT continues the run in OUT: an --out naming another folder (which would be created empty,
+    then refused as 'no checkpoint.pth to resume from'), or another model or config, is one line up front."""
+    from deformable_detr.training.config import TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig.preset("demo", data_dir=str(tmp_path / "data"), output_dir=str(run))
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(capsys, ["train", "--resume", str(run), *extra], pattern)
+    assert not (tmp_path / "elsewhere").exists()
+    # the run's own folder, however it is spelled, passes (and the run then looks for its data)
+    _one_line_error(capsys, ["train", "--resume", str(run), "--out", "run/"], r"data: dataset folder not found")

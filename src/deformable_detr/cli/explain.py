@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .options import add_detection_options, add_run_options, apply_threads
+from .options import add_detection_options, add_run_options, apply_threads, check_out_folder
 
 
 def _pixel(text: str) -> tuple[float, float]:
@@ -57,6 +57,7 @@ def _explain(args) -> None:
         raise ConfigError(f"--out {args.out}: is the image's own folder; choose another folder for the drawings")
     if args.image.is_dir():
         raise ConfigError(f"{args.image}: is a folder; explain takes one image file (predict takes a folder)")
+    check_out_folder(args.out)
     check_explanation_folder(args.out, args.overwrite)  # before minutes of loading and computing
     model = load(args.checkpoint, device=checked_device(args.device))
     image = load_rgb_image(args.image)

@@ -111,6 +111,23 @@ def apply_threads(threads: int | None) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)  # server workers and DataLoader workers start with it
 
 
+def check_out_folder(out_dir) -> None:
+    """A one-line ConfigError if --out is a file, or cannot be a folder because a path above it is a file
+    (`--out notes.txt/run`); creates nothing. The commands call it before loading a model."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a folder; choose a folder path")
+    existing = next((path for path in out_dir.parents if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(
+            f"--out {out_dir}: cannot create it: {existing} is a file, not a folder; choose another --out"
+        )
+
+
 def output_file(out_dir, name: str, overwrite: bool):
     """OUT/name, the file a command writes in its --out folder; a one-line ConfigError if --out is a file or
     names a file (`--out metrics.json`), or if OUT/name exists and `overwrite` is off. Creates nothing."""
@@ -121,6 +138,7 @@ def output_file(out_dir, name: str, overwrite: bool):
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: is a file; --out is a folder (this command writes OUT/{name})")
+    check_out_folder(out_dir)
     if not out_dir.exists() and out_dir.suffix == Path(name).suffix:
         raise ConfigError(
             f"--out {out_dir}: --out is a folder, this command writes OUT/{name}; give a folder, e.g. --out {out_dir.parent / out_dir.stem}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .options import add_detection_options, add_run_options, apply_threads
+from .options import add_detection_options, add_run_options, apply_threads, check_out_folder
 
 
 def register(subparsers) -> None:
@@ -55,6 +55,7 @@ def _predict(args) -> int:
     from ..util.devices import checked_device
 
     check_threshold(args.threshold, "--threshold")
+    check_out_folder(args.out)
     apply_threads(args.threads)
     device = distributed.init_from_environment(str(checked_device(args.device)))
     main_process = distributed.is_main_process()

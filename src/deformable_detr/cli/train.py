@@ -130,6 +130,7 @@ def _train_config(args):
     if args.resume is not None and args.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pick one")
     if args.resume is not None:
+        _refuse_another_run(args)
         config = TrainConfig.of_run(args.resume)
     elif args.config is not None:
         config = TrainConfig.from_json(args.config)
@@ -181,3 +182,20 @@ def _train_config(args):
     if args.lr is not None:
         config = config.with_lr(args.lr)
     return dataclasses.replace(config, **overrides)
+
+
+def _refuse_another_run(args) -> None:
+    """--resume OUT continues the run in OUT as it was: no other --out, --model or --config (one line each)."""
+    from ..errors import ConfigError
+
+    if args.out is not None and Path(args.out).resolve() != args.resume.resolve():
+        raise ConfigError(
+            f"--resume {args.resume} continues the run in {args.resume}; --out {args.out} names another folder: "
+            "drop --out, or start a new run there with --init"
+        )
+    for flag, value, what in (("--model", args.model, "its model"), ("--config", args.config, "its config.json")):
+        if value is not None:
+            raise ConfigError(
+                f"{flag}: a resumed run keeps {what} ({args.resume}/config.json); drop {flag}, "
+                "or start a new run with --init"
+            )
