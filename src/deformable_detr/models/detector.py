@@ -117,6 +117,8 @@ class DeformableDETR(nn.Module):
     built here or loaded with `from_state_dict`).
     """
 
+    config_class = ModelConfig  # what its config.json holds (`from_pretrained` reads it with this class)
+
     def __init__(
         self,
         config: ModelConfig,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from deformable_detr.models.config import config_from_dict, config_to_dict
 from deformable_detr.models.input_checks import check_model_input
 from deformable_detr.models.mlp import MLP
 from deformable_detr.models.position_encoding import sine_position_encoding
+from deformable_detr.models.pretrained import from_pretrained, save_pretrained
 from deformable_detr.ops import BACKENDS
 from deformable_detr.pipeline.categories import check_categories, default_categories
 from deformable_detr.pipeline.detections import Detections
@@ -312,6 +314,8 @@ class DETR(nn.Module):
     for weights built here or loaded with `from_state_dict`).
     """
 
+    config_class = DetrConfig  # what its config.json holds (`from_pretrained` reads it with this class)
+
     def __init__(
         self,
         config: DetrConfig,
@@ -432,6 +436,15 @@ class DETR(nn.Module):
         if attention_backend is not None:
             model.set_attention_backend(attention_backend)
         return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, attention_backend: str | None = None) -> DETR:
+        """Load a directory written by `save_pretrained`; other formats load with `deformable_detr.load`."""
+        return from_pretrained(directory, cls, attention_backend=attention_backend)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config.json (with "architecture": "detr"), model.safetensors, preprocess.json and categories.json."""
+        save_pretrained(self, directory)
 
 
 @torch.no_grad()
