@@ -43,7 +43,6 @@ class Architecture:
     presets: name -> config factory.
     from_official, from_transformers: (checkpoint, config=, source=) -> (config, our state dict), or None
         where no such converter exists (DETR: neither; its HF comparison lives in the tests).
-    explainable: whether `explain` can show where it looked (sampling points of deformable attention).
     """
 
     name: str
@@ -52,14 +51,13 @@ class Architecture:
     presets: Mapping[str, Callable[[], Any]]
     from_official: Callable | None
     from_transformers: Callable | None
-    explainable: bool
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     DEFORMABLE_DETR: Architecture(
-        DEFORMABLE_DETR, ModelConfig, DeformableDETR, PRESETS, official_to_ours, transformers_to_ours, True
+        DEFORMABLE_DETR, ModelConfig, DeformableDETR, PRESETS, official_to_ours, transformers_to_ours
     ),
-    DETR_NAME: Architecture(DETR_NAME, DetrConfig, DETR, DETR_PRESETS, None, None, False),
+    DETR_NAME: Architecture(DETR_NAME, DetrConfig, DETR, DETR_PRESETS, None, None),
 }
 
 

@@ -117,6 +117,10 @@ class DetrConfig:
             raise ConfigError(f"unknown DETR preset {name!r}; choose one of {', '.join(DETR_PRESETS)}")
         return dataclasses.replace(DETR_PRESETS[name](), **overrides)
 
+    def describe(self) -> str:
+        """The variant in words, e.g. "DETR, resnet50 DC5, single-scale global attention"."""
+        return f"DETR, {self.backbone}{' DC5' if self.dilation else ''}, single-scale global attention"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of every field (with `"architecture": "detr"`)."""
         return config_to_dict(self)
@@ -351,6 +355,11 @@ class DETR(nn.Module):
         self.query_embed = nn.Embedding(config.num_queries, config.d_model)
         self.class_head = nn.Linear(config.d_model, config.num_classes + 1)  # last logit = no object
         self.box_head = MLP(config.d_model, config.d_model, 4, 3)
+
+    @property
+    def attention_backend(self) -> None:
+        """None: DETR has no deformable attention (its attention is `nn.MultiheadAttention`)."""
+        return None
 
     def set_attention_backend(self, name: str) -> DETR:
         """Accepted for interface parity with `DeformableDETR`; DETR has no deformable attention, so no effect."""

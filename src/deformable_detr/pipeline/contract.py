@@ -33,6 +33,8 @@ class Detector(Protocol):
         checkpoint_info: where the weights came from (`CheckpointInfo`), None for weights built in memory.
         backbone: its image backbone; `backbone.strides` (one stride per returned level) sizes the compiled
             path's shape buckets.
+        attention_backend: the deformable-attention operator backend ("auto", ...); None where the model has no
+            deformable attention (DETR).
         training: nn.Module's train/eval flag.
     """
 
@@ -41,6 +43,7 @@ class Detector(Protocol):
     categories: list[dict[str, Any]]
     checkpoint_info: CheckpointInfo | None
     backbone: torch.nn.Module
+    attention_backend: str | None
     training: bool
 
     def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None) -> dict[str, Any]:

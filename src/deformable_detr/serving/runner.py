@@ -24,21 +24,11 @@ from deformable_detr.serving.config import ServeConfig
 TOP_K = DEFAULT_TOP_K  # the most detections a request may ask for, as the reference PostProcess
 
 
-def _describe_variant(config) -> str:
-    levels = "single-scale" if config.num_feature_levels == 1 else f"multi-scale ({config.num_feature_levels} levels)"
-    parts = [f"{config.backbone}", levels + (" DC5" if config.dilation else "")]
-    if config.with_box_refine:
-        parts.append("iterative box refinement")
-    if config.two_stage:
-        parts.append("two-stage")
-    return ", ".join(parts)
-
-
 class ModelRunner:
     """A detector in eval mode, with the preprocessing and categories it carries.
 
     Args:
-        model: a `DeformableDETR` in eval mode (`model.preprocess`, `model.categories` set), on its device.
+        model: a `Detector` (`DeformableDETR` or `DETR`) in eval mode, on its device.
         amp: run the forward under bfloat16 autocast.
     """
 
@@ -51,12 +41,13 @@ class ModelRunner:
         return next(self.model.parameters()).device
 
     def info(self) -> dict[str, Any]:
-        """What GET /v1/model reports: variant, architecture, categories, preprocessing, device, source."""
+        """What GET /v1/model reports: variant, architecture, categories, preprocessing, device, source
+        (attention_backend None for DETR, which has no deformable attention)."""
         config = self.model.config
         source = self.model.checkpoint_info
         compiled = getattr(self.model, "compiled_inference", None)
         return {
-            "variant": _describe_variant(config),
+            "variant": config.describe(),
             "config": config.to_dict(),
             "num_classes": config.num_classes,
             "categories": self.model.categories,
