@@ -73,13 +73,15 @@ def write_detr_run(folder, seed: int = 0):
     import torch
 
     from deformable_detr.models.detr import DETR
+    from deformable_detr.pipeline.processor import PreprocessConfig
     from deformable_detr.training.checkpoint import save_checkpoint
     from deformable_detr.training.config import TrainConfig
 
     torch.manual_seed(seed)
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(SHAPES)]
     config = TrainConfig(model=tiny_detr_config(num_classes=6), val_size=64, max_size=96)
-    model = DETR(config.model, categories=categories).eval()
+    preprocess = PreprocessConfig(min_size=config.val_size, max_size=config.max_size)  # what the loader derives
+    model = DETR(config.model, preprocess=preprocess, categories=categories).eval()
     with torch.no_grad():
         model.class_head.bias.zero_()
     folder = Path(folder)
