@@ -16,7 +16,8 @@ from deformable_detr.interop.huggingface import transformers_to_ours
 from deformable_detr.interop.official import official_to_ours
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.detr import DETR, DetrConfig
+from deformable_detr.models.detr import DETR
+from deformable_detr.models.detr_config import DetrConfig
 from deformable_detr.registry import (
     ARCHITECTURES,
     architecture_of,

@@ -56,7 +56,7 @@ TINY_DETR = dict(
 
 def tiny_detr_config(**overrides):
     """A tiny trainable `DetrConfig` (BatchNorm trained, nothing frozen); `overrides` replace any field."""
-    from deformable_detr.models.detr import DetrConfig
+    from deformable_detr.models.detr_config import DetrConfig
 
     return DetrConfig(**{**TINY_DETR, **overrides})
 

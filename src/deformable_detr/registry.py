@@ -26,7 +26,8 @@ from deformable_detr.interop.huggingface import transformers_to_ours
 from deformable_detr.interop.official import official_to_ours
 from deformable_detr.models.config import PRESETS, ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.detr import DETR, DETR_PRESETS, DetrConfig
+from deformable_detr.models.detr import DETR
+from deformable_detr.models.detr_config import DETR_PRESETS, DetrConfig
 from deformable_detr.pipeline.contract import Detector
 
 AnyModelConfig = ModelConfig | DetrConfig

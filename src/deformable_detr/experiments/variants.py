@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..models.config import ModelConfig
-from ..models.detr import DetrConfig
+from ..models.detr_config import DetrConfig
 from ..registry import default_loss_config
 from ..training.config import TrainConfig
 
