@@ -124,7 +124,6 @@ def test_no_import_cycle_in_src():
         )
 
 
-@pytest.mark.xfail(strict=False, reason="#21 restructuring in progress")
 def test_no_module_over_400_lines():
     lengths = {module: len(path.read_text().splitlines()) for module, path in module_files().items()}
     too_long = sorted((n, m) for m, n in lengths.items() if n > MAX_LINES)

@@ -56,6 +56,36 @@ TINY_DETR = dict(
 
 def tiny_detr_config(**overrides):
     """A tiny trainable `DetrConfig` (BatchNorm trained, nothing frozen); `overrides` replace any field."""
-    from deformable_detr.models.detr import DetrConfig
+    from deformable_detr.models.detr_config import DetrConfig
 
     return DetrConfig(**{**TINY_DETR, **overrides})
+
+
+SHAPES = ["circle", "square", "triangle", "star", "ring", "cross"]  # the synthetic dataset's names, ids 1..6
+
+
+def write_detr_run(folder, seed: int = 0):
+    """A DETR training run folder as `deformable-detr train` writes it (best.pth: model, TrainConfig, categories,
+    AP, step, epoch; written with a checksum), built by hand from a tiny DETR of 6 classes with seeded random
+    weights; the class biases are zeroed so that scores spread out. Returns (folder, the model in eval mode)."""
+    from pathlib import Path
+
+    import torch
+
+    from deformable_detr.models.detr import DETR
+    from deformable_detr.pipeline.processor import PreprocessConfig
+    from deformable_detr.training.checkpoint import save_checkpoint
+    from deformable_detr.training.config import TrainConfig
+
+    torch.manual_seed(seed)
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(SHAPES)]
+    config = TrainConfig(model=tiny_detr_config(num_classes=6), val_size=64, max_size=96)
+    preprocess = PreprocessConfig(min_size=config.val_size, max_size=config.max_size)  # what the loader derives
+    model = DETR(config.model, preprocess=preprocess, categories=categories).eval()
+    with torch.no_grad():
+        model.class_head.bias.zero_()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model.state_dict(), "config": config.to_dict(), "categories": categories}
+    save_checkpoint(folder / "best.pth", {**payload, "AP": 0.0, "step": 1, "epoch": 1}, keep_previous=False)
+    return folder, model

@@ -5,7 +5,7 @@ import pytest
 from deformable_detr.errors import ConfigError
 from deformable_detr.experiments.variants import VARIANTS, variant_train_config
 from deformable_detr.models.config import ModelConfig
-from deformable_detr.models.detr import DetrConfig
+from deformable_detr.models.detr_config import DetrConfig
 from deformable_detr.training.config import TrainConfig
 
 

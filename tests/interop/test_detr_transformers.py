@@ -25,7 +25,8 @@ import torch
 from hf_reference import _randomize, padded_batch, transformers
 
 from deformable_detr.interop.huggingface_names import backbone_name
-from deformable_detr.models.detr import DETR, DetrConfig
+from deformable_detr.models.detr import DETR
+from deformable_detr.models.detr_config import DetrConfig
 from deformable_detr.training.detr_criterion import DetrCriterion, detr_loss_config
 
 loss_for_object_detection = pytest.importorskip("transformers.loss.loss_for_object_detection")

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from deformable_detr.models.build import build_model, model_config_from_dict, model_preset
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.detr import DETR, DetrConfig, detr_postprocess
+from deformable_detr.models.detr import DETR, detr_postprocess
+from deformable_detr.models.detr_config import DetrConfig
+from deformable_detr.registry import build_model, model_config_from_dict, model_preset
 
 TINY_DETR = dict(
     backbone="resnet18",

@@ -9,7 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from deformable_detr.experiments.scaling import count_flops
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.detector import DeformableDETR
-from deformable_detr.models.detr import DETR, DetrConfig
+from deformable_detr.models.detr import DETR
+from deformable_detr.models.detr_config import DetrConfig
 from deformable_detr.ops import multi_scale_deformable_attention
 from deformable_detr.ops.flops import ms_deform_attn_flops, register_flop_formulas
 

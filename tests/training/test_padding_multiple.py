@@ -10,7 +10,8 @@ import torch
 
 from deformable_detr.data.coco import collate
 from deformable_detr.models import DeformableDETR, ModelConfig
-from deformable_detr.models.detr import DETR, DetrConfig
+from deformable_detr.models.detr import DETR
+from deformable_detr.models.detr_config import DetrConfig
 from deformable_detr.training.dataloaders import padding_multiple
 
 

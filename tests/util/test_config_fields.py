@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from deformable_detr.errors import ConfigError
 from deformable_detr.experiments.convergence import ConvergenceConfig
 from deformable_detr.models.config import ModelConfig
-from deformable_detr.models.detr import DetrConfig
+from deformable_detr.models.detr_config import DetrConfig
 from deformable_detr.pipeline.processor import PreprocessConfig
 from deformable_detr.serving.config import ServeConfig
 from deformable_detr.training.config import TrainConfig

@@ -19,7 +19,7 @@ import sys
 import torch
 
 from deformable_detr.data.coco import collate
-from deformable_detr.models.build import build_model
+from deformable_detr.registry import build_model
 from deformable_detr.training.config import TrainConfig
 from deformable_detr.training.datasets import build_datasets
 from deformable_detr.training.optim import build_optimizer, lr_factor, set_lr

@@ -14,8 +14,8 @@ import sys
 import torch
 
 from deformable_detr.data.coco import collate
-from deformable_detr.models.build import build_model
 from deformable_detr.models.position_encoding import sine_position_encoding
+from deformable_detr.registry import build_model
 from deformable_detr.training import checkpoint
 from deformable_detr.training.config import TrainConfig
 from deformable_detr.training.datasets import build_datasets

@@ -121,11 +121,8 @@ def _train_config(args):
     import dataclasses
 
     from ..errors import ConfigError
-    from ..models.build import model_preset
-    from ..models.detr import DetrConfig
+    from ..registry import architecture_of, default_loss_config, model_preset
     from ..training.config import TrainConfig
-    from ..training.criterion import LossConfig
-    from ..training.detr_criterion import detr_loss_config
 
     if args.resume is not None and args.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pick one")
@@ -177,8 +174,8 @@ def _train_config(args):
         raise ConfigError("--init starts a new run and --resume continues one; give one of them")
     if args.model is not None:
         overrides["model"] = model_preset(args.model)
-        if isinstance(overrides["model"], DetrConfig) != isinstance(config.model, DetrConfig):  # softmax vs focal loss
-            overrides["loss"] = detr_loss_config() if isinstance(overrides["model"], DetrConfig) else LossConfig()
+        if architecture_of(overrides["model"]) != architecture_of(config.model):  # e.g. softmax vs focal loss
+            overrides["loss"] = default_loss_config(overrides["model"])
     if args.lr is not None:
         config = config.with_lr(args.lr)
     return dataclasses.replace(config, **overrides)

@@ -255,7 +255,7 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True, train: boo
 
 def _reference_label(variants: list[tuple[str, TrainConfig]]) -> str:
     """The first DETR variant, else the first model."""
-    from ..models.detr import DetrConfig
+    from ..models.detr_config import DetrConfig
 
     for label, train in variants:
         if isinstance(train.model, DetrConfig):

@@ -14,8 +14,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from ..models.build import AnyModelConfig, build_model
 from ..ops.flops import register_flop_formulas
+from ..registry import AnyModelConfig, build_model
 
 
 def count_flops(model: torch.nn.Module, image_size: int | tuple[int, int], batch: int = 1) -> dict[str, float]:

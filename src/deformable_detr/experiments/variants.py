@@ -16,10 +16,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..models.config import ModelConfig
-from ..models.detr import DetrConfig
+from ..models.detr_config import DetrConfig
+from ..registry import default_loss_config
 from ..training.config import TrainConfig
-from ..training.criterion import LossConfig
-from ..training.detr_criterion import detr_loss_config
 
 
 def _deformable(**fields: Any) -> Callable[[], ModelConfig]:
@@ -56,7 +55,7 @@ def _parse_value(text: str) -> Any:
 def variant_train_config(spec: str, base: TrainConfig) -> tuple[str, TrainConfig]:
     """(label, `base` with the variant's model, its loss family and its lr) for one variant spec.
 
-    A DETR variant gets DETR's loss (`detr_loss_config`) and `DETR_LR_SCALE` times `base`'s learning rates;
+    A DETR variant gets DETR's loss (`registry.default_loss_config`) and `DETR_LR_SCALE` times `base`'s learning rates;
     a Deformable DETR variant keeps `base`'s. `num_classes` is set by training from the data.
     """
     head, *assignments = spec.split(":")
@@ -70,7 +69,7 @@ def variant_train_config(spec: str, base: TrainConfig) -> tuple[str, TrainConfig
         raise ConfigError(f"model variant {name!r} (in {spec!r}) is unknown; choose one of {', '.join(VARIANTS)}")
     model = VARIANTS[name]()
     is_detr = isinstance(model, DetrConfig)
-    loss = detr_loss_config() if is_detr else LossConfig()
+    loss = default_loss_config(model)
     scale = DETR_LR_SCALE if is_detr else 1.0
     optim = dataclasses.replace(base.optim, lr=base.optim.lr * scale, lr_backbone=base.optim.lr_backbone * scale)
     overrides: dict[str, dict[str, Any]] = {"model": {}, "loss": {}, "optim": {}}

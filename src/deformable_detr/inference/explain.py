@@ -19,19 +19,17 @@ pixel under it. Points may fall outside the image (the operator reads zeros ther
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from deformable_detr.errors import ConfigError
-from deformable_detr.models.deformable_attention import recording_sampling
+from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention, recording_sampling
+from deformable_detr.pipeline.contract import Detector
 from deformable_detr.pipeline.decode import ImageInput, to_rgb_image
 from deformable_detr.pipeline.detections import Detections
 from deformable_detr.pipeline.processor import Processor, check_threshold
 from deformable_detr.pipeline.run import DEFAULT_THRESHOLD, check_top_k
-
-if TYPE_CHECKING:
-    from deformable_detr.models.detector import DeformableDETR
 
 
 def _sampling(record: dict[str, torch.Tensor], query: int, width: int, height: int) -> tuple[list[float], list[dict]]:
@@ -71,7 +69,7 @@ def _parse_pixel(pixel: tuple[float, float] | None, width: int, height: int) -> 
 
 @torch.inference_mode()
 def explain(
-    model: DeformableDETR,
+    model: Detector,
     image: ImageInput,
     top_k: int = 5,
     threshold: float = DEFAULT_THRESHOLD,
@@ -81,7 +79,7 @@ def explain(
     """Sampling points and attention weights of the top detections (and optionally of one pixel).
 
     Args:
-        model: the detector (runs on its parameters' device, in eval mode; the mode is restored).
+        model: a Deformable DETR (runs on its parameters' device, in eval mode; the mode is restored).
         image: a path, PIL image, numpy (H, W, 3) uint8 array or (3, H, W) tensor (see `to_rgb_image`).
         top_k: explain at most this many detections, best first (one per query: a query's best class).
         threshold: only detections scoring >= this (the model's `postprocess` applies it).
@@ -90,7 +88,15 @@ def explain(
 
     Returns:
         plain data, see the module docstring.
+
+    Raises:
+        ConfigError: a model without deformable attention (DETR: it has no sampling points to show).
     """
+    if not any(isinstance(module, MultiScaleDeformableAttention) for module in model.modules()):
+        raise ConfigError(
+            f"explain: {type(model).__name__} has no sampling points (no deformable attention: "
+            f"{model.config.describe()}); explain needs a Deformable DETR model"
+        )
     top_k, threshold = check_top_k(top_k), check_threshold(threshold)
     picture = to_rgb_image(image)
     width, height = picture.info.get("original_size", picture.size)

@@ -1,4 +1,5 @@
-"""`deformable_detr.load`: one function that turns any weights people have into a ready `DeformableDETR`.
+"""`deformable_detr.load`: one function that turns any weights people have into a ready detector (a `Detector`:
+`DeformableDETR`, or `DETR` for a DETR training run or save_pretrained folder; `deformable_detr.registry` picks).
 
     model = deformable_detr.load("runs/demo")                        # a training run folder
     model = deformable_detr.load("r50_deformable_detr-checkpoint.pth", device="cuda")
@@ -26,6 +27,7 @@ import torch
 
 from deformable_detr.checkpoint.files import verify_checksum
 from deformable_detr.checkpoint.format import (
+    CONFIG_NAME,
     WEIGHTS_NAME,
     CheckpointInfo,
     hf_model_config,
@@ -37,12 +39,18 @@ from deformable_detr.checkpoint.format import (
 )
 from deformable_detr.checkpoint.safe_load import load_torch_file, read_weights
 from deformable_detr.errors import CheckpointError
-from deformable_detr.interop.huggingface import transformers_to_ours
-from deformable_detr.interop.official import official_to_ours, split_official_checkpoint
-from deformable_detr.models.build import model_class, model_config_from_dict
-from deformable_detr.models.config import ModelConfig
-from deformable_detr.models.detector import DeformableDETR
+from deformable_detr.interop.official import split_official_checkpoint
+from deformable_detr.models.pretrained import read_json
+from deformable_detr.pipeline.contract import Detector
 from deformable_detr.pipeline.processor import PreprocessConfig
+from deformable_detr.registry import (
+    ARCHITECTURES,
+    DEFORMABLE_DETR,
+    AnyModelConfig,
+    architecture_of,
+    model_class,
+    model_config_from_dict,
+)
 from deformable_detr.util.devices import checked_device
 
 logger = logging.getLogger(__name__)
@@ -57,23 +65,24 @@ def load(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
     attention_backend: str | None = None,
-    config: ModelConfig | None = None,
+    config: AnyModelConfig | None = None,
     compile: bool = False,
-) -> DeformableDETR:
-    """Load a Deformable DETR from any supported file or folder, ready for inference.
+) -> Detector:
+    """Load a detector (Deformable DETR or DETR) from any supported file or folder, ready for inference.
 
     Args:
         path: a file or folder in one of the formats above.
         device: where the model runs ("cpu", "cuda", "cuda:1", ...).
         attention_backend: operator backend of every attention layer ("auto", "reference", "cpu", "triton");
             None = "auto". Never read from the file: it is a runtime choice.
-        config: the architecture, for files that do not determine it (bare state dicts); for other formats
-            it replaces what the file says.
+        config: the architecture (`ModelConfig` or `DetrConfig`), for files that do not determine it (bare state
+            dicts); for other formats it replaces what the file says.
         compile: make `model.predict` run through torch.compile (CUDA graphs on a GPU, shape buckets;
             see `deformable_detr.pipeline.compiled.compile_inference`); it compiles lazily, on first use.
 
     Returns:
-        DeformableDETR in eval mode on `device`, with `preprocess`, `categories` and `checkpoint_info` (a
+        the detector the file describes (`DeformableDETR`, or `DETR` for DETR runs and folders; the class
+        `deformable_detr.registry` maps the config to), in eval mode on `device`, with `preprocess`, `categories` and `checkpoint_info` (a
         `CheckpointInfo`: the format found, the file read) set (and `compiled_inference` with `compile`).
 
     Raises:
@@ -99,7 +108,7 @@ def load(
     return model
 
 
-def _load_cpu(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+def _load_cpu(path: str, config: AnyModelConfig | None) -> tuple[Detector, CheckpointInfo]:
     """(model on the CPU, info) for an existing path."""
     if os.path.isdir(path):
         return _load_directory(path, config)
@@ -108,13 +117,14 @@ def _load_cpu(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, Ch
     return _load_torch(path, config)
 
 
-def _load_directory(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+def _load_directory(path: str, config: AnyModelConfig | None) -> tuple[Detector, CheckpointInfo]:
     if hf_model_config(path) is not None:
         return _from_transformers(path, config, "Hugging Face folder")
     if is_pretrained_directory(path):
-        model = DeformableDETR.from_pretrained(path)
+        saved = read_json(os.path.join(path, CONFIG_NAME), model_config_from_dict)  # which class to build
+        model = model_class(saved).from_pretrained(path)
         if config is not None:
-            model = DeformableDETR.from_state_dict(
+            model = model_class(config).from_state_dict(
                 config, model.state_dict(), source=path, preprocess=model.preprocess, categories=model.categories
             )
         return model, CheckpointInfo("pretrained", path, "save_pretrained folder")
@@ -124,10 +134,10 @@ def _load_directory(path: str, config: ModelConfig | None) -> tuple[DeformableDE
     raise CheckpointError(f"{path}: folder holds no recognised weights; {_EXPECTED}")
 
 
-def _from_transformers(path: str, config: ModelConfig | None, what: str) -> tuple[DeformableDETR, CheckpointInfo]:
-    model_config, state_dict = transformers_to_ours(path, config=config)
+def _from_transformers(path: str, config: AnyModelConfig | None, what: str) -> tuple[Detector, CheckpointInfo]:
+    model_config, state_dict = _converter("from_transformers", config, path)(path, config=config)
     hf_config = hf_model_config(path if os.path.isdir(path) else os.path.dirname(path) or ".")
-    model = DeformableDETR.from_state_dict(
+    model = model_class(model_config).from_state_dict(
         model_config,
         state_dict,
         source=path,
@@ -149,7 +159,7 @@ def _hf_categories(hf_config: Mapping[str, Any] | None, num_classes: int) -> lis
     return [{"id": k, "name": names[k]} for k in range(num_classes)]
 
 
-def _load_safetensors(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+def _load_safetensors(path: str, config: AnyModelConfig | None) -> tuple[Detector, CheckpointInfo]:
     directory = os.path.dirname(path) or "."
     if os.path.basename(path) == WEIGHTS_NAME:
         if hf_model_config(directory) is not None:
@@ -159,7 +169,7 @@ def _load_safetensors(path: str, config: ModelConfig | None) -> tuple[Deformable
     return _from_bare_state_dict(read_weights(path), path, config)
 
 
-def _load_torch(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, CheckpointInfo]:
+def _load_torch(path: str, config: AnyModelConfig | None) -> tuple[Detector, CheckpointInfo]:
     obj = load_torch_file(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict; {_EXPECTED}")
@@ -167,8 +177,9 @@ def _load_torch(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, 
     if kind == "training-checkpoint":
         return _from_training_checkpoint(obj, path, config)
     if kind == "official":
-        model_config, state_dict = official_to_ours(obj, config=config, source=path)  # strips a DDP prefix too
-        model = DeformableDETR.from_state_dict(model_config, state_dict, source=path)
+        to_ours = _converter("from_official", config, path)
+        model_config, state_dict = to_ours(obj, config=config, source=path)  # strips a DDP prefix too
+        model = model_class(model_config).from_state_dict(model_config, state_dict, source=path)
         return model, CheckpointInfo("official", path, "official Deformable-DETR checkpoint")
     model_entry = obj.get("model")
     state_dict = model_entry if isinstance(model_entry, Mapping) else obj
@@ -178,8 +189,8 @@ def _load_torch(path: str, config: ModelConfig | None) -> tuple[DeformableDETR, 
 
 
 def _from_training_checkpoint(
-    state: Mapping[str, Any], path: str, config: ModelConfig | None
-) -> tuple[DeformableDETR, CheckpointInfo]:
+    state: Mapping[str, Any], path: str, config: AnyModelConfig | None
+) -> tuple[Detector, CheckpointInfo]:
     """A `deformable-detr train` checkpoint: {"model", "config": TrainConfig dict, "categories"?, "preprocess"?,
     "checksum"?}; a stored checksum is verified, a DDP `module.` prefix on the model's keys removed."""
     state = verify_checksum(dict(state), path)
@@ -222,10 +233,13 @@ def _training_preprocess(state: Mapping[str, Any], train_config: Mapping[str, An
 
 
 def _from_bare_state_dict(
-    state_dict: Mapping[str, Any], path: str, config: ModelConfig | None
-) -> tuple[DeformableDETR, CheckpointInfo]:
+    state_dict: Mapping[str, Any], path: str, config: AnyModelConfig | None
+) -> tuple[Detector, CheckpointInfo]:
     """A state dict with no config beside it: its layout is recognised from the key names; `config` is required."""
     state_dict = strip_ddp_prefix(state_dict)
+    if config is not None and architecture_of(config).name != DEFORMABLE_DETR:  # DETR: our key names, checked strictly
+        model = model_class(config).from_state_dict(config, state_dict, source=path)
+        return model, CheckpointInfo("state-dict", path, "bare state dict with this package's key names")
     layout = key_layout(state_dict)
     if layout is None:
         raise CheckpointError(f"{path}: no Deformable DETR weights recognised (no 'level_embed' key); {_EXPECTED}")
@@ -237,10 +251,23 @@ def _from_bare_state_dict(
             "pass config=ModelConfig(...) describing the model"
         )
     if layout == "official":
-        config, state_dict = official_to_ours(
-            split_official_checkpoint(state_dict, path)[0], config=config, source=path
-        )
+        to_ours = _converter("from_official", config, path)
+        config, state_dict = to_ours(split_official_checkpoint(state_dict, path)[0], config=config, source=path)
     elif layout == "transformers":
-        config, state_dict = transformers_to_ours(state_dict, config=config, source=path)
-    model = DeformableDETR.from_state_dict(config, state_dict, source=path)
+        config, state_dict = _converter("from_transformers", config, path)(state_dict, config=config, source=path)
+    model = model_class(config).from_state_dict(config, state_dict, source=path)
     return model, CheckpointInfo("state-dict", path, f"bare state dict with {names} key names")
+
+
+def _converter(kind: str, config: AnyModelConfig | None, path: str):
+    """The registry's `from_official` / `from_transformers` converter of `config`'s architecture (Deformable DETR's
+    without a config), or a one-line CheckpointError where that architecture has none (DETR)."""
+    architecture = ARCHITECTURES[DEFORMABLE_DETR] if config is None else architecture_of(config)
+    converter = getattr(architecture, kind)
+    if converter is None:
+        source = {"from_official": "an official Deformable-DETR", "from_transformers": "a Hugging Face"}[kind]
+        raise CheckpointError(
+            f"{path}: {source} checkpoint cannot load as {architecture.name!r} (config={type(config).__name__}); "
+            "it holds Deformable DETR weights: pass a ModelConfig or no config"
+        )
+    return converter

@@ -40,12 +40,8 @@ import torch
 from deformable_detr.checkpoint.safe_load import read_weights
 from deformable_detr.errors import CheckpointError
 from deformable_detr.interop.huggingface_names import fill_tied_heads, hf_name, transformers_state_dict_to_official
-from deformable_detr.interop.official import (
-    backbone_from_state_dict,
-    make_model_config,
-    official_state_dict_to_ours,
-    ours_to_official,
-)
+from deformable_detr.interop.official import official_state_dict_to_ours, ours_to_official
+from deformable_detr.interop.official_config import backbone_from_state_dict, make_model_config
 from deformable_detr.models.config import ModelConfig
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

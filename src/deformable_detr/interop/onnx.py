@@ -35,8 +35,8 @@ from torch import nn
 from deformable_detr.checkpoint.files import write_atomic
 from deformable_detr.errors import ConfigError
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
-from deformable_detr.models.detr import ARCHITECTURE as DETR_ARCHITECTURE
 from deformable_detr.models.detr import detr_postprocess
+from deformable_detr.models.detr_config import ARCHITECTURE as DETR_ARCHITECTURE
 from deformable_detr.pipeline.decode import ImageInput, to_rgb_image
 from deformable_detr.pipeline.detections import Detections
 from deformable_detr.pipeline.processor import PreprocessConfig, Processor, check_threshold, postprocess

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deformable_detr.checkpoint.safe_load import load_torch_file
-from deformable_detr.errors import CheckpointError
+from deformable_detr.errors import CheckpointError, ConfigError
 
 # Block type and blocks per stage (layer1..layer4) of each torchvision ResNet: the one table of them.
 RESNETS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -276,3 +276,31 @@ def load_torchvision_weights(body: ResNet, path_or_state_dict: str | os.PathLike
             "pass the matching torchvision resnet file"
         )
     body.load_state_dict(state_dict)
+
+
+def check_backbone(backbone: nn.Module, num_feature_levels: int) -> nn.Module:
+    """`backbone` if it fulfils the backbone contract (above) for a model of `num_feature_levels` levels, else a
+    ConfigError saying what is missing."""
+    name = type(backbone).__name__
+    if not isinstance(backbone, nn.Module):
+        raise ConfigError(
+            f"backbone must be an nn.Module with num_channels, strides and forward(images, padding_mask); got {name}"
+        )
+    for attribute in ("num_channels", "strides"):
+        values = getattr(backbone, attribute, None)
+        if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, int) and v > 0 for v in values):
+            raise ConfigError(
+                f"backbone {name}.{attribute} = {values!r}; it must be a non-empty list of positive ints, "
+                "one per returned feature level"
+            )
+    if len(backbone.num_channels) != len(backbone.strides):
+        raise ConfigError(
+            f"backbone {name} has {len(backbone.num_channels)} num_channels but {len(backbone.strides)} "
+            "strides; give one of each per returned level"
+        )
+    if len(backbone.num_channels) > num_feature_levels:
+        raise ConfigError(
+            f"backbone {name} returns {len(backbone.num_channels)} levels, more than "
+            f"num_feature_levels={num_feature_levels}; raise num_feature_levels or return fewer"
+        )
+    return backbone

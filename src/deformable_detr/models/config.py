@@ -161,6 +161,16 @@ class ModelConfig:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return dataclasses.replace(PRESETS[name](), **overrides)
 
+    def describe(self) -> str:
+        """The variant in words, e.g. "resnet50, multi-scale (4 levels), iterative box refinement, two-stage"."""
+        levels = "single-scale" if self.num_feature_levels == 1 else f"multi-scale ({self.num_feature_levels} levels)"
+        parts = [self.backbone, levels + (" DC5" if self.dilation else "")]
+        if self.with_box_refine:
+            parts.append("iterative box refinement")
+        if self.two_stage:
+            parts.append("two-stage")
+        return ", ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of every field."""
         return config_to_dict(self)

@@ -19,11 +19,12 @@ from torch import nn
 from deformable_detr.checkpoint.format import CheckpointInfo
 from deformable_detr.checkpoint.state_dict import load_state_dict_strict
 from deformable_detr.errors import ConfigError
-from deformable_detr.models.backbone import Backbone, downsample_mask
+from deformable_detr.models.backbone import Backbone, check_backbone, downsample_mask
 from deformable_detr.models.config import ModelConfig
 from deformable_detr.models.decoder import inverse_sigmoid
 from deformable_detr.models.deformable_attention import MultiScaleDeformableAttention
 from deformable_detr.models.input_checks import check_model_input
+from deformable_detr.models.input_projection import input_projections
 from deformable_detr.models.mlp import MLP
 from deformable_detr.models.position_encoding import sine_position_encoding
 from deformable_detr.models.query_selection import self_attention_mask
@@ -33,22 +34,6 @@ from deformable_detr.pipeline.categories import check_categories, default_catego
 from deformable_detr.pipeline.detections import Detections
 from deformable_detr.pipeline.processor import PreprocessConfig, postprocess
 from deformable_detr.pipeline.run import DEFAULT_THRESHOLD, DEFAULT_TOP_K, predict
-
-
-def _input_projections(backbone_channels: list[int], num_levels: int, d_model: int) -> nn.ModuleList:
-    """1x1 conv + GroupNorm(32) per backbone level; each further level a 3x3 stride-2 conv + GroupNorm,
-    the first on the raw last backbone map, the others on the previous projected level."""
-    projections = [nn.Sequential(nn.Conv2d(c, d_model, 1), nn.GroupNorm(32, d_model)) for c in backbone_channels]
-    in_channels = backbone_channels[-1]
-    for _ in range(num_levels - len(backbone_channels)):
-        projections.append(
-            nn.Sequential(nn.Conv2d(in_channels, d_model, 3, stride=2, padding=1), nn.GroupNorm(32, d_model))
-        )
-        in_channels = d_model
-    for projection in projections:  # as the reference code
-        nn.init.xavier_uniform_(projection[0].weight, gain=1)
-        nn.init.constant_(projection[0].bias, 0)
-    return nn.ModuleList(projections)
 
 
 def _resnet_backbone(config: ModelConfig) -> Backbone:
@@ -63,33 +48,6 @@ def _resnet_backbone(config: ModelConfig) -> Backbone:
         train_backbone=config.train_backbone,
         freeze_stem_and_layer1=config.freeze_stem_and_layer1,
     )
-
-
-def _checked_backbone(backbone: nn.Module, config: ModelConfig) -> nn.Module:
-    """`backbone` if it fulfils the backbone contract for `config`, else a ConfigError saying what is missing."""
-    name = type(backbone).__name__
-    if not isinstance(backbone, nn.Module):
-        raise ConfigError(
-            f"backbone must be an nn.Module with num_channels, strides and forward(images, padding_mask); got {name}"
-        )
-    for attribute in ("num_channels", "strides"):
-        values = getattr(backbone, attribute, None)
-        if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, int) and v > 0 for v in values):
-            raise ConfigError(
-                f"backbone {name}.{attribute} = {values!r}; it must be a non-empty list of positive ints, "
-                "one per returned feature level"
-            )
-    if len(backbone.num_channels) != len(backbone.strides):
-        raise ConfigError(
-            f"backbone {name} has {len(backbone.num_channels)} num_channels but {len(backbone.strides)} "
-            "strides; give one of each per returned level"
-        )
-    if len(backbone.num_channels) > config.num_feature_levels:
-        raise ConfigError(
-            f"backbone {name} returns {len(backbone.num_channels)} levels, more than "
-            f"num_feature_levels={config.num_feature_levels}; raise num_feature_levels or return fewer"
-        )
-    return backbone
 
 
 def _layer_outputs(
@@ -116,6 +74,8 @@ class DeformableDETR(nn.Module):
     weights came from (a `CheckpointInfo` set by `deformable_detr.load` and `from_pretrained`; None for weights
     built here or loaded with `from_state_dict`).
     """
+
+    config_class = ModelConfig  # what its config.json holds (`from_pretrained` reads it with this class)
 
     def __init__(
         self,
@@ -144,8 +104,10 @@ class DeformableDETR(nn.Module):
         )
         self.checkpoint_info: CheckpointInfo | None = None  # set by the loaders
         d_model = config.d_model
-        self.backbone = _resnet_backbone(config) if backbone is None else _checked_backbone(backbone, config)
-        self.input_proj = _input_projections(list(self.backbone.num_channels), config.num_feature_levels, d_model)
+        self.backbone = (
+            _resnet_backbone(config) if backbone is None else check_backbone(backbone, config.num_feature_levels)
+        )
+        self.input_proj = input_projections(list(self.backbone.num_channels), config.num_feature_levels, d_model)
         self.transformer = DeformableTransformer(
             d_model,
             n_heads=config.n_heads,

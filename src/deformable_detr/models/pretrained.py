@@ -1,6 +1,6 @@
-"""Save and load our own `DeformableDETR` as a directory (the model's own format; see docs/interop.md).
+"""Save and load our own detectors (`DeformableDETR`, `DETR`) as a directory (the model's own format; see docs/interop.md).
 
-    out/config.json          ModelConfig.to_dict(): the architecture
+    out/config.json          config.to_dict(): the architecture (a DETR config says "architecture": "detr")
     out/model.safetensors    the weights (tensors only: loading cannot run code)
     out/preprocess.json      PreprocessConfig.to_dict(): normalisation and resizing
     out/categories.json      [{"id": int, "name": str}] in label order
@@ -30,7 +30,6 @@ from deformable_detr.checkpoint.format import (
 )
 from deformable_detr.checkpoint.safe_load import read_weights
 from deformable_detr.errors import ConfigError
-from deformable_detr.models.config import ModelConfig
 from deformable_detr.pipeline.categories import check_categories
 from deformable_detr.pipeline.processor import PreprocessConfig
 
@@ -42,7 +41,7 @@ def save_pretrained(model, directory: str | os.PathLike) -> None:
     existing files of the same names are replaced.
 
     Args:
-        model: a `DeformableDETR`.
+        model: a detector (`DeformableDETR` or `DETR`): `config`, `preprocess`, `categories`, `state_dict()`.
         directory: destination folder.
     """
     from safetensors.torch import save_file
@@ -60,15 +59,16 @@ def save_pretrained(model, directory: str | os.PathLike) -> None:
 
 
 def from_pretrained(directory: str | os.PathLike, model_class: type, attention_backend: str | None = None):
-    """Build a `DeformableDETR` from a `save_pretrained` directory (`DeformableDETR.from_pretrained` calls this).
+    """Build a detector from a `save_pretrained` directory (`DeformableDETR/DETR.from_pretrained` call this).
 
     Args:
         directory: holds config.json, model.safetensors and (since they exist) preprocess.json, categories.json.
-        model_class: the class to build (`DeformableDETR`), passed in so that this module imports no model.
+        model_class: the class to build (`DeformableDETR` or `DETR`: its `config_class` reads config.json), passed
+            in so that this module imports no model.
         attention_backend: operator backend for every attention layer; None = "auto".
 
     Returns:
-        DeformableDETR in eval mode on the CPU; its `checkpoint_info` names the folder (format "pretrained").
+        `model_class` in eval mode on the CPU; its `checkpoint_info` names the folder (format "pretrained").
 
     Raises:
         FileNotFoundError: config.json or model.safetensors is missing.
@@ -81,7 +81,7 @@ def from_pretrained(directory: str | os.PathLike, model_class: type, attention_b
     for path in (config_path, weights_path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: not found; pass a directory written by save_pretrained")
-    config = read_json(config_path, ModelConfig.from_dict)
+    config = read_json(config_path, model_class.config_class.from_dict)
     missing = [name for name in (PREPROCESS_NAME, CATEGORIES_NAME) if not os.path.isfile(os.path.join(directory, name))]
     if missing:
         warnings.warn(

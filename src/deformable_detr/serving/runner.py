@@ -7,38 +7,37 @@ event loop, and never on two threads at once.
     per_image = runner.detect([pil_a, pil_b], threshold=[0.5, 0.3], top_k=[100, 10])
     explained = runner.explain(pil_a, top_k=5, threshold=0.5)
 
+    service = BatchedRunner(runner)        # the runner behind the app's dynamic batcher
+    await service.start(config)            # (loads config.checkpoint when no runner was given) ... stop()
+
 Detections are `Detections.to_dict()` items ({"box_xyxy", "label", "name", "score"}), as everywhere else.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
 from deformable_detr.pipeline.run import DEFAULT_THRESHOLD, DEFAULT_TOP_K, predict
+from deformable_detr.serving.batching import DynamicBatcher
 from deformable_detr.serving.config import ServeConfig
 
+logger = logging.getLogger("deformable_detr.serving")
+
 TOP_K = DEFAULT_TOP_K  # the most detections a request may ask for, as the reference PostProcess
-
-
-def _describe_variant(config) -> str:
-    levels = "single-scale" if config.num_feature_levels == 1 else f"multi-scale ({config.num_feature_levels} levels)"
-    parts = [f"{config.backbone}", levels + (" DC5" if config.dilation else "")]
-    if config.with_box_refine:
-        parts.append("iterative box refinement")
-    if config.two_stage:
-        parts.append("two-stage")
-    return ", ".join(parts)
 
 
 class ModelRunner:
     """A detector in eval mode, with the preprocessing and categories it carries.
 
     Args:
-        model: a `DeformableDETR` in eval mode (`model.preprocess`, `model.categories` set), on its device.
+        model: a `Detector` (`DeformableDETR` or `DETR`) in eval mode, on its device.
         amp: run the forward under bfloat16 autocast.
     """
 
@@ -51,12 +50,13 @@ class ModelRunner:
         return next(self.model.parameters()).device
 
     def info(self) -> dict[str, Any]:
-        """What GET /v1/model reports: variant, architecture, categories, preprocessing, device, source."""
+        """What GET /v1/model reports: variant, architecture, categories, preprocessing, device, source
+        (attention_backend None for DETR, which has no deformable attention)."""
         config = self.model.config
         source = self.model.checkpoint_info
         compiled = getattr(self.model, "compiled_inference", None)
         return {
-            "variant": _describe_variant(config),
+            "variant": config.describe(),
             "config": config.to_dict(),
             "num_classes": config.num_classes,
             "categories": self.model.categories,
@@ -141,3 +141,50 @@ def load_runner(config: ServeConfig) -> ModelRunner:
         config.checkpoint, device=config.device, attention_backend=config.attention_backend, compile=config.compile
     )
     return ModelRunner(model, amp=config.amp)
+
+
+class BatchedRunner:
+    """The model runner behind the app's `DynamicBatcher`: started with the app (loading the checkpoint when no
+    runner was given, then a warm-up before the first connection), stopped after the last request.
+
+    Attributes:
+        runner: the `ModelRunner` (or an injected runner with `detect`, `explain`, `info`); None until started.
+        batcher: the `DynamicBatcher` whose batches run `run_batch`; None until started.
+    """
+
+    def __init__(self, runner: ModelRunner | None = None):
+        self.runner = runner
+        self.batcher: DynamicBatcher | None = None
+
+    def run_batch(
+        self, items: list[tuple[Image.Image, float, float, int]]
+    ) -> list[tuple[list[dict], dict[str, float]]]:
+        """items: (image, time queued, threshold, top_k) per request; each keeps its own threshold and top_k."""
+        started = time.perf_counter()
+        images, queued_at, thresholds, top_ks = (list(column) for column in zip(*items))
+        per_image = self.runner.detect(images, threshold=thresholds, top_k=top_ks)
+        model_ms = (time.perf_counter() - started) * 1e3
+        return [
+            (detections, {"queue_ms": (started - queued) * 1e3, "model_ms": model_ms, "batch_size": len(items)})
+            for detections, queued in zip(per_image, queued_at)
+        ]
+
+    async def start(self, config: ServeConfig) -> None:
+        """Load the model if needed, start the batcher, and warm up on the model thread."""
+        if self.runner is None:
+            self.runner = await run_in_threadpool(load_runner, config)
+            logger.info("loaded %s on %s", config.checkpoint, config.device)
+        batcher = DynamicBatcher(self.run_batch, config.max_batch, config.max_wait_ms / 1e3, config.max_queue)
+        await batcher.start()
+        # The first forward loads (or compiles) the attention kernel, and a compiled model compiles its common
+        # shape: pay both here, on the model thread, before uvicorn accepts the first connection.
+        warm_up = getattr(self.runner, "warm_up", None)  # a ModelRunner has it; an injected runner may not
+        if warm_up is None:
+            await batcher.run_exclusive(self.runner.detect, [Image.new("RGB", (64, 64), (128, 128, 128))])
+        elif (summary := await batcher.run_exclusive(warm_up, config.max_batch)) is not None:
+            logging.getLogger("uvicorn.error").info("%s (warm-up before serving)", summary)  # uvicorn's console
+        self.batcher = batcher
+
+    async def stop(self) -> None:
+        """Finish everything already queued, then stop the model thread."""
+        await self.batcher.stop()

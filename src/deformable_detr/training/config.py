@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..models.build import AnyModelConfig, model_config_from_dict
 from ..models.config import ModelConfig
-from ..models.detr import DetrConfig
+from ..models.detr_config import DetrConfig
+from ..registry import AnyModelConfig, model_config_from_dict
 from ..util.config_fields import check_fields
 from .criterion import LossConfig
 from .optim import OptimConfig

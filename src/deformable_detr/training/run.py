@@ -56,7 +56,7 @@ class Run:
 
     config: TrainConfig
     device: torch.device
-    model: nn.Module  # DeformableDETR or DETR (models.build picks it)
+    model: nn.Module  # DeformableDETR or DETR (deformable_detr.registry picks it)
     train_model: nn.Module  # `model`, or its DistributedDataParallel wrapper
     criterion: SetCriterion  # SetCriterion or DetrCriterion (setup.build_criterion picks it)
     optimizer: torch.optim.Optimizer

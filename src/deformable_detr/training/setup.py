@@ -17,19 +17,17 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from .. import registry
 from ..data.coco import DatasetError
-from ..models.build import build_model
-from ..models.detr import DetrConfig
 from ..util import distributed
 from ..util.devices import checked_device
 from ..viz.training_batch import draw_training_batch
 from .callbacks import TrainCallback
 from .checkpoint import prepare_output_dir, remove_temp_files
 from .config import TrainConfig
-from .criterion import SetCriterion
+from .criterion import SetCriterion  # the type of both criteria (DetrCriterion is one)
 from .dataloaders import batches_per_epoch, train_loader
 from .datasets import build_datasets
-from .detr_criterion import DetrCriterion
 from .diagnose import ZeroAPHint
 from .ema import EMACallback
 from .optim import build_optimizer, shortened_warmup
@@ -43,12 +41,10 @@ logger = logging.getLogger(__name__)
 
 
 def build_criterion(config: TrainConfig) -> SetCriterion:
-    """The loss that fits `config.model`, and the one place that picks it: `DetrCriterion` for a `DetrConfig`
-    (softmax classifier, no denoising), else Deformable DETR's `SetCriterion`, which makes the denoising queries
-    that a model built with `denoising` takes. The loop asks the criterion, never the model config."""
-    if isinstance(config.model, DetrConfig):
-        return DetrCriterion.from_config(config.model.num_classes, config.loss)
-    return SetCriterion.from_config(config.model.num_classes, config.loss, denoising=config.model.denoising)
+    """The loss that fits `config.model` with `config.loss`'s weights, as `deformable_detr.registry` picks it:
+    `DetrCriterion` for a `DetrConfig`, else Deformable DETR's `SetCriterion` (which makes the denoising queries
+    that a model built with `denoising` takes). The loop asks the criterion, never the model config."""
+    return registry.build_criterion(config.model, config.loss)
 
 
 def setup(
@@ -88,7 +84,7 @@ def setup(
         config = init_model_config(config, train_set.num_classes, init_source)
 
     torch.manual_seed(config.seed)
-    model = build_model(config.model)  # DeformableDETR or DETR; the criterion below fits it
+    model = registry.build_model(config.model)  # DeformableDETR or DETR; the criterion below fits it
     if not resume:
         for line in prepare_model(model, config, train_set.categories, init_source):
             logger.info("%s", line)
