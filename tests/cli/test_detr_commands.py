@@ -82,9 +82,10 @@ def test_explain_refuses_detr_in_one_line(detr_run, images, tmp_path, capsys, on
 
 def test_export_onnx_verifies(detr_run, tmp_path, capsys, one_thread):
     pytest.importorskip("onnxruntime")
-    status, out, err = _run(["export", "onnx", "--checkpoint", detr_run[0], "--out", tmp_path / "detr.onnx",
+    status, out, err = _run(["export", "onnx", "--checkpoint", detr_run[0], "--out", tmp_path / "exported",
                              "--dynamic", "--verify"], capsys)  # fmt: skip
     assert status == 0, err
+    assert (tmp_path / "exported" / "model.onnx").is_file()
     rows = [line for line in out.splitlines() if line.startswith("verify")]
     assert len(rows) == 2  # two image sizes with --dynamic
     for row in rows:
