@@ -107,6 +107,7 @@ def test_model_health_metrics_openapi_and_page(server_url):
     info = httpx.get(server_url + "/v1/model").json()
     assert info["categories"] == CATEGORIES and info["preprocess"] == PREPROCESS.to_dict()
     assert "two-stage" in info["variant"] and info["num_classes"] == 6
+    assert info["batch_size"] == 8  # ServeConfig.batch_size, the `serve --batch-size` default
     health = httpx.get(server_url + "/health").json()
     assert health["model_loaded"] is True and health["queue_depth"] == 0
     metrics = httpx.get(server_url + "/metrics")
@@ -172,6 +173,9 @@ def test_bad_inputs_get_one_line_answers_and_the_server_keeps_serving(server_url
     assert_one_line_error(post(server_url, "/v1/detect", good, threshold="nan"), 422, "finite number")
     assert_one_line_error(post(server_url, "/v1/explain", good, top_k=0), 422, "top_k")
     assert_one_line_error(post(server_url, "/v1/detect", None, threshold=0.5), 422, "image")
+    for path in ("/v1/detect", "/v1/explain"):  # a query string would be ignored silently: refused, naming it
+        response = post(server_url + "", path + "?threshold=0.14&top_k=3", good)
+        assert_one_line_error(response, 422, "query parameters", "threshold, top_k", "form fields")
     assert_one_line_error(
         httpx.post(server_url + "/v1/detect", content=b"{}", headers={"content-type": "application/json"}), 422, "image"
     )
@@ -237,7 +241,7 @@ def test_a_compiled_model_compiles_before_serving_and_answers_as_eager(runner, m
     # 32 px buckets: the 480x640 photo resized to 96x128 fills its bucket, so these two-stage outputs need
     # no padding (tests/models/test_compiled.py checks padded buckets)
     model = compiled.compile_inference(tiny_model(), bucket_px=32)
-    with running_server(ModelRunner(model), max_batch=4) as (url, _):
+    with running_server(ModelRunner(model), batch_size=4) as (url, _):
         assert [(r["image_bucket"], r["batch"]) for r in model.compiled_inference.compiles] == [
             ([96, 128], "1"),
             ([96, 128], ">=2"),

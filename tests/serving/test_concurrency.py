@@ -23,7 +23,7 @@ def test_64_requests_at_concurrency_8_match_sequential_ones_and_form_batches(run
     # Eight images: five of one size (they can share a forward) and three of other sizes.
     sizes = [(120, 90)] * 5 + [(90, 120), (64, 64), (200, 50)]
     images = [encode(scene(w, h, seed=i), "PNG") for i, (w, h) in enumerate(sizes)]
-    with running_server(runner, max_batch=8, max_wait_ms=50) as (url, _):
+    with running_server(runner, batch_size=8, max_wait_ms=50) as (url, _):
         sequential = [detect(url, data).json()["detections"] for data in images]
         before = httpx.get(url + "/health").json()
         assert set(before["batch_sizes"]) <= {"1"}  # one at a time so far (plus the warm-up)
@@ -57,7 +57,7 @@ def test_64_requests_at_concurrency_8_match_sequential_ones_and_form_batches(run
 def test_a_full_queue_answers_503_with_retry_after_and_recovers(runner):
     held = HeldRunner(runner)
     data = encode(scene(64, 48), "PNG")
-    with running_server(held, max_batch=1, max_wait_ms=0, max_queue=2) as (url, _), ThreadPoolExecutor(3) as pool:
+    with running_server(held, batch_size=1, max_wait_ms=0, max_queue=2) as (url, _), ThreadPoolExecutor(3) as pool:
         held.release.clear()
         first = pool.submit(detect, url, data)
         wait_for(url, "running", 1)

@@ -52,7 +52,7 @@ def test_each_listed_response_is_really_given(runner):
         415: (("notes.txt", b"just text"), {}),
         422: (("ok.png", good), {"threshold": 5, "pixel_x": 1}),
     }
-    with running_server(held, api_key="s3cret", max_upload_mb=1.0, max_batch=1, max_queue=1) as (url, _):
+    with running_server(held, api_key="s3cret", max_upload_mb=1.0, batch_size=1, max_queue=1) as (url, _):
         seen: dict[tuple[str, str], set[int]] = {op: set() for op in DOCUMENTED}
 
         def call(method: str, path: str, headers: dict = key, **kwargs) -> httpx.Response:

@@ -82,7 +82,7 @@ def _serve(args) -> int:
         amp=args.amp,
         compile=args.compile,
         attention_backend=args.attention_backend,
-        max_batch=args.batch_size,
+        batch_size=args.batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         max_upload_mb=args.max_upload_mb,

@@ -1,7 +1,7 @@
 """`deformable-detr serve`: the detector behind an HTTP API with dynamic batching, and a web page.
 
     from deformable_detr.serving import ServeConfig, create_app
-    app = create_app(ServeConfig(checkpoint="run/best.pth", max_batch=8))   # an ASGI app for uvicorn
+    app = create_app(ServeConfig(checkpoint="run/best.pth", batch_size=8))   # an ASGI app for uvicorn
 
 `config.py` (settings), `runner.py` (the model side, and `BatchedRunner`: the model behind the batcher),
 `batching.py` (gathering requests into batches on one model thread), `routes.py` (endpoints, request fields,

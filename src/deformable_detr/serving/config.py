@@ -27,7 +27,7 @@ class ServeConfig:
     compile: run the forward through torch.compile (CUDA graphs on a GPU; `deformable_detr.pipeline.compiled`),
         compiled for the common image shape at start-up, before the server accepts requests.
     attention_backend: the operator backend ("auto", "reference", "cpu", "triton"); None = the model's.
-    max_batch: at most this many images per forward. max_wait_ms: how long the first request of a batch
+    batch_size: at most this many images per forward (`serve --batch-size`). max_wait_ms: how long the first request of a batch
         waits for others (0 = run whatever is queued at once).
     max_queue: requests waiting for the model; one more is answered 503 with Retry-After.
     max_upload_mb: request bodies above this are answered 413.
@@ -41,7 +41,7 @@ class ServeConfig:
     amp: bool = False
     compile: bool = False
     attention_backend: str | None = None
-    max_batch: int = 8
+    batch_size: int = 8
     max_wait_ms: float = 10.0
     max_queue: int = 64
     max_upload_mb: float = 20.0
@@ -50,8 +50,8 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.max_batch < 1:
-            raise ConfigError(f"max_batch (serve --batch-size) must be >= 1, got {self.max_batch}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size (serve --batch-size) must be >= 1, got {self.batch_size}")
         if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= 10_000):
             raise ConfigError(f"max_wait_ms (--max-wait-ms) must be in [0, 10000], got {self.max_wait_ms}")
         if self.max_queue < 1:

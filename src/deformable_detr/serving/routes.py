@@ -102,6 +102,12 @@ def api_router(config: ServeConfig, service: BatchedRunner) -> APIRouter:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
+    async def form_fields_only(request: Request) -> None:
+        """Fields come as form fields; a query string would be ignored, so it is refused (422) instead."""
+        if request.query_params:
+            names = ", ".join(sorted(set(request.query_params.keys())))
+            raise HTTPException(422, f"query parameters are not read ({names}); send them as multipart form fields")
+
     async def read_image(image: UploadFile) -> tuple[Image.Image, float]:
         started = time.perf_counter()
         data = await image.read()
@@ -114,9 +120,14 @@ def api_router(config: ServeConfig, service: BatchedRunner) -> APIRouter:
 
     @router.get("/model", summary="The loaded model: variant, categories, preprocessing")
     async def model_info() -> dict[str, Any]:
-        return {**service.runner.info(), "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms}
+        return {**service.runner.info(), "batch_size": config.batch_size, "max_wait_ms": config.max_wait_ms}
 
-    @router.post("/detect", summary="Detect objects in one uploaded image", responses=UPLOAD_RESPONSES)
+    @router.post(
+        "/detect",
+        summary="Detect objects in one uploaded image",
+        responses=UPLOAD_RESPONSES,
+        dependencies=[Depends(form_fields_only)],
+    )
     async def detect(
         image: ImageField, threshold: Threshold = DEFAULT_THRESHOLD, top_k: TopK = TOP_K
     ) -> dict[str, Any]:
@@ -131,6 +142,7 @@ def api_router(config: ServeConfig, service: BatchedRunner) -> APIRouter:
         summary="Where the model looked: sampling points and attention weights of the top "
         "detections (last decoder layer), in the image's pixels",
         responses=UPLOAD_RESPONSES,
+        dependencies=[Depends(form_fields_only)],
     )
     async def explain(
         image: ImageField,
@@ -170,7 +182,7 @@ def add_service_routes(app: FastAPI, config: ServeConfig, service: BatchedRunner
             "batches_formed": batcher.batches_formed if batcher else 0,
             "images_done": batcher.items_done if batcher else 0,
             "batch_sizes": {str(k): v for k, v in sorted(batcher.batch_sizes.items())} if batcher else {},
-            "max_batch": config.max_batch,
+            "batch_size": config.batch_size,
             "max_queue": config.max_queue,
         }
 
@@ -181,7 +193,7 @@ def add_service_routes(app: FastAPI, config: ServeConfig, service: BatchedRunner
             dict(batcher.batch_sizes) if batcher else {},
             batcher.queue_depth if batcher else 0,
             batcher.batches_formed if batcher else 0,
-            config.max_batch,
+            config.batch_size,
         )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 

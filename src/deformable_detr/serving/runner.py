@@ -68,10 +68,10 @@ class ModelRunner:
             "source": {"format": source.format, "description": source.description} if source else None,
         }
 
-    def warm_up(self, max_batch: int) -> str | None:
+    def warm_up(self, batch_size: int) -> str | None:
         """Pay the one-time costs before the first request: one forward of a small image (it loads or builds
         the attention kernel) or, for a compiled model, compiling (and recording CUDA graphs for) the common
-        image shape at batch 1 and, with max_batch > 1, batch 2 (one compile serves every batch >= 2).
+        image shape at batch 1 and, with batch_size > 1, batch 2 (one compile serves every batch >= 2).
 
         Returns:
             the compiled model's one-line summary (shapes and seconds), or None for an eager model.
@@ -80,7 +80,7 @@ class ModelRunner:
         if compiled is None:
             self.detect([Image.new("RGB", (64, 64), (128, 128, 128))])
             return None
-        compiled.warm_up(batch_sizes=(1, 2) if max_batch > 1 else (1,), amp=self.amp)
+        compiled.warm_up(batch_sizes=(1, 2) if batch_size > 1 else (1,), amp=self.amp)
         return compiled.summary()
 
     def detect(
@@ -174,14 +174,14 @@ class BatchedRunner:
         if self.runner is None:
             self.runner = await run_in_threadpool(load_runner, config)
             logger.info("loaded %s on %s", config.checkpoint, config.device)
-        batcher = DynamicBatcher(self.run_batch, config.max_batch, config.max_wait_ms / 1e3, config.max_queue)
+        batcher = DynamicBatcher(self.run_batch, config.batch_size, config.max_wait_ms / 1e3, config.max_queue)
         await batcher.start()
         # The first forward loads (or compiles) the attention kernel, and a compiled model compiles its common
         # shape: pay both here, on the model thread, before uvicorn accepts the first connection.
         warm_up = getattr(self.runner, "warm_up", None)  # a ModelRunner has it; an injected runner may not
         if warm_up is None:
             await batcher.run_exclusive(self.runner.detect, [Image.new("RGB", (64, 64), (128, 128, 128))])
-        elif (summary := await batcher.run_exclusive(warm_up, config.max_batch)) is not None:
+        elif (summary := await batcher.run_exclusive(warm_up, config.batch_size)) is not None:
             logging.getLogger("uvicorn.error").info("%s (warm-up before serving)", summary)  # uvicorn's console
         self.batcher = batcher
 
