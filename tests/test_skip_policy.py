@@ -51,6 +51,7 @@ def _run(folder: Path, allow: bool) -> subprocess.CompletedProcess:
 
 def test_a_skip_other_than_gpu_fails_the_run_unless_allowed(tmp_path):
     shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
+    shutil.copy(Path(__file__).with_name("tiny_models.py"), tmp_path / "tiny_models.py")  # conftest's fixtures use it
     (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --strict-markers\nmarkers =\n    gpu: needs CUDA\n")
     (tmp_path / "test_samples.py").write_text(SAMPLES)
 

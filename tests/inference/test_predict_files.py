@@ -14,7 +14,10 @@ from deformable_detr.inference.predict_files import predict_files
 
 
 def _run(capsys, *argv):
-    status = main([str(a) for a in argv])
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as usage_error:  # argparse refuses a malformed option (exit 2) before anything loads
+        status = usage_error.code
     out, err = capsys.readouterr()
     return status, out, err
 
