@@ -36,11 +36,17 @@ def _kill_on_call(owner, name: str, n: int, before=None) -> None:
     setattr(owner, name, wrapper)
 
 
-def _write_half(obj, f, *args, **kwargs) -> None:
+def _write_half(obj, destination, *args, **kwargs) -> None:
+    """Write half of what torch.save would write to `destination` (a path or an open binary file)."""
     buffer = io.BytesIO()
     torch.serialization.save(obj, buffer)
-    f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-    f.flush()
+    half = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+    if isinstance(destination, (str, os.PathLike)):
+        with open(destination, "wb") as f:
+            f.write(half)
+    else:
+        destination.write(half)
+        destination.flush()
 
 
 def main(config_path: str, mode: str, n: str, *flags: str) -> None:
