@@ -223,3 +223,33 @@ def test_onnx_detections_refuses_a_batch_in_one_line():
     model = tiny_model("single-scale")
     with pytest.raises(ConfigError, match=r"expected one image's \(Lq, K\) and \(Lq, 4\); pass logits\[0\]"):
         onnx_detections(np.zeros((1, 8, 3), np.float32), np.zeros((1, 8, 4), np.float32), (10, 10), model)
+
+
+@pytest.fixture(scope="module")
+def exported_fixed(tmp_path_factory):
+    """The tiny multi-scale model exported without --dynamic: images fixed to 1x3x96x128 (a 4:3 landscape photo)."""
+    folder = tmp_path_factory.mktemp("recipe-fixed")
+    model = tiny_model("multi-scale")
+    export_onnx(model, folder / "exported" / "model.onnx", height=96, width=128)
+    return model, folder
+
+
+def test_readme_recipe_on_a_fixed_graph_equals_predict_at_its_size(exported_fixed, tmp_path, monkeypatch, capsys):
+    model, folder = exported_fixed
+    photo = tmp_path / "landscape.png"
+    _photo(200, 150, seed=3).save(photo)  # short side 150 -> 96, long side 200 * 96 / 150 = 128: the graph's size
+    _assert_recipe_matches_predict(model, folder, photo, monkeypatch, capsys)
+
+
+def test_readme_recipe_on_a_fixed_graph_refuses_another_size_in_one_line(exported_fixed, tmp_path, monkeypatch, capsys):
+    # Padding 96x144 up to 96x128 cannot work, and padding a smaller image moves its logits (by ~0.27 in this tiny
+    # model: the backbone sees the padding), so onnx_inputs refuses rather than onnxruntime's INVALID_ARGUMENT.
+    model, folder = exported_fixed
+    photo = tmp_path / "portrait.png"
+    _photo(100, 150, seed=4).save(photo)  # displayed 100 wide x 150 tall -> 144x96
+    message = (
+        "the ONNX graph is fixed to images 1x3x96x128 but this image resizes to 1x3x144x96; "
+        "export it with `deformable-detr export onnx --dynamic` to run any image size"
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _run_recipe(folder, photo, monkeypatch, capsys)

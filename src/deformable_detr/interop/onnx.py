@@ -8,7 +8,8 @@ The graph holds standard ONNX ops only: the deformable-attention operator is exp
 traced with the TorchScript-based exporter, whose traced sizes stay symbolic: with `dynamic=True`
 batch, height and width are free (two-stage's top-k included). The exported model is the eval()
 forward: no dropout and no training-only branch. The file's metadata carries the preprocessing
-(`preprocess`: mean, std, min_size, max_size as JSON), the `categories` and the `model_config`.
+(`preprocess`: mean, std, min_size, max_size as JSON), the `categories`, the `model_config` and the
+`input_shape` (the fixed (B, 3, H, W) of `images`, or null with `dynamic=True`).
 
 Running the file gives `predict`'s detections with the package's own pre- and postprocessing:
 
@@ -90,11 +91,13 @@ def _example_inputs(
     return images, padding_mask
 
 
-def _metadata(model: nn.Module) -> dict[str, str]:
+def _metadata(model: nn.Module, input_shape: list[int] | None) -> dict[str, str]:
+    """The file's metadata; `input_shape` is the fixed (B, 3, H, W) of `images`, None (null) when dynamic."""
     return {
         "preprocess": json.dumps(model.preprocess.to_dict()),
         "categories": json.dumps(list(model.categories)),
         "model_config": json.dumps(model.config.to_dict()),
+        "input_shape": json.dumps(input_shape),
         "producer": "deformable-detr",
     }
 
@@ -174,7 +177,8 @@ def export_onnx(
                 do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
-        for key, value in _metadata(model).items():
+        fixed_shape = None if dynamic else [batch_size, 3, height, width]
+        for key, value in _metadata(model, fixed_shape).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
@@ -285,11 +289,29 @@ def onnx_inputs(
         images: (1, 3, h, w) float32, normalized, with (h, w) = `resized_size` of the displayed image;
         image_size: (height, width) of the image as given (the displayed file's pixels), which
             `onnx_detections` maps the boxes to.
+
+    Raises:
+        ConfigError: the metadata says the graph is fixed (exported without `dynamic`) to another shape than
+            (1, 3, h, w). Padding the image up to it would not give `predict`'s detections (the backbone's
+            features near the padding change), so this refuses instead of padding or resizing.
     """
     picture = to_rgb_image(image)
     images = Processor(_preprocess_config(source)).preprocess(picture)[None].numpy()  # (1, 3, h, w)
     width, height = picture.info.get("original_size", picture.size)  # a side over 10k px was downscaled on decode
+    _check_fixed_shape(source, images.shape)
     return images, (height, width)
+
+
+def _check_fixed_shape(source: nn.Module | PreprocessConfig | Mapping[str, Any], shape: tuple[int, ...]) -> None:
+    """Refuse `images` of `shape` (1, 3, h, w) for a graph whose metadata fixes another input shape."""
+    if isinstance(source, (nn.Module, PreprocessConfig)) or source.get("input_shape") is None:
+        return  # a model, a dynamic graph, or a file written before `input_shape` was stored
+    fixed = tuple(_metadata_entry(source, "input_shape") or ())
+    if fixed and fixed != tuple(shape):
+        raise ConfigError(
+            f"the ONNX graph is fixed to images {'x'.join(map(str, fixed))} but this image resizes to "
+            f"{'x'.join(map(str, shape))}; export it with `deformable-detr export onnx --dynamic` to run any image size"
+        )
 
 
 def onnx_detections(
