@@ -175,3 +175,30 @@ def test_predict_out_naming_an_input_file_says_it_is_a_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"error: --out {photo}: exists and is not a folder; choose a folder path\n"
     assert (tmp_path / "photo.jpg").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "{image}", "--checkpoint", "{missing}", "--out", "{tmp}/out"],
+        ["explain", "{image}", "--checkpoint", "{missing}", "--out", "{tmp}/out"],
+        ["eval", "--checkpoint", "{missing}", "--data", "{tmp}", "--out", "{tmp}/out"],
+        ["export", "onnx", "--checkpoint", "{missing}", "--out", "{tmp}/out"],
+        ["serve", "--checkpoint", "{missing}"],
+    ],
+    ids=lambda argv: " ".join(word for word in argv if not word.startswith(("{", "-"))),
+)
+def test_a_missing_checkpoint_is_the_loaders_line_on_every_command(tmp_path, capsys, argv):
+    """Every command that loads a model prints `deformable_detr.load`'s own line for a missing --checkpoint (serve
+    said '--checkpoint X: not found; pass a checkpoint file or model folder')."""
+    from deformable_detr import cli
+    from deformable_detr.inference.load import load
+
+    (tmp_path / "photo.jpg").write_bytes(b"not read")
+    missing = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError) as raised:
+        load(missing)
+    values = {"image": str(tmp_path / "photo.jpg"), "missing": str(missing), "tmp": str(tmp_path)}
+    assert cli.main([word.format(**values) for word in argv]) == 2
+    assert capsys.readouterr().err == f"error: {raised.value}\n"
+    assert str(raised.value).startswith(f"{missing}: no such file or folder; expected a training checkpoint")

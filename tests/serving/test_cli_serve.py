@@ -88,7 +88,7 @@ def test_serve_answers_like_model_predict_and_stops_cleanly_on_sigterm(checkpoin
 @pytest.mark.parametrize(
     "arguments, words",
     [
-        (["--checkpoint", "does/not/exist"], "not found"),
+        (["--checkpoint", "does/not/exist"], "does/not/exist: no such file or folder; expected a training checkpoint"),
         (["--checkpoint", "{checkpoint}", "--batch-size", "0"], "argument --batch-size: 0 must be >= 1"),
         (["--checkpoint", "{checkpoint}", "--max-wait-ms", "nan"], "max_wait_ms"),
         (["--checkpoint", "{checkpoint}", "--workers", "0"], "--workers"),

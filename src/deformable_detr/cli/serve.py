@@ -62,6 +62,7 @@ def register(subparsers) -> None:
 
 def _serve(args) -> int:
     from ..errors import ConfigError
+    from ..inference.load import check_exists
     from ..serving.config import ServeConfig
     from ..serving.runner import load_runner
     from ..serving.server import run_server
@@ -74,8 +75,7 @@ def _serve(args) -> int:
 
     if not 1 <= args.port <= 65535 or args.workers < 1:
         raise ConfigError(f"--port must be 1..65535 and --workers >= 1, got {args.port} and {args.workers}")
-    if not args.checkpoint.exists():
-        raise ConfigError(f"--checkpoint {args.checkpoint}: not found; pass a checkpoint file or model folder")
+    check_exists(args.checkpoint)  # the loader's own line, before the port check and the load
     config = ServeConfig(
         checkpoint=str(args.checkpoint),
         device=args.device,

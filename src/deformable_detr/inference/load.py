@@ -61,6 +61,18 @@ _EXPECTED = (
 )
 
 
+def check_exists(path: str | os.PathLike) -> str:
+    """`path` as a str if it exists; else the FileNotFoundError `load` raises (for commands that check up front).
+
+    Raises:
+        FileNotFoundError: one line naming `path` and the formats `load` reads.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or folder; {_EXPECTED}")
+    return path
+
+
 def load(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
@@ -92,9 +104,7 @@ def load(
         FileNotFoundError: `path` does not exist.
     """
     device = checked_device(device)
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file or folder; {_EXPECTED}")
+    path = check_exists(path)
     model, info = _load_cpu(path, config)
     if attention_backend is not None:
         model.set_attention_backend(attention_backend)
