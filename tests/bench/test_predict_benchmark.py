@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -109,7 +110,17 @@ def test_default_methods_are_those_that_run_on_the_device():
 def test_onnx_sampling_bytes_counts_every_gathered_corner():
     # 800 x 1066 input: levels 100x134, 50x67, 25x34, 13x17 = 17,821 tokens; 8 heads of 32 channels,
     # 4 levels x 4 points x 4 corners each, float32
-    config = ModelConfig()
-    assert onnx_sampling_bytes(config, 1, 800, 1066) == 17_821 * 8 * (4 * 4 * 4) * 32 * 4
-    assert onnx_sampling_bytes(config, 8, 800, 1066) == 8 * onnx_sampling_bytes(config, 1, 800, 1066)
-    assert 9.0e9 < onnx_sampling_bytes(config, 8, 800, 1066) < 9.5e9
+    model = SimpleNamespace(config=ModelConfig(), attention_backend="auto")  # the default model's Detector members
+    assert onnx_sampling_bytes(model, 1, 800, 1066) == 17_821 * 8 * (4 * 4 * 4) * 32 * 4
+    assert onnx_sampling_bytes(model, 8, 800, 1066) == 8 * onnx_sampling_bytes(model, 1, 800, 1066)
+    assert 9.0e9 < onnx_sampling_bytes(model, 8, 800, 1066) < 9.5e9
+
+
+def test_onnx_sampling_bytes_of_a_detr_run_is_zero(tmp_path):
+    """A DETR has no deformable attention, so its export gathers no corners (it read config.num_feature_levels,
+    which DetrConfig has not, and crashed)."""
+    from deformable_detr.inference.load import load
+    from tiny_models import write_detr_run
+
+    folder, _ = write_detr_run(tmp_path / "run")
+    assert onnx_sampling_bytes(load(folder), 8, 800, 1066) == 0

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..pipeline.contract import Detector
 from ..util.timer import time_once
 from .harness import header, interleaved_times, summarize
 from .hf_reference import random_hf_model
@@ -63,13 +64,18 @@ def _write_images(directory: Path, count: int, height: int, width: int) -> list[
     return paths
 
 
-def onnx_sampling_bytes(config, batch: int, height: int, width: int) -> int:
+def onnx_sampling_bytes(model: Detector, batch: int, height: int, width: int) -> int:
     """Bytes of the largest tensor the exported gather-form sampling builds in one encoder layer.
 
     The gathered corners, (B * M * Lq, L * P * 4, D) float32 with Lq the encoder's tokens, for the
     multi-scale model of this benchmark (levels at strides 8, 16, 32, 64 of a `height` x `width` input).
     onnxruntime holds about three times this at its peak (the 800 px batch-8 run was killed at 24 GB).
+    0 for a detector without deformable attention (the contract's `attention_backend` is None: DETR),
+    whose export has no gather-form sampling.
     """
+    if model.attention_backend is None:
+        return 0
+    config = model.config
     levels, heads, points = config.num_feature_levels, config.n_heads, config.enc_n_points
     strides = [2 ** (3 + level) for level in range(levels)]
     tokens = sum(math.ceil(height / stride) * math.ceil(width / stride) for stride in strides)
@@ -173,7 +179,7 @@ def run_predict_benchmark(
             for batch in batch_sizes:
                 cell_runs = dict(runs)
                 if "onnxruntime" in cell_runs:
-                    needed = 3 * onnx_sampling_bytes(models["eager"].config, batch, size, width)
+                    needed = 3 * onnx_sampling_bytes(models["eager"], batch, size, width)
                     available = available_bytes()
                     if available is not None and needed > available:
                         reason = (
