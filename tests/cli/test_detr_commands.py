@@ -63,11 +63,50 @@ def test_predict_and_model_predict(detr_run, images, tmp_path, capsys, one_threa
             assert item["box_xyxy"] == pytest.approx(reference["box_xyxy"], abs=1e-2)
 
 
-def test_eval_checkpoint(detr_run, tiny_dataset, capsys, one_thread):
-    status, out, err = _run(["eval", "--checkpoint", detr_run[0], "--data", tiny_dataset], capsys)
+def _dataset_of_saved_detections(detr_run, images, folder):
+    """images/ + annotations.json whose ground truth is some of the saved model's own detections (ranks 0, 3 and 7
+    of each image, shifted by 0, 1 and 3 px), so that AP lies strictly between 0 and 1 and any change in the
+    detections evaluated shows in it."""
+    _, saved = detr_run
+    (folder / "images").mkdir(parents=True)
+    instances = {"images": [], "annotations": [], "categories": saved.categories}
+    for image_id, path in enumerate(images, start=1):
+        (folder / "images" / path.name).write_bytes(path.read_bytes())
+        width, height = Image.open(path).size
+        instances["images"].append({"id": image_id, "file_name": path.name, "width": width, "height": height})
+        detections = saved.predict(path, threshold=0.0)[0]
+        for rank, shift in ((0, 0.0), (3, 1.0), (7, 3.0)):
+            x0, y0, x1, y1 = (v + shift for v in detections.boxes[rank].tolist())
+            instances["annotations"].append(
+                {
+                    "id": len(instances["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": detections.category_ids[rank],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+    (folder / "annotations.json").write_text(json.dumps(instances))
+    return folder
+
+
+def test_eval_checkpoint_equals_predict_then_eval_predictions(detr_run, images, tmp_path, capsys, one_thread):
+    """The README's claim: `eval --checkpoint` == `predict --threshold 0` + `eval --predictions` on the same images."""
+    pytest.importorskip("pycocotools")
+    data = _dataset_of_saved_detections(detr_run, images, tmp_path / "data")
+    status, _, err = _run(["eval", "--checkpoint", detr_run[0], "--data", data, "--out", tmp_path / "direct"], capsys)
     assert status == 0, err
-    values = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
-    assert 0.0 <= float(values["AP"]) <= 1.0 and 0.0 <= float(values["AR100"]) <= 1.0
+    status, _, err = _run(["predict", data / "images", "--checkpoint", detr_run[0], "--threshold", 0, "--no-draw",
+                           "--out", tmp_path / "predicted"], capsys)  # fmt: skip
+    assert status == 0, err
+    status, _, err = _run(["eval", "--predictions", tmp_path / "predicted" / "detections.json", "--annotations",
+                           data / "annotations.json", "--out", tmp_path / "two_steps"], capsys)  # fmt: skip
+    assert status == 0, err
+    direct = json.loads((tmp_path / "direct" / "metrics.json").read_text())
+    two_steps = json.loads((tmp_path / "two_steps" / "metrics.json").read_text())
+    assert 0.0 < direct["AP"] < 1.0 and 0.0 < direct["AR1"] < 1.0, direct  # the comparison is not 0 == 0
+    assert direct == two_steps
 
 
 def test_explain_refuses_detr_in_one_line(detr_run, images, tmp_path, capsys, one_thread):
