@@ -235,3 +235,22 @@ def test_backbone_breaking_the_contract_is_refused(make_config, edit, message):
     edit(backbone)
     with pytest.raises(ConfigError, match=message):
         DeformableDETR(make_config(), backbone=backbone)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(backbone="resnet152"), "backbone='resnet152' is unknown; choose one of resnet18, resnet34, resnet50, "),
+        (dict(backbone_depths=(1, 0, 1, 1)), r"backbone_depths=\(1, 0, 1, 1\) must be 4 positive ints"),
+        (dict(backbone_base_width=0), r"backbone_base_width=0 must be >= 1 \(64 in torchvision\)"),
+    ],
+)
+def test_both_configs_check_their_resnet_fields_alike(overrides, message):
+    """`ModelConfig` and `DetrConfig` share `check_resnet_fields`: the same line for the same bad field."""
+    from deformable_detr.models.config import ModelConfig
+    from deformable_detr.models.detr_config import DetrConfig
+
+    for config_class in (ModelConfig, DetrConfig):
+        with pytest.raises(ValueError, match=message):
+            config_class(**overrides)
+        assert config_class(backbone_depths=[1, 2, 1, 1]).backbone_depths == (1, 2, 1, 1)  # a JSON list -> tuple

@@ -33,6 +33,23 @@ RESNETS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
 }
 
 
+def check_resnet_fields(config) -> None:
+    """Check a config's ResNet fields (`backbone`, `backbone_depths`, `backbone_base_width`; `ModelConfig` and
+    `DetrConfig` both have them) in its `__post_init__`: a ConfigError naming the field, else `backbone_depths`
+    becomes a tuple."""
+    if config.backbone not in RESNETS:
+        raise ConfigError(f"backbone={config.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
+    if config.backbone_depths is not None:
+        depths = tuple(config.backbone_depths)
+        if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
+            raise ConfigError(
+                f"backbone_depths={config.backbone_depths!r} must be 4 positive ints (blocks of layer1..layer4)"
+            )
+        object.__setattr__(config, "backbone_depths", depths)  # a frozen dataclass: a list from JSON -> tuple
+    if config.backbone_base_width < 1:
+        raise ConfigError(f"backbone_base_width={config.backbone_base_width} must be >= 1 (64 in torchvision)")
+
+
 class FrozenBatchNorm2d(nn.Module):
     """BatchNorm2d with fixed statistics and affine parameters, all four stored as buffers.
 

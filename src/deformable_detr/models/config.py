@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deformable_detr.errors import ConfigError
-from deformable_detr.models.backbone import RESNETS
+from deformable_detr.models.backbone import RESNETS, check_resnet_fields
 from deformable_detr.util.config_fields import check_fields
 
 _RUNTIME_FIELDS = ("attention_backend",)  # saved by older versions; now chosen at load time
@@ -100,17 +100,7 @@ class ModelConfig:
             )
         if self.num_queries_one2many < 0:
             raise ConfigError(f"num_queries_one2many={self.num_queries_one2many} must be >= 0 (0 = no hybrid matching)")
-        if self.backbone not in RESNETS:
-            raise ConfigError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
-        if self.backbone_depths is not None:
-            depths = tuple(self.backbone_depths)
-            if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
-                raise ConfigError(
-                    f"backbone_depths={self.backbone_depths!r} must be 4 positive ints (blocks of layer1..layer4)"
-                )
-            object.__setattr__(self, "backbone_depths", depths)
-        if self.backbone_base_width < 1:
-            raise ConfigError(f"backbone_base_width={self.backbone_base_width} must be >= 1 (64 in torchvision)")
+        check_resnet_fields(self)
         if self.num_feature_levels < 1 or self.num_feature_levels == 2:
             raise ConfigError(
                 f"num_feature_levels={self.num_feature_levels} must be 1 (C5 only) or >= 3 (C3-C5 plus extra levels)"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deformable_detr.errors import ConfigError
-from deformable_detr.models.backbone import RESNETS
+from deformable_detr.models.backbone import RESNETS, check_resnet_fields
 from deformable_detr.models.config import config_from_dict, config_to_dict
 from deformable_detr.util.config_fields import check_fields
 
@@ -54,17 +54,8 @@ class DetrConfig:
         check_fields(self)
         if self.architecture != ARCHITECTURE:
             raise ConfigError(f"DetrConfig.architecture={self.architecture!r} must be {ARCHITECTURE!r}")
-        if self.backbone not in RESNETS:
-            raise ConfigError(f"backbone={self.backbone!r} is unknown; choose one of {', '.join(RESNETS)}")
-        if self.backbone_depths is not None:
-            depths = tuple(self.backbone_depths)
-            if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
-                raise ConfigError(
-                    f"backbone_depths={self.backbone_depths!r} must be 4 positive ints (blocks of layer1..layer4)"
-                )
-            object.__setattr__(self, "backbone_depths", depths)
+        check_resnet_fields(self)
         for name in (
-            "backbone_base_width",
             "d_model",
             "n_heads",
             "num_encoder_layers",
