@@ -24,9 +24,9 @@ from ..util.config_fields import check_fields
 from .criterion import LossConfig
 from .optim import OptimConfig
 
-# demo preset: sized for the slower of the 2-core dev machines. The recipe before (256 px long side, no denoising)
-# ran 950 steps there in 8.8 min (0.56 s/step, bf16, 2 threads); this one costs ~0.7x as much CPU per step
-# (192 px long side: ~0.67x; denoising: ~+8 % at that size), so 1200 steps take ~7.8 min of training there.
+# demo preset: sized for the slower of the 2-core dev machines (Intel Xeon). The recipe before (256 px long side, no
+# denoising) ran 950 steps there in 8.8 min (0.56 s/step, bf16, 2 threads), 9.6 min in all; a step of this one
+# costs 0.79x that at 2 threads (measured on the AMD EPYC), so 1200 steps should take ~8.8 min of training there.
 DEMO_STEPS = 1200
 COCO_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
 
