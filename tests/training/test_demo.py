@@ -54,7 +54,7 @@ def test_demo_on_cuda_trains_there_with_loader_workers(tmp_path):
 
 def test_demo_recipe():
     """The measured recipe (docs/results/faster-training/report.md): denoising, mixed query selection, class loss 4,
-    1200 steps, and images of at most 192 px a side, so that the synthetic shapes' frames (long side 256, short side
+    1100 steps, and images of at most 192 px a side, so that the synthetic shapes' frames (long side 256, short side
     ~200-256, either orientation), cropped or not, pad to one 192 x 192 batch at the model's stride 64, not 256 x 256."""
     import random
 
@@ -67,7 +67,7 @@ def test_demo_recipe():
 
     config = TrainConfig.preset("demo")
     assert (config.model.denoising, config.model.query_selection, config.loss.loss_ce) == (True, "mixed", 4.0)
-    assert (config.max_steps, config.batch_size, config.optim.lr) == (1200, 8, 2e-3)
+    assert (config.max_steps, config.batch_size, config.optim.lr) == (1100, 8, 2e-3)
     transform = make_transforms(
         True, config.train_scales, config.max_size, config.crop_resize, config.crop_size, config.val_size
     )

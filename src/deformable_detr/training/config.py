@@ -26,8 +26,9 @@ from .optim import OptimConfig
 
 # demo preset: sized for the slower of the 2-core dev machines (Intel Xeon). The recipe before (256 px long side, no
 # denoising) ran 950 steps there in 8.8 min (0.56 s/step, bf16, 2 threads), 9.6 min in all; a step of this one
-# costs 0.79x that at 2 threads (measured on the AMD EPYC), so 1200 steps should take ~8.8 min of training there.
-DEMO_STEPS = 1200
+# costs 0.79x that at 2 threads (measured on the AMD EPYC), so 1100 steps should take ~8.1 min of training there
+# (~8.9 min in all). 1100 and 1200 steps gave the same AP within seed noise (docs/results/faster-training).
+DEMO_STEPS = 1100
 COCO_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
 
 
