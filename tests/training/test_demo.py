@@ -52,6 +52,35 @@ def test_demo_on_cuda_trains_there_with_loader_workers(tmp_path):
     assert on_gpu.max_steps == on_cpu.max_steps and on_gpu.batch_size == on_cpu.batch_size  # the same recipe
 
 
+def test_demo_recipe():
+    """The measured recipe (docs/results/faster-training/report.md): denoising, mixed query selection, class loss 4,
+    1100 steps, and images of at most 192 px a side, so that the synthetic shapes' frames (long side 256, short side
+    ~200-256, either orientation), cropped or not, pad to one 192 x 192 batch at the model's stride 64, not 256 x 256."""
+    import random
+
+    import torch
+    from PIL import Image
+
+    from deformable_detr.data.coco import collate
+    from deformable_detr.data.transforms import make_transforms
+    from deformable_detr.training.config import TrainConfig
+
+    config = TrainConfig.preset("demo")
+    assert (config.model.denoising, config.model.query_selection, config.loss.loss_ce) == (True, "mixed", 4.0)
+    assert (config.max_steps, config.batch_size, config.optim.lr) == (1100, 8, 2e-3)
+    transform = make_transforms(
+        True, config.train_scales, config.max_size, config.crop_resize, config.crop_size, config.val_size
+    )
+    target = {"boxes": torch.tensor([[10.0, 10.0, 60.0, 60.0]]), "labels": torch.tensor([0])}
+    random.seed(0)
+    batch = [
+        transform(Image.new("RGB", size), {k: v.clone() for k, v in target.items()})
+        for size in [(256, 200), (200, 256), (256, 256), (256, 223)] * 8
+    ]
+    images, _, _ = collate(batch, size_divisibility=64)
+    assert images.shape[-2:] == (192, 192)
+
+
 def test_demo_device_without_cuda_is_one_line_error(tmp_path, capsys, monkeypatch):
     import torch
 

@@ -14,7 +14,7 @@ left of the budget, and a step that fails or times out does not stop the next on
     predict    bench predict --device cuda at 800 px, batch 1: its default methods there (eager and compiled,
                fp32 and bf16, HF), if this checkout's bench predict has --device
     train      bench train --device cuda: batch 2 x 800x1066, fp32 and bf16, vs HF and the reference figure
-    demo       bench demo --device cuda: the 950-step demo recipe; its AP (or its detections, kept for
+    demo       bench demo --device cuda: the fixed-step demo recipe; its AP (or its detections, kept for
                `deformable-detr eval` where pycocotools is installed)
 
 A step is not started when less than its minimum time is left (it is reported as "not run" with the command

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint.files import write_atomic
+from .demo import CPU_DEMO_METRICS
 
 LOG_TAIL_BYTES = 60_000  # per step in gpu_check.log (the tarball has everything)
 
@@ -102,7 +103,8 @@ def figures(name: str, data: Any) -> str:
             return "; ".join(parts)
         if name == "demo":
             train, metrics = data["train"], data["evaluation"]["metrics"]
-            ap = f"AP {metrics['AP']:.3f} (CPU demo 0.217)" if metrics else "AP pending (pycocotools missing)"
+            cpu_ap = CPU_DEMO_METRICS["AP"]
+            ap = f"AP {metrics['AP']:.3f} (CPU demo {cpu_ap:.3f})" if metrics else "AP pending (pycocotools missing)"
             return f"{train['steps']} steps in {train['train_seconds']:.0f} s ({1e3 * train['s_per_step']:.0f} ms/step); {ap}"
     except (KeyError, TypeError, ValueError, IndexError) as error:
         return f"(figures not read: {type(error).__name__} {error})"

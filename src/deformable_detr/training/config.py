@@ -24,9 +24,11 @@ from ..util.config_fields import check_fields
 from .criterion import LossConfig
 from .optim import OptimConfig
 
-# demo preset: sized for the slower of the 2-core dev machines (Intel Xeon, 0.51 s/step, bf16, 2 threads: ~8.1 min of
-# training, ~9.5 min in all with rendering, the one-time kernel build and evaluation; an AMD EPYC ran 0.29 s/step)
-DEMO_STEPS = 950
+# demo preset: sized for the slower of the 2-core dev machines (Intel Xeon). The recipe before (256 px long side, no
+# denoising) ran 950 steps there in 8.8 min (0.56 s/step, bf16, 2 threads), 9.6 min in all; a step of this one
+# costs 0.79x that at 2 threads (measured on the AMD EPYC), so 1100 steps should take ~8.1 min of training there
+# (~8.9 min in all). 1100 and 1200 steps gave the same AP within seed noise (docs/results/faster-training).
+DEMO_STEPS = 1100
 COCO_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
 
 
@@ -226,13 +228,19 @@ def paper() -> TrainConfig:
 
 def demo() -> TrainConfig:
     """The `make demo` run: a from-scratch small model on the synthetic set, a fixed number of steps
-    (`DEMO_STEPS`, cosine schedule over them) sized to finish within 10 minutes on 2 CPU cores."""
+    (`DEMO_STEPS`, cosine schedule over them) sized to finish within 10 minutes on 2 CPU cores.
+
+    The model trains with denoising and mixed query selection (`ModelConfig.preset("demo")`), the classification
+    loss at twice the paper's weight (4), and images of at most 192 px a side (so batches pad to 192 x 192, not
+    256 x 256): measured in docs/results/faster-training/report.md.
+    """
     return TrainConfig(
         model=ModelConfig.preset("demo"),
+        loss=LossConfig(loss_ce=4.0),
         optim=OptimConfig(lr=2e-3, lr_backbone=2e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.05),
         amp=True,
         train_scales=(192,),
-        max_size=256,
+        max_size=192,
         crop_resize=(160, 192),
         crop_size=(128, 192),
         val_size=192,

@@ -20,7 +20,7 @@ from ..util.config_fields import check_fields
 LINEAR_PROJ_NAMES = ("sampling_offsets", "reference_points")
 SCHEDULES = ("step", "cosine", "linear")
 # A warm-up ends after `warmup_steps` steps or once this fraction of the run is done, whichever comes first, so a
-# run shorter than its warm-up still reaches its lr (the demo's 100 of 950 steps is under the fraction: unchanged).
+# run shorter than its warm-up still reaches its lr (the demo's 100 of 1100 steps is under the fraction: unchanged).
 WARMUP_MAX_FRACTION = 1 / 8
 
 
