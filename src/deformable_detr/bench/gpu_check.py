@@ -21,7 +21,7 @@ A step is not started when less than its minimum time is left (it is reported as
 that runs the rest). Tests run with DDETR_ALLOW_SKIPS=1: a GPU machine may lack optional packages
 (pycocotools, the serve extra); what skipped, and why, is in the summary.
 
-Writes to --out (default $OUT, else benchmarks/results/gpu_check), after every step, so a killed run keeps the
+Writes to --out (default $OUT, else benchmarks/results/gpu_check; with --smoke .cache/gpu_check_smoke), after every step, so a killed run keeps the
 finished ones: gpu_check_summary.json (each step's status and time, the test counts and failures, every
 benchmark's JSON), gpu_check.log (each step's output, the end of it when long) and gpu_check_files.tar.gz
 (benchmarks/results/*_gpu.json, the junit XML files, every step's full log, the demo's detections and ground
@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="steps to run, in this order")
     parser.add_argument("--budget", type=float, help="seconds for all steps (default 360; --smoke 3600)")
-    parser.add_argument("--out", type=Path, help="output folder (default $OUT, else benchmarks/results/gpu_check)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default $OUT, else benchmarks/results/gpu_check; --smoke: .cache/gpu_check_smoke)",
+    )
     parser.add_argument("--jobs", type=int, help="parallel pytest processes in `tests` (default CPUs - 2, at most 12)")
     parser.add_argument("--test-files", nargs="+", help="test files for `tests` (default all; --smoke: two small ones)")
     parser.add_argument("--smoke", action="store_true", help="dry run on the CPU with tiny settings")
@@ -106,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     if not Path("src/deformable_detr").is_dir() or not Path("tests").is_dir():
         parser.error("run from the repository root (it needs src/ and tests/)")
     budget = args.budget or (3600.0 if args.smoke else 360.0)
-    out = args.out or Path(os.environ.get("OUT") or "benchmarks/results/gpu_check")
+    # a dry run's figures are not GPU results: they go under .cache/ (git-ignored), never beside the committed ones
+    default_out = ".cache/gpu_check_smoke" if args.smoke else "benchmarks/results/gpu_check"
+    out = args.out or Path(os.environ.get("OUT") or default_out)
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     check = Check(
         smoke=args.smoke,
