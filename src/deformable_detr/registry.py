@@ -12,7 +12,8 @@ A saved config says its architecture: a `DetrConfig` dict carries `"architecture
 that key is a Deformable DETR `ModelConfig` (every file written before DETR existed has none).
 
 The criteria live in `training/`, whose package imports `TrainConfig`, which reads model configs through
-this module; so the criterion modules are imported inside the two functions that need them, at call time.
+this module; so the criterion modules are imported inside the small builder functions of the entries, at
+call time.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Architecture:
     name: what a saved config's "architecture" says (Deformable DETR's configs say nothing: the default).
     config_class, model_class: its frozen config and its `Detector` nn.Module.
     presets: name -> config factory.
+    default_loss: () -> the `LossConfig` (matcher costs, loss weights) its paper trains with.
+    criterion: (config, loss) -> its criterion module.
     from_official, from_transformers: (checkpoint, config=, source=) -> (config, our state dict), or None
         where no such converter exists (DETR: neither; its HF comparison lives in the tests).
     """
@@ -50,15 +53,50 @@ class Architecture:
     config_class: type
     model_class: type
     presets: Mapping[str, Callable[[], Any]]
+    default_loss: Callable[[], Any]
+    criterion: Callable[[Any, Any], Any]
     from_official: Callable | None
     from_transformers: Callable | None
 
 
+def _focal_loss_config():
+    from deformable_detr.training.criterion import LossConfig
+
+    return LossConfig()
+
+
+def _set_criterion(config: ModelConfig, loss):
+    """Deformable DETR's `SetCriterion`, making the denoising queries a model built with `denoising` takes."""
+    from deformable_detr.training.criterion import SetCriterion
+
+    return SetCriterion.from_config(config.num_classes, loss, denoising=config.denoising)
+
+
+def _detr_loss_config():
+    from deformable_detr.training.detr_criterion import detr_loss_config
+
+    return detr_loss_config()
+
+
+def _detr_criterion(config: DetrConfig, loss):
+    """DETR's `DetrCriterion`: softmax classifier with a no-object class, no denoising."""
+    from deformable_detr.training.detr_criterion import DetrCriterion
+
+    return DetrCriterion.from_config(config.num_classes, loss)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     DEFORMABLE_DETR: Architecture(
-        DEFORMABLE_DETR, ModelConfig, DeformableDETR, PRESETS, official_to_ours, transformers_to_ours
+        DEFORMABLE_DETR,
+        ModelConfig,
+        DeformableDETR,
+        PRESETS,
+        _focal_loss_config,
+        _set_criterion,
+        official_to_ours,
+        transformers_to_ours,
     ),
-    DETR_NAME: Architecture(DETR_NAME, DetrConfig, DETR, DETR_PRESETS, None, None),
+    DETR_NAME: Architecture(DETR_NAME, DetrConfig, DETR, DETR_PRESETS, _detr_loss_config, _detr_criterion, None, None),
 }
 
 
@@ -115,22 +153,13 @@ def build_model(config: AnyModelConfig | Mapping[str, Any], **kwargs: Any) -> De
 
 def default_loss_config(config: AnyModelConfig):
     """The matcher costs and loss weights the paper of `config`'s architecture trains with (a `LossConfig`)."""
-    from deformable_detr.training.criterion import LossConfig
-    from deformable_detr.training.detr_criterion import detr_loss_config
-
-    return detr_loss_config() if architecture_of(config).name == DETR_NAME else LossConfig()
+    return architecture_of(config).default_loss()
 
 
 def build_criterion(config: AnyModelConfig, loss):
-    """The loss that fits a model of `config`: `DetrCriterion` for DETR (softmax classifier, no denoising), else
-    Deformable DETR's `SetCriterion`, which makes the denoising queries a model built with `denoising` takes.
+    """The loss that fits a model of `config` (its architecture's `criterion`: `DetrCriterion` or `SetCriterion`).
 
     Args:
         config: the model's config. loss: a `LossConfig` (matcher costs, loss weights).
     """
-    from deformable_detr.training.criterion import SetCriterion
-    from deformable_detr.training.detr_criterion import DetrCriterion
-
-    if architecture_of(config).name == DETR_NAME:
-        return DetrCriterion.from_config(config.num_classes, loss)
-    return SetCriterion.from_config(config.num_classes, loss, denoising=config.denoising)
+    return architecture_of(config).criterion(config, loss)
