@@ -1,6 +1,10 @@
 """`experiment convergence` end to end on a tiny budget: the report and both plots, and resuming an interrupted run."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -91,3 +95,74 @@ def test_budget_is_not_capped_by_the_demo_step_count(tmp_path, budget):
     assert train.max_minutes == budget.get("budget_minutes")
     if "epochs" in budget:
         assert train.epochs == 40
+
+
+def test_pretrained_backbone_is_shared_with_a_tenth_of_the_lr(tmp_path, one_thread):
+    # the backbone stage alone (no training of the detectors): rendered once, trained, recorded, reused
+    from deformable_detr.experiments.convergence import base_train_config, ensure_backbone
+    from deformable_detr.models.backbone_weights import load_backbone_weights
+    from deformable_detr.registry import build_model
+
+    config = ConvergenceConfig(
+        out_dir=str(tmp_path / "exp"), train_size=64, image_size=64, object_size=(20, 40), pretrain_steps=2
+    )
+    model_config = base_train_config(config, tmp_path / "data").model
+    path = ensure_backbone(config, model_config, progress=False)
+    assert (
+        path == tmp_path / "exp" / "backbone.pth"
+        and json.loads((path.parent / "backbone.json").read_text())["steps"] == 2
+    )
+    stamp = path.stat().st_mtime_ns
+    assert ensure_backbone(config, model_config, progress=False) == path and path.stat().st_mtime_ns == stamp
+    train = base_train_config(config, tmp_path / "data", path)
+    assert train.backbone_weights == str(path) and train.optim.lr_backbone == pytest.approx(0.1 * train.optim.lr)
+    load_backbone_weights(build_model(model_config).backbone.body, path)  # loads strictly
+    with pytest.raises(ConfigError, match="pretrained 2 steps, not --pretrain-steps 3"):
+        ensure_backbone(ConvergenceConfig(**{**config.__dict__, "pretrain_steps": 3}), model_config, progress=False)
+
+
+@pytest.mark.slow
+def test_parallel_jobs_train_the_same_runs_as_one_at_a_time(tiny_dataset, tmp_path, one_thread):
+    serial = run_convergence(
+        _config(tmp_path / "a", tiny_dataset, seeds=(0, 1), scaling_sizes=(), num_queries=4), progress=False
+    )
+    parallel = run_convergence(
+        _config(tmp_path / "b", tiny_dataset, seeds=(0, 1), scaling_sizes=(), num_queries=4, jobs=2), progress=False
+    )
+    for one, other in zip(serial.runs, parallel.runs):
+        assert json.loads((one.run_dir / "config.json").read_text())["model"]["num_queries"] == 4
+        assert [r["train_loss"] for r in one.history] == [r["train_loss"] for r in other.history]
+    summary = json.loads(parallel.summary_json.read_text())
+    assert set(summary["models"]) == {run.label for run in parallel.runs}
+    assert summary["models"][parallel.runs[0].label]["seeds"] == [0, 1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = open(f"/proc/{pid}/status").read()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_pool_workers_exit_when_the_experiment_is_killed(tmp_path):
+    # `--jobs N` trains in worker processes: killing the experiment must not leave them training on
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, signal, time, multiprocessing\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from deformable_detr.experiments.convergence import _exit_with\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, multiprocessing.get_context('spawn'), initializer=_exit_with,"
+        " initargs=(os.getpid(),))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 120)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    worker = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker)

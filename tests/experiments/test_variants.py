@@ -41,6 +41,8 @@ def test_labels_and_overrides():
     assert (config.model.num_queries, config.optim.lr, config.loss.loss_giou) == (20, 0.5, 3)
     label, config = variant_train_config("detr:dilation=true", base)
     assert label == "detr+dilation=true" and config.model.dilation is True
+    label, config = variant_train_config("long=detr:train.epochs=120:train.eval_every=10", base)
+    assert (config.epochs, config.eval_every, config.seed) == (120, 10, base.seed)
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,9 @@ def test_labels_and_overrides():
         ("detr:num_queries", "is not FIELD=VALUE"),
         ("detr:sched.x=1", "is not FIELD=VALUE"),
         ("a/b=detr", "cannot name a folder"),
+        ("detr:train.seed=3", "are the experiment's, not a model's"),
+        ("detr:train.backbone_weights=x.pth", "are the experiment's, not a model's"),
+        ("detr:train.epochz=3", "unexpected keyword argument 'epochz'"),
     ],
 )
 def test_bad_specs_are_one_line_errors(spec, message):

@@ -48,6 +48,26 @@ def register(subparsers) -> None:
     conv.add_argument("--train-size", type=int, default=192, help="training/validation short side (default 192)")
     conv.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     conv.add_argument("--threads", type=int, default=0, help="torch threads per run (default: torch's)")
+    conv.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each (default 1)")
+    conv.add_argument(
+        "--classes", default="demo", help="synthetic classes: a class set name or comma-separated shapes (default demo)"
+    )
+    conv.add_argument(
+        "--objects-per-image", type=int, nargs=2, metavar=("MIN", "MAX"), help="synthetic objects per image"
+    )
+    conv.add_argument("--object-size", type=float, nargs=2, metavar=("MIN", "MAX"), help="synthetic object sides in px")
+    conv.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=0,
+        help="pretrain the shared backbone this many steps to classify other shapes (default 0: random backbone)",
+    )
+    conv.add_argument(
+        "--backbone-lr-ratio",
+        type=float,
+        help="backbone lr as a fraction of the rest (default 1 with a random backbone, 0.1 with a pretrained one)",
+    )
+    conv.add_argument("--num-queries", type=int, help="every model's number of queries (default: each variant's)")
     conv.add_argument(
         "--scaling-sizes",
         type=_int_list,
@@ -82,11 +102,18 @@ def _convergence(args) -> None:
         train_size=args.train_size,
         batch_size=args.batch_size,
         threads=args.threads,
+        jobs=args.jobs,
+        classes=args.classes,
+        objects_per_image=args.objects_per_image,
+        object_size=args.object_size,
+        pretrain_steps=args.pretrain_steps,
+        backbone_lr_ratio=args.backbone_lr_ratio,
+        num_queries=args.num_queries,
         scaling_sizes=args.scaling_sizes,
         command="deformable-detr " + shlex.join(sys.argv[1:]),
     )
     result = run_convergence(config, train=not args.report_only)
     print(
-        f"report {result.report}; plots {result.convergence_plot}"
+        f"report {result.report}; summary {result.summary_json}; plots {result.convergence_plot}"
         + (f", {result.scaling_plot}" if result.scaling_plot else "")
     )

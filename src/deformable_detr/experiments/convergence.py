@@ -8,7 +8,10 @@ list), time per epoch, parameters and FLOPs at the training size, and the encode
 `experiments.scaling`; `convergence.png` draws AP and APs against epochs and minutes.
 
     config = ConvergenceConfig(out_dir="runs/conv", models=("detr", "deformable"), epochs=20)
-    result = run_convergence(config)          # result.report -> runs/conv/report.md
+    result = run_convergence(config)          # result.report -> runs/conv/report.md, summary.json
+
+With `pretrain_steps`, every model starts from one backbone pretrained to classify other shapes
+(`experiments.pretrain`), the analogue of the paper's ImageNet ResNet, with `backbone_lr_ratio` of the lr.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..checkpoint.files import atomic_write_text
 from ..errors import ConfigError
 from ..training.config import TrainConfig
 from ..training.optim import OptimConfig
@@ -32,6 +36,7 @@ from .variants import variant_train_config
 
 DEFAULT_MODELS = ("detr", "deformable-single-scale", "deformable", "deformable-refine")
 DONE_NAME = "done.json"
+PRETRAIN_IMAGES = 2000  # single-shape training images of the backbone pretraining (and a tenth as many to validate)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,14 @@ class ConvergenceConfig:
     data_dir: an existing dataset (train/ and val/); None renders the synthetic shapes into out_dir/data
         with train_images / val_images images of up to image_size px (data_seed).
     train_size: short side of the training and validation images; batch_size, threads: per run.
+    classes, objects_per_image, object_size: the synthetic generator's options (`data.synthetic.make_dataset`).
+    pretrain_steps: 0 = every model's backbone starts random; N > 0 = from a backbone pretrained N steps to classify
+        single shapes of `experiments.pretrain.PRETRAIN_CLASSES` (none of the detected classes), rendered into
+        out_dir/pretrain-data and saved as out_dir/backbone.pth, shared by every run.
+    backbone_lr_ratio: the backbone's lr as a fraction of the rest; None = 1 for a random backbone, 0.1 (the
+        paper's) for a pretrained one.
+    num_queries: every model's query count (None = each variant's own).
+    jobs: runs trained at once, each in its own process with `threads` threads (longest budgets first).
     scaling_sizes: image sizes (square, px) of the encoder-cost table; () skips it.
     command: the command line, recorded in the report.
     """
@@ -66,13 +79,28 @@ class ConvergenceConfig:
     train_size: int = 192
     batch_size: int = 8
     threads: int = 0
+    classes: str = "demo"
+    objects_per_image: tuple[int, int] | None = None
+    object_size: tuple[float, float] | None = None
+    pretrain_steps: int = 0
+    backbone_lr_ratio: float | None = None
+    num_queries: int | None = None
+    jobs: int = 1
     scaling_sizes: tuple[int, ...] = (256, 512, 768, 1024)
     command: str = ""
 
     def __post_init__(self):
         check_fields(self)
-        for name in ("models", "seeds", "scaling_sizes"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("models", "seeds", "scaling_sizes", "objects_per_image", "object_size"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.pretrain_steps < 0 or self.jobs < 1 or (self.num_queries is not None and self.num_queries < 1):
+            raise ConfigError(
+                f"experiment convergence: pretrain_steps={self.pretrain_steps} must be >= 0, jobs={self.jobs} and "
+                f"num_queries={self.num_queries} >= 1"
+            )
+        if self.backbone_lr_ratio is not None and self.backbone_lr_ratio < 0:
+            raise ConfigError(f"experiment convergence: backbone_lr_ratio={self.backbone_lr_ratio} must be >= 0")
         if not self.models:
             raise ConfigError("experiment convergence: --models is empty; name at least one model variant")
         if self.epochs < 1 or self.eval_every < 1:
@@ -111,22 +139,26 @@ class RunRecord:
 
 @dataclass
 class ConvergenceResult:
-    """What `run_convergence` returns: the runs, the per-model summary rows and the written files."""
+    """What `run_convergence` returns: the runs, the per-model summary rows and the written files (report.md,
+    summary.json (`experiments.summary`), convergence.png, scaling.png)."""
 
     runs: list[RunRecord]
     summary: list[dict[str, Any]]
     scaling: list[dict[str, Any]]
     report: Path
+    summary_json: Path
     convergence_plot: Path
     scaling_plot: Path | None = None
     models: dict[str, Any] = field(default_factory=dict)
 
 
-def base_train_config(config: ConvergenceConfig, data_dir: Path) -> TrainConfig:
-    """The recipe every model shares: the `demo` recipe (AdamW 2e-3 for all parameters, 100 warm-up steps, cosine to
-    5 %, bf16 autocast, flip + resize/crop augmentation) at `train_size`, with this experiment's budget."""
+def base_train_config(config: ConvergenceConfig, data_dir: Path, backbone: Path | None = None) -> TrainConfig:
+    """The recipe every model shares: the `demo` recipe (AdamW 2e-3, 100 warm-up steps, cosine to 5 %, bf16 autocast,
+    flip + resize/crop augmentation) at `train_size`, with this experiment's budget; the backbone's lr is
+    `backbone_lr_ratio` of that (see ConvergenceConfig), from the pretrained `backbone` file if given."""
     base = TrainConfig.preset("demo")
     size = config.train_size
+    ratio = config.backbone_lr_ratio if config.backbone_lr_ratio is not None else (1.0 if backbone is None else 0.1)
     return dataclasses.replace(
         base,
         data_dir=str(data_dir),
@@ -141,7 +173,8 @@ def base_train_config(config: ConvergenceConfig, data_dir: Path) -> TrainConfig:
         eval_every=config.eval_every,
         batch_size=config.batch_size,
         threads=config.threads,
-        optim=OptimConfig(lr=2e-3, lr_backbone=2e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.05),
+        backbone_weights=str(backbone) if backbone is not None else None,
+        optim=OptimConfig(lr=2e-3, lr_backbone=2e-3 * ratio, schedule="cosine", warmup_steps=100, min_lr_ratio=0.05),
     )
 
 
@@ -157,13 +190,62 @@ def ensure_dataset(config: ConvergenceConfig, progress: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".data.", dir=target.parent))
     try:
-        make_dataset(staging, config.train_images, config.val_images, config.image_size, config.data_seed)
+        make_dataset(
+            staging,
+            config.train_images,
+            config.val_images,
+            config.image_size,
+            config.data_seed,
+            classes=tuple(config.classes.split(",")) if "," in config.classes else config.classes,
+            **({"objects_per_image": config.objects_per_image} if config.objects_per_image else {}),
+            object_size=config.object_size,
+        )
         os.replace(staging, target)  # atomic; a concurrent experiment that finished first wins
     except OSError:
         if not (target / "val" / "annotations.json").is_file():
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def ensure_backbone(config: ConvergenceConfig, model_config, progress: bool = True, create: bool = True) -> Path | None:
+    """out_dir/backbone.pth, pretrained once (None without `pretrain_steps`); its accuracy goes to backbone.json.
+
+    With `create=False` the path is returned whether or not the file is there yet (a report of unfinished runs)."""
+    if not config.pretrain_steps:
+        return None
+    out = Path(config.out_dir)
+    target, record = out / "backbone.pth", out / "backbone.json"
+    if not create or (target.is_file() and record.is_file()):
+        if not record.is_file():
+            return target
+        saved = json.loads(record.read_text())
+        if saved.get("steps") != config.pretrain_steps:
+            raise ConfigError(
+                f"{target} was pretrained {saved.get('steps')} steps, not --pretrain-steps {config.pretrain_steps}; "
+                "re-run with the original value, or choose another --out"
+            )
+        return target
+    from ..data.synthetic import make_dataset
+    from .pretrain import PRETRAIN_CLASSES, pretrain_backbone
+
+    data = out / "pretrain-data"
+    if not (data / "val" / "annotations.json").is_file():
+        make_dataset(
+            data,
+            PRETRAIN_IMAGES,
+            PRETRAIN_IMAGES // 10,
+            config.image_size,
+            config.data_seed,
+            classes=PRETRAIN_CLASSES,
+            objects_per_image=(1, 1),
+            object_size=config.object_size,
+        )
+    result = pretrain_backbone(
+        model_config, data, target, config.pretrain_steps, config.data_seed, config.train_size, progress
+    )
+    atomic_write_text(record, json.dumps(result) + "\n")
     return target
 
 
@@ -218,8 +300,14 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True, train: boo
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = ensure_dataset(config, progress)
-    base = base_train_config(config, data_dir)
+    backbone = ensure_backbone(config, base_train_config(config, data_dir).model, progress, create=train)
+    base = base_train_config(config, data_dir, backbone)
     variants = [variant_train_config(spec, base) for spec in config.models]
+    if config.num_queries is not None:
+        variants = [
+            (label, dataclasses.replace(v, model=dataclasses.replace(v.model, num_queries=config.num_queries)))
+            for label, v in variants
+        ]
     labels = [label for label, _ in variants]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"experiment convergence: model labels repeat in {', '.join(labels)}; give each a LABEL=")
@@ -228,29 +316,69 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True, train: boo
         for label, train in variants
         for seed in config.seeds
     ]
-    runs = []
-    with tqdm(total=len(jobs), desc="experiment", unit="run", disable=not progress) as bar:
-        for label, seed, job in jobs:
-            bar.set_postfix_str(f"{label} seed {seed}")
-            if train and not (Path(job.output_dir) / DONE_NAME).is_file():
-                _run_one(job, progress)
-            runs.append(_read_run(label, seed, Path(job.output_dir)))
-            bar.update(1)
+    if train:
+        _train_all(
+            [job for _, _, job in jobs if not (Path(job.output_dir) / DONE_NAME).is_file()], config.jobs, progress
+        )
+    runs = [_read_run(label, seed, Path(job.output_dir)) for label, seed, job in jobs]
 
     from ..data.coco import CocoDetection
     from ..viz.convergence import plot_convergence, plot_scaling
     from .report import summarize_runs, write_report
     from .scaling import measure_scaling, model_costs
+    from .summary import build_summary
 
     num_classes = CocoDetection(data_dir / "train" / "images", data_dir / "train" / "annotations.json").num_classes
     models = {label: dataclasses.replace(variant.model, num_classes=num_classes) for label, variant in variants}
     costs = model_costs(models, config.train_size)
-    summary = summarize_runs(runs, labels, _reference_label(variants), costs)
+    reference = _reference_label(variants)
+    summary = summarize_runs(runs, labels, reference, costs)
+    seeds = build_summary(runs, labels, reference)
+    summary_json = atomic_write_text(out / "summary.json", json.dumps(seeds, indent=1) + "\n")
     scaling = measure_scaling(models, config.scaling_sizes, progress=progress) if config.scaling_sizes else []
     convergence_plot = plot_convergence(runs, labels, out / "convergence.png")
     scaling_plot = plot_scaling(scaling, out / "scaling.png") if scaling else None
-    report = write_report(out / "report.md", config, data_dir, base, summary, scaling, runs)
-    return ConvergenceResult(runs, summary, scaling, report, convergence_plot, scaling_plot, models)
+    report = write_report(out / "report.md", config, data_dir, base, summary, scaling, runs, seeds)
+    return ConvergenceResult(runs, summary, scaling, report, summary_json, convergence_plot, scaling_plot, models)
+
+
+def _train_all(jobs: list[TrainConfig], processes: int, progress: bool) -> None:
+    """Train `jobs`, one at a time or `processes` at once (each in a fresh process, longest budgets first)."""
+    with tqdm(total=len(jobs), desc="experiment", unit="run", disable=not progress) as bar:
+        if processes == 1:
+            for job in jobs:
+                bar.set_postfix_str(Path(job.output_dir).parent.name + " " + Path(job.output_dir).name)
+                _run_one(job, progress)
+                bar.update(1)
+            return
+        import multiprocessing
+        from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+        order = sorted(jobs, key=lambda job: -job.epochs)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(processes, context, initializer=_exit_with, initargs=(os.getpid(),)) as pool:
+            futures = [pool.submit(_run_one, job, False) for job in order]
+            for future in futures:
+                future.add_done_callback(lambda _: bar.update(1))
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    for other in futures:
+                        other.cancel()
+                    raise future.exception()
+
+
+def _exit_with(parent: int) -> None:
+    """In a worker: exit as soon as the experiment's process `parent` is gone (killed), instead of training on."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _reference_label(variants: list[tuple[str, TrainConfig]]) -> str:

@@ -87,15 +87,59 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _mean_sd_text(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def seeds_table(seeds: dict[str, Any]) -> str:
+    """Markdown table of summary.json (`experiments.summary.build_summary`): mean ± sd over seeds, epochs to reach
+    the reference's final AP per seed, and the epoch ratio with its per-seed range and bootstrap interval."""
+    lines = [
+        "| model | seeds | AP | AP50 | APs | APm | APl | epochs | epochs to DETR's AP (per seed) | epoch ratio | "
+        "per-seed range | bootstrap 95 % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for name, entry in seeds["models"].items():
+        cells = [
+            _mean_sd_text([v for v in entry[key] if v is not None and v >= 0])
+            for key in ("final_ap", "final_ap50", "final_aps", "final_apm", "final_apl")
+        ]
+        reached = ", ".join("not reached" if e is None else str(e) for e in entry["epochs_to_detr_ap"])
+        if name == seeds["reference"]:
+            ratio_cells = ["reference", "—", "—"]
+        else:
+            ratio = seeds["ratio"].get(name)
+            spread = seeds["ratio_per_seed_range"].get(name)
+            boot = seeds["ratio_bootstrap_95"].get(name)
+            ratio_cells = [
+                f"{ratio:.1f}×" if ratio is not None else "—",
+                f"{spread[0]:.1f}–{spread[1]:.1f}×" if spread else "—",
+                f"{boot[0]:.1f}–{boot[1]:.1f}×" if boot else "—",
+            ]
+        lines.append(
+            f"| {name} | {len(entry['seeds'])} | "
+            + " | ".join(cells)
+            + f" | {entry['epochs']} | {reached} | "
+            + " | ".join(ratio_cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def by_epoch_table(runs: list, labels: list[str], key: str = "AP") -> str:
-    """Markdown table: one row per evaluated epoch, one column per model (mean `key` over its seeds; — if not there)."""
+    """Markdown table: one row per evaluated epoch, one column per model (mean ± sd of `key` over its seeds; — if
+    not there)."""
     epochs = sorted({e["epoch"] for run in runs for e in run.evaluations})
     lines = ["| epoch | " + " | ".join(labels) + " |", "|---:|" + "---:|" * len(labels)]
     for epoch in epochs:
         cells = []
         for label in labels:
             values = [e[key] for run in runs if run.label == label for e in run.evaluations if e["epoch"] == epoch]
-            cells.append(f"{_mean(values):.3f}" if values else "—")
+            cells.append(_mean_sd_text(values))
         lines.append(f"| {epoch + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -138,8 +182,9 @@ def write_report(
     summary: list[dict[str, Any]],
     scaling: list[dict[str, Any]],
     runs: list,
+    seeds: dict[str, Any] | None = None,
 ) -> Path:
-    """Write report.md (atomically) and return its path."""
+    """Write report.md (atomically) and return its path; `seeds` is summary.json's object."""
 
     from ..bench.harness import header
 
@@ -178,6 +223,7 @@ def write_report(
         "operator's own formula (2 FLOPs per multiply-add). Minutes count training steps only (not evaluation); runs that "
         "trained side by side on a shared machine have noisier minutes than epochs.",
         "",
+        *(_seeds_section(seeds) if seeds else []),
         "## Final accuracy and cost (mean over seeds)",
         "",
         summary_table(summary),
@@ -213,6 +259,29 @@ def write_report(
             "![scaling](scaling.png)",
         ]
     return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _seeds_section(seeds: dict[str, Any]) -> list[str]:
+    change = seeds["detr_plateau_change"]
+    plateau = (
+        f"changed by at most {100 * change:.1f} % (relative) over its last quarter of epochs: "
+        + ("plateaued (< 10 %)." if seeds["detr_plateaued"] else "**not plateaued** (>= 10 %).")
+        if change is not None
+        else "cannot be judged (no evaluation in its last quarter, or AP 0)."
+    )
+    target = seeds["detr_ap"]
+    return [
+        "## Across seeds (summary.json)",
+        "",
+        f"Target: `{seeds['reference']}`'s final AP, mean over its seeds"
+        + (f", {target:.3f}" if target is not None else "")
+        + f". Its mean AP {plateau} The epoch ratio is `{seeds['reference']}`'s epochs over the model's mean epochs "
+        "to reach the target (— unless every seed reached it); the per-seed range divides by each seed's epochs; the "
+        "bootstrap interval resamples the seeds of both models (a resample that never reaches counts as 0).",
+        "",
+        seeds_table(seeds),
+        "",
+    ]
 
 
 def _describe_dataset(data_dir: Path) -> str:

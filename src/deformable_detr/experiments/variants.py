@@ -1,8 +1,8 @@
 """The models an experiment compares: named variants of one small recipe, plus `field=value` overrides.
 
 A variant spec is `[LABEL=]BASE[:field=value]...`: BASE is a name in `VARIANTS`, each `field=value`
-replaces a field of the model config, or of the loss / optimizer config with a `loss.` / `optim.`
-prefix; values are read as JSON where they parse (`true`, `0.5`, `[1, 2]`), else as strings.
+replaces a field of the model config, of the loss / optimizer config with a `loss.` / `optim.`
+prefix, or of the training config with a `train.` prefix (e.g. `train.epochs=100`: this model's own budget); values are read as JSON where they parse (`true`, `0.5`, `[1, 2]`), else as strings.
 
     label, config = variant_train_config("refine-q100=deformable-refine:num_queries=100", base)
 """
@@ -41,6 +41,8 @@ VARIANTS: dict[str, Callable[[], ModelConfig | DetrConfig]] = {
     "deformable-refine": _deformable(with_box_refine=True),
     "deformable-two-stage": _deformable(with_box_refine=True, two_stage=True),
 }
+# A variant's `train.` overrides may not change what makes the runs comparable.
+_SHARED_FIELDS = ("data_dir", "output_dir", "seed", "model", "loss", "optim", "backbone_weights", "threads")
 DETR_LR_SCALE = 0.5  # DETR's lr (1e-4, backbone 1e-5) is half of Deformable DETR's (2e-4, 2e-5)
 
 
@@ -72,21 +74,23 @@ def variant_train_config(spec: str, base: TrainConfig) -> tuple[str, TrainConfig
     loss = default_loss_config(model)
     scale = DETR_LR_SCALE if is_detr else 1.0
     optim = dataclasses.replace(base.optim, lr=base.optim.lr * scale, lr_backbone=base.optim.lr_backbone * scale)
-    overrides: dict[str, dict[str, Any]] = {"model": {}, "loss": {}, "optim": {}}
+    overrides: dict[str, dict[str, Any]] = {"model": {}, "loss": {}, "optim": {}, "train": {}}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         part, _, field = key.rpartition(".")
-        if not sep or part not in ("", "loss", "optim"):
+        if not sep or part not in ("", "loss", "optim", "train") or (part == "train" and field in _SHARED_FIELDS):
             raise ConfigError(
-                f"model variant {spec!r}: {assignment!r} is not FIELD=VALUE, loss.FIELD=VALUE or optim.FIELD=VALUE"
+                f"model variant {spec!r}: {assignment!r} is not FIELD=VALUE, loss.FIELD=VALUE, optim.FIELD=VALUE or "
+                f"train.FIELD=VALUE (train.{', train.'.join(_SHARED_FIELDS)} are the experiment's, not a model's)"
             )
         overrides[part or "model"][field] = _parse_value(text)
     try:
         model = dataclasses.replace(model, **overrides["model"])
         loss = dataclasses.replace(loss, **overrides["loss"])
         optim = dataclasses.replace(optim, **overrides["optim"])
+        return label, dataclasses.replace(base, model=model, loss=loss, optim=optim, **overrides["train"])
     except TypeError as error:  # an unknown field name
         raise ConfigError(
-            f"model variant {spec!r}: {error}; see the fields of ModelConfig/DetrConfig, LossConfig, OptimConfig"
+            f"model variant {spec!r}: {error}; see the fields of ModelConfig/DetrConfig, LossConfig, OptimConfig, "
+            "TrainConfig"
         ) from None
-    return label, dataclasses.replace(base, model=model, loss=loss, optim=optim)

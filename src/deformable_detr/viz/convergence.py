@@ -7,7 +7,8 @@ from typing import Any
 
 
 def plot_convergence(runs: list, labels: list[str], path: str | Path) -> Path:
-    """2x2 PNG: AP and APs (rows) against epochs and training minutes (columns), one colour per model, one line per seed.
+    """2x2 PNG: AP and APs (rows) against epochs and training minutes (columns); per model the mean over its seeds
+    as a line and the band between the lowest and highest seed (a single seed: its line alone).
 
     Args:
         runs: `RunRecord`s (`label`, `seed`, `evaluations`: dicts with epoch, train_seconds, AP, APs).
@@ -23,24 +24,32 @@ def plot_convergence(runs: list, labels: list[str], path: str | Path) -> Path:
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, label in enumerate(labels):
         colour = colours[index % len(colours)]
-        for number, run in enumerate(r for r in runs if r.label == label):
-            points = run.evaluations
-            if not points:
-                continue
-            epochs = [p["epoch"] + 1 for p in points]
-            minutes = [p["train_seconds"] / 60 for p in points]
-            for row, key in enumerate(("AP", "APs")):
-                values = [p[key] for p in points]
-                marker = "o" if len(points) < 25 else None
-                axes[row][0].plot(epochs, values, color=colour, marker=marker, label=label if number == 0 else None)
-                axes[row][1].plot(minutes, values, color=colour, marker=marker)
+        model_runs = [r for r in runs if r.label == label and r.evaluations]
+        if not model_runs:
+            continue
+        per_run = [{p["epoch"] + 1: p for p in run.evaluations} for run in model_runs]
+        epochs = sorted(set.intersection(*(set(p) for p in per_run)))
+        minutes = [sum(p[e]["train_seconds"] for p in per_run) / 60 / len(per_run) for e in epochs]
+        seeds = len(model_runs)
+        for row, key in enumerate(("AP", "APs")):
+            values = [[p[e][key] for p in per_run] for e in epochs]
+            mean = [sum(v) / len(v) for v in values]
+            marker = "o" if len(epochs) < 25 else None
+            name = f"{label} ({seeds} seed{'s' if seeds > 1 else ''})"
+            for column, x in enumerate((epochs, minutes)):
+                axis = axes[row][column]
+                axis.plot(
+                    x, mean, color=colour, marker=marker, markersize=3, label=name if row == column == 0 else None
+                )
+                if seeds > 1:
+                    axis.fill_between(x, [min(v) for v in values], [max(v) for v in values], color=colour, alpha=0.2)
     for row, key in enumerate(("AP", "APs")):
-        for column, xlabel in enumerate(("epoch", "training minutes")):
+        for column, xlabel in enumerate(("epoch", "training minutes (mean over seeds)")):
             axes[row][column].set_xlabel(xlabel)
             axes[row][column].set_ylabel(key)
             axes[row][column].grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("COCO AP on the validation split")
+    fig.suptitle("COCO AP on the validation split: mean over seeds, band = lowest to highest seed")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
