@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-slow test-all bench triton-matrix gpu-check lint clean
+.PHONY: setup demo test test-slow test-all bench convergence triton-matrix gpu-check lint clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,15 @@ test-all: setup
 
 bench: setup
 	$(VENV)/bin/deformable-detr bench op
+
+# The convergence study of docs/results/convergence (README "DETR baseline"): DETR vs four Deformable DETR variants,
+# 3 seeds each, on the easy synthetic set; about 2 hours on 2 cores (two runs at a time). Re-running continues it.
+CONVERGENCE_OUT ?= runs/convergence
+convergence: setup
+	$(VENV)/bin/deformable-detr experiment convergence --out $(CONVERGENCE_OUT) --epochs 24 --eval-every 1 \
+	  --models "detr:train.epochs=250:train.eval_every=10,deformable-single-scale,deformable,deformable-refine,deformable-two-stage" \
+	  --seeds 0,1,2 --jobs 2 --threads 1 --train-images 600 --val-images 150 --image-size 128 --train-size 128 \
+	  --classes circle,square,triangle --objects-per-image 1 2 --object-size 30 70 --pretrain-steps 2000 --num-queries 10
 
 # The Triton compile matrix (`bench op-triton --compile-matrix`, no GPU needed) under each Triton that a
 # supported torch pins for CUDA (2.4 -> 3.0.0, 2.5 -> 3.1.0, 2.6 -> 3.2.0, 2.7.0/2.7.1 -> 3.3.0/3.3.1,

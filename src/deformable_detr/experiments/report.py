@@ -206,7 +206,14 @@ def write_report(
         f"- Data: `{data_dir}` ("
         + (
             f"synthetic shapes, {config.train_images} train / {config.val_images} val images of up to "
-            f"{config.image_size} px, data seed {config.data_seed}"
+            f"{config.image_size} px, classes {config.classes}"
+            + (
+                f", {config.objects_per_image[0]}-{config.objects_per_image[1]} objects per image"
+                if config.objects_per_image
+                else ""
+            )
+            + (f", objects of {config.object_size[0]:g}-{config.object_size[1]:g} px" if config.object_size else "")
+            + f", data seed {config.data_seed}"
             if config.data_dir is None
             else _describe_dataset(data_dir)
         )
@@ -214,6 +221,9 @@ def write_report(
         f"- Training (every model): {config.train_size} px, batch {base.batch_size}, bf16 autocast = {base.amp}, AdamW "
         f"lr {base.optim.lr:g}{detr_lr}, {base.optim.warmup_steps} warm-up steps, "
         f"{base.optim.schedule} to {base.optim.min_lr_ratio:g}×, clip {base.optim.clip_max_norm:g}, threads {config.threads or 'default'}.",
+        f"- Backbone (every model): {_describe_backbone(config, base)}"
+        + (f"; every model has {config.num_queries} queries" if config.num_queries else "")
+        + ". A model's own `train.epochs` (in `--models`) replaces the shared budget; its cosine schedule spans it.",
         f"- Machine: {machine.get('machine', '?')}, torch {machine.get('torch', '?')}, load average at report time "
         f"{machine.get('load_average', '?')}, commit {machine.get('git_commit', '?')}.",
         f'- Reference AP ("to ref. AP" columns): the final AP of `{_reference_name(summary)}`, {reference:.3f}.'
@@ -282,6 +292,22 @@ def _seeds_section(seeds: dict[str, Any]) -> list[str]:
         seeds_table(seeds),
         "",
     ]
+
+
+def _describe_backbone(config, base: TrainConfig) -> str:
+    ratio = base.optim.lr_backbone / base.optim.lr if base.optim.lr else 0.0
+    if not config.pretrain_steps:
+        return f"randomly initialised, trained at {ratio:g}× the lr"
+    record = Path(config.out_dir) / "backbone.json"
+    accuracy = json.loads(record.read_text()).get("val_accuracy") if record.is_file() else None
+    from .pretrain import PRETRAIN_CLASSES
+
+    return (
+        f"pretrained {config.pretrain_steps} steps to classify single {', '.join(PRETRAIN_CLASSES)} (none of the "
+        "detected classes; `experiments/pretrain.py`)"
+        + (f", validation accuracy {accuracy:.3f}" if accuracy is not None else "")
+        + f", then trained at {ratio:g}× the lr"
+    )
 
 
 def _describe_dataset(data_dir: Path) -> str:
