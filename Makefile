@@ -38,7 +38,7 @@ bench: setup
 CONVERGENCE_OUT ?= runs/convergence
 convergence: setup
 	$(VENV)/bin/deformable-detr experiment convergence --out $(CONVERGENCE_OUT) --epochs 24 --eval-every 1 \
-	  --models "detr:train.epochs=250:train.eval_every=10,deformable-single-scale,deformable,deformable-refine,deformable-two-stage" \
+	  --models "detr=detr:train.epochs=250:train.eval_every=10,deformable-single-scale,deformable,deformable-refine,deformable-two-stage" \
 	  --seeds 0,1,2 --jobs 2 --threads 1 --train-images 600 --val-images 150 --image-size 128 --train-size 128 \
 	  --classes circle,square,triangle --objects-per-image 1 2 --object-size 30 70 --pretrain-steps 2000 --num-queries 10
 

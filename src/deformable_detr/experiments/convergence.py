@@ -336,7 +336,9 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True, train: boo
     seeds = build_summary(runs, labels, reference)
     summary_json = atomic_write_text(out / "summary.json", json.dumps(seeds, indent=1) + "\n")
     scaling = measure_scaling(models, config.scaling_sizes, progress=progress) if config.scaling_sizes else []
-    convergence_plot = plot_convergence(runs, labels, out / "convergence.png")
+    convergence_plot = plot_convergence(
+        runs, labels, out / "convergence.png", seeds["detr_ap"], f"{reference}: final AP (mean over seeds)"
+    )
     scaling_plot = plot_scaling(scaling, out / "scaling.png") if scaling else None
     report = write_report(out / "report.md", config, data_dir, base, summary, scaling, runs, seeds)
     return ConvergenceResult(runs, summary, scaling, report, summary_json, convergence_plot, scaling_plot, models)

@@ -6,14 +6,18 @@ from pathlib import Path
 from typing import Any
 
 
-def plot_convergence(runs: list, labels: list[str], path: str | Path) -> Path:
+def plot_convergence(
+    runs: list, labels: list[str], path: str | Path, target: float | None = None, target_label: str = ""
+) -> Path:
     """2x2 PNG: AP and APs (rows) against epochs and training minutes (columns); per model the mean over its seeds
-    as a line and the band between the lowest and highest seed (a single seed: its line alone).
+    as a line and the band between the lowest and highest seed (a single seed: its line alone). When the models'
+    budgets differ 4x or more, the epoch axis is logarithmic (a constant epoch ratio is then a constant shift).
 
     Args:
         runs: `RunRecord`s (`label`, `seed`, `evaluations`: dicts with epoch, train_seconds, AP, APs).
         labels: models in legend order.
         path: output PNG.
+        target: drawn as a dashed line on the AP plots (the reference model's final AP), labelled `target_label`.
     """
     import matplotlib
 
@@ -43,6 +47,13 @@ def plot_convergence(runs: list, labels: list[str], path: str | Path) -> Path:
                 )
                 if seeds > 1:
                     axis.fill_between(x, [min(v) for v in values], [max(v) for v in values], color=colour, alpha=0.2)
+    budgets = [run.epochs for run in runs if run.evaluations]
+    if budgets and max(budgets) >= 4 * min(budgets):
+        for row in range(2):
+            axes[row][0].set_xscale("log")
+    if target is not None:
+        for column in range(2):
+            axes[0][column].axhline(target, color="grey", linestyle="--", linewidth=1, label=target_label or None)
     for row, key in enumerate(("AP", "APs")):
         for column, xlabel in enumerate(("epoch", "training minutes (mean over seeds)")):
             axes[row][column].set_xlabel(xlabel)
