@@ -40,7 +40,7 @@ def summarize_runs(
             **costs.get(label, {}),
         }
         for key in METRIC_KEYS:
-            row[key] = _mean([r.final[key] for r in model_runs if key in r.final])
+            row[key] = _mean([r.final[key] for r in model_runs if r.final.get(key, -1) >= 0])  # -1: none of that size
         row["epochs"] = _mean([r.epochs for r in model_runs])
         row["minutes"] = _mean([r.train_seconds / 60 for r in model_runs])
         row["s_per_epoch"] = _mean([r.train_seconds / r.epochs for r in model_runs if r.epochs])
@@ -253,7 +253,7 @@ def write_report(
         for record in run.evaluations:
             lines.append(
                 f"| {run.label} | {run.seed} | {record['epoch'] + 1} | {record['train_seconds'] / 60:.1f} | "
-                + " | ".join(f"{record[k]:.3f}" for k in METRIC_KEYS)
+                + " | ".join(f"{record[k]:.3f}" if record[k] >= 0 else "—" for k in METRIC_KEYS)
                 + " |"
             )
     if scaling:
