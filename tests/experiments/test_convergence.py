@@ -152,7 +152,7 @@ def test_pool_workers_exit_when_the_experiment_is_killed(tmp_path):
     script.write_text(
         "import os, signal, time, multiprocessing\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
-        "from deformable_detr.experiments.convergence import _exit_with\n"
+        "from deformable_detr.experiments.jobs import _exit_with\n"
         "if __name__ == '__main__':\n"
         "    pool = ProcessPoolExecutor(1, multiprocessing.get_context('spawn'), initializer=_exit_with,"
         " initargs=(os.getpid(),))\n"

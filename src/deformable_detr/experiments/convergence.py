@@ -25,17 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ..checkpoint.files import atomic_write_text
+from ..data.synthetic_render import MAX_OBJECTS
 from ..errors import ConfigError
 from ..training.config import TrainConfig
 from ..training.optim import OptimConfig
 from ..util.config_fields import check_fields
+from .jobs import DONE_NAME, train_all
 from .variants import variant_train_config
 
 DEFAULT_MODELS = ("detr", "deformable-single-scale", "deformable", "deformable-refine")
-DONE_NAME = "done.json"
 PRETRAIN_IMAGES = 2000  # single-shape training images of the backbone pretraining (and a tenth as many to validate)
 
 
@@ -94,11 +93,17 @@ class ConvergenceConfig:
         for name in ("models", "seeds", "scaling_sizes", "objects_per_image", "object_size"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.pretrain_steps < 0 or self.jobs < 1 or (self.num_queries is not None and self.num_queries < 1):
-            raise ConfigError(
-                f"experiment convergence: pretrain_steps={self.pretrain_steps} must be >= 0, jobs={self.jobs} and "
-                f"num_queries={self.num_queries} >= 1"
-            )
+        for name, value, least in (
+            ("pretrain_steps", self.pretrain_steps, 0),
+            ("jobs", self.jobs, 1),
+            ("num_queries", self.num_queries, 1),
+        ):
+            if value is not None and value < least:
+                raise ConfigError(f"experiment convergence: --{name.replace('_', '-')} {value} must be >= {least}")
+        if self.data_dir is None:
+            from ..data.synthetic import resolve_classes
+
+            resolve_classes(self.classes)  # an unknown shape name fails here, in one line
         if self.backbone_lr_ratio is not None and self.backbone_lr_ratio < 0:
             raise ConfigError(f"experiment convergence: backbone_lr_ratio={self.backbone_lr_ratio} must be >= 0")
         if not self.models:
@@ -178,11 +183,9 @@ def base_train_config(config: ConvergenceConfig, data_dir: Path, backbone: Path 
     )
 
 
-def ensure_dataset(config: ConvergenceConfig, progress: bool = True) -> Path:
-    """The experiment's data folder: `data_dir`, or the synthetic split rendered once into out_dir/data."""
-    if config.data_dir is not None:
-        return Path(config.data_dir)
-    target = Path(config.out_dir) / "data"
+def _render_once(target: Path, *args: Any, **options: Any) -> Path:
+    """`make_dataset(target, *args, **options)` unless target/val/annotations.json is there; rendered into a staging
+    folder and moved into place in one step, so an interrupted render leaves no half-written dataset."""
     if (target / "val" / "annotations.json").is_file():
         return target
     from ..data.synthetic import make_dataset
@@ -190,16 +193,7 @@ def ensure_dataset(config: ConvergenceConfig, progress: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".data.", dir=target.parent))
     try:
-        make_dataset(
-            staging,
-            config.train_images,
-            config.val_images,
-            config.image_size,
-            config.data_seed,
-            classes=tuple(config.classes.split(",")) if "," in config.classes else config.classes,
-            **({"objects_per_image": config.objects_per_image} if config.objects_per_image else {}),
-            object_size=config.object_size,
-        )
+        make_dataset(staging, *args, **options)
         os.replace(staging, target)  # atomic; a concurrent experiment that finished first wins
     except OSError:
         if not (target / "val" / "annotations.json").is_file():
@@ -207,6 +201,22 @@ def ensure_dataset(config: ConvergenceConfig, progress: bool = True) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def ensure_dataset(config: ConvergenceConfig, progress: bool = True) -> Path:
+    """The experiment's data folder: `data_dir`, or the synthetic split rendered once into out_dir/data."""
+    if config.data_dir is not None:
+        return Path(config.data_dir)
+    return _render_once(
+        Path(config.out_dir) / "data",
+        config.train_images,
+        config.val_images,
+        config.image_size,
+        config.data_seed,
+        classes=config.classes,
+        objects_per_image=config.objects_per_image or (1, MAX_OBJECTS),
+        object_size=config.object_size,
+    )
 
 
 def ensure_backbone(config: ConvergenceConfig, model_config, progress: bool = True, create: bool = True) -> Path | None:
@@ -227,48 +237,23 @@ def ensure_backbone(config: ConvergenceConfig, model_config, progress: bool = Tr
                 "re-run with the original value, or choose another --out"
             )
         return target
-    from ..data.synthetic import make_dataset
     from .pretrain import PRETRAIN_CLASSES, pretrain_backbone
 
-    data = out / "pretrain-data"
-    if not (data / "val" / "annotations.json").is_file():
-        make_dataset(
-            data,
-            PRETRAIN_IMAGES,
-            PRETRAIN_IMAGES // 10,
-            config.image_size,
-            config.data_seed,
-            classes=PRETRAIN_CLASSES,
-            objects_per_image=(1, 1),
-            object_size=config.object_size,
-        )
+    data = _render_once(
+        out / "pretrain-data",
+        PRETRAIN_IMAGES,
+        PRETRAIN_IMAGES // 10,
+        config.image_size,
+        config.data_seed,
+        classes=PRETRAIN_CLASSES,
+        objects_per_image=(1, 1),
+        object_size=config.object_size,
+    )
     result = pretrain_backbone(
         model_config, data, target, config.pretrain_steps, config.data_seed, config.train_size, progress
     )
     atomic_write_text(record, json.dumps(result) + "\n")
     return target
-
-
-def _run_one(train_config: TrainConfig, progress: bool) -> None:
-    """Train one run to completion, resuming from its checkpoint if it has one; marks it done."""
-    from ..training.engine import fit
-
-    run_dir = Path(train_config.output_dir)
-    saved_config = run_dir / "config.json"
-    if (run_dir / "checkpoint.pth").is_file():
-        saved = json.loads(saved_config.read_text())
-        wanted = json.loads(json.dumps(train_config.to_dict()))
-        saved["model"]["num_classes"] = wanted["model"]["num_classes"]  # training sets it from the data
-        if saved != wanted:
-            changed = sorted(k for k in wanted if saved.get(k) != wanted.get(k))
-            raise ConfigError(
-                f"{saved_config}: this run was started with other settings ({', '.join(changed)}); "
-                "re-run the experiment with its original arguments, or choose another --out"
-            )
-        fit(train_config, resume=True, progress=progress)
-    else:  # a fresh run; a folder left by a run that stopped before its first checkpoint is started over
-        fit(train_config, progress=progress, overwrite=True)
-    (run_dir / DONE_NAME).write_text(json.dumps({"done": True}) + "\n")
 
 
 def _read_run(label: str, seed: int, run_dir: Path) -> RunRecord:
@@ -317,7 +302,7 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True, train: boo
         for seed in config.seeds
     ]
     if train:
-        _train_all(
+        train_all(
             [job for _, _, job in jobs if not (Path(job.output_dir) / DONE_NAME).is_file()], config.jobs, progress
         )
     runs = [_read_run(label, seed, Path(job.output_dir)) for label, seed, job in jobs]
@@ -342,45 +327,6 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True, train: boo
     scaling_plot = plot_scaling(scaling, out / "scaling.png") if scaling else None
     report = write_report(out / "report.md", config, data_dir, base, summary, scaling, runs, seeds)
     return ConvergenceResult(runs, summary, scaling, report, summary_json, convergence_plot, scaling_plot, models)
-
-
-def _train_all(jobs: list[TrainConfig], processes: int, progress: bool) -> None:
-    """Train `jobs`, one at a time or `processes` at once (each in a fresh process, longest budgets first)."""
-    with tqdm(total=len(jobs), desc="experiment", unit="run", disable=not progress) as bar:
-        if processes == 1:
-            for job in jobs:
-                bar.set_postfix_str(Path(job.output_dir).parent.name + " " + Path(job.output_dir).name)
-                _run_one(job, progress)
-                bar.update(1)
-            return
-        import multiprocessing
-        from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-
-        order = sorted(jobs, key=lambda job: -job.epochs)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(processes, context, initializer=_exit_with, initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(_run_one, job, False) for job in order]
-            for future in futures:
-                future.add_done_callback(lambda _: bar.update(1))
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in done:
-                if future.exception() is not None:
-                    for other in futures:
-                        other.cancel()
-                    raise future.exception()
-
-
-def _exit_with(parent: int) -> None:
-    """In a worker: exit as soon as the experiment's process `parent` is gone (killed), instead of training on."""
-    import threading
-    import time
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def _reference_label(variants: list[tuple[str, TrainConfig]]) -> str:
