@@ -100,6 +100,23 @@ def test_reused_tensors_equal_the_source_and_heads_are_remapped(variant):
     assert "\n" not in line and "2 matched by name" in line and "4 new" in line and "src.pth" in line
 
 
+def test_denoising_label_embedding_is_remapped_like_the_class_heads():
+    # A model trained with denoising has a (K + 1, C) label embedding; its class rows follow the category
+    # mapping and its padding row (the last) is kept, so `--init` works across class counts.
+    source, target = _pair(two_stage=True, with_box_refine=True, denoising=True)
+    fresh = target.state_dict()["label_embed.weight"].clone()
+    summary = transfer_weights(target, source.state_dict(), SOURCE, TARGET)
+    loaded, original = target.state_dict()["label_embed.weight"], source.state_dict()["label_embed.weight"]
+    assert loaded.shape == (len(TARGET) + 1, original.shape[1]) and original.shape[0] == len(SOURCE) + 1
+    torch.testing.assert_close(loaded[1], original[2], rtol=0, atol=0)  # star <- Star
+    torch.testing.assert_close(loaded[3], original[0], rtol=0, atol=0)  # circle <- circle
+    torch.testing.assert_close(loaded[-1], original[-1], rtol=0, atol=0)  # padding row
+    for row in (0, 2, 4, 5):
+        torch.testing.assert_close(loaded[row], fresh[row], rtol=0, atol=0)
+    heads = [k for k in target.state_dict() if k.startswith("class_heads.")]
+    assert summary.reinitialised == len(heads) + 1
+
+
 def test_same_classes_reuse_every_tensor():
     source, _ = _pair()
     target = DeformableDETR(source.config)

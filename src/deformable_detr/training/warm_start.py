@@ -8,7 +8,9 @@ run whose weights come from CKPT: the architecture is CKPT's, the class count is
 
 Class heads (`class_heads.*`, (K, C) weight and (K,) bias) keep the fresh model's initialisation
 (zero-mean weights, focal prior bias -log(99)) except for the rows of categories whose names match
-one of the source's (case-insensitive), which are copied. In two-stage models with box refinement
+one of the source's (case-insensitive), which are copied. The denoising label embedding of models
+trained with denoising (`label_embed.weight`, (K + 1, C): a row per class, then the padding row)
+is remapped the same way, and its padding row is always copied. In two-stage models with box refinement
 the last class head scores encoder proposals class-agnostically (row 0 is objectness, see
 `criterion.py`), so its row 0 is always copied. Every other tensor must match the model in name and
 shape and is copied (strict: one error lists every missing, unexpected and mis-shaped key).
@@ -29,6 +31,7 @@ from ..models.categories import category_mapping
 from ..models.config import ModelConfig
 
 CLASS_HEAD_PREFIX = "class_heads."
+LABEL_EMBED = "label_embed.weight"  # denoising's (K + 1, C) label embedding: rows per class, then padding
 InitSource = tuple[ModelConfig, dict[str, torch.Tensor], list[dict]]  # what `read_init_source` returns
 
 
@@ -48,7 +51,7 @@ class InitSummary:
         matched = [f"{t}<-{s}" for t, s in self.mapping.items() if s is not None]
         new = [t for t, s in self.mapping.items() if s is None]
         parts = [
-            f"init from {self.source}: {self.reused} tensors reused, {self.reinitialised} re-initialised (class heads)",
+            f"init from {self.source}: {self.reused} tensors reused, {self.reinitialised} re-initialised (per-class rows)",
             f"{len(self.skipped)} skipped",
         ]
         parts.append(
@@ -95,7 +98,7 @@ def transfer_weights(
     )
     for key, value in source_state.items():
         if (
-            not key.startswith(CLASS_HEAD_PREFIX)
+            not (key.startswith(CLASS_HEAD_PREFIX) or key == LABEL_EMBED)
             or key not in target_state
             or same_classes
             or value.shape[1:] != target_state[key].shape[1:]
@@ -108,6 +111,8 @@ def transfer_weights(
                 fresh[target_label] = value[source_label]
         if encoder_head is not None and key.startswith(encoder_head) and value.shape[0] and fresh.shape[0]:
             fresh[0] = value[0]  # objectness of the class-agnostic proposal head
+        if key == LABEL_EMBED:
+            fresh[-1] = value[-1]  # the padding row
         merged[key] = fresh
         reinitialised += 1
     skipped = tuple(key for key in source_state if key not in target_state and key.endswith("num_batches_tracked"))
