@@ -68,7 +68,7 @@ def test_interrupted_experiment_resumes(tiny_dataset, tmp_path, one_thread, monk
     detr_run = tmp_path / "exp" / "runs" / ("detr" + SMALL.replace(":", "+")) / "seed0"
     assert not (detr_run / "done.json").exists()
 
-    with pytest.raises(ConfigError, match="started with other settings \\(epochs\\)"):
+    with pytest.raises(ConfigError, match="trained with other settings \\(epochs\\)"):
         run_convergence(_config(tmp_path / "exp", tiny_dataset, epochs=3, scaling_sizes=()), progress=False)
 
     result = run_convergence(config, progress=False)
@@ -76,6 +76,11 @@ def test_interrupted_experiment_resumes(tiny_dataset, tmp_path, one_thread, monk
     assert [r["epoch"] for r in history] == [0, 1]  # epoch 0 kept, epoch 1 trained once
     assert history[1]["step"] == 2 * history[0]["step"]
     assert all(run.epochs == 2 for run in result.runs)
+    # finished runs are not reused for other settings either (nothing is trained or overwritten)
+    before = (detr_run / "metrics.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match="trained with other settings \\(epochs\\)"):
+        run_convergence(_config(tmp_path / "exp", tiny_dataset, epochs=3, scaling_sizes=()), progress=False)
+    assert (detr_run / "metrics.jsonl").read_bytes() == before
 
 
 def test_cli_bad_variant_is_one_line_error(tmp_path, capsys):

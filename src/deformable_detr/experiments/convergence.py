@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..training.config import TrainConfig
 from ..training.optim import OptimConfig
 from ..util.config_fields import check_fields
-from .jobs import DONE_NAME, train_all
+from .jobs import DONE_NAME, check_same_settings, train_all
 from .variants import variant_train_config
 
 DEFAULT_MODELS = ("detr", "deformable-single-scale", "deformable", "deformable-refine")
@@ -302,9 +302,11 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True, train: boo
         for seed in config.seeds
     ]
     if train:
-        train_all(
-            [job for _, _, job in jobs if not (Path(job.output_dir) / DONE_NAME).is_file()], config.jobs, progress
-        )
+        for _, _, job in jobs:  # a finished or started run is reused only if it was trained as asked now
+            if any((Path(job.output_dir) / name).is_file() for name in (DONE_NAME, "checkpoint.pth")):
+                check_same_settings(job)
+        finished = [job for _, _, job in jobs if (Path(job.output_dir) / DONE_NAME).is_file()]
+        train_all([job for _, _, job in jobs if job not in finished], config.jobs, progress)
     runs = [_read_run(label, seed, Path(job.output_dir)) for label, seed, job in jobs]
 
     from ..data.coco import CocoDetection

@@ -19,21 +19,29 @@ def run_one(train_config: TrainConfig, progress: bool) -> None:
     from ..training.engine import fit
 
     run_dir = Path(train_config.output_dir)
-    saved_config = run_dir / "config.json"
     if (run_dir / "checkpoint.pth").is_file():
-        saved = json.loads(saved_config.read_text())
-        wanted = json.loads(json.dumps(train_config.to_dict()))
-        saved["model"]["num_classes"] = wanted["model"]["num_classes"]  # training sets it from the data
-        if saved != wanted:
-            changed = sorted(k for k in wanted if saved.get(k) != wanted.get(k))
-            raise ConfigError(
-                f"{saved_config}: this run was started with other settings ({', '.join(changed)}); "
-                "re-run the experiment with its original arguments, or choose another --out"
-            )
+        check_same_settings(train_config)
         fit(train_config, resume=True, progress=progress)
     else:  # a fresh run; a folder left by a run that stopped before its first checkpoint is started over
         fit(train_config, progress=progress, overwrite=True)
     (run_dir / DONE_NAME).write_text(json.dumps({"done": True}) + "\n")
+
+
+def check_same_settings(train_config: TrainConfig) -> None:
+    """Raise a one-line ConfigError if the run in `train_config.output_dir` (started or finished) was trained with
+    other settings than `train_config`: a rerun into an existing --out reuses its runs only when they match."""
+    saved_config = Path(train_config.output_dir) / "config.json"
+    if not saved_config.is_file():
+        return
+    saved = json.loads(saved_config.read_text())
+    wanted = json.loads(json.dumps(train_config.to_dict()))
+    saved["model"]["num_classes"] = wanted["model"]["num_classes"]  # training sets it from the data
+    if saved != wanted:
+        changed = sorted(k for k in wanted if saved.get(k) != wanted.get(k))
+        raise ConfigError(
+            f"{saved_config}: this run was trained with other settings ({', '.join(changed)}); "
+            "re-run the experiment with its original arguments, or choose another --out"
+        )
 
 
 def train_all(jobs: list[TrainConfig], processes: int, progress: bool) -> None:
