@@ -117,3 +117,27 @@ def test_init_from_each_format(tmp_path, fmt, two_stage):
             torch.testing.assert_close(value[0], expected[key][2], rtol=0, atol=0)  # car <- car
         else:
             assert "none matched by name" in lines[0]
+
+
+def test_init_from_the_other_family_brings_its_loss(tmp_path):
+    # --init with a DETR checkpoint under a Deformable DETR preset (e.g. `finetune`) trains DETR with DETR's
+    # softmax-loss weights, and the other way round, as --model does.
+    from deformable_detr.models.detr import DETR, DetrConfig
+    from deformable_detr.registry import default_loss_config
+
+    torch.manual_seed(0)
+    detr = DETR(DetrConfig.preset("detr-tiny"))
+    detr.save_pretrained(tmp_path / "detr")
+    config = init_model_config(TrainConfig.preset("finetune", init=str(tmp_path / "detr")), num_classes=len(TARGET))
+    assert isinstance(config.model, DetrConfig) and config.loss == default_loss_config(config.model)
+    assert (config.loss.cost_class, config.loss.loss_ce) == (1.0, 1.0)  # DETR's paper values
+    assert config.optim == TrainConfig.preset("finetune").optim  # the rest of the recipe stays
+
+    source = _source(two_stage=False)
+    path = _write(source, "pretrained", tmp_path)
+    detr_recipe = TrainConfig.preset("detr-demo", init=str(path))
+    config = init_model_config(detr_recipe, num_classes=len(TARGET))
+    assert isinstance(config.model, ModelConfig) and config.loss == default_loss_config(config.model)
+    # the same family keeps the recipe's own loss
+    config = init_model_config(TrainConfig.preset("demo", init=str(path)), num_classes=len(TARGET))
+    assert config.loss == TrainConfig.preset("demo").loss
