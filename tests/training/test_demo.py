@@ -54,7 +54,7 @@ def test_demo_on_cuda_trains_there_with_loader_workers(tmp_path):
 
 def test_demo_recipe():
     """The measured recipe (docs/results/faster-training/report.md): denoising, mixed query selection, class loss 4,
-    1100 steps, and images of at most 192 px a side, so that the synthetic shapes' frames (long side 256, short side
+    lr 3e-3, 1100 steps, and images of at most 192 px a side, so that the synthetic shapes' frames (long side 256, short side
     ~200-256, either orientation), cropped or not, pad to one 192 x 192 batch at the model's stride 64, not 256 x 256."""
     import random
 
@@ -67,7 +67,9 @@ def test_demo_recipe():
 
     config = TrainConfig.preset("demo")
     assert (config.model.denoising, config.model.query_selection, config.loss.loss_ce) == (True, "mixed", 4.0)
-    assert (config.max_steps, config.batch_size, config.optim.lr) == (1100, 8, 2e-3)
+    assert (config.max_steps, config.batch_size, config.optim.lr, config.optim.lr_backbone) == (1100, 8, 3e-3, 3e-3)
+    detr = TrainConfig.preset("detr-demo").optim  # DETR's demo lr stays where its runs were measured
+    assert (detr.lr, detr.lr_backbone) == (1e-3, 1e-3)
     transform = make_transforms(
         True, config.train_scales, config.max_size, config.crop_resize, config.crop_size, config.val_size
     )
