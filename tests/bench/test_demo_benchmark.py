@@ -18,15 +18,18 @@ def _result(metrics):
         "train": {"steps": 950, "train_seconds": 47.5, "s_per_step": 0.05, "images_per_s": 160.0, "wall_s": 60.0},
         "evaluation": {"metrics": metrics, "status": "evaluated", "images": 250, "command": "deformable-detr eval ..."},
         "cpu_demo": bench_demo.CPU_DEMO_METRICS,
-        "ap_within_tolerance": None if metrics is None else abs(metrics["AP"] - 0.313) <= 0.03,
+        "ap_within_tolerance": None
+        if metrics is None
+        else abs(metrics["AP"] - bench_demo.CPU_DEMO_METRICS["AP"]) <= 0.03,
     }
 
 
 def test_table_compares_the_ap_with_the_cpu_demo():
-    text = bench_demo.format_demo_benchmark(_result({"AP": 0.330, "AP50": 0.56}))
+    cpu_ap = bench_demo.CPU_DEMO_METRICS["AP"]
+    text = bench_demo.format_demo_benchmark(_result({"AP": cpu_ap + 0.02, "AP50": 0.56}))
     assert "950 steps of 8 images in 47.5 s (50.0 ms/step, 160 images/s" in text
-    assert "validation AP 0.330" in text and "CPU demo AP 0.313: within ±0.03" in text
-    assert "NOT within" in bench_demo.format_demo_benchmark(_result({"AP": 0.250, "AP50": 0.45}))
+    assert f"validation AP {cpu_ap + 0.02:.3f}" in text and f"CPU demo AP {cpu_ap:.3f}: within ±0.03" in text
+    assert "NOT within" in bench_demo.format_demo_benchmark(_result({"AP": cpu_ap - 0.06, "AP50": 0.45}))
     pending = _result(None)
     pending["evaluation"]["status"] = "pending: pycocotools is not installed here"
     assert "validation AP pending" in bench_demo.format_demo_benchmark(pending)
