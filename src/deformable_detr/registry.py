@@ -156,6 +156,17 @@ def default_loss_config(config: AnyModelConfig):
     return architecture_of(config).default_loss()
 
 
+def with_model(train_config, model: AnyModelConfig):
+    """`train_config` (a `TrainConfig`) training `model` instead; a model of the other family (DETR vs Deformable
+    DETR) also brings that family's loss (`default_loss_config`): a softmax DETR is not trained with focal-loss
+    weights. Used by `train --model` and `train --init`."""
+    import dataclasses
+
+    if architecture_of(model) != architecture_of(train_config.model):
+        train_config = dataclasses.replace(train_config, loss=default_loss_config(model))
+    return dataclasses.replace(train_config, model=model)
+
+
 def build_criterion(config: AnyModelConfig, loss):
     """The loss that fits a model of `config` (its architecture's `criterion`: `DetrCriterion` or `SetCriterion`).
 

@@ -23,8 +23,8 @@ import torch
 from ..util.timer import Timer
 from .harness import header
 
-# `deformable-detr demo` on the CPU as shipped (README "Demo"): the 1100-step recipe at lr 3e-3, seed 42, 2 threads, on the
-# 2-core AMD EPYC dev machine, every validation image alone.
+# `deformable-detr demo` on the CPU as shipped (README "Demo"): the 1100-step recipe at lr 3e-3, seed 42, 2 threads,
+# on the 2-core AMD EPYC dev machine, every validation image alone.
 CPU_DEMO_METRICS = {"AP": 0.333, "AP50": 0.603}
 CPU_DEMO_SOURCE = "README Demo: deformable-detr demo, 1100 steps, lr 3e-3, seed 42, 2 threads, 2-core AMD EPYC"
 AP_TOLERANCE = 0.03  # issue 20: the demo on CUDA reaches the CPU demo's AP within this

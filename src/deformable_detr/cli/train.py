@@ -121,7 +121,7 @@ def _train_config(args):
     import dataclasses
 
     from ..errors import ConfigError
-    from ..registry import architecture_of, default_loss_config, model_preset
+    from ..registry import model_preset, with_model
     from ..training.config import TrainConfig
 
     if args.resume is not None and args.overwrite:
@@ -173,9 +173,7 @@ def _train_config(args):
     if args.resume is not None and args.init is not None:
         raise ConfigError("--init starts a new run and --resume continues one; give one of them")
     if args.model is not None:
-        overrides["model"] = model_preset(args.model)
-        if architecture_of(overrides["model"]) != architecture_of(config.model):  # e.g. softmax vs focal loss
-            overrides["loss"] = default_loss_config(overrides["model"])
+        config = with_model(config, model_preset(args.model))  # the other family brings its loss
     if args.lr is not None:
         config = config.with_lr(args.lr)
     return dataclasses.replace(config, **overrides)

@@ -303,11 +303,14 @@ def run_convergence(config: ConvergenceConfig, progress: bool = True, train: boo
         for seed in config.seeds
     ]
     if train:
+        todo = []
         for _, _, job in jobs:  # a finished or started run is reused only if it was trained as asked now
-            if any((Path(job.output_dir) / name).is_file() for name in (DONE_NAME, "checkpoint.pth")):
+            run_dir = Path(job.output_dir)
+            if (run_dir / DONE_NAME).is_file() or (run_dir / "checkpoint.pth").is_file():
                 check_same_settings(job)
-        finished = [job for _, _, job in jobs if (Path(job.output_dir) / DONE_NAME).is_file()]
-        train_all([job for _, _, job in jobs if job not in finished], config.jobs, progress)
+            if not (run_dir / DONE_NAME).is_file():
+                todo.append(job)
+        train_all(todo, config.jobs, progress)
     runs = [_read_run(label, seed, Path(job.output_dir)) for label, seed, job in jobs]
 
     from ..data.coco import CocoDetection

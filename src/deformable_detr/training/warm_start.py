@@ -203,16 +203,13 @@ def prepare_model(model: nn.Module, config, categories: list[dict], source: Init
 def init_model_config(config, num_classes: int, source: InitSource | None = None):
     """`config` with the architecture of `config.init` (and `num_classes`), for a run started with --init.
 
-    A checkpoint of the other family (DETR vs Deformable DETR) also brings that family's loss
-    (`registry.default_loss_config`), as `--model` does: a softmax DETR is not trained with focal-loss weights.
-    `source` is `read_init_source(config.init)` when the caller has read it already (read here otherwise).
+    A checkpoint of the other family (DETR vs Deformable DETR) also brings that family's loss, as `--model` does
+    (`registry.with_model`). `source` is `read_init_source(config.init)` when the caller has read it already (read
+    here otherwise).
     """
     import dataclasses
 
-    from ..registry import architecture_of, default_loss_config
+    from ..registry import with_model
 
     source_config, _, _ = source if source is not None else read_init_source(config.init)
-    model = dataclasses.replace(source_config, num_classes=num_classes)
-    if architecture_of(model) != architecture_of(config.model):
-        config = dataclasses.replace(config, loss=default_loss_config(model))
-    return dataclasses.replace(config, model=model)
+    return with_model(config, dataclasses.replace(source_config, num_classes=num_classes))
